@@ -1,0 +1,161 @@
+"""A small decoder-only Transformer language model (GPT-style), as a Hugging Face model.
+
+Pre-norm blocks of causal multi-head self-attention and an MLP, learned absolute positions, dropout,
+and the output head tied to the token embedding. Keys and values of earlier tokens live in transformers'
+`DynamicCache`, so `generate` (and our engine) feed one new token per step.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from transformers import DynamicCache, GenerationMixin, PretrainedConfig, PreTrainedModel
+from transformers import initialization as init
+from transformers.cache_utils import Cache
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from textgen.models.common import causal_lm_loss
+
+
+class TransformerConfig(PretrainedConfig):
+    model_type = "textgen_transformer"
+    # The names transformers (and our engine) look for, as GPT-2 maps them.
+    attribute_map = {
+        "max_position_embeddings": "n_positions",
+        "hidden_size": "n_embd",
+        "num_hidden_layers": "n_layer",
+        "num_attention_heads": "n_head",
+    }
+
+    vocab_size: int = 66
+    n_positions: int = 256
+    n_embd: int = 256
+    n_layer: int = 6
+    n_head: int = 8
+    dropout: float = 0.1
+    bias: bool = False
+    initializer_range: float = 0.02
+    tie_word_embeddings: bool = True
+
+    def __post_init__(self, **kwargs):
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})")
+        super().__post_init__(**kwargs)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, config: TransformerConfig, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.n_head = config.n_head
+        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = config.dropout
+        self.resid_drop = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, cache: Cache | None) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        if cache is not None:
+            k, v = cache.update(k, v, self.layer_idx)
+        S = k.shape[2]
+        if T == S:
+            mask, causal = None, T > 1
+        elif T == 1:
+            mask, causal = None, False  # one new token may look at everything before it
+        else:  # several new tokens after a cached prefix: causal within the new ones
+            mask, causal = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(S - T), False
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, is_causal=causal, dropout_p=self.dropout if self.training else 0.0
+        )
+        return self.resid_drop(self.proj(y.transpose(1, 2).reshape(B, T, C)))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.proj(F.gelu(self.fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, config: TransformerConfig, layer_idx: int):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = SelfAttention(config, layer_idx)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor, cache: Cache | None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), cache)
+        return x + self.mlp(self.ln_2(x))
+
+
+class TransformerForCausalLM(PreTrainedModel, GenerationMixin):
+    config_class = TransformerConfig
+    base_model_prefix = "transformer"
+    main_input_name = "input_ids"
+    _tied_weights_keys = {"lm_head.weight": "wte.weight"}
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__(config)
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.wpe = nn.Embedding(config.n_positions, config.n_embd)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.post_init()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        # GPT-2's scaled init of the projections that write into the residual stream.
+        if isinstance(module, (SelfAttention, MLP)):
+            std = self.config.initializer_range / math.sqrt(2 * self.config.n_layer)
+            init.normal_(module.proj.weight, mean=0.0, std=std)
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.wte
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.wte = value
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        past_key_values: Cache | None = None,
+        use_cache: bool | None = None,
+        labels: torch.LongTensor | None = None,
+        logits_to_keep: int = 0,
+        **kwargs,
+    ) -> CausalLMOutputWithPast:
+        if use_cache and past_key_values is None:
+            past_key_values = DynamicCache()
+        past = past_key_values.get_seq_length() if past_key_values is not None else 0
+        T = input_ids.shape[1]
+        if past + T > self.config.n_positions:
+            raise ValueError(
+                f"{past + T} tokens exceed this model's context of {self.config.n_positions}; "
+                "cut the input from the left"
+            )
+        pos = torch.arange(past, past + T, device=input_ids.device)
+        x = self.drop(self.wte(input_ids) + self.wpe(pos))
+        for block in self.blocks:
+            x = block(x, past_key_values)
+        x = self.ln_f(x)
+        if logits_to_keep:
+            x = x[:, -logits_to_keep:]
+        logits = self.lm_head(x)
+        loss = causal_lm_loss(logits, labels) if labels is not None else None
+        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=past_key_values)
