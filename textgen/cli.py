@@ -7,6 +7,7 @@ import json
 import sys
 from dataclasses import fields
 
+from textgen.settings import CONTROLS
 from textgen.train import TrainConfig
 
 TRAIN_HELP = {
@@ -46,6 +47,101 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object on the last line")
 
 
+def _add_models(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="list the model catalog",
+                       description="The models the app and CLI can use, where each comes from, and whether "
+                                   "it loads without a network.")
+    _add_catalog_flags(p)
+    p.add_argument("--json", action="store_true", help="one JSON object per model")
+
+
+def _add_catalog_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--add-model", action="append", default=[], metavar="SOURCE",
+                   help="add a Hub id or model directory to the catalog (repeatable)")
+    p.add_argument("--catalog", help="JSON file of extra models (see textgen/catalog.py)")
+
+
+def _add_generate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("generate", help="stream text from a model",
+                       description="Stream a continuation of --prompt to stdout as it is produced.")
+    p.add_argument("--model", required=True, help="catalog name (see `models`) or a model directory")
+    p.add_argument("--prompt", required=True, help="text to continue ('' starts from scratch)")
+    for name, (low, high, whole, help_text) in CONTROLS.items():
+        bound = f"{low:g}..{high:g}" if high is not None else f">= {low:g}"
+        p.add_argument("--" + name.replace("_", "-"), type=int if whole else float,
+                       help=f"{help_text} ({bound})")
+    p.add_argument("--stop", action="append", help="stop when this text appears (repeatable)")
+    p.add_argument("--seed", type=int, help="same seed, same request -> same text")
+    p.add_argument("--json", action="store_true", help="one JSON object per event, the summary last")
+    p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the best available)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default 1)")
+    _add_catalog_flags(p)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from textgen.catalog import Catalog
+
+    for entry in Catalog.default(args.add_model, args.catalog):
+        row = {"name": entry.name, "title": entry.title, "origin": entry.origin, "source": entry.source,
+               "offline": entry.available_offline(), "description": entry.description}
+        if args.json:
+            print(json.dumps(row))
+        else:
+            where = "available offline" if row["offline"] else "needs a download"
+            print(f"{entry.name:<14} {entry.origin:<8} {where:<18} {entry.title}: {entry.description}")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from textgen.catalog import Catalog, entry_for_source
+    from textgen.devices import configure_cpu_threads, pick_device
+    from textgen.generation import TextEvent, stream
+    from textgen.loading import load_model
+    from textgen.settings import GenerationSettings, Limits
+
+    configure_cpu_threads(args.threads)
+    controls = {name: getattr(args, name) for name in CONTROLS}
+    settings = GenerationSettings.parse(args.prompt, Limits.from_env(), stop=args.stop, seed=args.seed, **controls)
+    catalog = Catalog.default(args.add_model, args.catalog)
+    entry = catalog.get(args.model) if args.model in catalog else entry_for_source(args.model)
+    loaded = load_model(entry, pick_device(args.device))
+    later: dict[int, str] = {}
+    for event in stream(loaded, settings):
+        if args.json:
+            print(json.dumps(_event_json(event), ensure_ascii=False), flush=True)
+        elif isinstance(event, TextEvent):
+            if event.sample == 0:
+                sys.stdout.write(event.text)
+                sys.stdout.flush()
+            else:
+                later[event.sample] = later.get(event.sample, "") + event.text
+        else:
+            for sample in sorted(later):
+                sys.stdout.write(f"\n\n--- sample {sample + 1} ---\n{later[sample]}")
+            print()
+            print(_summary_line(event), file=sys.stderr)
+    return 0
+
+
+def _event_json(event) -> dict:
+    from dataclasses import asdict
+
+    from textgen.generation import TextEvent
+
+    kind = "text" if isinstance(event, TextEvent) else "summary"
+    return {"event": kind, **asdict(event)}
+
+
+def _summary_line(summary) -> str:
+    from textgen.generation import STOP_REASONS
+
+    reason = STOP_REASONS.get(summary.stop_reason, summary.stop_reason)
+    lines = [f"[{sum(summary.tokens)} tokens, {summary.tokens_per_second:.1f} tokens/s, first token after "
+             f"{summary.time_to_first_token * 1000:.0f} ms, seed {summary.seed}; {reason}]"]
+    lines += [f"[note: {w}]" for w in summary.warnings]
+    return "\n".join(lines)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from textgen.train import train
 
@@ -76,10 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
     _add_eval(sub)
+    _add_models(sub)
+    _add_generate(sub)
     return parser
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval}
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "models": cmd_models, "generate": cmd_generate}
 
 
 def main(argv: list[str] | None = None) -> int:

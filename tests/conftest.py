@@ -1,0 +1,84 @@
+"""Shared fixtures: tiny models of every kind, saved the way real ones are, and a catalog over them.
+
+Nothing here downloads anything: the "hub" model is a tiny GPT2Config saved with save_pretrained, loaded
+through the same code path as the real GPT-2.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(1)
+
+from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
+
+from textgen.catalog import Catalog, entry_for_source  # noqa: E402
+from textgen.loading import ModelManager  # noqa: E402
+from textgen.models import ARCHITECTURES  # noqa: E402
+from textgen.tokenization import train_bpe_tokenizer, train_char_tokenizer  # noqa: E402
+
+SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare_train.txt"
+
+TINY_TEXT = (
+    "First Citizen:\nBefore we proceed any further, hear me speak.\n\n"
+    "All:\nSpeak, speak.\n\nFirst Citizen:\nYou are all resolved rather to die than to famish?\n\n"
+    "All:\nResolved. resolved.\n\nFirst Citizen:\nFirst, you know Caius Marcius is chief enemy to the people.\n"
+) * 4
+
+TINY_SIZES = {
+    "rnn": {"hidden_size": 32, "embedding_size": 16, "num_layers": 2},
+    "lstm": {"hidden_size": 32, "embedding_size": 16, "num_layers": 2},
+    "gru": {"hidden_size": 32, "embedding_size": 16, "num_layers": 2},
+    "transformer": {"n_layer": 2, "n_embd": 32, "n_head": 4, "n_positions": 64},
+}
+
+
+def make_tiny(arch: str, vocab_size: int, seed: int = 0):
+    torch.manual_seed(seed)
+    config_cls, model_cls = ARCHITECTURES[arch]
+    return model_cls(config_cls(vocab_size=vocab_size, dropout=0.0, **TINY_SIZES[arch])).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_text() -> str:
+    return TINY_TEXT
+
+
+@pytest.fixture(scope="session")
+def char_tokenizer():
+    return train_char_tokenizer(TINY_TEXT)
+
+
+@pytest.fixture(scope="session")
+def model_dirs(tmp_path_factory, char_tokenizer) -> dict[str, Path]:
+    """One saved directory per architecture (char tokenizer) plus a tiny GPT-2 with a byte-level BPE."""
+    root = tmp_path_factory.mktemp("models")
+    dirs = {}
+    for arch in ARCHITECTURES:
+        path = root / arch
+        make_tiny(arch, len(char_tokenizer)).save_pretrained(path)
+        char_tokenizer.save_pretrained(path)
+        dirs[arch] = path
+    bpe = train_bpe_tokenizer([TINY_TEXT], vocab_size=300)
+    torch.manual_seed(0)
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=len(bpe), n_positions=64, n_embd=32, n_layer=2, n_head=2,
+                                      bos_token_id=bpe.eos_token_id, eos_token_id=bpe.eos_token_id))
+    gpt2.save_pretrained(root / "tiny-gpt2")
+    bpe.save_pretrained(root / "tiny-gpt2")
+    dirs["tiny-gpt2"] = root / "tiny-gpt2"
+    return dirs
+
+
+@pytest.fixture(scope="session")
+def catalog(model_dirs) -> Catalog:
+    return Catalog([entry_for_source(str(path), name=name) for name, path in model_dirs.items()])
+
+
+@pytest.fixture(scope="session")
+def manager(catalog) -> ModelManager:
+    return ModelManager(catalog, device="cpu")

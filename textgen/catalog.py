@@ -1,0 +1,174 @@
+"""Which models can be used: the catalog.
+
+Only catalogued models are ever loaded. A name typed into the page or sent through the API is looked up
+here and refused if unknown; it is never passed to `from_pretrained`, so a request cannot reach another
+Hub repository or a path on disk. The operator decides what is in the catalog:
+
+- the checkpoints shipped in `assets/models/` (every sub-directory, broken ones included so that they
+  show a clear error rather than vanish),
+- the GPT-2 family from the Hugging Face Hub,
+- extra models: `--model SOURCE` flags of the app, `$TEXTGEN_MODELS` (comma-separated sources), and a
+  JSON file (`--catalog FILE` or `$TEXTGEN_CATALOG`) holding a list of
+  `{"name": ..., "source": <hub id or directory>, "description": ...}`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+SHIPPED_DIR = ASSETS / "models"
+
+# One line each, for someone who has never heard of the architecture.
+ARCH_DESCRIPTIONS = {
+    "textgen_rnn": "The simplest recurrent network: reads one character at a time and keeps a short memory.",
+    "textgen_lstm": "A recurrent network with gated memory (LSTM): remembers longer than a plain RNN.",
+    "textgen_gru": "A lighter gated recurrent network (GRU): nearly an LSTM's memory with fewer parts.",
+    "textgen_transformer": "A small Transformer, like GPT: looks back at all recent characters at once.",
+}
+ARCH_TITLES = {"textgen_rnn": "RNN", "textgen_lstm": "LSTM", "textgen_gru": "GRU",
+               "textgen_transformer": "Transformer"}
+
+GPT2_FAMILY = {
+    "gpt2": ("GPT-2 (124M)", "OpenAI's GPT-2, small: general English text, trained on web pages."),
+    "distilgpt2": ("DistilGPT-2 (82M)", "A smaller, faster copy of GPT-2 distilled from it."),
+    "gpt2-medium": ("GPT-2 Medium (355M)", "GPT-2 at three times the size: more fluent, slower."),
+    "gpt2-large": ("GPT-2 Large (774M)", "GPT-2 large: better text, needs several GB of memory."),
+    "gpt2-xl": ("GPT-2 XL (1.5B)", "The largest GPT-2: best text of the family, slow without a GPU."),
+}
+HUB_IDS = {"gpt2": "openai-community/gpt2", "distilgpt2": "distilbert/distilgpt2",
+           "gpt2-medium": "openai-community/gpt2-medium", "gpt2-large": "openai-community/gpt2-large",
+           "gpt2-xl": "openai-community/gpt2-xl"}
+
+_NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class UnknownModelError(KeyError):
+    def __str__(self) -> str:  # KeyError would quote the message
+        return self.args[0]
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str  # the key used by the page, the API and the CLI
+    title: str  # display name
+    description: str
+    source: str  # a local directory or a Hugging Face Hub id
+    origin: str  # "shipped" | "hub" | "local"
+
+    @property
+    def is_local(self) -> bool:
+        return self.origin in ("shipped", "local")
+
+    def available_offline(self) -> bool:
+        """True when loading needs no network: a local directory, or a Hub model already in the cache."""
+        if self.is_local:
+            return (Path(self.source) / "config.json").is_file()
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            return isinstance(try_to_load_from_cache(self.source, "config.json"), str)
+        except Exception:
+            return False
+
+
+class Catalog:
+    def __init__(self, entries: list[ModelEntry]):
+        self._entries: dict[str, ModelEntry] = {}
+        for entry in entries:
+            self._entries.setdefault(entry.name, entry)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name in self._entries
+
+    def __iter__(self):
+        return iter(self._entries.values())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def names(self) -> list[str]:
+        return list(self._entries)
+
+    def get(self, name: object) -> ModelEntry:
+        if not isinstance(name, str) or name not in self._entries:
+            shown = repr(name) if isinstance(name, str) and len(name) <= 80 else "that name"
+            raise UnknownModelError(f"unknown model {shown}; choose one of: {', '.join(self._entries)}")
+        return self._entries[name]
+
+    @classmethod
+    def default(
+        cls,
+        extra_sources: list[str] | None = None,
+        catalog_file: str | Path | None = None,
+        shipped_dir: Path = SHIPPED_DIR,
+        include_gpt2: bool = True,
+    ) -> Catalog:
+        entries = shipped_entries(shipped_dir)
+        if include_gpt2:
+            entries += [ModelEntry(name, title, desc, HUB_IDS[name], "hub")
+                        for name, (title, desc) in GPT2_FAMILY.items()]
+        env_sources = [s.strip() for s in os.environ.get("TEXTGEN_MODELS", "").split(",") if s.strip()]
+        entries += [entry_for_source(s) for s in [*(extra_sources or []), *env_sources]]
+        catalog_file = catalog_file or os.environ.get("TEXTGEN_CATALOG")
+        if catalog_file:
+            entries += entries_from_file(Path(catalog_file))
+        return cls(entries)
+
+
+def shipped_entries(directory: Path) -> list[ModelEntry]:
+    if not directory.is_dir():
+        return []
+    return [_local_entry(d, origin="shipped") for d in sorted(directory.iterdir()) if d.is_dir()]
+
+
+def entry_for_source(source: str, name: str | None = None, description: str | None = None) -> ModelEntry:
+    """An operator's model: a local directory if one exists at `source`, else a Hub id."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        entry = _local_entry(path.resolve(), origin="local", name=name)
+    else:
+        short = name or source.rsplit("/", 1)[-1]
+        entry = ModelEntry(short, short, "A Hugging Face model added by the operator.", source, "hub")
+    if description:
+        entry = ModelEntry(entry.name, entry.title, description, entry.source, entry.origin)
+    if not _NAME_OK.match(entry.name):
+        raise ValueError(f"model name {entry.name!r}: use letters, digits, '.', '_' or '-' (at most 64)")
+    return entry
+
+
+def entries_from_file(path: Path) -> list[ModelEntry]:
+    try:
+        items = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ValueError(f"cannot read the model catalog file {path}: {err}") from None
+    if not isinstance(items, list) or not all(isinstance(i, dict) and "source" in i for i in items):
+        raise ValueError(f"{path} must hold a JSON list of objects with a 'source' (and optional name, description)")
+    base = path.parent
+    entries = []
+    for item in items:
+        source = str(item["source"])
+        if not Path(source).is_absolute() and (base / source).is_dir():
+            source = str(base / source)
+        entries.append(entry_for_source(source, name=item.get("name"), description=item.get("description")))
+    return entries
+
+
+def _local_entry(path: Path, origin: str, name: str | None = None) -> ModelEntry:
+    model_type, title = None, name or path.name
+    try:
+        model_type = json.loads((path / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError):
+        pass
+    if model_type in ARCH_TITLES:
+        title = f"{ARCH_TITLES[model_type]} (ours, Shakespeare)" if origin == "shipped" else title
+        description = ARCH_DESCRIPTIONS[model_type]
+    elif model_type is None:
+        description = "A checkpoint whose config.json is missing or unreadable."
+    else:
+        description = f"A local {model_type} model."
+    return ModelEntry(name or path.name, title, description, str(path), origin)

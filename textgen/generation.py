@@ -1,0 +1,340 @@
+"""One streaming generation path for every model: ours (RNN, LSTM, GRU, Transformer) and any Hugging Face
+causal LM.
+
+    settings = GenerationSettings.parse("ROMEO:", temperature=0.8, seed=1)
+    for event in stream(manager.get("lstm"), settings):
+        if isinstance(event, TextEvent):
+            print(event.text, end="", flush=True)   # event.token has id, probability, alternatives
+        else:
+            print(event)                            # a Summary: speed, tokens, why it stopped
+
+Why our own decoding loop rather than `model.generate` in a thread with a streamer:
+- it is a plain generator that runs only while someone reads it: a consumer that stops reading (a
+  closed page, a dropped client) stops the model at once, and `cancel.set()` from any thread stops it
+  before its next forward step;
+- each step reports the chosen token's probability and the top alternatives, which `generate` does not
+  stream;
+- per-step overhead stays small enough for a char LSTM to stream hundreds of tokens per second.
+The sampling controls themselves are transformers' logits processors, not our own copies.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+from transformers import DynamicCache
+from transformers.generation.logits_process import (
+    LogitsProcessor,
+    MinPLogitsWarper,
+    NoRepeatNGramLogitsProcessor,
+    RepetitionPenaltyLogitsProcessor,
+    SuppressTokensLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
+
+from textgen.loading import LoadedModel
+from textgen.settings import GenerationSettings
+from textgen.tokenization import encode
+
+
+@dataclass
+class TokenInfo:
+    id: int
+    text: str
+    prob: float  # under the distribution it was drawn from (after temperature, top-k, top-p, min-p)
+    alternatives: list[tuple[str, float]]  # the likeliest tokens of that distribution, best first
+
+
+@dataclass
+class TextEvent:
+    sample: int
+    text: str  # new text for this sample; "" while a partial character or a possible stop sequence waits
+    token: TokenInfo | None  # None only for the last piece of text held back for a stop sequence
+
+
+@dataclass
+class Summary:
+    texts: list[str]
+    tokens: list[int]  # generated per sample
+    stop_reasons: list[str]  # per sample: length, end_of_text, stop_sequence, cancelled
+    prompt_tokens: int
+    prompt_tokens_cut: int
+    time_to_first_token: float
+    tokens_per_second: float
+    seconds: float
+    seed: int
+    forward_steps: int
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def stop_reason(self) -> str:
+        return self.stop_reasons[0] if len(set(self.stop_reasons)) == 1 else ", ".join(self.stop_reasons)
+
+
+STOP_REASONS = {
+    "length": "reached the maximum number of new tokens",
+    "end_of_text": "the model ended the text",
+    "stop_sequence": "a stop sequence appeared",
+    "cancelled": "stopped by request",
+}
+
+
+def stream(
+    loaded: LoadedModel, settings: GenerationSettings, cancel: threading.Event | None = None
+) -> Iterator[TextEvent | Summary]:
+    """Generate for one request; yields TextEvents as tokens arrive, then one Summary."""
+    run = _Run(loaded, settings, cancel or threading.Event())
+    yield from run.events()
+
+
+class _Run:
+    """The state of one request: its own random generator, cache, decoders and clocks."""
+
+    def __init__(self, loaded: LoadedModel, settings: GenerationSettings, cancel: threading.Event):
+        self.loaded, self.settings, self.cancel = loaded, settings, cancel
+        self.model, self.tokenizer = loaded.model, loaded.tokenizer
+        self.device = loaded.device
+        self.warnings = list(settings.warnings)
+        self.seed = settings.seed if settings.seed is not None else secrets.randbelow(2**31)
+        self.rng = torch.Generator(device=self.device).manual_seed(self.seed)
+        self.stateful = getattr(self.model, "_is_stateful", False)
+        self.context = loaded.context
+        self.forward_steps = 0
+        self.eos_id = self.tokenizer.eos_token_id
+
+    # -- prompt ------------------------------------------------------------------------------------------
+
+    def prompt_ids(self) -> tuple[list[int], int]:
+        prompt = self.settings.prompt
+        if not prompt:
+            start = self.tokenizer.bos_token or self.tokenizer.eos_token
+            ids = [self.tokenizer.convert_tokens_to_ids(start)] if start else encode(self.tokenizer, "\n").ids
+            self.warnings.append("the prompt was empty, so the model starts a new text from scratch")
+            return ids, 0
+        enc = encode(self.tokenizer, prompt)
+        if enc.message:
+            self.warnings.append(enc.message)
+        ids, cut = enc.ids, 0
+        if self.context is not None and len(ids) > self.context - 1:
+            cut = len(ids) - (self.context - 1)
+            ids = ids[cut:]
+            self.warnings.append(f"the prompt was longer than this model's context of {self.context} tokens; "
+                                 f"its first {cut} tokens were cut")
+        return ids, cut
+
+    # -- the loop ----------------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def events(self) -> Iterator[TextEvent | Summary]:
+        s = self.settings
+        clock = _Clock()
+        ids, cut = self.prompt_ids()
+        n = s.num_samples
+        all_ids = torch.tensor([ids] * n, dtype=torch.long, device=self.device)
+        processors, warpers = self._processors()
+        decoders = [_IncrementalDecoder(self.tokenizer, ids) for _ in range(n)]
+        stops = [_StopMatcher(s.stop) for _ in range(n)]
+        texts, counts, reasons = [""] * n, [0] * n, [None] * n
+        ttft = None
+        logits, cache = (None, None) if self.cancel.is_set() else self._forward(all_ids, self._new_cache())
+        if logits is None:
+            reasons = ["cancelled"] * n
+        for _ in range(s.max_new_tokens if logits is not None else 0):
+            scores = _apply(processors, all_ids, logits)
+            probs = torch.softmax(_apply(warpers, all_ids, scores), dim=-1)
+            if s.greedy:
+                next_ids = scores.argmax(dim=-1)
+            else:
+                next_ids = torch.multinomial(probs, 1, generator=self.rng).squeeze(1)
+            if ttft is None:
+                ttft = clock.active()
+            all_ids = torch.cat([all_ids, next_ids[:, None]], dim=1)
+            events = []
+            for row in range(n):
+                if reasons[row] is not None:
+                    continue
+                token_id = int(next_ids[row])
+                if token_id == self.eos_id:
+                    reasons[row] = "end_of_text"
+                    events.append(TextEvent(row, "", self._token_info(token_id, probs[row])))
+                    continue
+                counts[row] += 1
+                piece = decoders[row].push(token_id)
+                new_text, hit = stops[row].push(piece)
+                texts[row] += new_text
+                if hit:
+                    reasons[row] = "stop_sequence"
+                events.append(TextEvent(row, new_text, self._token_info(token_id, probs[row], piece)))
+            for event in events:
+                with clock.paused():
+                    yield event
+            if all(r is not None for r in reasons):
+                break
+            if self.cancel.is_set():
+                reasons = [r or "cancelled" for r in reasons]
+                break
+            logits, cache = self._next_logits(all_ids, next_ids, cache)
+        for row in range(n):
+            reasons[row] = reasons[row] or "length"
+            tail = stops[row].flush()  # text held back for a stop sequence that never came
+            if tail:
+                texts[row] += tail
+                with clock.paused():
+                    yield TextEvent(row, tail, None)
+        seconds = clock.active()
+        yield Summary(
+            texts=texts, tokens=counts, stop_reasons=reasons, prompt_tokens=len(ids), prompt_tokens_cut=cut,
+            time_to_first_token=ttft or 0.0, tokens_per_second=sum(counts) / seconds if seconds > 0 else 0.0,
+            seconds=seconds, seed=self.seed, forward_steps=self.forward_steps, warnings=self.warnings,
+        )
+
+    def _next_logits(self, all_ids: torch.Tensor, next_ids: torch.Tensor, cache):
+        fed = all_ids.shape[1] - 1  # tokens the cache already holds
+        if self.context is not None and fed + 1 > self.context:
+            # The text outgrew the context: start over from its most recent half (one prefill per
+            # context/2 tokens, instead of re-reading a full window for every token).
+            if not any("outgrew" in w for w in self.warnings):
+                self.warnings.append(f"the text outgrew the model's context of {self.context} tokens; "
+                                     "it continues from the most recent part")
+            return self._forward(all_ids[:, -(self.context // 2):], self._new_cache())
+        return self._forward(next_ids[:, None], cache)
+
+    def _new_cache(self):
+        return None if self.stateful else DynamicCache(config=self.model.config)
+
+    def _forward(self, input_ids: torch.Tensor, cache):
+        self.forward_steps += 1
+        if self.stateful:
+            out = self.model(input_ids=input_ids, state=cache, logits_to_keep=1)
+            return out.logits[:, -1].float(), out.state
+        out = self.model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        return out.logits[:, -1].float(), out.past_key_values
+
+    def _processors(self) -> tuple[list[LogitsProcessor], list[LogitsProcessor]]:
+        s = self.settings
+        processors = []
+        if s.repetition_penalty != 1.0:
+            processors.append(RepetitionPenaltyLogitsProcessor(s.repetition_penalty))
+        if s.no_repeat_ngram_size:
+            processors.append(NoRepeatNGramLogitsProcessor(s.no_repeat_ngram_size))
+        unk = self.tokenizer.unk_token_id
+        if unk is not None and unk != self.eos_id:
+            # A char model's <unk> stands for "some character I do not know": never write it.
+            processors.append(SuppressTokensLogitsProcessor([unk], device=self.device))
+        warpers = []
+        if not s.greedy:
+            if s.temperature != 1.0:
+                warpers.append(TemperatureLogitsWarper(s.temperature))
+            if s.top_k:
+                warpers.append(TopKLogitsWarper(s.top_k))
+            if s.top_p < 1.0:
+                warpers.append(TopPLogitsWarper(s.top_p))
+            if s.min_p > 0:
+                warpers.append(MinPLogitsWarper(s.min_p))
+        return processors, warpers
+
+    def _token_info(self, token_id: int, probs: torch.Tensor, piece: str | None = None) -> TokenInfo:
+        k = self.settings.alternatives
+        alternatives = []
+        if k:
+            top_p, top_i = probs.topk(min(k, probs.shape[-1]))
+            alternatives = [(self.loaded.token_text(i), round(p, 5))
+                            for p, i in zip(top_p.tolist(), top_i.tolist()) if p > 0]
+        text = piece if piece is not None else self.loaded.token_text(token_id)
+        return TokenInfo(token_id, text, round(float(probs[token_id]), 5), alternatives)
+
+
+def _apply(processors: list[LogitsProcessor], ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    # LogitsProcessorList would inspect every processor's signature on every call (~0.2 ms a step).
+    for processor in processors:
+        scores = processor(ids, scores)
+    return scores
+
+
+class _Clock:
+    """Wall time of a run minus the time it spent suspended at a yield (waiting for its consumer).
+
+    So a model's tokens/s is its own, whether the reader is a fast CLI, a browser, or a comparison that
+    advances several models in turn.
+    """
+
+    def __init__(self):
+        self.start = time.perf_counter()
+        self.suspended = 0.0
+
+    def active(self) -> float:
+        return time.perf_counter() - self.start - self.suspended
+
+    def paused(self):
+        clock = self
+
+        class _Pause:
+            def __enter__(self):
+                self.t = time.perf_counter()
+
+            def __exit__(self, *exc):
+                clock.suspended += time.perf_counter() - self.t
+
+        return _Pause()
+
+
+class _IncrementalDecoder:
+    """Text for each new token, right even when a character spans several tokens (byte-level BPE).
+
+    Decodes a short window before the new token and emits only what it adds; a window that ends in an
+    incomplete UTF-8 sequence (U+FFFD) waits for the next token.
+    """
+
+    def __init__(self, tokenizer, prompt_ids: list[int]):
+        self.tokenizer = tokenizer
+        self.ids = list(prompt_ids[-4:])  # a little context, for tokenizers whose spacing depends on it
+        self.prefix, self.read = 0, len(self.ids)
+
+    def push(self, token_id: int) -> str:
+        self.ids.append(token_id)
+        before = self.tokenizer.decode(self.ids[self.prefix : self.read])
+        after = self.tokenizer.decode(self.ids[self.prefix :])
+        if after.endswith("\ufffd") or not after.startswith(before):
+            return ""
+        self.prefix, self.read = self.read, len(self.ids)
+        return after[len(before) :]
+
+
+class _StopMatcher:
+    """Holds back text that might be the start of a stop sequence; reports when one appears."""
+
+    def __init__(self, stops: tuple[str, ...]):
+        self.stops = stops
+        self.pending = ""
+
+    def push(self, piece: str) -> tuple[str, bool]:
+        if not self.stops:
+            return piece, False
+        self.pending += piece
+        hits = [i for i in (self.pending.find(s) for s in self.stops) if i >= 0]
+        if hits:
+            out, self.pending = self.pending[: min(hits)], ""
+            return out, True
+        keep = max((_overlap(self.pending, s) for s in self.stops), default=0)
+        out = self.pending[: len(self.pending) - keep]
+        self.pending = self.pending[len(self.pending) - keep :]
+        return out, False
+
+    def flush(self) -> str:
+        out, self.pending = self.pending, ""
+        return out
+
+
+def _overlap(text: str, stop: str) -> int:
+    """Length of the longest end of `text` that is a beginning of `stop`."""
+    for k in range(min(len(text), len(stop) - 1), 0, -1):
+        if text.endswith(stop[:k]):
+            return k
+    return 0

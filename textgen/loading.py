@@ -1,0 +1,228 @@
+"""Loading catalogued models: lazily, once, safely, onto the best device, within a memory budget.
+
+    manager = ModelManager(Catalog.default())
+    loaded = manager.get("lstm")        # loads on first use, cached afterwards
+    loaded.model, loaded.tokenizer, loaded.context, loaded.n_params
+
+Safety: only catalog entries are loaded; weights only from safetensors (`use_safetensors=True`, never a
+pickle); `trust_remote_code` is never set, so no code from a model repository runs. Our own model
+classes are registered by importing `textgen.models`.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import socket
+import threading
+import time
+import urllib.parse
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+import textgen.models  # noqa: F401  (registers our architectures with the Auto classes)
+from textgen.catalog import Catalog, ModelEntry, entry_for_source
+from textgen.devices import pick_device, pick_dtype
+from textgen.evaluate import context_length
+
+DEFAULT_BUDGET_MB = 6144
+
+
+class ModelLoadError(RuntimeError):
+    """A catalogued model could not be loaded; the message says why and what to do."""
+
+
+@dataclass
+class LoadedModel:
+    entry: ModelEntry
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    device: torch.device
+    load_seconds: float
+    _token_text: dict[int, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+    @property
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    @property
+    def context(self) -> int | None:
+        """Tokens the model can attend to; None for recurrent models, which have no limit."""
+        return context_length(self.model)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (*self.model.parameters(), *self.model.buffers()))
+
+    def token_text(self, token_id: int) -> str:
+        """One token as text, memoised (the probability view decodes the same few ids over and over)."""
+        text = self._token_text.get(token_id)
+        if text is None:
+            text = self.tokenizer.decode([token_id])
+            if len(self._token_text) < 200_000:
+                self._token_text[token_id] = text
+        return text
+
+    def info(self) -> dict:
+        return {"name": self.name, "title": self.entry.title, "parameters": self.n_params,
+                "context": self.context, "device": str(self.device), "dtype": str(self.model.dtype),
+                "load_seconds": round(self.load_seconds, 2)}
+
+
+def load_model(entry: ModelEntry, device: torch.device | None = None) -> LoadedModel:
+    """Load one catalog entry; raises ModelLoadError with a message a user can act on."""
+    device = device or pick_device()
+    dtype = pick_dtype(device)
+    if entry.origin == "hub" and not entry.available_offline():
+        _check_hub_reachable(entry)
+    start = time.perf_counter()
+    kwargs = {"dtype": dtype, "use_safetensors": True, "trust_remote_code": False}
+    if device.type == "cuda" and _bigger_than_gpu(entry):
+        kwargs["device_map"] = "auto"  # accelerate spreads it over GPUs (and CPU) when one GPU is too small
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(entry.source, trust_remote_code=False)
+        model = AutoModelForCausalLM.from_pretrained(entry.source, **kwargs)
+        if "device_map" not in kwargs:
+            model = model.to(device)
+    except torch.OutOfMemoryError:
+        raise ModelLoadError(f"not enough memory to load {entry.name}; try a smaller model") from None
+    except Exception as err:  # many exception types reach here: OSError, SafetensorError, ValueError...
+        raise ModelLoadError(_explain(entry, err)) from err
+    model.eval()
+    return LoadedModel(entry, model, tokenizer, model.device, time.perf_counter() - start)
+
+
+class ModelManager:
+    """Loaded models shared by every request; least recently used ones dropped past a memory budget.
+
+    A model is only read during generation (inference mode, no module state), so one copy serves
+    concurrent requests. Loading the same model twice at once is avoided by a lock per name.
+    """
+
+    def __init__(self, catalog: Catalog, memory_budget_mb: float | None = None, device: str | None = None):
+        self.catalog = catalog
+        budget = memory_budget_mb or float(os.environ.get("TEXTGEN_MEMORY_BUDGET_MB", DEFAULT_BUDGET_MB))
+        self.budget_bytes = int(budget * 2**20)
+        self.device = pick_device(device)
+        self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._lock = threading.Lock()
+        self._name_locks: dict[str, threading.Lock] = {}
+
+    def get(self, name: str, progress: Callable[[str], None] | None = None) -> LoadedModel:
+        entry = self.catalog.get(name)  # raises UnknownModelError for anything not catalogued
+        with self._lock:
+            if entry.name in self._loaded:
+                self._loaded.move_to_end(entry.name)
+                return self._loaded[entry.name]
+            name_lock = self._name_locks.setdefault(entry.name, threading.Lock())
+        with name_lock:
+            with self._lock:
+                if entry.name in self._loaded:
+                    return self._loaded[entry.name]
+            if progress:
+                progress(f"Loading {entry.title} (first use)…")
+            loaded = load_model(entry, self.device)
+            with self._lock:
+                self._loaded[entry.name] = loaded
+                self._evict(keep=entry.name)
+            return loaded
+
+    def is_loaded(self, name: str) -> bool:
+        return name in self._loaded
+
+    def loaded(self) -> list[LoadedModel]:
+        return list(self._loaded.values())
+
+    def unload(self, name: str) -> None:
+        with self._lock:
+            self._loaded.pop(name, None)
+        _free_memory()
+
+    def clear(self) -> None:
+        """Drop every loaded model (after running out of memory, for instance)."""
+        with self._lock:
+            self._loaded.clear()
+        _free_memory()
+
+    def _evict(self, keep: str) -> None:
+        while sum(m.nbytes for m in self._loaded.values()) > self.budget_bytes and len(self._loaded) > 1:
+            oldest = next(n for n in self._loaded if n != keep)
+            self._loaded.pop(oldest)
+        _free_memory()
+
+
+def load_for_cli(name_or_dir: str, device: str | None = None) -> LoadedModel:
+    """The CLI takes a catalog name or, since the operator is the one typing, a model directory."""
+    catalog = Catalog.default()
+    entry = catalog.get(name_or_dir) if name_or_dir in catalog else entry_for_source(name_or_dir)
+    return load_model(entry, pick_device(device))
+
+
+def _free_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _bigger_than_gpu(entry: ModelEntry) -> bool:
+    try:
+        from accelerate import init_empty_weights
+        from transformers import AutoConfig
+
+        with init_empty_weights():
+            meta = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(entry.source))
+        needed = sum(p.numel() for p in meta.parameters()) * 2  # bf16/fp16
+        return needed > 0.9 * torch.cuda.get_device_properties(0).total_memory
+    except Exception:
+        return False
+
+
+def _check_hub_reachable(entry: ModelEntry) -> None:
+    # Without this, an offline machine spends ~25 s in retries before transformers gives up.
+    if os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True", "YES", "yes") or not _hub_reachable():
+        raise ModelLoadError(
+            f"{entry.title} ({entry.source}) is not in the local Hugging Face cache and the Hub cannot be "
+            "reached from this machine. Download it once with a network connection (it is then cached and "
+            "works offline with HF_HUB_OFFLINE=1), or add a local copy with --model /path/to/model. "
+            "The other models keep working."
+        )
+
+
+@lru_cache(maxsize=1)
+def _hub_host() -> tuple[str, int]:
+    url = urllib.parse.urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    return url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
+
+
+_reachable_cache: dict[str, tuple[float, bool]] = {}
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    host, port = _hub_host()
+    checked = _reachable_cache.get(host)
+    if checked and time.monotonic() - checked[0] < 60:
+        return checked[1]
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+        ok = True
+    except OSError:
+        ok = False
+    _reachable_cache[host] = (time.monotonic(), ok)
+    return ok
+
+
+def _explain(entry: ModelEntry, err: Exception) -> str:
+    text = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
+    if entry.is_local:
+        return (f"the checkpoint of {entry.title} at {entry.source} is missing, incomplete or corrupt ({text}); "
+                "retrain it or restore its files. The other models keep working.")
+    return f"could not load {entry.title} ({entry.source}): {text}"
