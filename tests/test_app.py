@@ -1,0 +1,175 @@
+"""The page's API, driven the way an API user drives it: gradio_client against a live server."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+from gradio_client import Client
+
+import app
+from textgen.loading import ModelManager
+from textgen.playground import Playground
+
+STEP_SECONDS = 0.1  # the LSTM below is slowed to this per forward step, longer than a request's round trip, so
+# "how many more steps after the signal" measures the server and not the network
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class StepLog:
+    """Start times of every forward step of one model."""
+
+    def __init__(self):
+        self.times: list[float] = []
+
+    def __call__(self, module, args):
+        self.times.append(time.monotonic())
+        time.sleep(STEP_SECONDS)
+
+    def after(self, moment: float) -> int:
+        return sum(t > moment for t in self.times)
+
+
+@pytest.fixture(scope="module")
+def served(catalog):
+    manager = ModelManager(catalog, device="cpu")
+    steps = StepLog()
+    manager.get("lstm").model.register_forward_pre_hook(steps)
+    playground = Playground(manager)
+    demo = app.build_demo(playground)
+    port = free_port()
+    demo.launch(server_port=port, prevent_thread_lock=True, quiet=True, **app.LAUNCH_KWARGS)
+    yield f"http://127.0.0.1:{port}/", playground, steps
+    demo.close()
+
+
+def generate_args(model="gru", prompt="First Citizen:", max_new_tokens=40, seed=1, temperature=0.8):
+    # prompt, model, temperature, top_k, top_p, min_p, repetition_penalty, no_repeat_ngram_size, max_new_tokens, seed
+    return (prompt, model, temperature, 0, 0.95, 0.0, 1.0, 0, max_new_tokens, seed)
+
+
+def test_generate_streams_partial_updates(served):
+    url, _, _ = served
+    job = Client(url, verbose=False).submit(*generate_args(max_new_tokens=60), api_name="/generate")
+    updates = [out[0] for out in job]
+    assert len(updates) > 10, "the text should arrive in many partial updates"
+    assert all(later.startswith(earlier) for earlier, later in zip(updates, updates[1:]))
+    text, stats, html = job.result()
+    assert text == updates[-1] and len(text) > 0
+    assert "tokens/s" in stats and "60" in stats
+    assert 'class="tg-tok"' in html
+
+
+def test_same_seed_gives_same_text_through_the_api(served):
+    url, _, _ = served
+    client = Client(url, verbose=False)
+    first = client.predict(*generate_args(seed=7), api_name="/generate")[0]
+    again = client.predict(*generate_args(seed=7), api_name="/generate")[0]
+    assert first == again
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (generate_args(model="nope"), "unknown model"),
+        (generate_args(model="../../etc/passwd"), "unknown model"),
+        (generate_args(temperature=99), "temperature must be between"),
+        (generate_args(max_new_tokens=10**9), "max_new_tokens must be between"),
+        (generate_args(prompt="x" * 20_000), "the limit is"),
+        (generate_args(temperature="warm"), "temperature must be a number"),
+    ],
+)
+def test_bad_requests_get_a_clear_message(served, args, message):
+    url, _, _ = served
+    with pytest.raises(Exception) as err:
+        Client(url, verbose=False).predict(*args, api_name="/generate")
+    assert message in str(err.value)
+    assert "Traceback" not in str(err.value)
+
+
+def test_stop_ends_the_models_compute_within_two_steps(served):
+    url, playground, steps = served
+    client = Client(url, verbose=False)
+    job = client.submit(*generate_args(model="lstm", max_new_tokens=1000), api_name="/generate")
+    while len(steps.times) < 10 or not job.status().code.name == "ITERATING":
+        time.sleep(0.01)
+    signalled = {}
+    real_stop = playground.stop
+
+    def stop_and_note(session):
+        signalled["at"] = time.monotonic()
+        return real_stop(session)
+
+    playground.stop = stop_and_note
+    try:
+        client.predict(api_name="/stop")
+    finally:
+        playground.stop = real_stop
+    text = job.result()[0]
+    time.sleep(10 * STEP_SECONDS)
+    assert steps.after(signalled["at"]) <= 2
+    assert 0 < len(text) and len(steps.times) < 500
+    assert "stopped by request" in job.result()[1]
+
+
+def test_dropped_client_ends_the_models_compute(served):
+    url, playground, steps = served
+    client = Client(url, verbose=False)
+    before = len(steps.times)
+    job = client.submit(*generate_args(model="lstm", max_new_tokens=1000), api_name="/generate")
+    while len(steps.times) < before + 10:
+        time.sleep(0.01)
+    dropped = time.monotonic()
+    job.cancel()
+    deadline = time.monotonic() + 5
+    while playground.running() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(10 * STEP_SECONDS)
+    assert playground.running() == 0
+    assert steps.after(dropped) <= 2
+    assert len(steps.times) - before < 200
+
+
+def test_compare_streams_every_model_side_by_side(served):
+    url, _, _ = served
+    job = Client(url, verbose=False).submit("First", ["gru", "transformer", "tiny-gpt2"], 0.8, 30, 3,
+                                            api_name="/compare")
+    outputs = list(job)
+    final = job.result()
+    assert len(outputs) > 5
+    texts = [final[i] for i in range(3)]
+    stats = [final[4 + i] for i in range(3)]
+    assert all(texts) and all("tokens/s" in s for s in stats)
+
+
+def test_perplexity_scores_each_model(served):
+    url, _, _ = served
+    table, _plot = Client(url, verbose=False).predict("First Citizen:\nSpeak, speak.\n", ["lstm", "gru"],
+                                                      api_name="/score")
+    rows = table["data"]
+    assert len(rows) == 2 and all(float(r[1]) > 0 for r in rows)
+
+
+def test_many_concurrent_clients_all_finish_with_their_seeded_text(served):
+    url, _, _ = served
+    alone = Client(url, verbose=False).predict(*generate_args(seed=11), api_name="/generate")[0]
+    results = [None] * 6
+
+    def run(i):
+        results[i] = Client(url, verbose=False).predict(*generate_args(seed=11 if i % 2 else 100 + i),
+                                                        api_name="/generate")[0]
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert all(r for r in results)
+    assert all(results[i] == alone for i in range(1, 6, 2))

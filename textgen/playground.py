@@ -1,0 +1,207 @@
+"""The playground's request handling, with no Gradio in it: app.py only wires these to the page.
+
+    playground = Playground(ModelManager(Catalog.default()))
+    settings = playground.parse("ROMEO:", temperature=0.8, seed=1)
+    for live in playground.generate("lstm", settings, session="abc"):
+        print(live.text)                 # the text so far; live.tokens, live.summary, live.stats()
+    playground.stop("abc")               # from any thread: stops that session's runs within a token
+
+Every failure a user can cause or meet (bad values, unknown model, broken checkpoint, no network, out of
+memory, a bug) comes out as `RequestError` with a message for that user; nothing else escapes, and one
+request's failure leaves the shared models usable for the next.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+
+from textgen.catalog import UnknownModelError
+from textgen.evaluate import score_text
+from textgen.generation import Summary, TextEvent, TokenInfo, stream
+from textgen.loading import ModelLoadError, ModelManager
+from textgen.render import live_stats, summary_stats
+from textgen.settings import GenerationSettings, InvalidRequest, Limits
+
+log = logging.getLogger("textgen")
+
+
+class RequestError(Exception):
+    """What went wrong with a request, in words for the person who sent it."""
+
+
+@dataclass
+class Live:
+    """One model's output while it streams, and its numbers."""
+
+    name: str
+    title: str
+    text: str = ""
+    tokens: list[TokenInfo] = field(default_factory=list)
+    summary: Summary | None = None
+    status: str = ""
+    started: float = field(default_factory=time.perf_counter)
+    first_token: float | None = None
+
+    def add(self, event: TextEvent | Summary) -> None:
+        if isinstance(event, Summary):
+            self.summary = event
+            self.text = event.texts[0]
+            return
+        if event.sample != 0:
+            return
+        if self.first_token is None:
+            self.first_token = time.perf_counter() - self.started
+        self.text += event.text
+        if event.token is not None:
+            self.tokens.append(event.token)
+
+    def stats(self) -> str:
+        if self.summary is not None:
+            return summary_stats(self.summary)
+        return live_stats(len(self.tokens), time.perf_counter() - self.started, self.first_token, self.status)
+
+
+class Playground:
+    def __init__(self, manager: ModelManager, limits: Limits | None = None):
+        self.manager = manager
+        self.catalog = manager.catalog
+        self.limits = limits or Limits.from_env()
+        self._running: dict[str, set[threading.Event]] = {}
+        self._lock = threading.Lock()
+
+    # -- requests ----------------------------------------------------------------------------------------
+
+    def parse(self, prompt: object, **controls: object) -> GenerationSettings:
+        try:
+            return GenerationSettings.parse(prompt, self.limits, **controls)
+        except InvalidRequest as err:
+            raise RequestError(str(err)) from None
+
+    def generate(self, name: object, settings: GenerationSettings, session: str = "") -> Iterator[Live]:
+        """The text so far after every token, for one model."""
+        entry = self._entry(name)
+        live = Live(entry.name, entry.title)
+        if not self.manager.is_loaded(entry.name):
+            live.status = f"Loading {entry.title} (first use, a few seconds)…"
+            yield live
+        loaded = self._load(entry.name)
+        with self._signal(session) as cancel, self._guard(entry.title):
+            for event in stream(loaded, settings, cancel):
+                live.add(event)
+                yield live
+
+    def compare(self, names: object, settings: GenerationSettings, session: str = "") -> Iterator[list[Live]]:
+        """Several models on one prompt and seed, advanced a token each in turn so they stream together."""
+        entries = self._compare_entries(names)
+        lives = [Live(e.name, e.title) for e in entries]
+        for live in lives:
+            if not self.manager.is_loaded(live.name):
+                live.status = f"Loading {live.title}…"
+        yield lives
+        loaded = [self._load(e.name) for e in entries]
+        with self._signal(session) as cancel, self._guard(", ".join(e.title for e in entries)):
+            runs = [stream(m, settings, cancel) for m in loaded]
+            active = list(range(len(runs)))
+            while active:
+                for i in list(active):
+                    event = next(runs[i], None)
+                    if event is None:
+                        active.remove(i)
+                        continue
+                    lives[i].add(event)
+                yield lives
+
+    def score(self, names: object, text: object) -> list[dict]:
+        """Per-character surprise of `text` under each model (the evaluation code of the training side)."""
+        if not isinstance(text, str) or not text.strip():
+            raise RequestError("paste some text to score")
+        if len(text) > self.limits.max_score_chars:
+            raise RequestError(f"the text has {len(text):,} characters; the limit is "
+                               f"{self.limits.max_score_chars:,}")
+        rows = []
+        for entry in self._compare_entries(names, minimum=1):
+            loaded = self._load(entry.name)
+            with self._guard(entry.title):
+                score = score_text(loaded.model, loaded.tokenizer, text)
+            rows.append({"model": entry.title, "nats_per_char": round(score.nats_per_char, 4),
+                         "bits_per_char": round(score.bits_per_char, 4), "ppl_per_token": round(score.ppl, 2),
+                         "tokens": score.tokens, "unknown_chars": score.unknown_chars})
+        return rows
+
+    def stop(self, session: str) -> int:
+        """Signal every run of this session to stop; returns how many were running."""
+        with self._lock:
+            events = list(self._running.get(session, ()))
+        for event in events:
+            event.set()
+        return len(events)
+
+    # -- helpers -----------------------------------------------------------------------------------------
+
+    def _entry(self, name: object):
+        try:
+            return self.catalog.get(name)
+        except UnknownModelError as err:
+            raise RequestError(str(err)) from None
+
+    def _compare_entries(self, names: object, minimum: int = 2):
+        if isinstance(names, str):
+            names = [names]
+        if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+            raise RequestError("models must be a list of model names")
+        names = list(dict.fromkeys(names))
+        if not minimum <= len(names) <= self.limits.max_compare:
+            raise RequestError(f"pick between {minimum} and {self.limits.max_compare} models")
+        return [self._entry(n) for n in names]
+
+    def _load(self, name: str):
+        try:
+            return self.manager.get(name)
+        except ModelLoadError as err:
+            raise RequestError(str(err)) from None
+        except (torch.OutOfMemoryError, MemoryError):
+            self.manager.clear()
+            raise RequestError(f"the server ran out of memory loading {name}; try again or pick a smaller model") \
+                from None
+
+    @contextmanager
+    def _signal(self, session: str):
+        # Created here, inside the request (and so inside a ZeroGPU worker process when there is one).
+        event = threading.Event()
+        with self._lock:
+            self._running.setdefault(session, set()).add(event)
+        try:
+            yield event
+        finally:
+            event.set()  # a run abandoned by its reader must not keep computing
+            with self._lock:
+                runs = self._running.get(session)
+                if runs is not None:
+                    runs.discard(event)
+                    if not runs:
+                        del self._running[session]
+
+    @contextmanager
+    def _guard(self, what: str):
+        try:
+            yield
+        except RequestError:
+            raise
+        except (torch.OutOfMemoryError, MemoryError):
+            self.manager.clear()
+            raise RequestError(f"the server ran out of memory while {what} was writing; the models were "
+                               "unloaded to recover. Try a shorter request.") from None
+        except Exception as err:
+            log.exception("generation failed for %s", what)
+            raise RequestError(f"{what} failed: {type(err).__name__}: {str(err)[:200]}") from None
+
+    def running(self) -> int:
+        with self._lock:
+            return sum(len(v) for v in self._running.values())
