@@ -190,7 +190,7 @@ def build_demo(playground: Playground) -> gr.Blocks:
                         info="Presets for the sliders below",
                         elem_id="preset",
                     )
-                    with gr.Accordion("Sampling controls", open=True):
+                    with gr.Accordion("Sampling controls", open=False, elem_id="controls"):
                         temperature = slider("temperature", 0.8, 0.05, "Temperature")
                         top_k = slider("top_k", 0, 1, "Top-k")
                         top_p = slider("top_p", 0.95, 0.01, "Top-p")

@@ -18,7 +18,7 @@ import csv
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -36,6 +36,21 @@ from textgen.tokenization import train_bpe_tokenizer, train_char_tokenizer
 STATE_DIR = "training_state"
 
 
+# Default recipes: what `train --arch X` does with no size or optimizer flags. Sized for a few minutes of one
+# CPU thread (see benchmarks/train_cpu.py for how they were chosen); the shipped checkpoints set larger
+# sizes explicitly, and each model card records every value used.
+RECIPES: dict[str, dict] = {
+    "transformer": {"n_layer": 4, "n_embd": 128, "n_head": 4, "dropout": 0.0, "block_size": 128,
+                    "batch_size": 16, "lr": 3e-3, "warmup_steps": 50},
+    "lstm": {"hidden_size": 256, "embedding_size": 64, "num_layers": 2, "dropout": 0.0, "block_size": 128,
+             "batch_size": 16, "lr": 3e-3, "warmup_steps": 50},
+    "gru": {"hidden_size": 256, "embedding_size": 64, "num_layers": 2, "dropout": 0.0, "block_size": 128,
+            "batch_size": 16, "lr": 3e-3, "warmup_steps": 50},
+    "rnn": {"hidden_size": 256, "embedding_size": 64, "num_layers": 2, "dropout": 0.0, "block_size": 128,
+            "batch_size": 16, "lr": 2e-3, "warmup_steps": 50},
+}
+
+
 @dataclass
 class TrainConfig:
     arch: str = "transformer"
@@ -43,7 +58,7 @@ class TrainConfig:
     out: str = "runs/model"
     tokenizer: str = "char"  # char | bpe
     bpe_vocab_size: int = 1024
-    # model size; None takes the architecture's default (see its config class)
+    # None takes the architecture's recipe (RECIPES above)
     n_layer: int | None = None
     n_embd: int | None = None
     n_head: int | None = None
@@ -51,11 +66,11 @@ class TrainConfig:
     embedding_size: int | None = None
     num_layers: int | None = None
     dropout: float | None = None
-    block_size: int = 256  # tokens per training window (and the Transformer's context)
-    batch_size: int = 32
-    lr: float = 2e-3
+    block_size: int | None = None  # tokens per training window (and the Transformer's context)
+    batch_size: int | None = None
+    lr: float | None = None
+    warmup_steps: int | None = None
     min_lr_ratio: float = 0.1
-    warmup_steps: int = 100
     weight_decay: float = 0.1
     grad_clip: float = 1.0
     max_steps: int | None = None
@@ -66,6 +81,13 @@ class TrainConfig:
     seed: int = 1337
     threads: int | None = None
     resume: bool = False
+
+    def resolved(self) -> TrainConfig:
+        """This config with every None that the architecture's recipe covers filled in."""
+        if self.arch not in RECIPES:
+            raise ValueError(f"unknown architecture {self.arch!r}; choose from {', '.join(RECIPES)}")
+        fill = {k: v for k, v in RECIPES[self.arch].items() if getattr(self, k) is None}
+        return replace(self, **fill)
 
 
 def build_model(cfg: TrainConfig, vocab_size: int) -> PreTrainedModel:
@@ -107,6 +129,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig):
         if cfg.max_steps is None and cfg.time_budget is None:
             raise ValueError("give --max-steps or --time-budget (or both)")
+        cfg = cfg.resolved()
         self.cfg = cfg
         self.out = Path(cfg.out)
         self.accelerator = Accelerator(mixed_precision=_mixed_precision())
@@ -326,10 +349,12 @@ The loss curve is `loss.csv` / `loss.png`.
 
 
 def _cli_args(cfg: TrainConfig) -> list[str]:
+    # Every resolved value that differs from TrainConfig's own default, recipe values included, so that the
+    # command still reproduces the model if the recipes change.
     defaults = TrainConfig()
     args = []
     for name, value in asdict(cfg).items():
-        if name == "resume" or value == getattr(defaults, name):
+        if name == "resume" or value is None or (value == getattr(defaults, name) and name != "arch"):
             continue
         args += [f"--{name.replace('_', '-')}", str(value)]
     return args
