@@ -146,7 +146,7 @@ class _Run:
         logits, cache = (None, None) if self.cancel.is_set() else self._forward(all_ids, self._new_cache())
         if logits is None:
             reasons = ["cancelled"] * n
-        for _ in range(s.max_new_tokens if logits is not None else 0):
+        for step in range(s.max_new_tokens if logits is not None else 0):
             scores = _apply(processors, all_ids, logits)
             probs = torch.softmax(_apply(warpers, all_ids, scores), dim=-1)
             if s.greedy:
@@ -180,6 +180,8 @@ class _Run:
             if self.cancel.is_set():
                 reasons = [r or "cancelled" for r in reasons]
                 break
+            if step == s.max_new_tokens - 1:
+                break  # the last token is out: no forward step for one that will not be drawn
             logits, cache = self._next_logits(all_ids, next_ids, cache)
         for row in range(n):
             reasons[row] = reasons[row] or "length"
@@ -196,8 +198,7 @@ class _Run:
         )
 
     def _next_logits(self, all_ids: torch.Tensor, next_ids: torch.Tensor, cache):
-        fed = all_ids.shape[1] - 1  # tokens the cache already holds
-        if self.context is not None and fed + 1 > self.context:
+        if self.context is not None and cache.get_seq_length() + 1 > self.context:
             # The text outgrew the context: start over from its most recent half (one prefill per
             # context/2 tokens, instead of re-reading a full window for every token).
             if not any("outgrew" in w for w in self.warnings):

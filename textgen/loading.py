@@ -31,6 +31,10 @@ from textgen.devices import pick_device, pick_dtype
 from textgen.evaluate import context_length
 
 DEFAULT_BUDGET_MB = 6144
+# from_pretrained swaps process-wide functions (weight tying, some torch initialisers) for no-ops while it
+# builds a model and puts them back afterwards; two loads at once can put back the wrong ones and break
+# every later load. Loads are quick next to generation, so they take turns.
+_LOAD_LOCK = threading.Lock()
 
 
 class ModelLoadError(RuntimeError):
@@ -89,8 +93,9 @@ def load_model(entry: ModelEntry, device: torch.device | None = None) -> LoadedM
     if device.type == "cuda" and _bigger_than_gpu(entry):
         kwargs["device_map"] = "auto"  # accelerate spreads it over GPUs (and CPU) when one GPU is too small
     try:
-        tokenizer = AutoTokenizer.from_pretrained(entry.source, trust_remote_code=False)
-        model = AutoModelForCausalLM.from_pretrained(entry.source, **kwargs)
+        with _LOAD_LOCK:
+            tokenizer = AutoTokenizer.from_pretrained(entry.source, trust_remote_code=False)
+            model = AutoModelForCausalLM.from_pretrained(entry.source, **kwargs)
         if "device_map" not in kwargs:
             model = model.to(device)
     except torch.OutOfMemoryError:

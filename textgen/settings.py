@@ -134,7 +134,14 @@ def _number(name: str, raw: Any, low: float, high: float | None, whole: bool) ->
 
 
 def _seed(raw: Any) -> int | None:
-    if raw is None or raw == "" or (isinstance(raw, (int, float)) and not isinstance(raw, bool) and raw < 0):
+    if raw is None or raw == "":
+        return None
+    if isinstance(raw, str):
+        try:
+            raw = int(raw.strip())  # as an int, not a float: large seeds keep every digit
+        except ValueError:
+            pass  # _number below explains what is wrong with it
+    if isinstance(raw, (int, float)) and not isinstance(raw, bool) and raw < 0:
         return None  # a negative seed (the page's -1) means "pick one at random"
     return int(_number("seed", raw, 0, 2**63 - 1, True))
 

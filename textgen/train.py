@@ -321,7 +321,7 @@ def write_model_card(out: Path, cfg: TrainConfig, summary: dict, n_params: int) 
     text = f"""---
 license: mit
 library_name: transformers
-tags: [textgen, {cfg.arch}, character-level]
+tags: [textgen, {cfg.arch}, {"character-level" if cfg.tokenizer == "char" else "byte-level-bpe"}]
 ---
 # {cfg.arch} language model ({out.name})
 

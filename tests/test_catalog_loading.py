@@ -1,0 +1,377 @@
+"""The catalog decides what can be loaded; the manager loads it once, safely, within a memory budget."""
+
+import json
+import shutil
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import huggingface_hub.constants
+import pytest
+import torch
+
+import textgen.loading
+from textgen.catalog import Catalog, ModelEntry, UnknownModelError, entries_from_file, entry_for_source
+from textgen.cli import main
+from textgen.generation import stream
+from textgen.loading import ModelLoadError, ModelManager, load_model
+from textgen.settings import GenerationSettings
+
+
+def generates(loaded) -> bool:
+    summary = list(stream(loaded, GenerationSettings.parse("First", max_new_tokens=5, seed=1)))[-1]
+    return summary.tokens == [5]
+
+
+@pytest.fixture
+def no_loading(monkeypatch):
+    """Fails the test if anything reaches from_pretrained."""
+
+    def refuse(*args, **kwargs):
+        pytest.fail(f"from_pretrained was called with {args}")
+
+    monkeypatch.setattr(textgen.loading.AutoModelForCausalLM, "from_pretrained", refuse)
+    monkeypatch.setattr(textgen.loading.AutoTokenizer, "from_pretrained", refuse)
+
+
+@pytest.fixture
+def empty_hf_cache(tmp_path, monkeypatch):
+    """No Hub model is in the cache (whatever this machine has downloaded)."""
+    cache = tmp_path / "hf-cache"
+    cache.mkdir()
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    monkeypatch.delenv("TEXTGEN_MODELS", raising=False)
+    monkeypatch.delenv("TEXTGEN_CATALOG", raising=False)
+
+
+# -- the catalog -----------------------------------------------------------------------------------
+
+
+def test_unknown_name_is_a_key_error_listing_the_valid_names(catalog):
+    with pytest.raises(UnknownModelError) as exc:
+        catalog.get("nope")
+    assert isinstance(exc.value, KeyError)
+    message = str(exc.value)
+    assert message.startswith("unknown model 'nope'")
+    for name in ("rnn", "lstm", "gru", "transformer", "tiny-gpt2"):
+        assert name in message
+
+
+@pytest.mark.parametrize("name", [5, None, ["lstm"], "x" * 200])
+def test_odd_names_are_unknown_and_not_echoed_at_length(catalog, name):
+    assert name not in catalog
+    with pytest.raises(UnknownModelError, match="unknown model (that name|'x)"):
+        catalog.get(name)
+
+
+@pytest.mark.parametrize("name", ["../etc", "/tmp/x", "openai-community/gpt2", "gpt2", "~/models/lstm", "lstm/.."])
+def test_paths_and_hub_ids_are_refused_without_loading_anything(manager, no_loading, name):
+    with pytest.raises(UnknownModelError):
+        manager.get(name)
+    assert not manager.is_loaded(name)
+
+
+def test_catalog_lists_entries_in_order_and_keeps_the_first_of_a_name(model_dirs):
+    a = entry_for_source(str(model_dirs["lstm"]), name="one")
+    b = entry_for_source(str(model_dirs["gru"]), name="two")
+    dup = entry_for_source(str(model_dirs["rnn"]), name="one")
+    catalog = Catalog([a, b, dup])
+    assert catalog.names() == ["one", "two"]
+    assert len(catalog) == 2 and list(catalog) == [a, b]
+    assert catalog.get("one").source == str(model_dirs["lstm"])
+
+
+def test_entry_for_a_directory_is_local_and_for_anything_else_a_hub_id(model_dirs):
+    local = entry_for_source(str(model_dirs["lstm"]))
+    assert (local.name, local.origin, local.is_local) == ("lstm", "local", True)
+    assert local.description.startswith("A recurrent network with gated memory")
+    assert local.available_offline()
+    hub = entry_for_source("openai-community/gpt2")
+    assert (hub.name, hub.origin, hub.source, hub.is_local) == ("gpt2", "hub", "openai-community/gpt2", False)
+
+
+@pytest.mark.parametrize("name", ["bad name", "../up", "-dash", "x" * 65])
+def test_entry_names_must_be_simple(model_dirs, name):
+    with pytest.raises(ValueError, match="model name"):
+        entry_for_source(str(model_dirs["lstm"]), name=name)
+
+
+def test_default_catalog_lists_shipped_model_directories(tmp_path, model_dirs, clean_env):
+    shipped = tmp_path / "models"
+    shutil.copytree(model_dirs["lstm"], shipped / "alpha")
+    shutil.copytree(model_dirs["transformer"], shipped / "beta")
+    (shipped / "broken").mkdir()
+    (shipped / "notes.txt").write_text("not a model")
+    catalog = Catalog.default(shipped_dir=shipped, include_gpt2=False)
+    assert catalog.names() == ["alpha", "beta", "broken"]
+    assert {e.origin for e in catalog} == {"shipped"}
+    assert catalog.get("alpha").title == "LSTM (ours, Shakespeare)"
+    assert catalog.get("beta").title == "Transformer (ours, Shakespeare)"
+    assert "missing or unreadable" in catalog.get("broken").description
+    assert [e.available_offline() for e in catalog] == [True, True, False]
+
+
+def test_default_catalog_adds_gpt2_family_and_operator_models(tmp_path, model_dirs, monkeypatch, clean_env):
+    monkeypatch.setenv("TEXTGEN_MODELS", f" {model_dirs['gru']} , ")
+    catalog = Catalog.default([str(model_dirs["rnn"])], shipped_dir=tmp_path / "none")
+    assert catalog.names() == ["gpt2", "distilgpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "rnn", "gru"]
+    assert catalog.get("gpt2").source == "openai-community/gpt2"
+    assert catalog.get("gru").origin == "local"
+
+
+def test_catalog_file_entries_resolve_directories_next_to_the_file(tmp_path, model_dirs):
+    shutil.copytree(model_dirs["gru"], tmp_path / "checkpoints" / "my-gru")
+    path = tmp_path / "catalog.json"
+    path.write_text(json.dumps([
+        {"name": "mine", "source": "checkpoints/my-gru", "description": "My own GRU."},
+        {"source": "distilbert/distilgpt2"},
+    ]))
+    mine, hub = entries_from_file(path)
+    assert (mine.name, mine.origin, mine.description) == ("mine", "local", "My own GRU.")
+    assert mine.source == str((tmp_path / "checkpoints" / "my-gru").resolve())
+    assert (hub.name, hub.origin, hub.source) == ("distilgpt2", "hub", "distilbert/distilgpt2")
+
+
+def test_catalog_file_from_environment(tmp_path, model_dirs, monkeypatch, clean_env):
+    path = tmp_path / "catalog.json"
+    path.write_text(json.dumps([{"name": "extra", "source": str(model_dirs["rnn"])}]))
+    monkeypatch.setenv("TEXTGEN_CATALOG", str(path))
+    assert Catalog.default(shipped_dir=tmp_path / "none", include_gpt2=False).names() == ["extra"]
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "not json",
+        "{}",
+        '{"name": "x", "source": "y"}',
+        '[{"name": "x"}]',
+        '["gpt2"]',
+        '[{"source": "a", "name": "b c"}]',
+    ],
+)
+def test_malformed_catalog_files_are_rejected(tmp_path, content):
+    path = tmp_path / "catalog.json"
+    path.write_text(content)
+    with pytest.raises(ValueError):
+        entries_from_file(path)
+
+
+def test_missing_catalog_file_is_a_value_error(tmp_path):
+    with pytest.raises(ValueError, match="cannot read the model catalog file"):
+        entries_from_file(tmp_path / "absent.json")
+
+
+# -- loading -----------------------------------------------------------------------------------------
+
+
+def corrupt_copy(model_dirs, tmp_path, how: str):
+    path = tmp_path / f"broken-{how}"
+    shutil.copytree(model_dirs["lstm"], path)
+    if how == "weights":
+        (path / "model.safetensors").write_bytes(b"\x00garbage, not safetensors" * 10)
+    elif how == "truncated":
+        data = (path / "model.safetensors").read_bytes()
+        (path / "model.safetensors").write_bytes(data[: len(data) // 2])
+    elif how == "tokenizer":
+        (path / "tokenizer.json").unlink()
+    elif how == "config":
+        (path / "config.json").unlink()
+    elif how == "weights-missing":
+        (path / "model.safetensors").unlink()
+    return path
+
+
+@pytest.mark.parametrize("how", ["weights", "truncated", "tokenizer", "config", "weights-missing"])
+def test_corrupt_checkpoint_is_a_clear_error_and_the_other_models_keep_working(model_dirs, tmp_path, how):
+    broken = corrupt_copy(model_dirs, tmp_path, how)
+    good = [entry_for_source(str(model_dirs[n])) for n in ("lstm", "transformer")]
+    manager = ModelManager(Catalog([*good, entry_for_source(str(broken))]), device="cpu")
+    assert generates(manager.get("lstm"))
+    with pytest.raises(ModelLoadError) as exc:
+        manager.get(broken.name)
+    assert str(broken) in str(exc.value)
+    assert "missing, incomplete or corrupt" in str(exc.value)
+    assert not manager.is_loaded(broken.name)
+    assert generates(manager.get("lstm"))
+    assert generates(manager.get("transformer"))
+    with pytest.raises(ModelLoadError):  # asked again, it fails again, not half-loaded
+        manager.get(broken.name)
+
+
+def test_checkpoint_with_pickled_weights_only_is_refused(model_dirs, tmp_path):
+    path = tmp_path / "pickled"
+    shutil.copytree(model_dirs["gru"], path)
+    (path / "model.safetensors").unlink()
+    torch.save({}, path / "pytorch_model.bin")
+    with pytest.raises(ModelLoadError, match=str(path)):
+        load_model(entry_for_source(str(path)), torch.device("cpu"))
+
+
+HUB_GHOST = ModelEntry("ghost", "Ghost", "not a real model", "textgen-tests/ghost-model", "hub")
+
+
+def test_uncached_hub_model_offline_fails_fast_with_advice(monkeypatch, no_loading, empty_hf_cache):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(textgen.loading, "_hub_reachable", lambda *a, **k: False)
+    assert not HUB_GHOST.available_offline()
+    start = time.perf_counter()
+    with pytest.raises(ModelLoadError) as exc:
+        load_model(HUB_GHOST, torch.device("cpu"))
+    assert time.perf_counter() - start < 2
+    assert "HF_HUB_OFFLINE" in str(exc.value)
+    assert "textgen-tests/ghost-model" in str(exc.value)
+
+
+def test_hub_offline_setting_skips_the_network_check(monkeypatch, no_loading, empty_hf_cache):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(textgen.loading, "_hub_reachable", lambda *a, **k: pytest.fail("network was probed"))
+    with pytest.raises(ModelLoadError, match="not in the local Hugging Face cache"):
+        load_model(HUB_GHOST, torch.device("cpu"))
+
+
+def test_loaded_model_describes_itself(manager):
+    loaded = manager.get("transformer")
+    info = loaded.info()
+    assert info["name"] == "transformer" and info["context"] == 64 and info["device"] == "cpu"
+    assert info["parameters"] == loaded.n_params > 0
+    assert loaded.nbytes == 4 * loaded.n_params  # fp32 on CPU, tied head counted once
+    assert manager.get("lstm").context is None
+    assert not loaded.model.training
+
+
+# -- the manager ------------------------------------------------------------------------------------
+
+
+def test_manager_loads_once_and_caches(catalog):
+    manager = ModelManager(catalog, device="cpu")
+    messages = []
+    first = manager.get("gru", progress=messages.append)
+    assert manager.get("gru", progress=messages.append) is first
+    assert len(messages) == 1 and "first use" in messages[0]
+    assert manager.is_loaded("gru") and [m.name for m in manager.loaded()] == ["gru"]
+
+
+def test_manager_evicts_the_least_recently_used_model_past_its_budget(catalog):
+    sizes = {n: load_model(catalog.get(n), torch.device("cpu")).nbytes for n in ("rnn", "gru", "lstm")}
+    budget_bytes = sum(sizes.values()) - 1  # all three do not fit; any two do
+    manager = ModelManager(catalog, memory_budget_mb=budget_bytes / 2**20, device="cpu")
+    manager.get("rnn")
+    manager.get("gru")
+    manager.get("rnn")  # now gru is the least recently used
+    manager.get("lstm")
+    assert [m.name for m in manager.loaded()] == ["rnn", "lstm"]
+    assert not manager.is_loaded("gru")
+
+
+def test_a_model_bigger_than_the_budget_is_still_served_alone(catalog):
+    manager = ModelManager(catalog, memory_budget_mb=1e-6, device="cpu")
+    manager.get("rnn")
+    lstm = manager.get("lstm")
+    assert [m.name for m in manager.loaded()] == ["lstm"]
+    assert generates(lstm)
+
+
+def test_unload_and_clear(catalog):
+    manager = ModelManager(catalog, device="cpu")
+    manager.get("rnn")
+    manager.get("gru")
+    manager.unload("rnn")
+    assert [m.name for m in manager.loaded()] == ["gru"]
+    manager.clear()
+    assert manager.loaded() == []
+
+
+def test_concurrent_requests_for_one_model_load_it_once(catalog, monkeypatch):
+    real_load, calls = textgen.loading.load_model, []
+
+    def slow_load(entry, device=None):
+        calls.append(entry.name)
+        time.sleep(0.3)
+        return real_load(entry, device)
+
+    monkeypatch.setattr(textgen.loading, "load_model", slow_load)
+    manager = ModelManager(catalog, device="cpu")
+    start = threading.Barrier(5)
+
+    def get(name):
+        start.wait()
+        return manager.get(name)
+
+    with ThreadPoolExecutor(5) as pool:
+        results = list(pool.map(get, ["lstm"] * 5))
+    assert calls == ["lstm"]
+    assert all(r is results[0] for r in results)
+
+
+@pytest.fixture
+def restore_transformers_globals():
+    """Puts back the process-wide functions that transformers' from_pretrained swaps in and out while loading."""
+    from transformers import PreTrainedModel
+    from transformers import initialization as hf_init
+
+    modules = [sys.modules[name] for name in hf_init.TORCH_MODULES_TO_PATCH if name in sys.modules]
+    saved = [(PreTrainedModel, "tie_weights"), (PreTrainedModel, "init_weights"), (torch, "linspace")]
+    saved += [(module, fn) for module in modules for fn in hf_init.TORCH_INIT_FUNCTIONS if hasattr(module, fn)]
+    saved = [(obj, name, getattr(obj, name)) for obj, name in saved]
+    dtype = torch.get_default_dtype()
+    yield saved
+    for obj, name, value in saved:
+        setattr(obj, name, value)
+    torch.set_default_dtype(dtype)
+
+
+def test_concurrent_first_use_of_two_models_leaves_loading_intact(catalog, monkeypatch, restore_transformers_globals):
+    from textgen.models.recurrent import RecurrentLM
+
+    real_init = RecurrentLM.__init__
+
+    def slow_init(self, config):  # a bigger checkpoint takes longer to build
+        time.sleep(0.4)
+        real_init(self, config)
+
+    monkeypatch.setattr(RecurrentLM, "__init__", slow_init)
+    manager = ModelManager(catalog, device="cpu")
+
+    def get(name, delay):
+        time.sleep(delay)
+        return manager.get(name)
+
+    with ThreadPoolExecutor(2) as pool:  # the second load starts while the first is building its model
+        assert [m.name for m in pool.map(get, ["lstm", "gru"], [0, 0.15])] == ["lstm", "gru"]
+    swapped = [name for obj, name, original in restore_transformers_globals if getattr(obj, name) is not original]
+    assert swapped == []
+    transformer = manager.get("transformer").model
+    assert transformer.lm_head.weight.data_ptr() == transformer.wte.weight.data_ptr()
+
+
+def test_memory_budget_from_environment(catalog, monkeypatch):
+    monkeypatch.setenv("TEXTGEN_MEMORY_BUDGET_MB", "2")
+    assert ModelManager(catalog, device="cpu").budget_bytes == 2 * 2**20
+    assert ModelManager(catalog, memory_budget_mb=3, device="cpu").budget_bytes == 3 * 2**20
+
+
+# -- the models command ------------------------------------------------------------------------------
+
+
+def test_models_command_lists_gpt2_and_whether_it_is_available_offline(model_dirs, empty_hf_cache, clean_env,
+                                                                        capsys):
+    assert main(["models", "--add-model", str(model_dirs["gru"])]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    gpt2 = next(line for line in lines if line.split()[0] == "gpt2")
+    assert "hub" in gpt2 and "needs a download" in gpt2
+    ours = next(line for line in lines if line.split()[0] == "gru")
+    assert "local" in ours and "available offline" in ours
+
+
+def test_models_command_json_gives_one_object_per_model(model_dirs, empty_hf_cache, clean_env, capsys):
+    assert main(["models", "--json", "--add-model", str(model_dirs["gru"])]) == 0
+    rows = {row["name"]: row for row in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert rows["gpt2"]["offline"] is False and rows["gpt2"]["source"] == "openai-community/gpt2"
+    assert rows["gru"]["offline"] is True and rows["gru"]["origin"] == "local"
+    assert set(rows["gpt2"]) == {"name", "title", "origin", "source", "offline", "description"}

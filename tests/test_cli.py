@@ -1,0 +1,120 @@
+"""`python -m textgen generate`: JSON lines or plain text, and clean errors."""
+
+import json
+
+import pytest
+
+from textgen.cli import main
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("TEXTGEN_MODELS", raising=False)
+    monkeypatch.delenv("TEXTGEN_CATALOG", raising=False)
+
+
+def generate_args(model_dir, *extra) -> list[str]:
+    return ["generate", "--model", str(model_dir), "--prompt", "First", "--max-new-tokens", "20", "--seed", "1",
+            *extra]
+
+
+def test_generate_json_prints_one_event_per_line_and_the_summary_last(model_dirs, capsys):
+    assert main(generate_args(model_dirs["lstm"], "--json")) == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    summary = events[-1]
+    assert summary["event"] == "summary"
+    assert summary["tokens"] == [20]
+    assert summary["stop_reasons"] == ["length"]
+    assert summary["seed"] == 1
+    texts = [e for e in events[:-1] if e["event"] == "text"]
+    assert len(texts) == 20
+    assert "".join(e["text"] for e in texts) == summary["texts"][0]
+    assert {"id", "text", "prob", "alternatives"} <= set(texts[0]["token"])
+
+
+def test_generate_plain_prints_text_to_stdout_and_a_summary_to_stderr(model_dirs, capsys):
+    assert main(generate_args(model_dirs["transformer"], "--json")) == 0
+    expected = json.loads(capsys.readouterr().out.splitlines()[-1])["texts"][0]
+    assert main(generate_args(model_dirs["transformer"])) == 0
+    captured = capsys.readouterr()
+    assert captured.out == expected + "\n"
+    assert captured.err.startswith("[20 tokens, ")
+    assert "seed 1" in captured.err and "reached the maximum number of new tokens" in captured.err
+
+
+def test_generate_plain_prints_further_samples_after_the_first(model_dirs, capsys):
+    assert main(generate_args(model_dirs["gru"], "--num-samples", "2", "--temperature", "1.0")) == 0
+    out = capsys.readouterr().out
+    assert out.count("--- sample 2 ---") == 1
+    assert "--- sample 1 ---" not in out
+
+
+def test_generate_reports_warnings_as_notes(model_dirs, capsys):
+    assert main(["generate", "--model", str(model_dirs["rnn"]), "--prompt", "你好", "--max-new-tokens", "3"]) == 0
+    assert "[note: 2 character(s) are not in this model's vocabulary" in capsys.readouterr().err
+
+
+def test_generate_stops_at_a_stop_sequence(model_dirs, capsys):
+    assert main(generate_args(model_dirs["lstm"], "--json")) == 0
+    full = json.loads(capsys.readouterr().out.splitlines()[-1])["texts"][0]
+    stop = full[5:7]
+    assert main(generate_args(model_dirs["lstm"], "--json", "--stop", stop)) == 0
+    summary = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert summary["texts"] == [full[: full.index(stop)]]
+    assert summary["stop_reasons"] == ["stop_sequence"]
+
+
+def test_generate_with_a_bpe_model_writes_unicode_json(model_dirs, capsys):
+    argv = ["generate", "--model", str(model_dirs["tiny-gpt2"]), "--prompt", "héllo 😀", "--max-new-tokens", "5",
+            "--json"]
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert json.loads(lines[-1])["prompt_tokens"] > 0
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--temperature", "-1"], "error: temperature must be between 0 and 2"),
+        (["--max-new-tokens", "0"], "error: max_new_tokens must be between 1"),
+        (["--top-p", "0"], "error: top_p must be between"),
+        (["--num-samples", "99"], "error: num_samples must be between 1 and 4"),
+    ],
+)
+def test_bad_values_exit_2_with_an_error_and_no_traceback(model_dirs, capsys, extra, message):
+    assert main(generate_args(model_dirs["lstm"], *extra)) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith(message)
+    assert "Traceback" not in captured.err
+    assert captured.out == ""
+
+
+def test_unknown_model_exits_2_with_an_error(capsys):
+    assert main(["generate", "--model", "nope", "--prompt", "First"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("error: ") and "nope" in captured.err
+    assert "Traceback" not in captured.err
+    assert captured.out == ""
+
+
+def test_corrupt_model_directory_exits_2(tmp_path, capsys):
+    (tmp_path / "config.json").write_text("{not json")
+    assert main(["generate", "--model", str(tmp_path), "--prompt", "First"]) == 2
+    assert f"error: the checkpoint of {tmp_path.name} at {tmp_path}" in capsys.readouterr().err
+
+
+def test_argument_errors_exit_2_from_argparse(model_dirs, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(generate_args(model_dirs["lstm"], "--temperature", "warm"))
+    assert exc.value.code == 2
+    assert "invalid float value: 'warm'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["generate", "eval", "models", "train"])
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0
+    assert "usage: python -m textgen " + command in capsys.readouterr().out
+

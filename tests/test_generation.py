@@ -1,0 +1,365 @@
+"""The streaming engine: reproducible, thread-safe, cancellable, and honest about what it did."""
+
+import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+
+import pytest
+import torch
+
+from textgen.generation import Summary, TextEvent, stream
+from textgen.settings import GenerationSettings
+
+ALL_MODELS = ["rnn", "lstm", "gru", "transformer", "tiny-gpt2"]
+CHAR_MODELS = ["rnn", "lstm", "gru", "transformer"]
+
+
+def generate(loaded, prompt="First", cancel=None, **controls) -> tuple[list[TextEvent], Summary]:
+    events = list(stream(loaded, GenerationSettings.parse(prompt, **controls), cancel))
+    assert isinstance(events[-1], Summary)
+    assert all(isinstance(e, TextEvent) for e in events[:-1])
+    return events[:-1], events[-1]
+
+
+def token_ids(events: list[TextEvent], sample: int = 0) -> list[int]:
+    return [e.token.id for e in events if e.sample == sample and e.token is not None]
+
+
+@contextmanager
+def count_forwards(model):
+    """Counts the model's forward calls, and the input length of each, while the block runs."""
+    lengths: list[int] = []
+
+    def hook(module, args, kwargs, output):
+        lengths.append(kwargs["input_ids"].shape[1])
+
+    handle = model.register_forward_hook(hook, with_kwargs=True)
+    try:
+        yield lengths
+    finally:
+        handle.remove()
+
+
+# -- reproducibility -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_same_seed_and_settings_give_the_same_text(manager, name):
+    loaded = manager.get(name)
+    first = generate(loaded, max_new_tokens=30, seed=42, temperature=1.0, top_k=20)
+    second = generate(loaded, max_new_tokens=30, seed=42, temperature=1.0, top_k=20)
+    assert first[1].texts == second[1].texts
+    assert token_ids(first[0]) == token_ids(second[0])
+    assert first[1].seed == 42
+
+
+@pytest.mark.parametrize("name", ["lstm", "tiny-gpt2"])
+def test_different_seeds_usually_give_different_texts(manager, name):
+    loaded = manager.get(name)
+    texts = {generate(loaded, max_new_tokens=30, seed=seed, temperature=1.0)[1].texts[0] for seed in range(5)}
+    assert len(texts) >= 3
+
+
+def test_an_unseeded_run_reports_the_seed_that_reproduces_it(manager):
+    loaded = manager.get("gru")
+    _, summary = generate(loaded, max_new_tokens=30, temperature=1.0)
+    assert isinstance(summary.seed, int)
+    assert generate(loaded, max_new_tokens=30, temperature=1.0, seed=summary.seed)[1].texts == summary.texts
+
+
+@pytest.mark.parametrize("name", ["lstm", "transformer", "tiny-gpt2"])
+def test_seeded_request_gives_the_same_text_when_run_concurrently(manager, name):
+    loaded = manager.get(name)
+    request = {"max_new_tokens": 40, "seed": 7, "temperature": 1.0, "top_p": 0.95}
+    alone = generate(loaded, **request)[1].texts
+    start = threading.Barrier(6)
+
+    def run(seed):
+        start.wait()
+        return generate(loaded, **{**request, "seed": seed})[1].texts
+
+    with ThreadPoolExecutor(6) as pool:
+        seeded = [pool.submit(run, 7) for _ in range(4)]
+        unseeded = [pool.submit(run, None) for _ in range(2)]  # other traffic alongside
+        results = [f.result(timeout=60) for f in seeded]
+        assert all(len(f.result(timeout=60)[0]) > 0 for f in unseeded)
+    assert results == [alone] * 4
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_greedy_is_deterministic_whatever_the_seed(manager, name):
+    loaded = manager.get(name)
+    first = generate(loaded, max_new_tokens=25, temperature=0, seed=1)
+    second = generate(loaded, max_new_tokens=25, temperature=0, seed=2)
+    assert first[1].texts == second[1].texts
+    assert token_ids(first[0]) == token_ids(second[0])
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_greedy_stream_matches_transformers_generate(manager, name):
+    loaded = manager.get(name)
+    tokenizer = loaded.tokenizer
+    events, _ = generate(loaded, max_new_tokens=20, temperature=0)
+    prompt = torch.tensor([tokenizer("First", add_special_tokens=False)["input_ids"]])
+    suppress = [tokenizer.unk_token_id] if tokenizer.unk_token_id is not None else None
+    with torch.no_grad():
+        out = loaded.model.generate(prompt, max_new_tokens=20, do_sample=False, suppress_tokens=suppress,
+                                    pad_token_id=tokenizer.eos_token_id)
+    expected = out[0, prompt.shape[1]:].tolist()
+    assert token_ids(events) == expected[: len(token_ids(events))]
+    assert len(token_ids(events)) == len(expected)
+
+
+def test_top_k_of_one_samples_the_greedy_text(manager):
+    loaded = manager.get("transformer")
+    sampled = generate(loaded, max_new_tokens=25, temperature=1.3, top_k=1, seed=3)[1].texts
+    assert sampled == generate(loaded, max_new_tokens=25, temperature=0)[1].texts
+
+
+# -- stopping ---------------------------------------------------------------------------------------
+
+
+def test_cancel_from_another_thread_stops_before_the_next_forward_step(manager):
+    loaded = manager.get("lstm")
+    cancel, reached, k = threading.Event(), threading.Event(), 10
+    result = {}
+
+    def consume():
+        events = []
+        for event in stream(loaded, GenerationSettings.parse("First", max_new_tokens=500, seed=1), cancel):
+            events.append(event)
+            if len(events) == k:
+                reached.set()
+                cancel.wait(timeout=10)  # the set happens while this request is mid-stream
+        result["events"] = events
+
+    with count_forwards(loaded.model) as forwards:
+        consumer = threading.Thread(target=consume)
+        consumer.start()
+        assert reached.wait(timeout=10)
+        at_cancel = len(forwards)
+        threading.Thread(target=cancel.set).start()
+        consumer.join(timeout=10)
+    summary = result["events"][-1]
+    assert len(forwards) - at_cancel <= 2
+    assert summary.stop_reasons == ["cancelled"]
+    assert summary.tokens[0] < 500
+    assert summary.forward_steps == len(forwards)
+
+
+def test_cancel_set_before_the_start_runs_no_forward_step(manager):
+    loaded = manager.get("gru")
+    cancel = threading.Event()
+    cancel.set()
+    with count_forwards(loaded.model) as forwards:
+        events, summary = generate(loaded, cancel=cancel, max_new_tokens=50)
+    assert forwards == []
+    assert events == []
+    assert summary.stop_reasons == ["cancelled"]
+    assert summary.tokens == [0]
+
+
+def test_a_consumer_that_stops_reading_stops_the_model(manager):
+    loaded = manager.get("transformer")
+    with count_forwards(loaded.model) as forwards:
+        events = stream(loaded, GenerationSettings.parse("First", max_new_tokens=500, seed=1))
+        for i, _ in enumerate(events):
+            if i == 4:
+                break
+        after_break = len(forwards)
+        assert after_break == 5  # the prompt, then one step per token read after the first
+        events.close()
+    assert len(forwards) == after_break
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_stop_sequence_ends_the_text_just_before_it(manager, name):
+    loaded = manager.get(name)
+    full = generate(loaded, max_new_tokens=60, temperature=1.0, seed=5)[1].texts[0]
+    stop = full[12:14]
+    assert len(stop) == 2
+    events, summary = generate(loaded, max_new_tokens=60, temperature=1.0, seed=5, stop=[stop])
+    text = summary.texts[0]
+    assert text == full[: full.index(stop)]
+    assert stop not in text
+    assert summary.stop_reasons == ["stop_sequence"]
+    assert "".join(e.text for e in events) == text
+
+
+def test_the_earliest_of_several_stop_sequences_wins(manager):
+    loaded = manager.get("gru")
+    full = generate(loaded, max_new_tokens=60, temperature=0)[1].texts[0]
+    later, earlier = full[30:33], full[8:10]
+    summary = generate(loaded, max_new_tokens=60, temperature=0, stop=[later, earlier])[1]
+    assert summary.texts[0] == full[: min(full.index(later), full.index(earlier))]
+
+
+def test_text_held_back_for_a_stop_sequence_that_never_comes_is_released(manager):
+    loaded = manager.get("lstm")
+    full = generate(loaded, max_new_tokens=40, seed=9)[1].texts[0]
+    stop = full[-1] + "\x01never"  # the text's last character starts it, the rest cannot be generated
+    events, summary = generate(loaded, max_new_tokens=40, seed=9, stop=stop)
+    assert summary.texts[0] == full
+    assert summary.stop_reasons == ["length"]
+    assert events[-1].token is None and events[-1].text == full[-1]
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_max_new_tokens_is_respected(manager, name):
+    events, summary = generate(manager.get(name), max_new_tokens=17, seed=1, temperature=0.5)
+    if summary.stop_reasons == ["end_of_text"]:
+        assert summary.tokens[0] < 17
+    else:
+        assert summary.stop_reasons == ["length"]
+        assert summary.tokens == [17]
+        assert len(token_ids(events)) == 17
+
+
+def test_end_of_text_token_ends_the_text(manager):
+    loaded = manager.get("tiny-gpt2")
+    eos = loaded.tokenizer.eos_token_id
+
+    def always_eos(module, args, output):
+        output.logits[..., eos] = 1e4
+        return output
+
+    handle = loaded.model.register_forward_hook(always_eos)
+    try:
+        events, summary = generate(loaded, max_new_tokens=20, seed=1)
+    finally:
+        handle.remove()
+    assert summary.stop_reasons == ["end_of_text"]
+    assert summary.tokens == [0]
+    assert summary.texts == [""]
+    assert [(e.text, e.token.id) for e in events] == [("", eos)]
+
+
+# -- samples, prompts, context -------------------------------------------------------------------
+
+
+def test_num_samples_gives_that_many_texts_tagged_by_sample(manager):
+    events, summary = generate(manager.get("lstm"), max_new_tokens=20, num_samples=3, seed=4, temperature=1.0)
+    assert len(summary.texts) == len(summary.tokens) == len(summary.stop_reasons) == 3
+    assert {e.sample for e in events} == {0, 1, 2}
+    for sample in range(3):
+        assert "".join(e.text for e in events if e.sample == sample) == summary.texts[sample]
+    assert summary.tokens == [20, 20, 20]
+    assert len(set(summary.texts)) > 1
+
+
+def test_prompt_longer_than_the_context_is_cut_from_the_left(manager, tiny_text):
+    loaded = manager.get("transformer")
+    assert loaded.context == 64
+    prompt = tiny_text[:200]
+    with count_forwards(loaded.model) as forwards:
+        _, summary = generate(loaded, prompt, max_new_tokens=10, seed=1)
+    assert summary.prompt_tokens_cut == 200 - 63
+    assert summary.prompt_tokens == 63
+    assert forwards[0] == 63
+    assert any("cut" in w for w in summary.warnings)
+    assert summary.tokens == [10]
+    # the cut prompt continues exactly like its last 63 characters given directly
+    assert generate(loaded, prompt[-63:], max_new_tokens=10, seed=1)[1].texts == summary.texts
+
+
+@pytest.mark.parametrize("name", ["transformer", "tiny-gpt2"])
+def test_generation_continues_past_the_context(manager, name):
+    loaded = manager.get(name)
+    with count_forwards(loaded.model) as forwards:
+        _, summary = generate(loaded, max_new_tokens=150, seed=2, temperature=0.9)
+    assert summary.stop_reasons in (["length"], ["end_of_text"])
+    if summary.stop_reasons == ["length"]:
+        assert summary.tokens == [150]
+        assert any("outgrew" in w for w in summary.warnings)
+    assert max(forwards) <= loaded.context
+
+
+def test_past_the_context_the_model_refills_once_per_half_context(manager):
+    loaded = manager.get("transformer")
+    with count_forwards(loaded.model) as forwards:
+        _, summary = generate(loaded, max_new_tokens=150, seed=2)
+    assert summary.tokens == [150]
+    refills = [n for n in forwards[1:] if n > 1]
+    assert len(refills) <= math.ceil(150 / (loaded.context // 2)) + 1
+
+
+@pytest.mark.parametrize("name", CHAR_MODELS)
+def test_char_model_with_unknown_characters_warns_and_never_writes_unk(manager, name):
+    loaded = manager.get(name)
+    unk = loaded.tokenizer.unk_token_id
+    events, summary = generate(loaded, "你好 😀 First", max_new_tokens=60, temperature=2.0, seed=3)
+    assert any("not in this model's vocabulary" in w and "你好😀" in w for w in summary.warnings)
+    assert summary.tokens == [60]
+    assert unk not in token_ids(events)
+    assert all(alt != "<unk>" for e in events for alt, _ in e.token.alternatives)
+
+
+@pytest.mark.parametrize("name", ["lstm", "transformer", "tiny-gpt2"])
+def test_empty_prompt_starts_from_scratch(manager, name):
+    events, summary = generate(manager.get(name), "", max_new_tokens=15, seed=1)
+    assert any("from scratch" in w for w in summary.warnings)
+    assert summary.prompt_tokens == 1
+    assert summary.tokens == [15] or summary.stop_reasons == ["end_of_text"]
+
+
+def test_prompt_warnings_from_parsing_reach_the_summary(manager):
+    _, summary = generate(manager.get("gru"), "First\x00 Citizen", max_new_tokens=5)
+    assert any("removed" in w for w in summary.warnings)
+
+
+# -- what each token reports -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_token_probabilities_are_probabilities_and_alternatives_are_sorted(manager, name):
+    events, _ = generate(manager.get(name), max_new_tokens=30, seed=6, temperature=1.2, alternatives=5)
+    infos = [e.token for e in events if e.token is not None]
+    assert infos
+    for info in infos:
+        assert 0 < info.prob <= 1
+        probs = [p for _, p in info.alternatives]
+        assert 1 <= len(probs) <= 5
+        assert all(0 <= p <= 1 for p in probs)
+        assert probs == sorted(probs, reverse=True)
+        assert sum(probs) <= 1 + 1e-4
+
+
+def test_top_k_limits_the_alternatives_and_contains_the_choice(manager):
+    events, _ = generate(manager.get("transformer"), max_new_tokens=30, seed=6, temperature=1.0, top_k=3)
+    for info in (e.token for e in events):
+        assert len(info.alternatives) <= 3
+        assert sum(p for _, p in info.alternatives) == pytest.approx(1.0, abs=1e-4)
+        assert info.prob in [p for _, p in info.alternatives]
+
+
+def test_greedy_choice_is_the_first_alternative(manager):
+    loaded = manager.get("gru")
+    events, _ = generate(loaded, max_new_tokens=20, temperature=0)
+    for info in (e.token for e in events):
+        assert info.prob == info.alternatives[0][1]
+        assert info.text == info.alternatives[0][0] == loaded.tokenizer.decode([info.id])
+
+
+def test_zero_alternatives_reports_none(manager):
+    events, _ = generate(manager.get("rnn"), max_new_tokens=5, alternatives=0, seed=1)
+    assert all(e.token.alternatives == [] for e in events)
+
+
+def test_summary_counts_forward_steps_and_time(manager):
+    loaded = manager.get("lstm")
+    with count_forwards(loaded.model) as forwards:
+        _, summary = generate(loaded, max_new_tokens=12, seed=1)
+    assert summary.forward_steps == len(forwards)
+    assert forwards[0] == len("First") and set(forwards[1:]) == {1}  # one prefill, then one token a step
+    assert summary.prompt_tokens == 5 and summary.prompt_tokens_cut == 0
+    assert summary.seconds > 0 and summary.tokens_per_second > 0
+    assert 0 < summary.time_to_first_token <= summary.seconds
+
+
+def test_no_forward_step_is_wasted_after_the_last_token(manager):
+    loaded = manager.get("lstm")
+    with count_forwards(loaded.model) as forwards:
+        _, summary = generate(loaded, max_new_tokens=12, seed=1)
+    assert summary.tokens == [12]
+    assert len(forwards) == 12  # the prefill gives the first token, each later step one more

@@ -1,0 +1,175 @@
+"""GenerationSettings.parse: untrusted values in, clean settings or a clear InvalidRequest out."""
+
+import pytest
+
+from textgen.settings import CONTROLS, GenerationSettings, InvalidRequest, Limits
+
+parse = GenerationSettings.parse
+
+
+def test_invalid_request_is_a_value_error():
+    assert issubclass(InvalidRequest, ValueError)
+
+
+def test_defaults_when_nothing_is_given():
+    s = parse("Hello")
+    assert (s.prompt, s.temperature, s.top_k, s.top_p) == ("Hello", 0.8, 0, 1.0)
+    assert (s.max_new_tokens, s.num_samples, s.alternatives) == (200, 1, 5)
+    assert s.seed is None and s.stop == () and s.warnings == ()
+    assert not s.greedy
+
+
+@pytest.mark.parametrize("field", [*CONTROLS, "seed", "stop"])
+def test_none_means_the_default(field):
+    assert getattr(parse("x", **{field: None}), field) == getattr(GenerationSettings(prompt="x"), field)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("temperature", -1),
+        ("temperature", 99),
+        ("temperature", float("nan")),
+        ("temperature", float("inf")),
+        ("temperature", "abc"),
+        ("temperature", "nan"),
+        ("temperature", True),
+        ("temperature", [0.5]),
+        ("top_p", 0),
+        ("top_p", 1.5),
+        ("top_k", 2.5),
+        ("top_k", -1),
+        ("top_k", "2.5"),
+        ("min_p", 1.1),
+        ("repetition_penalty", 0.5),
+        ("no_repeat_ngram_size", 11),
+        ("alternatives", 11),
+        ("max_new_tokens", 0),
+        ("max_new_tokens", Limits().max_new_tokens + 1),
+        ("max_new_tokens", 10**30),
+        ("num_samples", 0),
+        ("num_samples", Limits().max_samples + 1),
+        ("seed", 1.5),
+        ("seed", 2**63),
+        ("seed", float("nan")),
+        ("seed", "abc"),
+    ],
+)
+def test_bad_values_are_rejected_naming_the_field(field, value):
+    with pytest.raises(InvalidRequest, match=field):
+        parse("x", **{field: value})
+
+
+@pytest.mark.parametrize("stop", [["a", "b", "c", "d", "e"], ["x" * 41], [1], b"abc", {"a": 1}, [None]])
+def test_bad_stop_sequences_are_rejected(stop):
+    with pytest.raises(InvalidRequest, match="stop"):
+        parse("x", stop=stop)
+
+
+def test_stop_sequences_accept_a_string_or_a_list_and_drop_empty_ones():
+    assert parse("x", stop="\n\n").stop == ("\n\n",)
+    assert parse("x", stop=["END", "", "###"]).stop == ("END", "###")
+    assert parse("x", stop="").stop == ()
+    assert parse("x", stop=["x" * 40] * 4).stop == ("x" * 40,) * 4
+
+
+@pytest.mark.parametrize("prompt", [5, b"bytes", ["a", "list"], 1.5])
+def test_prompt_must_be_text(prompt):
+    with pytest.raises(InvalidRequest, match="prompt must be text"):
+        parse(prompt)
+
+
+def test_none_prompt_is_empty():
+    assert parse(None).prompt == ""
+
+
+def test_prompt_longer_than_the_limit_is_rejected():
+    limit = Limits().max_prompt_chars
+    assert parse("a" * limit).prompt == "a" * limit
+    with pytest.raises(InvalidRequest, match="prompt has 10,001 characters"):
+        parse("a" * (limit + 1))
+
+
+def test_limits_can_be_tightened():
+    limits = Limits(max_prompt_chars=5, max_new_tokens=10, max_samples=2)
+    with pytest.raises(InvalidRequest, match="prompt"):
+        parse("123456", limits)
+    with pytest.raises(InvalidRequest, match="max_new_tokens must be between 1 and 10"):
+        parse("x", limits, max_new_tokens=11)
+    with pytest.raises(InvalidRequest, match="num_samples"):
+        parse("x", limits, num_samples=3)
+
+
+def test_unknown_keyword_is_rejected_by_name():
+    with pytest.raises(InvalidRequest, match="unknown setting.*temprature"):
+        parse("x", temprature=0.5)
+
+
+def test_numeric_strings_are_accepted():
+    s = parse("x", temperature="0.7", top_k=" 40 ", top_p="0.9", max_new_tokens="5", seed="12")
+    assert (s.temperature, s.top_k, s.top_p, s.max_new_tokens, s.seed) == (0.7, 40, 0.9, 5, 12)
+    assert isinstance(s.top_k, int) and isinstance(s.max_new_tokens, int)
+
+
+def test_whole_floats_become_ints():
+    s = parse("x", top_k=40.0, num_samples=2.0)
+    assert s.top_k == 40 and isinstance(s.top_k, int) and s.num_samples == 2
+
+
+@pytest.mark.parametrize("seed", [-1, -5, -0.5, ""])
+def test_negative_or_empty_seed_means_random(seed):
+    assert parse("x", seed=seed).seed is None
+
+
+def test_seed_zero_and_large_seeds_are_kept():
+    assert parse("x", seed=0).seed == 0
+    assert parse("x", seed=2**63 - 1).seed == 2**63 - 1
+
+
+def test_negative_seed_as_a_string_means_random():
+    assert parse("x", seed="-1").seed is None
+
+
+def test_temperature_zero_is_greedy():
+    assert parse("x", temperature=0).greedy
+    assert parse("x", temperature="0").greedy
+
+
+def test_control_characters_and_lone_surrogates_are_removed_with_a_warning():
+    s = parse("a\x00b\x07c\x1bd\x7fe\ud800f\udfffg")
+    assert s.prompt == "abcdefg"
+    assert len(s.warnings) == 1 and "6 control or invalid character(s)" in s.warnings[0]
+
+
+def test_tabs_newlines_and_emoji_are_kept_without_warning():
+    s = parse("a\tb\nc 😀 你好")
+    assert s.prompt == "a\tb\nc 😀 你好"
+    assert s.warnings == ()
+
+
+def test_windows_and_old_mac_newlines_become_newlines():
+    s = parse("one\r\ntwo\rthree\n")
+    assert s.prompt == "one\ntwo\nthree\n"
+    assert s.warnings == ()
+
+
+def test_settings_are_frozen():
+    s = parse("x")
+    with pytest.raises(AttributeError):
+        s.temperature = 2.0
+
+
+def test_limits_from_env_reads_variables(monkeypatch):
+    monkeypatch.setenv("TEXTGEN_MAX_NEW_TOKENS", "2000")
+    monkeypatch.setenv("TEXTGEN_MAX_SAMPLES", "0")  # at least 1
+    limits = Limits.from_env()
+    assert limits.max_new_tokens == 2000
+    assert limits.max_samples == 1
+    assert limits.max_prompt_chars == Limits().max_prompt_chars
+    assert parse("x", limits, max_new_tokens=2000).max_new_tokens == 2000
+
+
+def test_limits_from_env_rejects_a_non_number(monkeypatch):
+    monkeypatch.setenv("TEXTGEN_MAX_NEW_TOKENS", "lots")
+    with pytest.raises(ValueError, match="TEXTGEN_MAX_NEW_TOKENS must be a whole number"):
+        Limits.from_env()

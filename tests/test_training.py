@@ -1,0 +1,150 @@
+"""Training: the loss goes down, limits are kept, the output directory is complete, runs resume."""
+
+import csv
+import json
+import math
+import re
+import shlex
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import pytest
+
+from textgen.cli import build_parser, main
+from textgen.train import STATE_DIR, TrainConfig, Trainer, lr_at, train
+
+TINY_SIZES = {"hidden_size": 32, "embedding_size": 16, "num_layers": 1, "n_layer": 1, "n_embd": 32, "n_head": 2}
+
+
+@pytest.fixture
+def config(tmp_path, tiny_text) -> TrainConfig:
+    data = tmp_path / "tiny.txt"
+    data.write_text(tiny_text, encoding="utf-8")
+    return TrainConfig(arch="gru", data=str(data), out=str(tmp_path / "run"), block_size=32, batch_size=8, lr=1e-2,
+                       warmup_steps=5, max_steps=20, eval_interval=10, eval_batches=2, val_fraction=0.2, **TINY_SIZES)
+
+
+def loss_rows(out) -> list[dict]:
+    with (out / "loss.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("arch", ["gru", "transformer"])
+def test_a_few_dozen_steps_lower_the_validation_loss(config, arch):
+    trainer = Trainer(replace(config, arch=arch, max_steps=40))
+    before = trainer.validate()
+    summary = trainer.train()
+    assert before == pytest.approx(math.log(len(trainer.tokenizer)), abs=0.2)
+    assert summary["steps"] == 40
+    assert summary["best_val_loss_per_token"] < before - 0.3
+    val = [float(r["val_loss"]) for r in loss_rows(trainer.out)]
+    assert val[-1] < val[0]
+
+
+def test_output_directory_is_a_complete_safe_checkpoint(config):
+    train(config)
+    out = Path(config.out)
+    names = {p.name for p in out.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "loss.csv", "loss.png", "README.md",
+            "training_summary.json", STATE_DIR} <= names
+    pickles = [p for p in out.rglob("*") if p.suffix in (".bin", ".pt", ".pkl", ".pth")]
+    assert pickles and all(p.parent.name == STATE_DIR for p in pickles)
+    assert (out / "loss.png").read_bytes().startswith(b"\x89PNG")
+    assert [int(r["step"]) for r in loss_rows(out)] == [10, 20]
+
+
+def test_model_card_holds_the_exact_command_that_reproduces_the_config(config):
+    train(config)
+    card = (Path(config.out) / "README.md").read_text()
+    command = re.search(r"Training command:\n\n```\n(.*)\n```", card).group(1)
+    assert command.startswith("python -m textgen train ")
+    args = build_parser().parse_args(shlex.split(command)[3:])
+    parsed = TrainConfig(**{k: getattr(args, k) for k in asdict(config)})
+    assert parsed.resolved() == config.resolved()  # the card spells out the recipe values too
+    assert "| steps | 20 |" in card
+
+
+def test_time_budget_stops_training_after_about_that_time(config):
+    budget = 1.5
+    start = time.perf_counter()
+    summary = train(replace(config, max_steps=None, time_budget=budget, eval_interval=10_000))
+    wall = time.perf_counter() - start
+    assert budget <= summary["train_seconds"] < budget + 1.0
+    assert summary["steps"] > 1
+    assert wall < budget + 15  # final validation, plot and model card included
+
+
+def test_resume_continues_from_the_saved_step(config, capsys):
+    out = Path(config.out)
+    first = train(config)
+    assert first["steps"] == 20
+    rows_before = loss_rows(out)
+    progress = json.loads((out / STATE_DIR / "progress.json").read_text())
+    assert progress["step"] == 20
+
+    second = train(replace(config, max_steps=40, resume=True))
+    assert "resuming" in capsys.readouterr().out
+    assert second["steps"] == 40
+    rows = loss_rows(out)
+    assert rows[: len(rows_before)] == rows_before
+    assert [int(r["step"]) for r in rows] == [10, 20, 30, 40]
+    assert json.loads((out / STATE_DIR / "progress.json").read_text())["step"] == 40
+
+
+def test_resume_without_saved_state_starts_from_scratch(config):
+    summary = train(replace(config, resume=True))
+    assert summary["steps"] == 20
+
+
+def test_training_needs_a_step_or_time_limit(config):
+    with pytest.raises(ValueError, match="--max-steps or --time-budget"):
+        Trainer(replace(config, max_steps=None, time_budget=None))
+
+
+def test_unknown_architecture_is_refused(config):
+    with pytest.raises(ValueError, match="unknown architecture"):
+        Trainer(replace(config, arch="mamba"))
+
+
+def test_learning_rate_warms_up_then_follows_a_cosine_to_a_tenth():
+    cfg = TrainConfig(lr=1e-3, warmup_steps=10, min_lr_ratio=0.1)
+    assert lr_at(cfg, 0, 0.0) == pytest.approx(1e-4)
+    assert lr_at(cfg, 4, 0.0) == pytest.approx(5e-4)
+    assert lr_at(cfg, 9, 0.0) == pytest.approx(1e-3)
+    assert lr_at(cfg, 10, 0.0) == pytest.approx(1e-3)
+    assert lr_at(cfg, 500, 0.5) == pytest.approx(1e-3 * (0.1 + 0.9 * 0.5))
+    assert lr_at(cfg, 1000, 1.0) == pytest.approx(1e-4)
+    assert lr_at(cfg, 2000, 1.7) == pytest.approx(1e-4)  # past the end it stays at the floor
+
+
+def test_cli_train_help_exits_cleanly(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--help"])
+    assert exc.value.code == 0
+    help_text = capsys.readouterr().out
+    for flag in ("--arch", "--data", "--time-budget", "--max-steps", "--resume"):
+        assert flag in help_text
+
+
+def test_cli_train_prints_a_json_summary(config, capsys):
+    argv = ["train", "--arch", "rnn", "--data", config.data, "--out", config.out, "--hidden-size", "32",
+            "--embedding-size", "16", "--num-layers", "1", "--block-size", "32", "--batch-size", "8",
+            "--max-steps", "10", "--eval-interval", "5", "--eval-batches", "1", "--val-fraction", "0.2"]
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["steps"] == 10
+    assert summary["val_chars"] > 0
+
+
+def test_cli_train_reports_a_missing_data_file(tmp_path, capsys):
+    code = main(["train", "--data", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "o"), "--max-steps", "1"])
+    assert code == 2
+    assert "error: no such text file" in capsys.readouterr().err
+
+
+def test_model_card_of_a_bpe_model_is_not_tagged_character_level(config):
+    train(replace(config, tokenizer="bpe", bpe_vocab_size=300, max_steps=2, eval_interval=2))
+    card = (Path(config.out) / "README.md").read_text()
+    assert "(bpe tokenizer)" in card
+    assert "character-level" not in card
