@@ -156,6 +156,8 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(cfg.seed)
         if resuming:
             self._load_state()
+        else:
+            (self.out / "loss.csv").unlink(missing_ok=True)  # a new run starts a new curve
         self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
 
     # -- the loop ------------------------------------------------------------------------------------
