@@ -270,10 +270,16 @@ def build_demo(playground: Playground) -> gr.Blocks:
                         )
                         cmp_stats.append(gr.Markdown("", elem_id=f"cmp-stats-{i}"))
             if examples:
+                # One click on an example fills the form and starts every model writing.
                 gr.Examples(
-                    [[e["prompt"], e.get("models") or ours[:MAX_COMPARE]] for e in examples],
-                    inputs=[cmp_prompt, cmp_models],
-                    label="Examples",
+                    [[e["prompt"], e.get("models") or ours[:MAX_COMPARE], 0.8, 200, 1] for e in examples],
+                    inputs=[cmp_prompt, cmp_models, cmp_temperature, cmp_max, cmp_seed],
+                    outputs=[*cmp_boxes, *cmp_stats],
+                    fn=compare,
+                    run_on_click=True,
+                    cache_examples=False,
+                    label="Examples (click one to start)",
+                    api_visibility="private",
                 )
 
         with gr.Tab("Perplexity"):

@@ -127,12 +127,13 @@ def test_compare_streams_models_side_by_side(page_url, browser):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(url)
     page.get_by_role("tab", name="Compare").click()
-    page.locator("#cmp-prompt textarea").fill("First Citizen:\n")
-    page.locator("#cmp-run").click()
+    # one click on an example fills the form and starts the models
+    page.get_by_text("First Citizen:").filter(visible=True).first.click()
     chosen = min(len(cat.names()), app.MAX_COMPARE)
     assert _wait_for(lambda: all(len(_output(page, f"cmp-out-{i}")) > 20 for i in range(min(chosen, 2))), 60)
     assert _wait_for(lambda: all("tokens/s" in page.locator(f"#cmp-stats-{i}").inner_text()
                                  for i in range(min(chosen, 2))), 60)
+    assert "First Citizen" in page.locator("#cmp-prompt textarea").input_value()
     assert _errors(page) == 0
     page.close()
 

@@ -148,3 +148,19 @@ def test_model_card_of_a_bpe_model_is_not_tagged_character_level(config):
     card = (Path(config.out) / "README.md").read_text()
     assert "(bpe tokenizer)" in card
     assert "character-level" not in card
+
+
+def test_init_from_continues_a_finished_checkpoint(config, tmp_path):
+    first = train(replace(config, max_steps=40))
+    again = Trainer(replace(config, out=str(tmp_path / "more"), init_from=config.out, hidden_size=999))
+    assert again.model.config.hidden_size == 32  # the checkpoint's own size, not the flag
+    assert again.validate() == pytest.approx(first["best_val_loss_per_token"], abs=1e-4)
+    card_run = again.train()
+    assert card_run["steps"] == 20
+    assert "--hidden-size" not in (tmp_path / "more" / "README.md").read_text()
+
+
+def test_init_from_refuses_a_checkpoint_of_another_architecture(config):
+    train(config)
+    with pytest.raises(ValueError, match="not a LSTMForCausalLM"):
+        Trainer(replace(config, arch="lstm", init_from=config.out))

@@ -20,6 +20,7 @@ TRAIN_HELP = {
     "block_size": "tokens per training window (the Transformer's context length)",
     "threads": "CPU threads for torch (default 1, see textgen/devices.py)",
     "resume": "continue the run saved in --out",
+    "init_from": "start from this checkpoint's weights and tokenizer, with a fresh optimizer and schedule",
 }
 CHOICES = {"arch": ["rnn", "lstm", "gru", "transformer"], "tokenizer": ["char", "bpe"]}
 

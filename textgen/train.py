@@ -25,7 +25,7 @@ import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
-from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from textgen.data import random_windows, read_text, split_text
 from textgen.devices import configure_cpu_threads, describe_hardware
@@ -49,6 +49,9 @@ RECIPES: dict[str, dict] = {
     "rnn": {"hidden_size": 256, "embedding_size": 64, "num_layers": 2, "dropout": 0.0, "block_size": 128,
             "batch_size": 16, "lr": 2e-3, "warmup_steps": 50},
 }
+
+
+SIZE_FIELDS = ("n_layer", "n_embd", "n_head", "hidden_size", "embedding_size", "num_layers", "dropout")
 
 
 @dataclass
@@ -80,6 +83,7 @@ class TrainConfig:
     val_fraction: float = 0.05
     seed: int = 1337
     threads: int | None = None
+    init_from: str | None = None  # start from this checkpoint's weights and tokenizer (fresh optimizer)
     resume: bool = False
 
     def resolved(self) -> TrainConfig:
@@ -141,14 +145,14 @@ class Trainer:
         self.val_text = val_text
         resuming = cfg.resume and (self.out / STATE_DIR).is_dir()
         if resuming:
-            from transformers import AutoTokenizer
-
             self.tokenizer = AutoTokenizer.from_pretrained(self.out / STATE_DIR)
+        elif cfg.init_from:
+            self.tokenizer = AutoTokenizer.from_pretrained(cfg.init_from)
         else:
             self.tokenizer = build_tokenizer(cfg, train_text)
         self.train_ids = torch.tensor(self.tokenizer(train_text, add_special_tokens=False)["input_ids"])
         self.val_ids = torch.tensor(self.tokenizer(val_text, add_special_tokens=False)["input_ids"])
-        self.model = build_model(cfg, len(self.tokenizer))
+        self.model = self._init_model(cfg)
         self.optimizer = torch.optim.AdamW(
             param_groups(self.model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.99), fused=False
         )
@@ -159,6 +163,22 @@ class Trainer:
         else:
             (self.out / "loss.csv").unlink(missing_ok=True)  # a new run starts a new curve
         self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
+
+    def _init_model(self, cfg: TrainConfig) -> PreTrainedModel:
+        if not cfg.init_from:
+            return build_model(cfg, len(self.tokenizer))
+        # Continue from a finished checkpoint (say, a shipped model in a later session): its weights and
+        # tokenizer, with a fresh optimizer and schedule. Its own sizes win over any size flags.
+        model = AutoModelForCausalLM.from_pretrained(cfg.init_from)
+        expected = ARCHITECTURES[cfg.arch][1]
+        if type(model) is not expected:
+            raise ValueError(f"{cfg.init_from} holds a {type(model).__name__}, not a {expected.__name__}")
+        sizes = {name: None for name in SIZE_FIELDS}  # the checkpoint's sizes, so the card does not list others
+        context = getattr(model.config, "n_positions", None)
+        if context is not None and cfg.block_size > context:
+            sizes["block_size"] = context
+        self.cfg = replace(cfg, **sizes)
+        return model
 
     # -- the loop ------------------------------------------------------------------------------------
 
