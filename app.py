@@ -329,7 +329,7 @@ def build_demo(playground: Playground) -> gr.Blocks:
             concurrency_limit=GENERATION_CONCURRENCY,
         )
         gen.then(describe, model, note, queue=False, api_visibility="private")
-        prompt.submit(
+        submitted = prompt.submit(
             generate,
             gen_inputs,
             [output, stats, probs],
@@ -337,17 +337,21 @@ def build_demo(playground: Playground) -> gr.Blocks:
             concurrency_id="generation",
             concurrency_limit=GENERATION_CONCURRENCY,
         )
-        # Stop signals the running request and lets it end normally: the model stops within a token, and the
-        # page shows no error (`cancels=` would also work but sometimes leaves a red Error badge).
-        halt.click(stop, None, None, queue=False, api_name="stop")
-        cmp_halt.click(stop, None, None, queue=False, api_visibility="private")
-        cmp_go.click(
+        compared = cmp_go.click(
             compare,
             [cmp_prompt, cmp_models, cmp_temperature, cmp_max, cmp_seed],
             [*cmp_boxes, *cmp_stats],
             api_name="compare",
             concurrency_id="generation",
             concurrency_limit=GENERATION_CONCURRENCY,
+        )
+        # Stop signals the running request and lets it end normally: the model stops within a token, and the
+        # page shows no error (`cancels=` alone sometimes leaves a red Error badge). On ZeroGPU the request runs
+        # in a worker process the signal cannot reach, so there Stop also cancels the event itself.
+        zero_gpu = bool(os.environ.get("SPACES_ZERO_GPU"))
+        halt.click(stop, None, None, queue=False, api_name="stop", cancels=[gen, submitted] if zero_gpu else None)
+        cmp_halt.click(
+            stop, None, None, queue=False, api_visibility="private", cancels=[compared] if zero_gpu else None
         )
         ppl_go.click(
             score,
