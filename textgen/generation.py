@@ -63,7 +63,7 @@ class TextEvent:
 class Summary:
     texts: list[str]
     tokens: list[int]  # generated per sample
-    stop_reasons: list[str]  # per sample: length, end_of_text, stop_sequence, cancelled
+    stop_reasons: list[str]  # per sample: a key of STOP_REASONS
     prompt_tokens: int
     prompt_tokens_cut: int
     time_to_first_token: float
@@ -83,6 +83,7 @@ STOP_REASONS = {
     "end_of_text": "the model ended the text",
     "stop_sequence": "a stop sequence appeared",
     "cancelled": "stopped by request",
+    "no_allowed_token": "the settings left no token it may write (try a larger no-repeat n-gram size)",
 }
 
 
@@ -147,8 +148,17 @@ class _Run:
         if logits is None:
             reasons = ["cancelled"] * n
         for step in range(s.max_new_tokens if logits is not None else 0):
-            scores = _apply(processors, all_ids, logits)
-            probs = torch.softmax(_apply(warpers, all_ids, scores), dim=-1)
+            scores = _apply(warpers, all_ids, _apply(processors, all_ids, logits))
+            blocked = torch.isneginf(scores).all(dim=-1)
+            if blocked.any():
+                # The rules left this sample no token at all (say, no-repeat size 1 after every character
+                # was used): it ends here; its row gets the raw logits only so that the batch can go on.
+                for row in blocked.nonzero().flatten().tolist():
+                    reasons[row] = reasons[row] or "no_allowed_token"
+                if all(r is not None for r in reasons):
+                    break
+                scores = torch.where(blocked[:, None], logits, scores)
+            probs = torch.softmax(scores, dim=-1)
             if s.greedy:
                 next_ids = scores.argmax(dim=-1)
             else:

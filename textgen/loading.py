@@ -41,6 +41,10 @@ class ModelLoadError(RuntimeError):
     """A catalogued model could not be loaded; the message says why and what to do."""
 
 
+class ModelMemoryError(ModelLoadError):
+    """There was not enough memory to load the model."""
+
+
 @dataclass
 class LoadedModel:
     entry: ModelEntry
@@ -98,8 +102,8 @@ def load_model(entry: ModelEntry, device: torch.device | None = None) -> LoadedM
             model = AutoModelForCausalLM.from_pretrained(entry.source, **kwargs)
         if "device_map" not in kwargs:
             model = model.to(device)
-    except torch.OutOfMemoryError:
-        raise ModelLoadError(f"not enough memory to load {entry.name}; try a smaller model") from None
+    except (torch.OutOfMemoryError, MemoryError):
+        raise ModelMemoryError(f"not enough memory to load {entry.title}; try a smaller model") from None
     except Exception as err:  # many exception types reach here: OSError, SafetensorError, ValueError...
         raise ModelLoadError(_explain(entry, err)) from err
     model.eval()
@@ -135,7 +139,14 @@ class ModelManager:
                     return self._loaded[entry.name]
             if progress:
                 progress(f"Loading {entry.title} (first use)…")
-            loaded = load_model(entry, self.device)
+            try:
+                loaded = load_model(entry, self.device)
+            except (ModelMemoryError, torch.OutOfMemoryError, MemoryError):
+                self.clear()  # free every other model and try once more before giving up
+                try:
+                    loaded = load_model(entry, self.device)
+                except (torch.OutOfMemoryError, MemoryError):
+                    raise ModelMemoryError(f"not enough memory to load {entry.title}; try a smaller model") from None
             with self._lock:
                 self._loaded[entry.name] = loaded
                 self._evict(keep=entry.name)

@@ -27,7 +27,7 @@ from textgen.evaluate import score_text
 from textgen.generation import Summary, TextEvent, TokenInfo, stream
 from textgen.loading import ModelLoadError, ModelManager
 from textgen.render import live_stats, summary_stats
-from textgen.settings import GenerationSettings, InvalidRequest, Limits
+from textgen.settings import GenerationSettings, InvalidRequest, Limits, clean_text
 
 log = logging.getLogger("textgen")
 
@@ -120,11 +120,12 @@ class Playground:
 
     def score(self, names: object, text: object) -> list[dict]:
         """Per-character surprise of `text` under each model (the evaluation code of the training side)."""
-        if not isinstance(text, str) or not text.strip():
+        try:
+            text = clean_text(text, self.limits.max_score_chars, "text", [])
+        except InvalidRequest as err:
+            raise RequestError(str(err)) from None
+        if not text.strip():
             raise RequestError("paste some text to score")
-        if len(text) > self.limits.max_score_chars:
-            raise RequestError(f"the text has {len(text):,} characters; the limit is "
-                               f"{self.limits.max_score_chars:,}")
         rows = []
         for entry in self._compare_entries(names, minimum=1):
             loaded = self._load(entry.name)
@@ -166,10 +167,6 @@ class Playground:
             return self.manager.get(name)
         except ModelLoadError as err:
             raise RequestError(str(err)) from None
-        except (torch.OutOfMemoryError, MemoryError):
-            self.manager.clear()
-            raise RequestError(f"the server ran out of memory loading {name}; try again or pick a smaller model") \
-                from None
 
     @contextmanager
     def _signal(self, session: str):

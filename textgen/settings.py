@@ -55,6 +55,7 @@ CONTROLS: dict[str, tuple[float, float, bool, str]] = {
     "num_samples": (1, None, True, "how many different continuations to write"),
     "alternatives": (0, 10, True, "how many alternative tokens to report per step"),
 }
+MIN_TEMPERATURE = 0.01
 _BAD_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 
 
@@ -86,7 +87,7 @@ class GenerationSettings:
         if unknown:
             raise InvalidRequest(f"unknown setting(s): {', '.join(sorted(unknown))}")
         warnings: list[str] = []
-        values: dict[str, Any] = {"prompt": _clean_prompt(prompt, limits, warnings)}
+        values: dict[str, Any] = {"prompt": clean_text(prompt, limits.max_prompt_chars, "prompt", warnings)}
         defaults = cls(prompt="")
         bounds = {"max_new_tokens": limits.max_new_tokens, "num_samples": limits.max_samples}
         for name, (low, high, whole, _) in CONTROLS.items():
@@ -94,23 +95,29 @@ class GenerationSettings:
             if raw is None:
                 continue
             values[name] = _number(name, raw, low, bounds.get(name, high), whole)
+        values.setdefault("max_new_tokens", min(defaults.max_new_tokens, limits.max_new_tokens))
+        if 0 < values.get("temperature", defaults.temperature) < MIN_TEMPERATURE:
+            # Dividing logits by a tiny temperature overflows to inf; this close to 0 it is greedy anyway.
+            values["temperature"] = 0.0
+            warnings.append(f"a temperature below {MIN_TEMPERATURE} was treated as 0 (always the likeliest token)")
         values["seed"] = _seed(controls.get("seed"))
         values["stop"] = _stops(controls.get("stop"), limits)
         return replace(defaults, **values, warnings=tuple(warnings))
 
 
-def _clean_prompt(prompt: Any, limits: Limits, warnings: list[str]) -> str:
-    if prompt is None:
-        prompt = ""
-    if not isinstance(prompt, str):
-        raise InvalidRequest(f"the prompt must be text, got {type(prompt).__name__}")
-    if len(prompt) > limits.max_prompt_chars:
-        raise InvalidRequest(
-            f"the prompt has {len(prompt):,} characters; the limit is {limits.max_prompt_chars:,}. Shorten it.")
-    prompt = prompt.replace("\r\n", "\n").replace("\r", "\n")
-    cleaned = _BAD_CHARS.sub("", prompt)
-    if cleaned != prompt:
-        warnings.append(f"{len(prompt) - len(cleaned)} control or invalid character(s) were removed from the prompt")
+def clean_text(text: Any, max_chars: int, what: str, warnings: list[str]) -> str:
+    """Text from a request, checked and tidied: a str within `max_chars`, with control characters and lone
+    surrogates removed (noted in `warnings`) and newlines normalised."""
+    if text is None:
+        text = ""
+    if not isinstance(text, str):
+        raise InvalidRequest(f"the {what} must be text, got {type(text).__name__}")
+    if len(text) > max_chars:
+        raise InvalidRequest(f"the {what} has {len(text):,} characters; the limit is {max_chars:,}. Shorten it.")
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    cleaned = _BAD_CHARS.sub("", text)
+    if cleaned != text:
+        warnings.append(f"{len(text) - len(cleaned)} control or invalid character(s) were removed from the {what}")
     return cleaned
 
 
@@ -123,13 +130,15 @@ def _number(name: str, raw: Any, low: float, high: float | None, whole: bool) ->
                 raise InvalidRequest(f"{name} must be a number, got {raw[:40]!r}") from None
         else:
             raise InvalidRequest(f"{name} must be a number, got {type(raw).__name__}")
-    if not math.isfinite(raw):
+    if isinstance(raw, float) and not math.isfinite(raw):
         raise InvalidRequest(f"{name} must be a finite number, got {raw}")
     if whole and raw != int(raw):
         raise InvalidRequest(f"{name} must be a whole number, got {raw}")
+    # compared as given (ints stay ints: an int too large for a float is still just out of range)
     if raw < low or (high is not None and raw > high):
         upper = f"{high:g}" if high is not None else "no limit"
-        raise InvalidRequest(f"{name} must be between {low:g} and {upper}, got {raw:g}")
+        shown = f"{raw:g}" if isinstance(raw, float) or abs(raw) < 10**15 else "a number that large"
+        raise InvalidRequest(f"{name} must be between {low:g} and {upper}, got {shown}")
     return int(raw) if whole else float(raw)
 
 
