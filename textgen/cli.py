@@ -134,9 +134,7 @@ def _event_json(event) -> dict:
 
 
 def _summary_line(summary) -> str:
-    from textgen.generation import STOP_REASONS
-
-    reason = STOP_REASONS.get(summary.stop_reason, summary.stop_reason)
+    reason = summary.stop_description()
     lines = [f"[{sum(summary.tokens)} tokens, {summary.tokens_per_second:.1f} tokens/s, first token after "
              f"{summary.time_to_first_token * 1000:.0f} ms, seed {summary.seed}; {reason}]"]
     lines += [f"[note: {w}]" for w in summary.warnings]

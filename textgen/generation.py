@@ -77,6 +77,13 @@ class Summary:
     def stop_reason(self) -> str:
         return self.stop_reasons[0] if len(set(self.stop_reasons)) == 1 else ", ".join(self.stop_reasons)
 
+    def stop_description(self) -> str:
+        """Why it stopped, in words; per sample when the samples stopped for different reasons."""
+        reasons = list(dict.fromkeys(self.stop_reasons))
+        if len(reasons) == 1:
+            return STOP_REASONS.get(reasons[0], reasons[0])
+        return "; ".join(f"sample {i + 1}: {STOP_REASONS.get(r, r)}" for i, r in enumerate(self.stop_reasons))
+
 
 STOP_REASONS = {
     "length": "reached the maximum number of new tokens",

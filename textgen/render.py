@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import html
 
-from textgen.generation import STOP_REASONS, Summary, TokenInfo
+from textgen.generation import Summary, TokenInfo
 
 TOKEN_CSS = """
 .tg-tokens { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; white-space: pre-wrap;
@@ -75,7 +75,7 @@ def live_stats(tokens: int, elapsed: float, first_token: float | None, status: s
 
 
 def summary_stats(summary: Summary, title: str = "") -> str:
-    reason = STOP_REASONS.get(summary.stop_reason, summary.stop_reason)
+    reason = summary.stop_description()
     head = f"{title}: " if title else ""
     lines = [
         f"{head}**{sum(summary.tokens)}** tokens · first token after "
