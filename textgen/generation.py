@@ -116,6 +116,7 @@ class _Run:
         self.context = loaded.context
         self.forward_steps = 0
         self.eos_id = self.tokenizer.eos_token_id
+        self.processors, self.warpers = self._processors()
 
     # -- prompt ------------------------------------------------------------------------------------------
 
@@ -144,75 +145,64 @@ class _Run:
         s = self.settings
         clock = _Clock()
         ids, cut = self.prompt_ids()
-        n = s.num_samples
-        all_ids = torch.tensor([ids] * n, dtype=torch.long, device=self.device)
-        processors, warpers = self._processors()
-        decoders = [_IncrementalDecoder(self.tokenizer, ids) for _ in range(n)]
-        stops = [_StopMatcher(s.stop) for _ in range(n)]
-        texts, counts, reasons = [""] * n, [0] * n, [None] * n
+        samples = [_Sample(self.tokenizer, ids, s.stop) for _ in range(s.num_samples)]
+        all_ids = torch.tensor([ids] * len(samples), dtype=torch.long, device=self.device)
         ttft = None
         logits, cache = (None, None) if self.cancel.is_set() else self._forward(all_ids, self._new_cache())
-        if logits is None:
-            reasons = ["cancelled"] * n
         for step in range(s.max_new_tokens if logits is not None else 0):
-            scores = _apply(warpers, all_ids, _apply(processors, all_ids, logits))
-            blocked = torch.isneginf(scores).all(dim=-1)
-            if blocked.any():
-                # The rules left this sample no token at all (say, no-repeat size 1 after every character
-                # was used): it ends here; its row gets the raw logits only so that the batch can go on.
-                for row in blocked.nonzero().flatten().tolist():
-                    reasons[row] = reasons[row] or "no_allowed_token"
-                if all(r is not None for r in reasons):
-                    break
-                scores = torch.where(blocked[:, None], logits, scores)
-            probs = torch.softmax(scores, dim=-1)
-            if s.greedy:
-                next_ids = scores.argmax(dim=-1)
-            else:
-                next_ids = torch.multinomial(probs, 1, generator=self.rng).squeeze(1)
-            if ttft is None:
-                ttft = clock.active()
+            next_ids, probs = self._pick(logits, all_ids, samples)
+            if next_ids is None:
+                break
+            ttft = clock.active() if ttft is None else ttft
             all_ids = torch.cat([all_ids, next_ids[:, None]], dim=1)
-            events = []
-            for row in range(n):
-                if reasons[row] is not None:
-                    continue
-                token_id = int(next_ids[row])
-                if token_id == self.eos_id:
-                    reasons[row] = "end_of_text"
-                    events.append(TextEvent(row, "", self._token_info(token_id, probs[row])))
-                    continue
-                counts[row] += 1
-                piece = decoders[row].push(token_id)
-                new_text, hit = stops[row].push(piece)
-                texts[row] += new_text
-                if hit:
-                    reasons[row] = "stop_sequence"
-                events.append(TextEvent(row, new_text, self._token_info(token_id, probs[row], piece)))
+            events = [self._advance(row, sample, int(next_ids[row]), probs[row])
+                      for row, sample in enumerate(samples) if sample.reason is None]
             for event in events:
                 with clock.paused():
                     yield event
-            if all(r is not None for r in reasons):
-                break
+            if all(sample.reason for sample in samples) or step == s.max_new_tokens - 1:
+                break  # no forward step for a token that will not be drawn
             if self.cancel.is_set():
-                reasons = [r or "cancelled" for r in reasons]
                 break
-            if step == s.max_new_tokens - 1:
-                break  # the last token is out: no forward step for one that will not be drawn
             logits, cache = self._next_logits(all_ids, next_ids, cache)
-        for row in range(n):
-            reasons[row] = reasons[row] or "length"
-            tail = stops[row].flush()  # text held back for a stop sequence that never came
+        ended = "cancelled" if self.cancel.is_set() or logits is None else "length"
+        for row, sample in enumerate(samples):
+            tail = sample.finish(ended)  # text held back for a stop sequence that never came
             if tail:
-                texts[row] += tail
                 with clock.paused():
                     yield TextEvent(row, tail, None)
         seconds = clock.active()
+        tokens = [sample.tokens for sample in samples]
         yield Summary(
-            texts=texts, tokens=counts, stop_reasons=reasons, prompt_tokens=len(ids), prompt_tokens_cut=cut,
-            time_to_first_token=ttft or 0.0, tokens_per_second=sum(counts) / seconds if seconds > 0 else 0.0,
+            texts=[sample.text for sample in samples], tokens=tokens,
+            stop_reasons=[sample.reason for sample in samples], prompt_tokens=len(ids), prompt_tokens_cut=cut,
+            time_to_first_token=ttft or 0.0, tokens_per_second=sum(tokens) / seconds if seconds > 0 else 0.0,
             seconds=seconds, seed=self.seed, forward_steps=self.forward_steps, warnings=self.warnings,
         )
+
+    def _pick(self, logits: torch.Tensor, all_ids: torch.Tensor, samples: list[_Sample]):
+        """The next token of every sample and the distribution it came from; (None, None) if none can go on."""
+        scores = _apply(self.warpers, all_ids, _apply(self.processors, all_ids, logits))
+        blocked = torch.isneginf(scores).all(dim=-1)
+        if blocked.any():
+            # The rules left a sample no token at all (say, no-repeat size 1 after every character was used):
+            # it ends here; its row gets the raw logits only so that the rest of the batch can go on.
+            for row in blocked.nonzero().flatten().tolist():
+                samples[row].reason = samples[row].reason or "no_allowed_token"
+            if all(sample.reason for sample in samples):
+                return None, None
+            scores = torch.where(blocked[:, None], logits, scores)
+        probs = torch.softmax(scores, dim=-1)
+        if self.settings.greedy:
+            return scores.argmax(dim=-1), probs
+        return torch.multinomial(probs, 1, generator=self.rng).squeeze(1), probs
+
+    def _advance(self, row: int, sample: _Sample, token_id: int, probs: torch.Tensor) -> TextEvent:
+        if token_id == self.eos_id:
+            sample.reason = "end_of_text"
+            return TextEvent(row, "", self._token_info(token_id, probs))
+        piece, new_text = sample.add(token_id)
+        return TextEvent(row, new_text, self._token_info(token_id, probs, piece))
 
     def _next_logits(self, all_ids: torch.Tensor, next_ids: torch.Tensor, cache):
         if self.context is not None and cache.get_seq_length() + 1 > self.context:
@@ -274,6 +264,33 @@ def _apply(processors: list[LogitsProcessor], ids: torch.Tensor, scores: torch.T
     for processor in processors:
         scores = processor(ids, scores)
     return scores
+
+
+class _Sample:
+    """One continuation of the prompt: its text so far, its token count, and why it ended."""
+
+    def __init__(self, tokenizer, prompt_ids: list[int], stops: tuple[str, ...]):
+        self.decoder = _IncrementalDecoder(tokenizer, prompt_ids)
+        self.stops = _StopMatcher(stops)
+        self.text = ""
+        self.tokens = 0
+        self.reason: str | None = None
+
+    def add(self, token_id: int) -> tuple[str, str]:
+        """The token's own text, and the new text it releases (less any that may start a stop sequence)."""
+        self.tokens += 1
+        piece = self.decoder.push(token_id)
+        new_text, hit = self.stops.push(piece)
+        self.text += new_text
+        if hit:
+            self.reason = "stop_sequence"
+        return piece, new_text
+
+    def finish(self, reason: str) -> str:
+        self.reason = self.reason or reason
+        tail = self.stops.flush()
+        self.text += tail
+        return tail
 
 
 class _Clock:
