@@ -12,15 +12,17 @@ import argparse
 import json
 import os
 import time
+from typing import TYPE_CHECKING
 
 import gradio as gr
 
 from textgen.catalog import ASSETS, Catalog
-from textgen.devices import configure_cpu_threads
-from textgen.loading import ModelManager
-from textgen.playground import Playground, RequestError
 from textgen.render import TOKEN_CSS, model_note, tokens_html
-from textgen.settings import CONTROLS
+from textgen.settings import CONTROLS, Limits, RequestError
+from textgen.startup import LazyPlayground
+
+if TYPE_CHECKING:
+    from textgen.playground import Playground
 
 try:  # On a ZeroGPU Space the decorated functions run on a GPU; elsewhere spaces.GPU changes nothing.
     import spaces
@@ -76,7 +78,7 @@ def _session(request: gr.Request | None) -> str:
     return getattr(request, "session_hash", None) or "anonymous"
 
 
-def build_demo(playground: Playground) -> gr.Blocks:
+def build_demo(playground: Playground | LazyPlayground) -> gr.Blocks:
     catalog = playground.catalog
     choices = [(e.title, e.name) for e in catalog]
     ours = [e.name for e in catalog if e.origin == "shipped"]
@@ -182,7 +184,10 @@ def build_demo(playground: Playground) -> gr.Blocks:
                     model = gr.Dropdown(
                         choices, value=default_model, label="Model", elem_id="model", allow_custom_value=True
                     )  # textgen's catalog refuses unknown names
-                    note = gr.Markdown(describe(default_model) if default_model else "", elem_id="model-note")
+                    first = catalog.get(default_model) if default_model else None
+                    note = gr.Markdown(
+                        model_note(first.title, first.description) if first else "", elem_id="model-note"
+                    )
                     preset = gr.Radio(
                         list(PRESETS),
                         value="Balanced",
@@ -381,10 +386,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the best available)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     args = parser.parse_args(argv)
-    configure_cpu_threads()
     catalog = Catalog.default(args.model, args.catalog)
-    demo = build_demo(Playground(ModelManager(catalog, device=args.device)))
-    demo.launch(server_port=args.port, **LAUNCH_KWARGS)
+    # The page is served first; torch, transformers and the models load right after, in the background.
+    playground = LazyPlayground(catalog, Limits.from_env(), device=args.device)
+    demo = build_demo(playground)
+    demo.launch(server_port=args.port, prevent_thread_lock=True, **LAUNCH_KWARGS)
+    playground.start()
+    demo.block_thread()
 
 
 if __name__ == "__main__":

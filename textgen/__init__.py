@@ -1,6 +1,5 @@
-"""textgen: train, evaluate and stream text from RNN, LSTM, GRU, Transformer and Hugging Face models."""
+"""textgen: train, evaluate and stream text from RNN, LSTM, GRU, Transformer and Hugging Face models.
 
-from transformers.utils import logging as _hf_logging
-
-# Loading and saving small models prints a progress bar per call; our own progress reporting is enough.
-_hf_logging.disable_progress_bar()
+Importing the package is cheap on purpose: torch and transformers load with the modules that need them,
+so the page can be served before they are imported (see textgen/startup.py).
+"""

@@ -13,6 +13,8 @@ request's failure leaves the shared models usable for the next.
 
 from __future__ import annotations
 
+__all__ = ["Live", "Playground", "RequestError"]
+
 import logging
 import threading
 import time
@@ -27,13 +29,9 @@ from textgen.evaluate import score_text
 from textgen.generation import Summary, TextEvent, TokenInfo, stream
 from textgen.loading import ModelLoadError, ModelManager
 from textgen.render import live_stats, summary_stats
-from textgen.settings import GenerationSettings, InvalidRequest, Limits, clean_text
+from textgen.settings import GenerationSettings, InvalidRequest, Limits, RequestError, clean_text
 
 log = logging.getLogger("textgen")
-
-
-class RequestError(Exception):
-    """What went wrong with a request, in words for the person who sent it."""
 
 
 @dataclass

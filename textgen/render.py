@@ -6,8 +6,10 @@ Kept apart from app.py so that it is plain functions of plain data, tested witho
 from __future__ import annotations
 
 import html
+from typing import TYPE_CHECKING
 
-from textgen.generation import Summary, TokenInfo
+if TYPE_CHECKING:  # only for annotations: the page imports this module before torch is loaded
+    from textgen.generation import Summary, TokenInfo
 
 TOKEN_CSS = """
 .tg-tokens { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; white-space: pre-wrap;

@@ -16,6 +16,10 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 
+class RequestError(Exception):
+    """What went wrong with a request, in words for the person who sent it (raised by textgen.playground)."""
+
+
 class InvalidRequest(ValueError):
     """A request that cannot be served as sent; the message says which value and why."""
 

@@ -5,6 +5,7 @@ class must be registered before its directory can be loaded in a fresh process).
 """
 
 from transformers import AutoConfig, AutoModelForCausalLM
+from transformers.utils import logging as _hf_logging
 
 from textgen.models.recurrent import (
     GRUConfig,
@@ -17,6 +18,9 @@ from textgen.models.recurrent import (
     RNNForCausalLM,
 )
 from textgen.models.transformer import TransformerConfig, TransformerForCausalLM
+
+# Loading and saving small models would print a progress bar per call; our own progress reporting is enough.
+_hf_logging.disable_progress_bar()
 
 ARCHITECTURES = {
     "rnn": (RNNConfig, RNNForCausalLM),
