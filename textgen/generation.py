@@ -158,7 +158,7 @@ class _Run:
             events = [self._advance(row, sample, int(next_ids[row]), probs[row])
                       for row, sample in enumerate(samples) if sample.reason is None]
             for event in events:
-                with clock.paused():
+                with clock:
                     yield event
             if all(sample.reason for sample in samples) or step == s.max_new_tokens - 1:
                 break  # no forward step for a token that will not be drawn
@@ -169,7 +169,7 @@ class _Run:
         for row, sample in enumerate(samples):
             tail = sample.finish(ended)  # text held back for a stop sequence that never came
             if tail:
-                with clock.paused():
+                with clock:
                     yield TextEvent(row, tail, None)
         seconds = clock.active()
         tokens = [sample.tokens for sample in samples]
@@ -297,27 +297,22 @@ class _Clock:
     """Wall time of a run minus the time it spent suspended at a yield (waiting for its consumer).
 
     So a model's tokens/s is its own, whether the reader is a fast CLI, a browser, or a comparison that
-    advances several models in turn.
+    advances several models in turn. `with clock:` around a yield leaves that time out.
     """
 
     def __init__(self):
         self.start = time.perf_counter()
         self.suspended = 0.0
+        self._since = 0.0
 
     def active(self) -> float:
         return time.perf_counter() - self.start - self.suspended
 
-    def paused(self):
-        clock = self
+    def __enter__(self) -> None:
+        self._since = time.perf_counter()
 
-        class _Pause:
-            def __enter__(self):
-                self.t = time.perf_counter()
-
-            def __exit__(self, *exc):
-                clock.suspended += time.perf_counter() - self.t
-
-        return _Pause()
+    def __exit__(self, *exc) -> None:
+        self.suspended += time.perf_counter() - self._since
 
 
 class _IncrementalDecoder:
