@@ -33,7 +33,6 @@ from transformers.generation.logits_process import (
     MinPLogitsWarper,
     NoRepeatNGramLogitsProcessor,
     RepetitionPenaltyLogitsProcessor,
-    SuppressTokensLogitsProcessor,
     TemperatureLogitsWarper,
     TopKLogitsWarper,
     TopPLogitsWarper,
@@ -235,7 +234,7 @@ class _Run:
         unk = self.tokenizer.unk_token_id
         if unk is not None and unk != self.eos_id:
             # A char model's <unk> stands for "some character I do not know": never write it.
-            processors.append(SuppressTokensLogitsProcessor([unk], device=self.device))
+            processors.append(_Suppress(unk))
         warpers = []
         if not s.greedy:
             if s.temperature != 1.0:
@@ -257,6 +256,19 @@ class _Run:
                             for p, i in zip(top_p.tolist(), top_i.tolist()) if p > 0]
         text = piece if piece is not None else self.loaded.token_text(token_id)
         return TokenInfo(token_id, text, round(float(probs[token_id]), 5), alternatives)
+
+
+class _Suppress(LogitsProcessor):
+    """Never pick one token. (transformers' SuppressTokensLogitsProcessor builds an index and runs `isin`
+    over the vocabulary at every step, ~50 us: a tenth of a char LSTM's whole step.)"""
+
+    def __init__(self, token_id: int):
+        self.token_id = token_id
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        scores = scores.clone()
+        scores[:, self.token_id] = float("-inf")
+        return scores
 
 
 def _apply(processors: list[LogitsProcessor], ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:

@@ -140,7 +140,7 @@ class RecurrentLM(PreTrainedModel, GenerationMixin):
         The weights are the same tensors, so the results are the same.
         """
         batch = x.shape[0]
-        layers, hidden = self.config.num_layers, self.config.hidden_size
+        layers, hidden = self.rnn.num_layers, self.rnn.hidden_size  # plain ints; config reads cost ~10 us each
         if state is None:
             zeros = x.new_zeros(layers, batch, hidden)
             state = (zeros, zeros.clone()) if self.cell == "lstm" else zeros
@@ -148,8 +148,9 @@ class RecurrentLM(PreTrainedModel, GenerationMixin):
         c_all = state[1] if self.cell == "lstm" else None
         step, inp = _STEP[self.cell], x[:, 0]
         new_h, new_c = [], []
+        flat = self.rnn._flat_weights  # per layer: w_ih, w_hh, b_ih, b_hh; kept current by nn.RNNBase itself
         for i in range(layers):
-            weights = [getattr(self.rnn, f"{n}_l{i}") for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+            weights = flat[4 * i : 4 * i + 4]
             if self.cell == "lstm":
                 h, c = step(inp, (h_all[i], c_all[i]), *weights)
                 new_c.append(c)
