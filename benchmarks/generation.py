@@ -114,7 +114,9 @@ PATHS = {"engine": run_engine, "bare": run_bare, "generate": run_generate}
 
 def bench(loaded: LoadedModel, n: int, repeats: int) -> dict:
     ids = prompt_ids(loaded)
-    row = {"model": loaded.entry.name, "parameters": loaded.n_params}
+    if loaded.context is not None:  # the bare loop and generate stop at the context; compare like with like
+        n = min(n, loaded.context - len(ids) - 1)
+    row = {"model": loaded.entry.name, "parameters": loaded.n_params, "tokens": n}
     for name, fn in PATHS.items():
         fn(loaded, ids, min(n, 20))  # warm-up
         runs = [fn(loaded, ids, n) for _ in range(repeats)]
@@ -149,7 +151,7 @@ def main() -> None:
     load = os.getloadavg()
     print(f"torch threads {threads}, cpu count {os.cpu_count()}, load average {load[0]:.2f} {load[1]:.2f} "
           f"{load[2]:.2f}, torch {torch.__version__}")
-    cols = ["model", "parameters", "engine_tok_s", "bare_tok_s", "generate_tok_s", "engine_vs_generate",
+    cols = ["model", "parameters", "tokens", "engine_tok_s", "bare_tok_s", "generate_tok_s", "engine_vs_generate",
             "engine_ttft_ms", "bare_ttft_ms"]
     print(" | ".join(cols))
     for row in rows:

@@ -172,3 +172,16 @@ def test_one_token_forward_in_train_mode_uses_the_torch_recurrence(arch):
     model.eval()
     model(input_ids=ids)
     assert calls == [1]  # eval mode, one token: the cell kernels, not nn.RNN
+
+
+@pytest.mark.parametrize("arch", ["lstm", "rnn"])
+def test_one_token_path_follows_weights_changed_in_place(arch):
+    model = make_tiny(arch, 20)
+    ids = torch.tensor([[3]])
+    with torch.no_grad():
+        model(input_ids=ids)  # builds the fused weights of the one-token path
+        model.load_state_dict(make_tiny(arch, 20, seed=1).state_dict())  # copies into the same tensors
+        fast = model(input_ids=ids).logits
+        model.train()  # dropout is 0: the full nn.RNN/nn.LSTM path, as a reference
+        full = model(input_ids=torch.tensor([[3, 3]])).logits[:, :1]
+    assert torch.allclose(fast, full, atol=1e-5)
