@@ -97,8 +97,7 @@ def test_write_stream_stop_and_probabilities(page_url, browser, tmp_path):
 
     assert _wait_for(lambda: len(_output(page, "output")) > 5), "no text appeared"
     first = len(_output(page, "output"))
-    assert _wait_for(lambda: len(_output(page, "output")) > first + 5), "the text did not grow"
-    _wait_for(lambda: len(_output(page, "output")) > 300, 10)  # a fuller picture for the screenshot
+    assert _wait_for(lambda: len(_output(page, "output")) > first + 5, interval=0.02), "the text did not grow"
     page.locator("#stop").click()
     assert _wait_for(lambda: "stopped by request" in page.locator("#stats").inner_text(), 15), \
         page.locator("#stats").inner_text()
@@ -108,6 +107,10 @@ def test_write_stream_stop_and_probabilities(page_url, browser, tmp_path):
     assert stopped_at < 1000
     assert _errors(page) == 0
 
+    # a complete run, for the probability view and the picture
+    _set_slider(page, "max_new_tokens", 400)
+    page.locator("#generate").click()
+    assert _wait_for(lambda: "maximum number" in page.locator("#stats").inner_text(), 60)
     tokens = page.locator("#tokens .tg-tok")
     assert _wait_for(lambda: tokens.count() > 5, 10)
     tokens.nth(2).hover()
