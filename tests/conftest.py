@@ -22,8 +22,6 @@ from textgen.loading import ModelManager  # noqa: E402
 from textgen.models import ARCHITECTURES  # noqa: E402
 from textgen.tokenization import train_bpe_tokenizer, train_char_tokenizer  # noqa: E402
 
-SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare_train.txt"
-
 TINY_TEXT = (
     "First Citizen:\nBefore we proceed any further, hear me speak.\n\n"
     "All:\nSpeak, speak.\n\nFirst Citizen:\nYou are all resolved rather to die than to famish?\n\n"
