@@ -76,14 +76,15 @@ def test_paths_and_hub_ids_are_refused_without_loading_anything(manager, no_load
     assert not manager.is_loaded(name)
 
 
-def test_catalog_lists_entries_in_order_and_keeps_the_first_of_a_name(model_dirs):
+def test_catalog_lists_entries_in_order_and_the_first_keeps_a_shared_name(model_dirs):
     a = entry_for_source(str(model_dirs["lstm"]), name="one")
     b = entry_for_source(str(model_dirs["gru"]), name="two")
     dup = entry_for_source(str(model_dirs["rnn"]), name="one")
     catalog = Catalog([a, b, dup])
-    assert catalog.names() == ["one", "two"]
-    assert len(catalog) == 2 and list(catalog) == [a, b]
+    assert catalog.names() == ["one", "two", "one-2"]
+    assert len(catalog) == 3 and list(catalog)[:2] == [a, b]
     assert catalog.get("one").source == str(model_dirs["lstm"])
+    assert catalog.get("one-2").source == str(model_dirs["rnn"])
 
 
 def test_entry_for_a_directory_is_local_and_for_anything_else_a_hub_id(model_dirs):
@@ -365,13 +366,22 @@ def test_models_command_lists_gpt2_and_whether_it_is_available_offline(model_dir
     lines = capsys.readouterr().out.splitlines()
     gpt2 = next(line for line in lines if line.split()[0] == "gpt2")
     assert "hub" in gpt2 and "needs a download" in gpt2
-    ours = next(line for line in lines if line.split()[0] == "gru")
-    assert "local" in ours and "available offline" in ours
+    ours = next(line for line in lines if line.split()[1] == "local")  # named gru, or gru-2 beside a shipped gru
+    assert ours.split()[0].startswith("gru") and "available offline" in ours
 
 
 def test_models_command_json_gives_one_object_per_model(model_dirs, empty_hf_cache, clean_env, capsys):
     assert main(["models", "--json", "--add-model", str(model_dirs["gru"])]) == 0
     rows = {row["name"]: row for row in map(json.loads, capsys.readouterr().out.splitlines())}
     assert rows["gpt2"]["offline"] is False and rows["gpt2"]["source"] == "openai-community/gpt2"
-    assert rows["gru"]["offline"] is True and rows["gru"]["origin"] == "local"
+    added = next(row for row in rows.values() if row["source"] == str(model_dirs["gru"]))
+    assert added["offline"] is True and added["origin"] == "local"
     assert set(rows["gpt2"]) == {"name", "title", "origin", "source", "offline", "description"}
+
+
+def test_a_second_model_with_a_taken_name_is_kept_under_a_new_name(model_dirs):
+    catalog = Catalog([entry_for_source(str(model_dirs["gru"]), name="mine"),
+                       entry_for_source(str(model_dirs["lstm"]), name="mine"),
+                       entry_for_source(str(model_dirs["gru"]), name="mine")])  # the same model again: once
+    assert catalog.names() == ["mine", "mine-2"]
+    assert catalog.get("mine-2").source == str(model_dirs["lstm"])

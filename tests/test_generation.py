@@ -83,7 +83,7 @@ def test_seeded_request_gives_the_same_text_when_run_concurrently(manager, name)
         seeded = [pool.submit(run, 7) for _ in range(4)]
         unseeded = [pool.submit(run, None) for _ in range(2)]  # other traffic alongside
         results = [f.result(timeout=60) for f in seeded]
-        assert all(len(f.result(timeout=60)[0]) > 0 for f in unseeded)
+        assert all(len(f.result(timeout=60)) == 1 for f in unseeded)  # they ran (their text may be empty)
     assert results == [alone] * 4
 
 

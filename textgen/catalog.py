@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -80,7 +80,15 @@ class Catalog:
     def __init__(self, entries: list[ModelEntry]):
         self._entries: dict[str, ModelEntry] = {}
         for entry in entries:
-            self._entries.setdefault(entry.name, entry)
+            if entry.name in self._entries:
+                if self._entries[entry.name].source == entry.source:
+                    continue  # the same model named twice
+                # Two different models, one name (an operator's ./runs/gru beside the shipped gru): keep both.
+                n = 2
+                while f"{entry.name}-{n}" in self._entries:
+                    n += 1
+                entry = replace(entry, name=f"{entry.name}-{n}", title=f"{entry.title} ({n})")
+            self._entries[entry.name] = entry
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name in self._entries
