@@ -37,6 +37,16 @@ def test_loss_at_init_is_finite_and_near_uniform(arch):
     assert loss.item() == pytest.approx(math.log(VOCAB), abs=0.15)
 
 
+@pytest.mark.parametrize("arch", RECURRENT)
+def test_recurrent_embeddings_start_at_unit_scale(arch):
+    # At transformers' default N(0, 0.02) the cells' inputs were so small that a 512-wide LSTM sat at the
+    # unigram loss for its first hundred steps; unit-scale embeddings (PyTorch's default) train at once.
+    config_cls, model_cls = ARCHITECTURES[arch]
+    model = model_cls(config_cls(vocab_size=VOCAB, embedding_size=64, hidden_size=64, num_layers=1))
+    assert model.embed.weight.std().item() == pytest.approx(1.0, abs=0.1)
+    assert model.head.weight.std().item() < 0.05  # logits still start near uniform
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 def test_loss_ignores_positions_labelled_minus_100(arch):
     model = make_tiny(arch, VOCAB)
