@@ -30,7 +30,7 @@ def loss_rows(out) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-@pytest.mark.parametrize("arch", ["gru", "transformer"])
+@pytest.mark.parametrize("arch", ["rnn", "lstm", "gru", "transformer"])
 def test_a_few_dozen_steps_lower_the_validation_loss(config, arch):
     trainer = Trainer(replace(config, arch=arch, max_steps=40))
     before = trainer.validate()
@@ -157,7 +157,22 @@ def test_init_from_continues_a_finished_checkpoint(config, tmp_path):
     assert again.validate() == pytest.approx(first["best_val_loss_per_token"], abs=1e-4)
     card_run = again.train()
     assert card_run["steps"] == 20
-    assert "--hidden-size" not in (tmp_path / "more" / "README.md").read_text()
+    card = (tmp_path / "more" / "README.md").read_text()
+    assert "--hidden-size 999" not in card
+    # The card keeps the run it continued, so the model can be reproduced from the two commands.
+    assert "Trained in 2 runs" in card and "| 40 + 20 |" in card
+    first_command, second_command = re.findall(r"^ *(python -m textgen train .*)$", card, flags=re.M)
+    assert "--hidden-size 32" in first_command and f"--out {config.out}" in first_command
+    assert f"--init-from {config.out}" in second_command
+
+
+def test_a_third_run_keeps_both_earlier_ones(config, tmp_path):
+    train(config)
+    train(replace(config, out=str(tmp_path / "second"), init_from=config.out))
+    third = train(replace(config, out=str(tmp_path / "third"), init_from=str(tmp_path / "second")))
+    assert [s["steps"] for s in third["earlier_stages"]] == [20, 20]
+    saved = json.loads((tmp_path / "third" / "training_summary.json").read_text())
+    assert saved["earlier_stages"] == third["earlier_stages"]
 
 
 def test_init_from_refuses_a_checkpoint_of_another_architecture(config):

@@ -18,7 +18,7 @@ import csv
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -237,6 +237,8 @@ class Trainer:
         bar.close()
         summary = {"steps": self.step, "train_seconds": round(self.elapsed, 1),
                    "best_val_loss_per_token": round(self.best_val, 4)}
+        if cfg.init_from:
+            summary["earlier_stages"] = earlier_stages(cfg.init_from)
         if acc.is_main_process:
             summary.update(self.final_validation())
             (self.out / "training_summary.json").write_text(
@@ -336,10 +338,34 @@ def _plot_loss(out: Path) -> None:
     plt.close(fig)
 
 
+def earlier_stages(checkpoint: str | Path) -> list[dict]:
+    """The runs that made `checkpoint`, oldest first, read from its training_summary.json ([] if it has none).
+
+    A model continued with --init-from (say, in a later session) thereby keeps the commands, steps and time
+    of every run behind it, and its card can show how to reproduce it and what it really cost.
+    """
+    path = Path(checkpoint) / "training_summary.json"
+    if not path.is_file():
+        return []
+    done = json.loads(path.read_text())
+    known = {f.name for f in fields(TrainConfig)}
+    cfg = TrainConfig(**{k: v for k, v in done.get("config", {}).items() if k in known})
+    stage = {"command": train_command(cfg), "steps": done.get("steps"), "train_seconds": done.get("train_seconds"),
+             "val_nats_per_char": done.get("val_nats_per_char")}
+    return [*done.get("earlier_stages", []), stage]
+
+
+def train_command(cfg: TrainConfig) -> str:
+    return " ".join(["python -m textgen train", *_cli_args(cfg)])
+
+
 def write_model_card(out: Path, cfg: TrainConfig, summary: dict, n_params: int) -> None:
-    """README.md for the checkpoint: what it was trained on, the exact command, and what it scored."""
-    command = " ".join(["python -m textgen train", *_cli_args(cfg)])
+    """README.md for the checkpoint: what it was trained on, the exact command(s), and what it scored."""
     nats, bits = summary.get("val_nats_per_char", float("nan")), summary.get("val_bits_per_char", float("nan"))
+    stages = summary.get("earlier_stages") or []
+    minutes = [s["train_seconds"] / 60 for s in stages] + [summary["train_seconds"] / 60]
+    time_text = " + ".join(f"{m:.1f}" for m in minutes) + " min" + (f" ({sum(minutes):.1f} in all)" if stages else "")
+    steps_text = " + ".join(f"{n:,}" for n in [*(s["steps"] for s in stages), summary["steps"]])
     text = f"""---
 license: mit
 library_name: transformers
@@ -355,19 +381,28 @@ A {n_params / 1e6:.2f}M-parameter {cfg.arch} trained by `textgen` on `{Path(cfg.
 |---|---|
 | training data | `{Path(cfg.data).name}`, last {cfg.val_fraction:.0%} held out for validation |
 | parameters | {n_params:,} |
-| steps | {summary["steps"]:,} |
-| training time | {summary["train_seconds"] / 60:.1f} min on {describe_hardware()} |
+| steps | {steps_text} |
+| training time | {time_text} on {describe_hardware()} |
 | validation loss | {nats:.4f} nats/char ({bits:.4f} bits/char) over {summary.get("val_chars", 0):,} held-out chars |
 
-Training command:
+{_commands_text(cfg, stages)}
 
-```
-{command}
-```
-
-The loss curve is `loss.csv` / `loss.png`.
+The loss curve (of the last run) is `loss.csv` / `loss.png`.
 """
     (out / "README.md").write_text(text)
+
+
+def _commands_text(cfg: TrainConfig, stages: list[dict]) -> str:
+    if not stages:
+        return f"Training command:\n\n```\n{train_command(cfg)}\n```"
+    lines = [f"Trained in {len(stages) + 1} runs, each continuing from the checkpoint the one before it wrote "
+             "(its weights and tokenizer, with a fresh optimizer and learning-rate schedule):", ""]
+    for i, stage in enumerate(stages, 1):
+        lines += [f"{i}. {stage['steps']:,} steps, {stage['train_seconds'] / 60:.1f} min, "
+                  f"{stage['val_nats_per_char']} nats/char:", "", "   ```", f"   {stage['command']}", "   ```", ""]
+    lines += [f"{len(stages) + 1}. this run (its numbers are in the table):", "", "   ```",
+              f"   {train_command(cfg)}", "   ```"]
+    return "\n".join(lines)
 
 
 def _cli_args(cfg: TrainConfig) -> list[str]:
