@@ -281,3 +281,22 @@ def test_seeded_text_is_the_same_alone_and_among_8_concurrent_requests(catalog):
     assert together == alone
     assert most_at_once >= 4, f"the requests did not overlap (at most {most_at_once} at once)"
     assert playground.running() == 0
+
+
+def test_stop_pressed_while_the_model_loads_is_kept_and_no_token_is_computed(catalog, monkeypatch):
+    playground = fresh(catalog)
+    loading, stopped = threading.Event(), threading.Event()
+    real_get = playground.manager.get
+
+    def slow_get(name):  # a first-use load that takes a while (a download, a big checkpoint)
+        loading.set()
+        assert stopped.wait(10)
+        return real_get(name)
+
+    monkeypatch.setattr(playground.manager, "get", slow_get)
+    request = playground.parse("First Citizen:", max_new_tokens=50, seed=1)
+    threading.Thread(target=lambda: (loading.wait(10), playground.stop("s1"), stopped.set())).start()
+    lives = list(playground.generate("gru", request, "s1"))
+    summary = lives[-1].summary
+    assert lives[0].status.startswith("Loading")
+    assert summary.stop_reason == "cancelled" and summary.forward_steps == 0 and summary.tokens == [0]

@@ -86,14 +86,17 @@ class Playground:
         """The text so far after every token, for one model."""
         entry = self._entry(name)
         live = Live(entry.name, entry.title)
-        if not self.manager.is_loaded(entry.name):
-            live.status = f"Loading {entry.title} (first use, a few seconds)…"
-            yield live
-        loaded = self._load(entry.name)
-        with self._signal(session) as cancel, self._guard(entry.title):
-            for event in stream(loaded, settings, cancel):
-                live.add(event)
+        # The stop signal exists before the model loads: Stop pressed during a first-use load (a download,
+        # say) is kept, and the run then ends before its first forward step.
+        with self._signal(session) as cancel:
+            if not self.manager.is_loaded(entry.name):
+                live.status = f"Loading {entry.title} (first use, a few seconds)…"
                 yield live
+            loaded = self._load(entry.name)
+            with self._guard(entry.title):
+                for event in stream(loaded, settings, cancel):
+                    live.add(event)
+                    yield live
 
     def compare(self, names: object, settings: GenerationSettings, session: str = "") -> Iterator[list[Live]]:
         """Several models on one prompt and seed, advanced a token each in turn so they stream together."""
@@ -102,19 +105,20 @@ class Playground:
         for live in lives:
             if not self.manager.is_loaded(live.name):
                 live.status = f"Loading {live.title}…"
-        yield lives
-        loaded = [self._load(e.name) for e in entries]
-        with self._signal(session) as cancel, self._guard(", ".join(e.title for e in entries)):
-            runs = [stream(m, settings, cancel) for m in loaded]
-            active = list(range(len(runs)))
-            while active:
-                for i in list(active):
-                    event = next(runs[i], None)
-                    if event is None:
-                        active.remove(i)
-                        continue
-                    lives[i].add(event)
-                yield lives
+        with self._signal(session) as cancel:  # before loading, as in generate
+            yield lives
+            loaded = [self._load(e.name) for e in entries]
+            with self._guard(", ".join(e.title for e in entries)):
+                runs = [stream(m, settings, cancel) for m in loaded]
+                active = list(range(len(runs)))
+                while active:
+                    for i in list(active):
+                        event = next(runs[i], None)
+                        if event is None:
+                            active.remove(i)
+                            continue
+                        lives[i].add(event)
+                    yield lives
 
     def score(self, names: object, text: object) -> list[dict]:
         """Per-character surprise of `text` under each model (the evaluation code of the training side)."""
