@@ -63,10 +63,7 @@ HELP = {
     "no_repeat_ngram_size": "Never repeat a sequence of this many tokens. 0 = off.",
     "max_new_tokens": "How much to write at most (a token is a character for our models, ~¾ word for GPT-2).",
 }
-GENERATION_CONCURRENCY = int(os.environ.get("TEXTGEN_CONCURRENCY", "2"))
-QUEUE_SIZE = int(os.environ.get("TEXTGEN_QUEUE_SIZE", "64"))
 HTML_EVERY = 0.4  # seconds between redraws of the probability view while streaming (it grows with the text)
-MAX_COMPARE = 4
 
 
 def _examples() -> list[dict]:
@@ -79,7 +76,7 @@ def _session(request: gr.Request | None) -> str:
 
 
 def build_demo(playground: Playground | LazyPlayground) -> gr.Blocks:
-    catalog = playground.catalog
+    catalog, limits = playground.catalog, playground.limits
     choices = [(e.title, e.name) for e in catalog]
     ours = [e.name for e in catalog if e.origin == "shipped"]
     default_model = ours[0] if ours else (choices[0][1] if choices else None)
@@ -137,8 +134,8 @@ def build_demo(playground: Playground | LazyPlayground) -> gr.Blocks:
             )
             first = True
             for lives in playground.compare(models, settings, _session(request)):
-                boxes = [gr.update(visible=False, value="") for _ in range(MAX_COMPARE)]
-                stats = [gr.update(visible=False, value="") for _ in range(MAX_COMPARE)]
+                boxes = [gr.update(visible=False, value="") for _ in range(limits.max_compare)]
+                stats = [gr.update(visible=False, value="") for _ in range(limits.max_compare)]
                 for i, live in enumerate(lives):
                     boxes[i] = gr.update(visible=True, label=live.title, value=live.text) if first else live.text
                     stats[i] = gr.update(visible=True, value=live.stats()) if first else live.stats()
@@ -147,6 +144,7 @@ def build_demo(playground: Playground | LazyPlayground) -> gr.Blocks:
         except RequestError as err:
             raise _fail(err) from None
 
+    @gpu
     def score(text, models):
         try:
             rows = playground.score(models, text)
@@ -162,9 +160,14 @@ def build_demo(playground: Playground | LazyPlayground) -> gr.Blocks:
     def apply_preset(name: str):
         return PRESETS.get(name, PRESETS["Balanced"])
 
-    def slider(name: str, value, step, label):
+    def slider(name: str, value, step, label, elem_id=None, info=True):
         low, high, _, _ = CONTROLS[name]
-        return lenient(gr.Slider(low, high, value=value, step=step, label=label, info=HELP[name], elem_id=name))
+        if name == "max_new_tokens":
+            # The operator's cap; a slider needs two distinct ends, and its start must lie between them.
+            high = max(limits.max_new_tokens, low + 1)
+            value = min(value, limits.max_new_tokens)
+        return lenient(gr.Slider(low, high, value=value, step=step, label=label, info=HELP[name] if info else None,
+                                 elem_id=elem_id or name))
 
     with gr.Blocks(title="textgen playground") as demo:
         gr.Markdown(
@@ -202,17 +205,7 @@ def build_demo(playground: Playground | LazyPlayground) -> gr.Blocks:
                         min_p = slider("min_p", 0.0, 0.01, "Min-p")
                         repetition_penalty = slider("repetition_penalty", 1.05, 0.01, "Repetition penalty")
                         no_repeat = slider("no_repeat_ngram_size", 0, 1, "No-repeat n-gram size")
-                        max_new_tokens = lenient(
-                            gr.Slider(
-                                1,
-                                playground.limits.max_new_tokens,
-                                value=300,
-                                step=1,
-                                label="Max new tokens",
-                                info=HELP["max_new_tokens"],
-                                elem_id="max_new_tokens",
-                            )
-                        )
+                        max_new_tokens = slider("max_new_tokens", 300, 1, "Max new tokens")
                         seed = lenient(
                             gr.Number(
                                 -1,
@@ -240,44 +233,36 @@ def build_demo(playground: Playground | LazyPlayground) -> gr.Blocks:
                 with gr.Column(scale=2):
                     cmp_models = lenient(
                         gr.CheckboxGroup(
-                            choices, value=ours[:MAX_COMPARE], label="Models (2 to 4)", elem_id="cmp-models"
+                            choices,
+                            value=ours[: limits.max_compare],
+                            label=f"Models (2 to {limits.max_compare})",
+                            elem_id="cmp-models",
                         )
                     )
                     with gr.Row():
-                        cmp_temperature = lenient(
-                            gr.Slider(0, 2, value=0.8, step=0.05, label="Temperature", elem_id="cmp-temperature")
-                        )
-                        cmp_max = lenient(
-                            gr.Slider(
-                                1,
-                                playground.limits.max_new_tokens,
-                                value=200,
-                                step=1,
-                                label="Max new tokens",
-                                elem_id="cmp-max",
-                            )
-                        )
+                        cmp_temperature = slider("temperature", 0.8, 0.05, "Temperature", "cmp-temperature", False)
+                        cmp_max = slider("max_new_tokens", 200, 1, "Max new tokens", "cmp-max", False)
                         cmp_seed = lenient(gr.Number(1, precision=0, label="Seed", elem_id="cmp-seed"))
             with gr.Row():
                 cmp_go = gr.Button("Compare", variant="primary", elem_id="cmp-run")
                 cmp_halt = gr.Button("Stop", variant="stop", elem_id="cmp-stop")
             with gr.Row():
                 cmp_boxes, cmp_stats = [], []
-                for i in range(MAX_COMPARE):
+                for i in range(limits.max_compare):
                     with gr.Column(min_width=200):
                         cmp_boxes.append(
                             gr.Textbox(
                                 label=f"Model {i + 1}",
                                 lines=12,
                                 elem_id=f"cmp-out-{i}",
-                                visible=i < len(ours[:MAX_COMPARE]),
+                                visible=i < len(ours[: limits.max_compare]),
                             )
                         )
                         cmp_stats.append(gr.Markdown("", elem_id=f"cmp-stats-{i}"))
             if examples:
                 # One click on an example fills the form and starts every model writing.
                 gr.Examples(
-                    [[e["prompt"], e.get("models") or ours[:MAX_COMPARE], 0.8, 200, 1] for e in examples],
+                    [[e["prompt"], e.get("models") or cmp_models.value, 0.8, cmp_max.value, 1] for e in examples],
                     inputs=[cmp_prompt, cmp_models, cmp_temperature, cmp_max, cmp_seed],
                     outputs=[*cmp_boxes, *cmp_stats],
                     fn=compare,
@@ -331,7 +316,7 @@ def build_demo(playground: Playground | LazyPlayground) -> gr.Blocks:
             [output, stats, probs],
             api_name="generate",
             concurrency_id="generation",
-            concurrency_limit=GENERATION_CONCURRENCY,
+            concurrency_limit=limits.concurrency,
         )
         gen.then(describe, model, note, queue=False, api_visibility="private")
         submitted = prompt.submit(
@@ -340,7 +325,7 @@ def build_demo(playground: Playground | LazyPlayground) -> gr.Blocks:
             [output, stats, probs],
             api_visibility="private",
             concurrency_id="generation",
-            concurrency_limit=GENERATION_CONCURRENCY,
+            concurrency_limit=limits.concurrency,
         )
         compared = cmp_go.click(
             compare,
@@ -348,7 +333,7 @@ def build_demo(playground: Playground | LazyPlayground) -> gr.Blocks:
             [*cmp_boxes, *cmp_stats],
             api_name="compare",
             concurrency_id="generation",
-            concurrency_limit=GENERATION_CONCURRENCY,
+            concurrency_limit=limits.concurrency,
         )
         # Stop signals the running request and lets it end normally: the model stops within a token, and the
         # page shows no error (`cancels=` alone sometimes leaves a red Error badge). On ZeroGPU the request runs
@@ -366,7 +351,7 @@ def build_demo(playground: Playground | LazyPlayground) -> gr.Blocks:
             concurrency_id="scoring",
             concurrency_limit=1,
         )
-    demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=GENERATION_CONCURRENCY)
+    demo.queue(max_size=limits.queue_size, default_concurrency_limit=limits.concurrency)
     return demo
 
 
@@ -386,9 +371,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the best available)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     args = parser.parse_args(argv)
-    catalog = Catalog.default(args.model, args.catalog)
+    try:  # the operator's mistakes (a bad --model, catalog file or TEXTGEN_* value) in one line, not a traceback
+        catalog, limits = Catalog.default(args.model, args.catalog), Limits.from_env()
+    except ValueError as err:
+        parser.error(str(err))
     # The page is served first; torch, transformers and the models load right after, in the background.
-    playground = LazyPlayground(catalog, Limits.from_env(), device=args.device)
+    playground = LazyPlayground(catalog, limits, device=args.device)
     demo = build_demo(playground)
     demo.launch(server_port=args.port, prevent_thread_lock=True, **LAUNCH_KWARGS)
     playground.start()

@@ -194,11 +194,12 @@ def start_server(threads: int | None):
 
     configure_cpu_threads(threads)
     catalog = Catalog.default(include_gpt2=False)
-    demo = app.build_demo(Playground(ModelManager(catalog)))
+    playground = Playground(ModelManager(catalog))
+    demo = app.build_demo(playground)
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
                 **app.LAUNCH_KWARGS)
-    return f"http://127.0.0.1:{port}/", demo, catalog.names(), torch.get_num_threads(), app.GENERATION_CONCURRENCY
+    return f"http://127.0.0.1:{port}/", demo, catalog.names(), torch.get_num_threads(), playground.limits.concurrency
 
 
 def shipped_names() -> list[str]:

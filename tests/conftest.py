@@ -7,6 +7,7 @@ through the same code path as the real GPT-2.
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,13 @@ TINY_SIZES = {
     "gru": {"hidden_size": 32, "embedding_size": 16, "num_layers": 2},
     "transformer": {"n_layer": 2, "n_embd": 32, "n_head": 4, "n_positions": 64},
 }
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now, for a server a test starts."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def make_tiny(arch: str, vocab_size: int, seed: int = 0):

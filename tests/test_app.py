@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 
 import pytest
+from conftest import free_port
 from gradio_client import Client
 
 import app
@@ -16,11 +16,6 @@ from textgen.playground import Playground
 STEP_SECONDS = 0.1  # the LSTM below is slowed to this per forward step, longer than a request's round trip, so
 # "how many more steps after the signal" measures the server and not the network
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class StepLog:
@@ -173,3 +168,36 @@ def test_many_concurrent_clients_all_finish_with_their_seeded_text(served):
         t.join(60)
     assert all(r for r in results)
     assert all(results[i] == alone for i in range(1, 6, 2))
+
+
+def _by_id(demo, prefix: str) -> list:
+    return [b for b in demo.blocks.values() if (getattr(b, "elem_id", None) or "").startswith(prefix)]
+
+
+@pytest.mark.parametrize("limit", ["1", "50", "5000"])
+def test_length_sliders_start_within_the_operators_cap(catalog, monkeypatch, limit):
+    monkeypatch.setenv("TEXTGEN_MAX_NEW_TOKENS", limit)
+    demo = app.build_demo(Playground(ModelManager(catalog, device="cpu")))
+    for slider in _by_id(demo, "max_new_tokens") + _by_id(demo, "cmp-max"):
+        assert slider.minimum <= slider.value <= min(int(limit), 300) and slider.maximum >= max(int(limit), 2)
+
+
+def test_compare_has_one_output_box_per_model_the_operator_allows(catalog, monkeypatch):
+    monkeypatch.setenv("TEXTGEN_MAX_COMPARE", "5")
+    playground = Playground(ModelManager(catalog, device="cpu"))
+    demo = app.build_demo(playground)
+    assert len(_by_id(demo, "cmp-out-")) == 5 and len(catalog.names()) == 5
+    compare = next(fn.fn for fn in demo.fns.values() if fn.api_name == "compare")
+    request = ("First Citizen:", catalog.names(), 0.8, 3, 1)
+    updates = list(compare(*request))
+    assert len(updates[-1]) == 2 * 5 and all(text for text in updates[-1][:5])
+
+
+@pytest.mark.parametrize("env", [{"TEXTGEN_CONCURRENCY": "two"}, {"TEXTGEN_MAX_PROMPT_CHARS": "1e3x"}])
+def test_a_bad_operator_setting_is_one_clear_line(monkeypatch, capsys, env):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit) as exit_info:
+        app.main(["--port", str(free_port())])
+    assert exit_info.value.code == 2
+    assert f"{next(iter(env))} must be a whole number" in capsys.readouterr().err

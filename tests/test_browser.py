@@ -8,16 +8,17 @@ real output; set TEXTGEN_SCREENSHOT=assets/screenshot.png to refresh the README'
 from __future__ import annotations
 
 import os
-import socket
 import time
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 
 import app
 from textgen.catalog import SHIPPED_DIR, Catalog
 from textgen.loading import ModelManager
 from textgen.playground import Playground
+from textgen.settings import Limits
 
 CHROMIUM = "/usr/bin/chromium"
 pytestmark = [
@@ -30,18 +31,12 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def page_url(catalog, tmp_path_factory):
     shipped = [d for d in SHIPPED_DIR.glob("*") if (d / "model.safetensors").exists()]
     cat = Catalog.default(include_gpt2=False) if len(shipped) >= 2 else catalog
     demo = app.build_demo(Playground(ModelManager(cat, device="cpu")))
-    port = _port()
+    port = free_port()
     demo.launch(server_port=port, prevent_thread_lock=True, quiet=True, **app.LAUNCH_KWARGS)
     yield f"http://127.0.0.1:{port}/", cat
     demo.close()
@@ -132,7 +127,7 @@ def test_compare_streams_models_side_by_side(page_url, browser):
     page.get_by_role("tab", name="Compare").click()
     # one click on an example fills the form and starts the models
     page.get_by_text("First Citizen:").filter(visible=True).first.click()
-    chosen = min(len(cat.names()), app.MAX_COMPARE)
+    chosen = min(len(cat.names()), Limits().max_compare)
     assert _wait_for(lambda: all(len(_output(page, f"cmp-out-{i}")) > 20 for i in range(min(chosen, 2))), 60)
     assert _wait_for(lambda: all("tokens/s" in page.locator(f"#cmp-stats-{i}").inner_text()
                                  for i in range(min(chosen, 2))), 60)

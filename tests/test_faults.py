@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import logging
 import shutil
-import socket
 import threading
 import time
 
 import pytest
 import torch
+from conftest import free_port
 from gradio_client import Client
 
 import app
@@ -44,11 +44,6 @@ def write(playground: Playground, model: str, seed: int = 1, prompt: str = "Firs
 def fresh(catalog: Catalog) -> Playground:
     return Playground(ModelManager(catalog, device="cpu"))
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class FailingForward:

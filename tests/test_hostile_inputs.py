@@ -13,12 +13,12 @@ from __future__ import annotations
 import logging
 import math
 import re
-import socket
 import threading
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
 import pytest
+from conftest import free_port
 from gradio_client import Client
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -55,11 +55,6 @@ def playground(catalog):
     assert set(KNOWN) <= set(catalog.names())
     return Playground(ModelManager(catalog, device="cpu"), limits=Limits(max_new_tokens=8))
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

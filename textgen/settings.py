@@ -33,6 +33,8 @@ class Limits:
     max_stop_chars: int = 40
     max_score_chars: int = 100_000
     max_compare: int = 4
+    concurrency: int = 2  # generations running at once; more wait in the queue
+    queue_size: int = 64  # requests waiting before new ones are told the server is busy
 
     @classmethod
     def from_env(cls) -> Limits:
