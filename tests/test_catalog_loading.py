@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import textgen.loading
-from textgen.catalog import Catalog, ModelEntry, UnknownModelError, entries_from_file, entry_for_source
+from textgen.catalog import SHIPPED_DIR, Catalog, ModelEntry, UnknownModelError, entries_from_file, entry_for_source
 from textgen.cli import main
 from textgen.generation import stream
 from textgen.loading import ModelLoadError, ModelManager, load_model
@@ -196,8 +196,8 @@ def test_corrupt_checkpoint_is_a_clear_error_and_the_other_models_keep_working(m
     assert generates(manager.get("lstm"))
     with pytest.raises(ModelLoadError) as exc:
         manager.get(broken.name)
-    assert str(broken) in str(exc.value)
-    assert "missing, incomplete or corrupt" in str(exc.value)
+    assert f"at {broken.name} is missing, incomplete or corrupt" in str(exc.value)
+    assert str(tmp_path) not in str(exc.value)  # page users never see the server's paths
     assert not manager.is_loaded(broken.name)
     assert generates(manager.get("lstm"))
     assert generates(manager.get("transformer"))
@@ -210,8 +210,35 @@ def test_checkpoint_with_pickled_weights_only_is_refused(model_dirs, tmp_path):
     shutil.copytree(model_dirs["gru"], path)
     (path / "model.safetensors").unlink()
     torch.save({}, path / "pytorch_model.bin")
-    with pytest.raises(ModelLoadError, match=str(path)):
+    with pytest.raises(ModelLoadError, match="checkpoint of pickled at pickled is missing"):
         load_model(entry_for_source(str(path)), torch.device("cpu"))
+
+
+def test_a_shipped_checkpoint_is_named_by_its_path_inside_the_project():
+    assert textgen.loading._shown_path(str(SHIPPED_DIR / "lstm")) == "assets/models/lstm"
+
+
+def test_a_mistyped_model_directory_is_an_error_not_a_hub_id(tmp_path):
+    for source in ["./no-such-dir", str(tmp_path / "missing"), "~/nope", "a/b/c"]:
+        with pytest.raises(ValueError, match="no model directory at"):
+            entry_for_source(source)
+
+
+def test_a_hub_model_in_the_local_cache_loads_offline_by_its_hub_id(model_dirs, tmp_path, monkeypatch):
+    # The real GPT-2 path, without the network: the tiny GPT-2 laid out as the Hub's cache keeps a download.
+    cache = tmp_path / "hf-cache"
+    repo = cache / "models--textgen-tests--tiny-gpt2"
+    commit = "0" * 40
+    shutil.copytree(model_dirs["tiny-gpt2"], repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    entry = ModelEntry("tiny-hub", "Tiny hub GPT-2", "a cached Hub model", "textgen-tests/tiny-gpt2", "hub")
+    assert entry.available_offline()
+    loaded = ModelManager(Catalog([entry]), device="cpu").get("tiny-hub")
+    assert loaded.model.config.model_type == "gpt2" and loaded.context == 64
+    assert generates(loaded)
 
 
 HUB_GHOST = ModelEntry("ghost", "Ghost", "not a real model", "textgen-tests/ghost-model", "hub")

@@ -1,10 +1,16 @@
 """`python -m textgen generate`: JSON lines or plain text, and clean errors."""
 
 import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from textgen.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)
@@ -101,7 +107,40 @@ def test_unknown_model_exits_2_with_an_error(capsys):
 def test_corrupt_model_directory_exits_2(tmp_path, capsys):
     (tmp_path / "config.json").write_text("{not json")
     assert main(["generate", "--model", str(tmp_path), "--prompt", "First"]) == 2
-    assert f"error: the checkpoint of {tmp_path.name} at {tmp_path}" in capsys.readouterr().err
+    assert f"error: the checkpoint of {tmp_path.name} at {tmp_path.name} is missing" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["generate", "eval"])
+@pytest.mark.parametrize("name", ["lstmm", "openai-community/gpt2", "./no-such-dir"])
+def test_a_name_outside_the_catalog_is_refused_and_never_tried_on_the_hub(tmp_path, capsys, monkeypatch, command,
+                                                                       name):
+    monkeypatch.setattr("textgen.loading.load_model", lambda *a, **k: pytest.fail("something was loaded"))
+    (tmp_path / "t.txt").write_text("First Citizen:")
+    extra = ["--prompt", "First"] if command == "generate" else ["--data", str(tmp_path / "t.txt")]
+    assert main([command, "--model", name, *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown model") and "--add-model" in err
+
+
+def test_eval_takes_the_catalog_flags_like_generate(model_dirs, tmp_path, capsys):
+    shutil.copytree(model_dirs["gru"], tmp_path / "mine")
+    (tmp_path / "t.txt").write_text("First Citizen:\nSpeak.")
+    assert main(["eval", "--model", "mine", "--data", str(tmp_path / "t.txt")]) == 2
+    assert "unknown model 'mine'" in capsys.readouterr().err
+    assert main(["eval", "--model", "mine", "--add-model", str(tmp_path / "mine"), "--data", str(tmp_path / "t.txt"),
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["chars"] == 21
+
+
+def test_a_reader_that_goes_away_ends_generate_quietly(model_dirs):
+    command = [sys.executable, "-m", "textgen", "generate", "--model", str(model_dirs["rnn"]), "--prompt", "First",
+               "--max-new-tokens", "1000", "--seed", "1", "--json"]  # more than a pipe holds
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    proc.stdout.read(5)
+    proc.stdout.close()  # as `| head -c 5` does
+    _, err = proc.communicate(timeout=60)
+    assert b"Traceback" not in err and b"BrokenPipe" not in err
+    assert proc.returncode == 141
 
 
 def test_argument_errors_exit_2_from_argparse(model_dirs, capsys):

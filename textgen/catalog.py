@@ -139,6 +139,9 @@ def entry_for_source(source: str, name: str | None = None, description: str | No
     path = Path(source).expanduser()
     if path.is_dir():
         entry = _local_entry(path.resolve(), origin="local", name=name)
+    elif source.startswith((".", "/", "~")) or source.count("/") > 1 or "\\" in source:
+        # A Hub id is NAME or OWNER/NAME; this is a path, and a mistyped one must not become a download.
+        raise ValueError(f"no model directory at {source}")
     else:
         short = name or source.rsplit("/", 1)[-1]
         entry = ModelEntry(short, short, "A Hugging Face model added by the operator.", source, "hub")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import fields
 
@@ -43,9 +44,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="score a text file under a model",
                        description="Loss of a text under a model: nats and bits per character, perplexity.")
-    p.add_argument("--model", required=True, help="catalog name or model directory")
+    p.add_argument("--model", required=True, help="catalog name (see `models`) or a model directory")
     p.add_argument("--data", required=True, help="UTF-8 text file to score")
     p.add_argument("--json", action="store_true", help="print one JSON object on the last line")
+    p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the best available)")
+    _add_catalog_flags(p)
 
 
 def _add_models(sub: argparse._SubParsersAction) -> None:
@@ -94,18 +97,16 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from textgen.catalog import Catalog, entry_for_source
-    from textgen.devices import configure_cpu_threads, pick_device
+    from textgen.catalog import Catalog
+    from textgen.devices import configure_cpu_threads
     from textgen.generation import TextEvent, stream
-    from textgen.loading import load_model
+    from textgen.loading import load_for_cli
     from textgen.settings import GenerationSettings, Limits
 
     configure_cpu_threads(args.threads)
     controls = {name: getattr(args, name) for name in CONTROLS}
     settings = GenerationSettings.parse(args.prompt, Limits.from_env(), stop=args.stop, seed=args.seed, **controls)
-    catalog = Catalog.default(args.add_model, args.catalog)
-    entry = catalog.get(args.model) if args.model in catalog else entry_for_source(args.model)
-    loaded = load_model(entry, pick_device(args.device))
+    loaded = load_for_cli(args.model, Catalog.default(args.add_model, args.catalog), args.device)
     later: dict[int, str] = {}
     for event in stream(loaded, settings):
         if args.json:
@@ -151,12 +152,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from textgen.catalog import Catalog
     from textgen.data import read_text
     from textgen.evaluate import score_text
     from textgen.loading import load_for_cli
 
     text = read_text(args.data)
-    loaded = load_for_cli(args.model)
+    loaded = load_for_cli(args.model, Catalog.default(args.add_model, args.catalog), args.device)
     score = score_text(loaded.model, loaded.tokenizer, text)
     if args.json:
         print(json.dumps(score.as_dict()))
@@ -186,3 +188,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, RuntimeError, KeyError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        hint = "; `--resume` continues from the last validation" if args.command == "train" else ""
+        print(f"interrupted{hint}", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader went away (`generate ... | head`): stop quietly, as other Unix tools do. Point stdout at
+        # devnull so that Python's own flush at exit does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141

@@ -21,12 +21,13 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 import textgen.models  # noqa: F401  (registers our architectures with the Auto classes)
-from textgen.catalog import Catalog, ModelEntry, entry_for_source
+from textgen.catalog import ASSETS, Catalog, ModelEntry, UnknownModelError, entry_for_source
 from textgen.devices import pick_device, pick_dtype
 from textgen.evaluate import context_length
 
@@ -176,10 +177,21 @@ class ModelManager:
         _free_memory()
 
 
-def load_for_cli(name_or_dir: str, device: str | None = None) -> LoadedModel:
-    """The CLI takes a catalog name or, since the operator is the one typing, a model directory."""
-    catalog = Catalog.default()
-    entry = catalog.get(name_or_dir) if name_or_dir in catalog else entry_for_source(name_or_dir)
+def load_for_cli(name_or_dir: str, catalog: Catalog | None = None, device: str | None = None) -> LoadedModel:
+    """The CLI takes a catalog name or, since the operator is the one typing, an existing model directory.
+
+    Anything else is refused with the catalog's names, never tried as a Hub id: a typo must not start a
+    download (a Hub model goes in with --add-model, which says so on purpose).
+    """
+    catalog = catalog or Catalog.default()
+    if name_or_dir in catalog:
+        entry = catalog.get(name_or_dir)
+    elif Path(name_or_dir).expanduser().is_dir():
+        entry = entry_for_source(name_or_dir)
+    else:
+        raise UnknownModelError(f"unknown model {name_or_dir[:80]!r}: neither a catalog name "
+                                f"({', '.join(catalog.names())}) nor a model directory. "
+                                "A Hugging Face Hub model goes in with --add-model ID.")
     return load_model(entry, pick_device(device))
 
 
@@ -239,6 +251,16 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 def _explain(entry: ModelEntry, err: Exception) -> str:
     text = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
     if entry.is_local:
-        return (f"the checkpoint of {entry.title} at {entry.source} is missing, incomplete or corrupt ({text}); "
-                "retrain it or restore its files. The other models keep working.")
+        return (f"the checkpoint of {entry.title} at {_shown_path(entry.source)} is missing, incomplete or corrupt "
+                f"({text.replace(entry.source, _shown_path(entry.source))}); retrain it or restore its files. "
+                "The other models keep working.")
     return f"could not load {entry.title} ({entry.source}): {text}"
+
+
+def _shown_path(source: str) -> str:
+    """A checkpoint's path as page users may see it: relative to the project, never the server's full path."""
+    path = Path(source)
+    try:
+        return str(path.resolve().relative_to(ASSETS.parent))
+    except ValueError:
+        return path.name
