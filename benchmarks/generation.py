@@ -2,9 +2,10 @@
 
     python benchmarks/generation.py                 # shipped models + a GPT-2-architecture model (124M)
     python benchmarks/generation.py --threads 2 --tokens 300 --json
+    python benchmarks/generation.py --no-shipped    # the GPT-2 comparison alone
 
-For each model, the same sampling settings (temperature 0.8, top-p 0.95) and the same number of new tokens
-(EOS suppressed so every run is full length) through three paths, each run `--repeats` times, median kept:
+For each model, the same prompt ids, sampling settings (temperature 0.8, top-p 0.95) and number of new tokens
+(rates count the tokens each path really produced) through three paths, each run `--repeats` times, median kept:
   engine    textgen.generation.stream, consumed to the end (per-token probabilities, alternatives, text)
   bare      prefill, then forward one token at a time with the cache/state, warp, sample; nothing else
   generate  model.generate(do_sample=True, ...), the same logits warpers
@@ -23,7 +24,7 @@ import time
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models
+from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
 
@@ -42,10 +43,12 @@ def gpt2_124m() -> LoadedModel:
     config = GPT2Config()
     torch.manual_seed(0)
     model = GPT2LMHeadModel(config).eval()
-    vocab = {f"t{i} ": i for i in range(config.vocab_size - 1)}
+    # Words "t0".."t50255" split on spaces, so that the engine's prompt (decoded text) encodes back to the very
+    # ids the other two paths get: all three answer the same request.
+    vocab = {f"t{i}": i for i in range(config.vocab_size - 1)}
     vocab["<|endoftext|>"] = config.vocab_size - 1
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<|endoftext|>"))
-    tok.decoder = decoders.Fuse()
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>")
     entry = ModelEntry("gpt2-arch", "GPT-2 architecture (random weights)", "", "", "local")
     return LoadedModel(entry, model, tokenizer, torch.device("cpu"), 0.0)
@@ -59,6 +62,7 @@ def prompt_ids(loaded: LoadedModel) -> list[int]:
 
 def run_engine(loaded: LoadedModel, ids: list[int], n: int) -> tuple[float, float]:
     prompt = loaded.tokenizer.decode(ids)
+    assert loaded.tokenizer(prompt, add_special_tokens=False)["input_ids"] == ids, "not the same prompt"
     settings = GenerationSettings.parse(prompt, temperature=TEMPERATURE, top_p=TOP_P, max_new_tokens=n, seed=1)
     start, first = time.perf_counter(), None
     summary = None
@@ -104,7 +108,7 @@ def run_generate(loaded: LoadedModel, ids: list[int], n: int) -> tuple[float, fl
     torch.manual_seed(1)
     start = time.perf_counter()
     out = loaded.model.generate(torch.tensor([ids]), do_sample=True, temperature=TEMPERATURE, top_p=TOP_P, top_k=0,
-                                max_new_tokens=n, min_new_tokens=n, pad_token_id=0)
+                                max_new_tokens=n, pad_token_id=0)  # no min_new_tokens: the engine has none
     produced = out.shape[1] - len(ids)
     return produced / (time.perf_counter() - start), float("nan")
 
@@ -133,11 +137,12 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=200, help="new tokens per run (GPT-2: a quarter of this)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-gpt2", action="store_true")
+    parser.add_argument("--no-shipped", action="store_true", help="only the GPT-2-architecture model")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     threads = configure_cpu_threads(args.threads)
     rows = []
-    for entry in Catalog.default(include_gpt2=False):
+    for entry in [] if args.no_shipped else Catalog.default(include_gpt2=False):
         if entry.origin != "shipped":
             continue
         try:
