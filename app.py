@@ -145,9 +145,9 @@ def build_demo(playground: Playground | LazyPlayground) -> gr.Blocks:
             raise _fail(err) from None
 
     @gpu
-    def score(text, models):
+    def score(text, models, progress=gr.Progress()):  # noqa: B008 (Gradio's way to ask for a progress bar)
         try:
-            rows = playground.score(models, text)
+            rows = playground.score(models, text, lambda done, what: progress(done, desc=what))
         except RequestError as err:
             raise _fail(err) from None
         import pandas as pd

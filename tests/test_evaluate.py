@@ -8,6 +8,7 @@ import torch
 from conftest import make_tiny
 from torch.nn import functional as F
 
+import textgen.evaluate
 from textgen.cli import main
 from textgen.evaluate import CONTEXT, context_length, score_text
 from textgen.tokenization import encode
@@ -119,6 +120,23 @@ def test_window_batch_size_does_not_change_the_score(char_tokenizer, tiny_text):
     scores = {b: score_text(model, char_tokenizer, text, batch_size=b).nats_per_char for b in (1, 3, 8)}
     assert scores[1] == pytest.approx(scores[3], rel=1e-5)
     assert scores[1] == pytest.approx(scores[8], rel=1e-5)
+
+
+def test_big_vocabularies_score_fewer_windows_at_once_and_keep_no_cache(manager, tiny_text, monkeypatch):
+    loaded = manager.get("tiny-gpt2")
+    text = tiny_text[:600]
+    full = score_text(loaded.model, loaded.tokenizer, text).nats_per_char
+    seen = []
+    hook = loaded.model.register_forward_hook(lambda module, args, kwargs, out: seen.append(
+        (args[0].shape[0] if args else kwargs["input_ids"].shape[0], out.past_key_values)), with_kwargs=True)
+    row_bytes = loaded.context * loaded.model.config.vocab_size * 4
+    monkeypatch.setattr(textgen.evaluate, "LOGITS_BUDGET_BYTES", 2 * row_bytes)
+    try:
+        assert score_text(loaded.model, loaded.tokenizer, text).nats_per_char == pytest.approx(full, rel=1e-5)
+    finally:
+        hook.remove()  # the model is shared by the whole session
+    assert len(seen) > 1 and max(rows for rows, _ in seen) == 2
+    assert all(cache is None for _, cache in seen)
 
 
 def test_bpe_model_scores_per_character_not_per_token(manager, tiny_text):

@@ -295,3 +295,13 @@ def test_stop_pressed_while_the_model_loads_is_kept_and_no_token_is_computed(cat
     summary = lives[-1].summary
     assert lives[0].status.startswith("Loading")
     assert summary.stop_reason == "cancelled" and summary.forward_steps == 0 and summary.tokens == [0]
+
+
+def test_scoring_reports_progress_for_each_model_in_turn(catalog):
+    seen = []
+    rows = fresh(catalog).score(["gru", "transformer"], "First Citizen:\nSpeak." * 20,
+                                lambda done, what: seen.append((done, what)))
+    assert [r["model"] for r in rows] == ["gru", "transformer"]
+    fractions = [done for done, _ in seen]
+    assert fractions == sorted(fractions) and fractions[0] == 0 and fractions[-1] == 1.0
+    assert seen[0][1] == "Loading gru…" and any(what == "Scoring with transformer" for _, what in seen)

@@ -103,10 +103,17 @@ def _nll_recurrent(model, ids, first_scored, progress, chunk: int = 1024) -> flo
     return total
 
 
+LOGITS_BUDGET_BYTES = 256 * 2**20
+
+
 def _nll_windows(model, ids, first_scored, ctx, batch_size, progress) -> float:
     # Windows of the full context, each half new: every token is predicted once, from at least half a
     # context of history (the first window's tokens from what precedes them).
     stride = max(ctx // 2, 1)
+    # A window's fp32 logits are ctx x vocab floats: 200 MB for GPT-2, so fewer windows go at once for big
+    # vocabularies (8 GPT-2 windows would need 1.6 GB for the logits alone).
+    row_bytes = ctx * model.config.vocab_size * 4
+    batch_size = max(1, min(batch_size, LOGITS_BUDGET_BYTES // row_bytes))
     jobs = []  # (window start, first target index inside the window)
     start = 0
     while True:
@@ -123,7 +130,7 @@ def _nll_windows(model, ids, first_scored, ctx, batch_size, progress) -> float:
         batch = torch.zeros(len(group), length, dtype=torch.long, device=ids.device)
         for row, (s, e, _) in enumerate(group):
             batch[row, : e - s] = ids[s:e]
-        logits = model(input_ids=batch).logits.float()
+        logits = model(input_ids=batch, use_cache=False).logits.float()  # no key/value cache to keep
         for row, (s, e, first_target) in enumerate(group):
             lo = max(first_target - s, 1)
             if lo >= e - s:

@@ -18,7 +18,7 @@ __all__ = ["Live", "Playground", "RequestError"]
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -120,8 +120,13 @@ class Playground:
                         lives[i].add(event)
                     yield lives
 
-    def score(self, names: object, text: object) -> list[dict]:
-        """Per-character surprise of `text` under each model (the evaluation code of the training side)."""
+    def score(
+        self, names: object, text: object, progress: Callable[[float, str], None] | None = None
+    ) -> list[dict]:
+        """Per-character surprise of `text` under each model (the evaluation code of the training side).
+
+        `progress(fraction, what)` hears how far along it is: long texts under big models take a while.
+        """
         try:
             text = clean_text(text, self.limits.max_score_chars, "text", [])
         except InvalidRequest as err:
@@ -129,10 +134,18 @@ class Playground:
         if not text.strip():
             raise RequestError("paste some text to score")
         rows = []
-        for entry in self._compare_entries(names, minimum=1):
+        entries = self._compare_entries(names, minimum=1)
+        for i, entry in enumerate(entries):
+            report = None
+            if progress is not None:
+                progress(i / len(entries), f"Loading {entry.title}…")
+
+                def report(done: float, i=i, title=entry.title) -> None:
+                    progress((i + done) / len(entries), f"Scoring with {title}")
+
             loaded = self._load(entry.name)
             with self._guard(entry.title):
-                score = score_text(loaded.model, loaded.tokenizer, text)
+                score = score_text(loaded.model, loaded.tokenizer, text, progress=report)
             rows.append({"model": entry.title, "nats_per_char": round(score.nats_per_char, 4),
                          "bits_per_char": round(score.bits_per_char, 4), "ppl_per_token": round(score.ppl, 2),
                          "tokens": score.tokens, "unknown_chars": score.unknown_chars})
