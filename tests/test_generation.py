@@ -235,6 +235,70 @@ def test_end_of_text_token_ends_the_text(manager):
     assert [(e.text, e.token.id) for e in events] == [("", eos)]
 
 
+def test_every_end_of_text_token_of_the_generation_config_ends_the_text(manager):
+    # Chat models (Llama 3, Qwen) list several: end-of-text and end-of-turn. Any of them ends the text.
+    loaded = manager.get("tiny-gpt2")
+    first = token_ids(generate(loaded, temperature=0, max_new_tokens=1)[0])[0]
+    config = loaded.model.generation_config
+    saved = config.eos_token_id
+    config.eos_token_id = [loaded.tokenizer.eos_token_id, first]
+    try:
+        events, summary = generate(loaded, temperature=0, max_new_tokens=20)
+    finally:
+        config.eos_token_id = saved
+    assert summary.stop_reasons == ["end_of_text"] and summary.tokens == [0]
+
+
+def test_a_tokenizer_that_starts_texts_with_a_special_token_gets_it_before_the_prompt(manager, monkeypatch):
+    loaded = manager.get("tiny-gpt2")
+    bos = loaded.tokenizer.eos_token_id  # GPT-2's BOS and EOS are one token
+    monkeypatch.setitem(loaded.__dict__, "prompt_start", [bos])  # as a Llama tokenizer reports it
+    with count_forwards(loaded.model) as forwards:
+        plain = GenerationSettings.parse("First", max_new_tokens=1, seed=1)
+        summary = list(stream(loaded, plain))[-1]
+    prompt_ids = loaded.tokenizer("First", add_special_tokens=False)["input_ids"]
+    assert summary.prompt_tokens == len(prompt_ids) + 1 and forwards[0] == len(prompt_ids) + 1
+
+
+def test_a_real_bos_tokenizer_is_detected():
+    from tokenizers import processors
+
+    from textgen.loading import LoadedModel
+    from textgen.tokenization import train_bpe_tokenizer
+
+    tokenizer = train_bpe_tokenizer(["some text for a tokenizer"], vocab_size=270)
+    eos = tokenizer.eos_token_id
+    tokenizer._tokenizer.post_processor = processors.TemplateProcessing(
+        single="<|endoftext|> $A", special_tokens=[("<|endoftext|>", eos)])
+    assert LoadedModel(None, None, tokenizer, torch.device("cpu"), 0.0).prompt_start == [eos]
+
+
+def test_a_long_prompt_to_a_recurrent_model_is_read_in_pieces_with_the_same_result(manager, monkeypatch):
+    import textgen.generation
+
+    loaded = manager.get("lstm")
+    prompt = "First Citizen: speak, speak. " * 40  # 1,160 characters
+    whole = GenerationSettings.parse(prompt, max_new_tokens=30, seed=3)
+    monkeypatch.setattr(textgen.generation, "PREFILL_CHUNK", 10_000)
+    at_once = list(stream(loaded, whole))[-1]
+    monkeypatch.setattr(textgen.generation, "PREFILL_CHUNK", 256)
+    with count_forwards(loaded.model) as forwards:
+        pieces = list(stream(loaded, whole))[-1]
+    assert forwards[:5] == [256, 256, 256, 256, 136]
+    assert pieces.texts == at_once.texts
+
+
+def test_stop_during_a_long_recurrent_prompt_is_heard_after_one_piece(manager):
+    loaded = manager.get("gru")
+    cancel = threading.Event()
+    handle = loaded.model.register_forward_hook(lambda *args: cancel.set())  # Stop arrives during the 1st piece
+    try:
+        events, summary = generate(loaded, "First Citizen: " * 100, cancel=cancel, max_new_tokens=50)
+    finally:
+        handle.remove()
+    assert summary.forward_steps == 1 and summary.stop_reasons == ["cancelled"] and events == []
+
+
 # -- samples, prompts, context -------------------------------------------------------------------
 
 

@@ -114,7 +114,7 @@ class _Run:
         self.stateful = getattr(self.model, "_is_stateful", False)
         self.context = loaded.context
         self.forward_steps = 0
-        self.eos_id = self.tokenizer.eos_token_id
+        self.eos_ids = _end_of_text_ids(self.model, self.tokenizer)
         self.processors, self.warpers = self._processors()
 
     # -- prompt ------------------------------------------------------------------------------------------
@@ -129,13 +129,15 @@ class _Run:
         enc = encode(self.tokenizer, prompt)
         if enc.message:
             self.warnings.append(enc.message)
+        start = self.loaded.prompt_start  # the BOS a Llama-style model expects; nothing for ours or GPT-2
         ids, cut = enc.ids, 0
-        if self.context is not None and len(ids) > self.context - 1:
-            cut = len(ids) - (self.context - 1)
+        room = self.context - 1 - len(start) if self.context is not None else None
+        if room is not None and len(ids) > room:
+            cut = len(ids) - room
             ids = ids[cut:]
             self.warnings.append(f"the prompt was longer than this model's context of {self.context} tokens; "
                                  f"its first {cut} tokens were cut")
-        return ids, cut
+        return [*start, *ids], cut
 
     # -- the loop ----------------------------------------------------------------------------------------
 
@@ -147,7 +149,7 @@ class _Run:
         samples = [_Sample(self.tokenizer, ids, s.stop) for _ in range(s.num_samples)]
         all_ids = torch.tensor([ids] * len(samples), dtype=torch.long, device=self.device)
         ttft = None
-        logits, cache = (None, None) if self.cancel.is_set() else self._forward(all_ids, self._new_cache())
+        logits, cache = self._prefill(all_ids)
         for step in range(s.max_new_tokens if logits is not None else 0):
             next_ids, probs = self._pick(logits, all_ids, samples)
             if next_ids is None:
@@ -197,7 +199,7 @@ class _Run:
         return torch.multinomial(probs, 1, generator=self.rng).squeeze(1), probs
 
     def _advance(self, row: int, sample: _Sample, token_id: int, probs: torch.Tensor) -> TextEvent:
-        if token_id == self.eos_id:
+        if token_id in self.eos_ids:
             sample.reason = "end_of_text"
             return TextEvent(row, "", self._token_info(token_id, probs))
         piece, new_text = sample.add(token_id)
@@ -212,6 +214,20 @@ class _Run:
                                      "it continues from the most recent part")
             return self._forward(all_ids[:, -(self.context // 2):], self._new_cache())
         return self._forward(next_ids[:, None], cache)
+
+    def _prefill(self, input_ids: torch.Tensor):
+        """The prompt's forward pass; (None, None) if cancelled first.
+
+        A recurrent model reads a long prompt in pieces, checking for a stop between them, so that even a
+        10,000-character prompt stops within one piece (the state carries across: same result).
+        """
+        step = PREFILL_CHUNK if self.stateful else input_ids.shape[1]
+        logits, cache = None, self._new_cache()
+        for start in range(0, input_ids.shape[1], step):
+            if self.cancel.is_set():
+                return None, None
+            logits, cache = self._forward(input_ids[:, start : start + step], cache)
+        return logits, cache
 
     def _new_cache(self):
         return None if self.stateful else DynamicCache(config=self.model.config)
@@ -232,7 +248,7 @@ class _Run:
         if s.no_repeat_ngram_size:
             processors.append(NoRepeatNGramLogitsProcessor(s.no_repeat_ngram_size))
         unk = self.tokenizer.unk_token_id
-        if unk is not None and unk != self.eos_id:
+        if unk is not None and unk not in self.eos_ids:
             # A char model's <unk> stands for "some character I do not know": never write it.
             processors.append(_Suppress(unk))
         warpers = []
@@ -256,6 +272,18 @@ class _Run:
                             for p, i in zip(top_p.tolist(), top_i.tolist()) if p > 0]
         text = piece if piece is not None else self.loaded.token_text(token_id)
         return TokenInfo(token_id, text, round(float(probs[token_id]), 5), alternatives)
+
+
+PREFILL_CHUNK = 256  # prompt tokens per forward step of a recurrent model's prefill
+
+
+def _end_of_text_ids(model, tokenizer) -> frozenset[int]:
+    """Every token that ends a text: the tokenizer's EOS and those of the model's generation config (chat
+    models such as Llama 3 or Qwen list several, end-of-turn among them)."""
+    ids = {tokenizer.eos_token_id}
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids.update(configured if isinstance(configured, (list, tuple)) else [configured])
+    return frozenset(i for i in ids if isinstance(i, int))
 
 
 class _Suppress(LogitsProcessor):

@@ -20,7 +20,7 @@ import urllib.parse
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import torch
@@ -71,6 +71,13 @@ class LoadedModel:
     @property
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (*self.model.parameters(), *self.model.buffers()))
+
+    @cached_property
+    def prompt_start(self) -> list[int]:
+        """Special tokens the tokenizer puts before any text (Llama's BOS); [] for ours and GPT-2's."""
+        bare = self.tokenizer("a", add_special_tokens=False)["input_ids"]
+        full = self.tokenizer("a", add_special_tokens=True)["input_ids"]
+        return list(full[: full.index(bare[0])]) if bare and bare[0] in full else []
 
     def token_text(self, token_id: int) -> str:
         """One token as text, memoised (the probability view decodes the same few ids over and over)."""
