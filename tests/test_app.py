@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 
@@ -130,6 +132,28 @@ def test_dropped_client_ends_the_models_compute(served):
     assert playground.running() == 0
     assert steps.after(dropped) <= 2
     assert len(steps.times) - before < 200
+
+
+def test_a_client_killed_mid_stream_ends_the_models_compute(served):
+    # What closing the tab does: the connection just goes away, with no cancel message.
+    url, playground, steps = served
+    before = len(steps.times)
+    script = (f"from gradio_client import Client\n"
+              f"for _ in Client({url!r}, verbose=False).submit(*{generate_args(model='lstm', max_new_tokens=1000)!r}, "
+              f"api_name='/generate'):\n    pass\n")
+    client = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while len(steps.times) < before + 10 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    client.kill()
+    killed = time.monotonic()
+    client.wait()
+    while playground.running() and time.monotonic() < killed + 5:
+        time.sleep(0.01)
+    time.sleep(10 * STEP_SECONDS)
+    assert len(steps.times) >= before + 10, "the client never started streaming"
+    assert playground.running() == 0
+    assert steps.after(killed) <= 2
 
 
 def test_compare_streams_every_model_side_by_side(served):
