@@ -157,6 +157,9 @@ def build_demo(playground: Playground | LazyPlayground) -> gr.Blocks:
     def stop(request: gr.Request = None):
         playground.stop(_session(request))
 
+    def queued(request: gr.Request = None):
+        playground.queued(_session(request))
+
     def apply_preset(name: str):
         return PRESETS.get(name, PRESETS["Balanced"])
 
@@ -310,7 +313,10 @@ def build_demo(playground: Playground | LazyPlayground) -> gr.Blocks:
             max_new_tokens,
             seed,
         ]
-        gen = go.click(
+        # Each page request is announced the moment it is clicked (queue=False), so that Stop also ends a
+        # request still waiting in the queue: it ends as soon as it starts, before computing anything.
+        announce = {"fn": queued, "inputs": None, "outputs": None, "queue": False, "api_visibility": "private"}
+        gen = go.click(**announce).then(
             generate,
             gen_inputs,
             [output, stats, probs],
@@ -319,7 +325,7 @@ def build_demo(playground: Playground | LazyPlayground) -> gr.Blocks:
             concurrency_limit=limits.concurrency,
         )
         gen.then(describe, model, note, queue=False, api_visibility="private")
-        submitted = prompt.submit(
+        submitted = prompt.submit(**announce).then(
             generate,
             gen_inputs,
             [output, stats, probs],
@@ -327,7 +333,7 @@ def build_demo(playground: Playground | LazyPlayground) -> gr.Blocks:
             concurrency_id="generation",
             concurrency_limit=limits.concurrency,
         )
-        compared = cmp_go.click(
+        compared = cmp_go.click(**announce).then(
             compare,
             [cmp_prompt, cmp_models, cmp_temperature, cmp_max, cmp_seed],
             [*cmp_boxes, *cmp_stats],

@@ -305,3 +305,26 @@ def test_scoring_reports_progress_for_each_model_in_turn(catalog):
     fractions = [done for done, _ in seen]
     assert fractions == sorted(fractions) and fractions[0] == 0 and fractions[-1] == 1.0
     assert seen[0][1] == "Loading gru…" and any(what == "Scoring with transformer" for _, what in seen)
+
+
+def test_stop_pressed_while_a_request_waits_in_the_queue_ends_it_before_any_compute(catalog):
+    playground = fresh(catalog)
+    playground.queued("s")  # the page's click, while other people's requests hold every slot
+    playground.stop("s")
+    request = playground.parse("First Citizen:", max_new_tokens=50, seed=1)
+    summary = list(playground.generate("gru", request, "s"))[-1].summary
+    assert summary.stop_reason == "cancelled" and summary.forward_steps == 0
+    # The session's next request runs, and so does one after a Stop pressed with nothing waiting.
+    playground.queued("s")
+    assert write(playground, "gru", session="s")
+    playground.stop("s")
+    playground.queued("s")
+    assert write(playground, "gru", session="s")
+    # Only the requests queued before the Stop are ended.
+    playground.queued("s")
+    playground.stop("s")
+    playground.queued("s")
+    first = list(playground.generate("gru", request, "s"))[-1].summary
+    assert first.stop_reason == "cancelled"
+    assert write(playground, "gru", session="s")
+    assert playground._queued == {} and playground._stops == {}

@@ -18,6 +18,7 @@ __all__ = ["Live", "Playground", "RequestError"]
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from textgen.render import live_stats, summary_stats
 from textgen.settings import GenerationSettings, InvalidRequest, Limits, RequestError, clean_text
 
 log = logging.getLogger("textgen")
+MAX_QUEUED_SESSIONS = 10_000
 
 
 @dataclass
@@ -72,6 +74,10 @@ class Playground:
         self.catalog = manager.catalog
         self.limits = limits or Limits.from_env()
         self._running: dict[str, set[threading.Event]] = {}
+        # Per session with page requests waiting in the queue: the session's Stop count when each was queued,
+        # oldest first, and its Stop count now. A Stop pressed while a request waits ends it when it starts.
+        self._queued: dict[str, deque[int]] = {}
+        self._stops: dict[str, int] = {}
         self._lock = threading.Lock()
 
     # -- requests ----------------------------------------------------------------------------------------
@@ -84,11 +90,12 @@ class Playground:
 
     def generate(self, name: object, settings: GenerationSettings, session: str = "") -> Iterator[Live]:
         """The text so far after every token, for one model."""
+        stopped = self._stopped_while_queued(session)
         entry = self._entry(name)
         live = Live(entry.name, entry.title)
         # The stop signal exists before the model loads: Stop pressed during a first-use load (a download,
         # say) is kept, and the run then ends before its first forward step.
-        with self._signal(session) as cancel:
+        with self._signal(session, stopped) as cancel:
             if not self.manager.is_loaded(entry.name):
                 live.status = f"Loading {entry.title} (first use, a few seconds)…"
                 yield live
@@ -100,12 +107,13 @@ class Playground:
 
     def compare(self, names: object, settings: GenerationSettings, session: str = "") -> Iterator[list[Live]]:
         """Several models on one prompt and seed, advanced a token each in turn so they stream together."""
+        stopped = self._stopped_while_queued(session)
         entries = self._compare_entries(names)
         lives = [Live(e.name, e.title) for e in entries]
         for live in lives:
             if not self.manager.is_loaded(live.name):
                 live.status = f"Loading {live.title}…"
-        with self._signal(session) as cancel:  # before loading, as in generate
+        with self._signal(session, stopped) as cancel:  # before loading, as in generate
             yield lives
             loaded = [self._load(e.name) for e in entries]
             with self._guard(", ".join(e.title for e in entries)):
@@ -151,13 +159,38 @@ class Playground:
                          "tokens": score.tokens, "unknown_chars": score.unknown_chars})
         return rows
 
+    def queued(self, session: str) -> None:
+        """The page has queued a request for this session (call it when the click happens, not when the
+        request starts): a Stop pressed while it still waits then ends it as soon as it starts."""
+        with self._lock:
+            if session not in self._queued and len(self._queued) >= MAX_QUEUED_SESSIONS:
+                # Requests that never start (a closed tab, a full queue) leave entries behind: forget the oldest.
+                oldest = next(iter(self._queued))
+                del self._queued[oldest], self._stops[oldest]
+            self._queued.setdefault(session, deque(maxlen=64)).append(self._stops.setdefault(session, 0))
+
     def stop(self, session: str) -> int:
-        """Signal every run of this session to stop; returns how many were running."""
+        """Signal every run of this session to stop, and its queued requests; returns how many were running."""
         with self._lock:
             events = list(self._running.get(session, ()))
+            if session in self._queued:
+                self._stops[session] += 1
         for event in events:
             event.set()
         return len(events)
+
+    def _stopped_while_queued(self, session: str) -> bool:
+        """Whether this session's oldest queued request was stopped before it started (False for requests
+        that were never announced with `queued`, as from the API: those cancel their job instead)."""
+        with self._lock:
+            waiting = self._queued.get(session)
+            if not waiting:
+                return False
+            stops_then = waiting.popleft()
+            stopped = self._stops[session] > stops_then
+            if not waiting:
+                del self._queued[session], self._stops[session]
+            return stopped
 
     # -- helpers -----------------------------------------------------------------------------------------
 
@@ -184,9 +217,11 @@ class Playground:
             raise RequestError(str(err)) from None
 
     @contextmanager
-    def _signal(self, session: str):
+    def _signal(self, session: str, stopped: bool = False):
         # Created here, inside the request (and so inside a ZeroGPU worker process when there is one).
         event = threading.Event()
+        if stopped:
+            event.set()
         with self._lock:
             self._running.setdefault(session, set()).add(event)
         try:
