@@ -10,6 +10,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
+import torch
 
 from textgen.cli import build_parser, main
 from textgen.train import STATE_DIR, TrainConfig, Trainer, lr_at, train
@@ -48,8 +49,9 @@ def test_output_directory_is_a_complete_safe_checkpoint(config):
     names = {p.name for p in out.iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json", "loss.csv", "loss.png", "README.md",
             "training_summary.json", STATE_DIR} <= names
-    pickles = [p for p in out.rglob("*") if p.suffix in (".bin", ".pt", ".pkl", ".pth")]
-    assert pickles and all(p.parent.name == STATE_DIR for p in pickles)
+    # No pickle anywhere, not even in the state that --resume reads (optimizer and random state included).
+    assert not [p for p in out.rglob("*") if p.suffix in (".bin", ".pt", ".pkl", ".pth")]
+    assert not [p for p in out.rglob("*") if p.is_file() and p.read_bytes()[:2] in (b"\x80\x02", b"\x80\x04", b"PK")]
     assert (out / "loss.png").read_bytes().startswith(b"\x89PNG")
     assert [int(r["step"]) for r in loss_rows(out)] == [10, 20]
 
@@ -90,6 +92,19 @@ def test_resume_continues_from_the_saved_step(config, capsys):
     assert rows[: len(rows_before)] == rows_before
     assert [int(r["step"]) for r in rows] == [10, 20, 30, 40]
     assert json.loads((out / STATE_DIR / "progress.json").read_text())["step"] == 40
+
+
+def test_resume_restores_the_optimizer_and_random_state_exactly(config):
+    first = Trainer(config)
+    first.train()
+    again = Trainer(replace(config, resume=True))
+    saved, restored = first.optimizer.state_dict(), again.optimizer.state_dict()
+    assert restored["param_groups"] == saved["param_groups"]
+    assert saved["state"].keys() == restored["state"].keys()
+    for index, values in saved["state"].items():
+        for name, value in values.items():
+            assert torch.equal(restored["state"][index][name], value), (index, name)
+    assert torch.equal(again.generator.get_state(), first.generator.get_state())
 
 
 def test_resume_without_saved_state_starts_from_scratch(config):

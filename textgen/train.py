@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
@@ -289,8 +290,9 @@ class Trainer:
         model = self.accelerator.unwrap_model(self.model)
         save_file({k: v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"},
                   state / "model.safetensors")
-        torch.save(self.optimizer.state_dict(), state / "optimizer.pt")
-        torch.save({"rng": self.generator.get_state(), "torch_rng": torch.get_rng_state()}, state / "rng.pt")
+        tensors, groups = _optimizer_to_tensors(self.optimizer.state_dict())
+        tensors.update({"rng.batches": self.generator.get_state(), "rng.torch": torch.get_rng_state()})
+        save_file(tensors, state / "optimizer.safetensors", metadata={"param_groups": groups})
         self.tokenizer.save_pretrained(state)
         (state / "progress.json").write_text(json.dumps(
             {"step": self.step, "elapsed": self.elapsed, "best_val": self.best_val}))
@@ -299,13 +301,34 @@ class Trainer:
         state = self.out / STATE_DIR
         self.model.load_state_dict(load_file(state / "model.safetensors"), strict=False)
         self.model.tie_weights()
-        self.optimizer.load_state_dict(torch.load(state / "optimizer.pt", weights_only=True))
-        rng = torch.load(state / "rng.pt", weights_only=True)
-        self.generator.set_state(rng["rng"])
-        torch.set_rng_state(rng["torch_rng"])
+        with safe_open(state / "optimizer.safetensors", framework="pt") as f:
+            tensors = {key: f.get_tensor(key) for key in f.keys()}
+            groups = f.metadata()["param_groups"]
+        self.generator.set_state(tensors.pop("rng.batches"))
+        torch.set_rng_state(tensors.pop("rng.torch"))
+        self.optimizer.load_state_dict(_optimizer_from_tensors(tensors, groups))
         progress = json.loads((state / "progress.json").read_text())
         self.step, self.elapsed, self.best_val = progress["step"], progress["elapsed"], progress["best_val"]
         print(f"resuming {self.out} at step {self.step} ({self.elapsed:.0f} s in, best val {self.best_val:.4f})")
+
+
+def _optimizer_to_tensors(state_dict: dict) -> tuple[dict[str, torch.Tensor], str]:
+    """An optimizer's state as flat safetensors entries ("state.<param>.<name>") plus its param groups as JSON:
+    resumable without a pickle (torch.save writes one, and a pickle can run code when loaded)."""
+    tensors = {f"state.{index}.{name}": value if torch.is_tensor(value) else torch.tensor(value)
+               for index, values in state_dict["state"].items() for name, value in values.items()}
+    return tensors, json.dumps(state_dict["param_groups"])
+
+
+def _optimizer_from_tensors(tensors: dict[str, torch.Tensor], groups: str) -> dict:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        _, index, name = key.split(".", 2)
+        state.setdefault(int(index), {})[name] = value
+    # JSON turned tuples (Adam's betas) into lists; only "params" was a list.
+    param_groups = [{k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in group.items()}
+                    for group in json.loads(groups)]
+    return {"state": state, "param_groups": param_groups}
 
 
 def _mixed_precision() -> str:
