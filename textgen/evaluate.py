@@ -112,7 +112,8 @@ def _nll_windows(model, ids, first_scored, ctx, batch_size, progress) -> float:
     stride = max(ctx // 2, 1)
     # A window's fp32 logits are ctx x vocab floats: 200 MB for GPT-2, so fewer windows go at once for big
     # vocabularies (8 GPT-2 windows would need 1.6 GB for the logits alone).
-    row_bytes = ctx * model.config.vocab_size * 4
+    # (The head's rows, not config.vocab_size: some configs nest that in a text_config.)
+    row_bytes = ctx * model.get_output_embeddings().weight.shape[0] * 4
     batch_size = max(1, min(batch_size, LOGITS_BUDGET_BYTES // row_bytes))
     jobs = []  # (window start, first target index inside the window)
     start = 0
