@@ -194,3 +194,41 @@ def test_init_from_refuses_a_checkpoint_of_another_architecture(config):
     train(config)
     with pytest.raises(ValueError, match="not a LSTMForCausalLM"):
         Trainer(replace(config, arch="lstm", init_from=config.out))
+
+
+def test_validation_chunks_are_spread_over_the_file_and_never_trained_on():
+    from textgen.data import split_text
+
+    lines = [f"line {i:04d} of the play\n" for i in range(2000)]
+    text = "".join(lines)
+    split = split_text(text, val_fraction=0.05, chunks=10)
+    assert len(split.val) == 10
+    assert "".join(p for pair in zip(split.train, split.val) for p in pair) == text  # every char, once, in order
+    assert abs(sum(map(len, split.val)) - 0.05 * len(text)) < 0.01 * len(text)
+    assert split.tail == split.val[-1] and text.endswith(split.tail)
+    starts = [text.index(chunk) for chunk in split.val]
+    assert starts[0] < 0.15 * len(text) and starts[4] < 0.55 * len(text) < starts[5]  # spread, not bunched
+    assert all(chunk.startswith("line ") for chunk in split.val)  # each starts at a line start
+    assert split_text(text, 0.05, chunks=1).val == [text[-len(split_text(text, 0.05, 1).val[0]):]]
+
+
+def test_card_reports_the_spread_chunks_and_the_tail_apart(config):
+    summary = train(replace(config, val_chunks=4))
+    assert summary["val_chunks"] == 4 and summary["tail_chars"] < summary["val_chars"]
+    card = (Path(config.out) / "README.md").read_text()
+    assert f"{summary['val_nats_per_char']:.4f} nats/char" in card
+    assert f"{summary['tail_nats_per_char']:.4f} nats/char" in card and "4 chunks spread" in card
+
+
+def test_tensorboard_logs_losses_through_accelerate(config):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train(replace(config, tensorboard=True))
+    events = list((Path(config.out) / "tensorboard").rglob("events.out.tfevents.*"))
+    tags = set()
+    for path in events:
+        acc = EventAccumulator(str(path))
+        acc.Reload()
+        tags |= set(acc.Tags()["scalars"])
+    assert {"loss/train", "loss/validation", "learning_rate", "tokens_per_second"} <= tags

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -21,16 +22,43 @@ def read_text(path: str | Path) -> str:
     return text
 
 
-def split_text(text: str, val_fraction: float) -> tuple[str, str]:
-    """Train on the head, validate on the tail.
+@dataclass(frozen=True)
+class Split:
+    """A text cut into what a model trains on and what it is validated on."""
 
-    A contiguous tail, not random lines: the text a model is judged on later is unseen text that follows,
-    and a random split would leak neighbouring lines into validation.
+    train: list[str]  # the pieces between the held-out chunks, in order
+    val: list[str]  # the held-out chunks, spread over the text; the last one is its tail
+
+    @property
+    def tail(self) -> str:
+        return self.val[-1]
+
+
+def split_text(text: str, val_fraction: float, chunks: int = 10) -> Split:
+    """Hold out `chunks` pieces spread evenly over the text, `val_fraction` of it in all, the last at its end.
+
+    Why spread: a single tail is one scene of one play, and it turned out easier than unseen text (the
+    shipped models scored 0.12-0.20 nats/char better on the training file's last 5% than on the plays
+    after it). Chunks from everywhere predict unseen text better. Contiguous chunks rather than random lines,
+    so no neighbouring line of a held-out passage is trained on; each chunk starts at a line start.
+    `chunks=1` is the old tail-only split.
     """
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
-    cut = int(len(text) * (1 - val_fraction))
-    return text[:cut], text[cut:]
+    if chunks < 1:
+        raise ValueError(f"val_chunks must be at least 1, got {chunks}")
+    size = max(1, int(len(text) * val_fraction / chunks))
+    stride = len(text) / chunks
+    train, val, pos = [], [], 0
+    for i in range(chunks):
+        end = len(text) if i == chunks - 1 else int(stride * (i + 1))
+        start = max(pos, end - size)
+        line = text.rfind("\n", pos, start)  # start the chunk at the beginning of its line
+        start = line + 1 if line >= 0 and start - line < size else start
+        train.append(text[pos:start])
+        val.append(text[start:end])
+        pos = end
+    return Split([t for t in train if t], [v for v in val if v])
 
 
 def random_windows(
@@ -41,15 +69,3 @@ def random_windows(
         raise ValueError(f"the text has {len(data)} tokens; a window needs more than {length}")
     starts = torch.randint(len(data) - length, (batch_size,), generator=generator)
     return torch.stack([data[s : s + length] for s in starts.tolist()])
-
-
-def sequential_windows(data: torch.Tensor, length: int, batch_size: int) -> list[torch.Tensor]:
-    """Every token of `data` once, in batches of windows that overlap by one token.
-
-    Each window's first token is only context, so together the windows predict every token after the
-    first exactly once.
-    """
-    step = length - 1
-    starts = list(range(0, max(len(data) - 1, 1), step))
-    windows = [data[s : s + length] for s in starts]
-    return [windows[i : i + batch_size] for i in range(0, len(windows), batch_size)]

@@ -33,6 +33,18 @@ def pick_dtype(device: torch.device) -> torch.dtype:
     return torch.float32
 
 
+def pick_mixed_precision() -> str:
+    """accelerate's name for the training precision that `pick_dtype` would choose for this machine's device.
+
+    fp32 on CPU: bf16 autocast on our AVX-512-BF16 CPU was measured 13x slower for a small Transformer's
+    training step (912 ms against 70 ms, benchmarks/train_cpu.py's model at batch 12 x 64).
+    """
+    device = pick_device()
+    if device.type != "cuda":
+        return "no"
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}[pick_dtype(device)]
+
+
 def configure_cpu_threads(threads: int | None = None) -> int:
     """Set torch's CPU threads deliberately; `threads` or $TEXTGEN_THREADS, else 1.
 
