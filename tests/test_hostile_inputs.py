@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 import app
 from textgen.loading import ModelManager
 from textgen.playground import Playground, RequestError
-from textgen.settings import CONTROLS, Limits
+from textgen.settings import CONTROLS, Limits, bounded_controls
 
 KNOWN = ["rnn", "lstm", "gru", "transformer", "tiny-gpt2"]  # the models of conftest's `catalog`
 CHAR_MODELS = ["rnn", "lstm", "gru", "transformer"]  # char tokenizers: unknown characters become <unk>
@@ -77,8 +77,8 @@ VALID_CAP = {"max_new_tokens": 8, "num_samples": 2}  # valid requests stay small
 
 
 def valid_number(name: str) -> st.SearchStrategy:
-    low, high, whole, _ = CONTROLS[name]
-    high = VALID_CAP.get(name, high)
+    control = CONTROLS[name]
+    low, high, whole = control.low, VALID_CAP.get(name, control.high), control.whole
     if whole:
         return st.integers(int(low), int(high))
     return st.floats(low, high)
@@ -261,10 +261,10 @@ def bad_numbers(name: str, low: float, high: float, whole: bool) -> list[tuple[o
 def sweep_cases(limits: Limits) -> list[Case]:
     cases = []
     # Every control of /generate, with every kind of bad value.
-    for name, (low, high, whole, _) in CONTROLS.items():
+    for name, control in bounded_controls(limits).items():
         if name not in GENERATE:
             continue
-        high = limits.max_new_tokens if name == "max_new_tokens" else high
+        low, high, whole = control.low, control.high, control.whole
         for value, expect in bad_numbers(name, low, high, whole):
             cases.append(generate_case(f"{name}={value!r}", expect, name if expect == REFUSED else "tokens",
                                        **{name: value}))

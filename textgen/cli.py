@@ -8,7 +8,7 @@ import os
 import sys
 from dataclasses import fields
 
-from textgen.settings import CONTROLS
+from textgen.settings import CONTROLS, Limits, bounded_controls
 from textgen.train import TrainConfig
 
 TRAIN_HELP = {
@@ -70,10 +70,9 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
                        description="Stream a continuation of --prompt to stdout as it is produced.")
     p.add_argument("--model", required=True, help="catalog name (see `models`) or a model directory")
     p.add_argument("--prompt", required=True, help="text to continue ('' starts from scratch)")
-    for name, (low, high, whole, help_text) in CONTROLS.items():
-        bound = f"{low:g}..{high:g}" if high is not None else f">= {low:g}"
-        p.add_argument("--" + name.replace("_", "-"), type=int if whole else float,
-                       help=f"{help_text} ({bound})")
+    for c in bounded_controls(Limits.from_env()).values():
+        p.add_argument("--" + c.name.replace("_", "-"), type=int if c.whole else float,
+                       help=f"{c.help} ({c.low:g} to {c.high:g}; default {c.default:g})")
     p.add_argument("--stop", action="append", help="stop when this text appears (repeatable)")
     p.add_argument("--seed", type=int, help="same seed, same request -> same text")
     p.add_argument("--json", action="store_true", help="one JSON object per event, the summary last")

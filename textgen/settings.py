@@ -49,18 +49,96 @@ class Limits:
         return cls(**values)
 
 
-# name: (lowest, highest, whole number?, what it does) -- the ranges the page's sliders show too.
-CONTROLS: dict[str, tuple[float, float, bool, str]] = {
-    "temperature": (0.0, 2.0, False, "0 always picks the likeliest token; higher is more adventurous"),
-    "top_k": (0, 500, True, "sample only from the k likeliest tokens; 0 turns it off"),
-    "top_p": (0.01, 1.0, False, "sample only from the likeliest tokens that together reach this probability"),
-    "min_p": (0.0, 1.0, False, "drop tokens less likely than this fraction of the likeliest one"),
-    "repetition_penalty": (1.0, 2.0, False, "above 1 makes repeating earlier tokens less likely"),
-    "no_repeat_ngram_size": (0, 10, True, "never repeat a run of this many tokens; 0 turns it off"),
-    "max_new_tokens": (1, None, True, "how many tokens to write at most"),
-    "num_samples": (1, None, True, "how many different continuations to write"),
-    "alternatives": (0, 10, True, "how many alternative tokens to report per step"),
-}
+@dataclass(frozen=True)
+class Control:
+    """One generation control: everything the page, the CLI and validation need to know about it.
+
+    `default` is what a request that leaves the control out gets (filters off); the page starts at the
+    "Balanced" style instead. `high=None` means "the operator's limit" (see `bounded`); `presets` gives the
+    value each named style sets (a control a style does not mention keeps its value).
+    """
+
+    name: str
+    label: str
+    help: str  # plain words, for someone who has never heard of a token
+    low: float
+    high: float | None
+    step: float
+    default: float
+    whole: bool = False
+    presets: tuple[tuple[str, float], ...] = ()
+    limit: str | None = None  # the Limits field that caps it, when high is None
+
+    def bounded(self, limits: Limits) -> Control:
+        """This control with the operator's cap as its upper end (and a default inside the range)."""
+        if self.limit is None:
+            return self
+        high = max(getattr(limits, self.limit), self.low)
+        return replace(self, high=high, default=min(self.default, high))
+
+    def preset(self, style: str) -> float | None:
+        return dict(self.presets).get(style)
+
+    @property
+    def start(self) -> float:
+        """Where the page's slider starts: the Balanced style's value, else the default."""
+        value = self.preset("Balanced")
+        return self.default if value is None else value
+
+
+PRESETS = ("Precise", "Balanced", "Creative")
+
+# In the order the engine applies them (see textgen.generation), then the length and batch controls.
+CONTROL_TABLE: tuple[Control, ...] = (
+    Control("repetition_penalty", "Repetition penalty",
+            "Above 1 makes words (or letters) that are already in the text less likely to come again.",
+            1.0, 2.0, 0.01, 1.0, presets=(("Precise", 1.1), ("Balanced", 1.05), ("Creative", 1.0))),
+    Control("no_repeat_ngram_size", "No-repeat n-gram size",
+            "Never write the same run of this many tokens twice. 0 turns it off.", 0, 10, 1, 0, whole=True),
+    Control("temperature", "Temperature",
+            "How adventurous the model is: 0 always takes its first choice, higher takes more risks.",
+            0.0, 2.0, 0.05, 0.8, presets=(("Precise", 0.3), ("Balanced", 0.8), ("Creative", 1.1))),
+    Control("top_k", "Top-k", "Choose only among the k likeliest next tokens. 0 turns it off.",
+            0, 500, 1, 0, whole=True, presets=(("Precise", 20), ("Balanced", 0), ("Creative", 0))),
+    Control("top_p", "Top-p",
+            "Choose only among the likeliest tokens that together make up this share of the probability.",
+            0.01, 1.0, 0.01, 1.0, presets=(("Precise", 0.9), ("Balanced", 0.95), ("Creative", 1.0))),
+    Control("min_p", "Min-p",
+            "Drop tokens less likely than this fraction of the likeliest one. 0 turns it off.",
+            0.0, 1.0, 0.01, 0.0, presets=(("Precise", 0.0), ("Balanced", 0.0), ("Creative", 0.05))),
+    Control("max_new_tokens", "Max new tokens",
+            "How much to write at most (a token is a character for our models, about ¾ of a word for GPT-2).",
+            1, None, 1, 200, whole=True, limit="max_new_tokens"),
+    Control("num_samples", "Samples", "How many different continuations to write.", 1, None, 1, 1, whole=True,
+            limit="max_samples"),
+    Control("alternatives", "Alternatives shown", "How many alternative tokens to report for each step.",
+            0, 10, 1, 5, whole=True),
+)
+CONTROLS: dict[str, Control] = {c.name: c for c in CONTROL_TABLE}
+# The sliders of the Write tab, in the order the page shows them.
+SLIDERS = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty", "no_repeat_ngram_size", "max_new_tokens")
+
+
+def bounded_controls(limits: Limits | None = None) -> dict[str, Control]:
+    """The control table with the operator's limits applied."""
+    limits = limits or Limits()
+    return {c.name: c.bounded(limits) for c in CONTROL_TABLE}
+
+
+def preset_values(style: str, names: tuple[str, ...] = SLIDERS) -> dict[str, float]:
+    """The values a style sets, for the named controls that it touches."""
+    return {n: CONTROLS[n].preset(style) for n in names if CONTROLS[n].preset(style) is not None}
+
+
+def matching_preset(values: dict[str, float]) -> str | None:
+    """The style whose values these are, or None once a slider has been moved off every style."""
+    for style in PRESETS:
+        wanted = preset_values(style)
+        if all(abs(float(values.get(n, math.nan)) - v) < 1e-9 for n, v in wanted.items()):
+            return style
+    return None
+
+
 MIN_TEMPERATURE = 0.01
 _BAD_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 
@@ -68,17 +146,18 @@ _BAD_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 @dataclass(frozen=True)
 class GenerationSettings:
     prompt: str
-    max_new_tokens: int = 200
-    temperature: float = 0.8
-    top_k: int = 0
-    top_p: float = 1.0
-    min_p: float = 0.0
-    repetition_penalty: float = 1.0
-    no_repeat_ngram_size: int = 0
+    # The defaults are the control table's: one place for each (a request that leaves a control out).
+    max_new_tokens: int = CONTROLS["max_new_tokens"].default
+    temperature: float = CONTROLS["temperature"].default
+    top_k: int = CONTROLS["top_k"].default
+    top_p: float = CONTROLS["top_p"].default
+    min_p: float = CONTROLS["min_p"].default
+    repetition_penalty: float = CONTROLS["repetition_penalty"].default
+    no_repeat_ngram_size: int = CONTROLS["no_repeat_ngram_size"].default
     stop: tuple[str, ...] = ()
     seed: int | None = None
-    num_samples: int = 1
-    alternatives: int = 5
+    num_samples: int = CONTROLS["num_samples"].default
+    alternatives: int = CONTROLS["alternatives"].default
     warnings: tuple[str, ...] = ()  # adjustments made while parsing, reported with the result
 
     @property
@@ -95,12 +174,11 @@ class GenerationSettings:
         warnings: list[str] = []
         values: dict[str, Any] = {"prompt": clean_text(prompt, limits.max_prompt_chars, "prompt", warnings)}
         defaults = cls(prompt="")
-        bounds = {"max_new_tokens": limits.max_new_tokens, "num_samples": limits.max_samples}
-        for name, (low, high, whole, _) in CONTROLS.items():
-            raw = controls.get(name)
+        for control in bounded_controls(limits).values():
+            raw = controls.get(control.name)
             if raw is None:
                 continue
-            values[name] = _number(name, raw, low, bounds.get(name, high), whole)
+            values[control.name] = _number(control.name, raw, control.low, control.high, control.whole)
         values.setdefault("max_new_tokens", min(defaults.max_new_tokens, limits.max_new_tokens))
         if 0 < values.get("temperature", defaults.temperature) < MIN_TEMPERATURE:
             # Dividing logits by a tiny temperature overflows to inf; this close to 0 it is greedy anyway.
