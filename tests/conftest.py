@@ -18,6 +18,7 @@ torch.set_num_threads(1)
 
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
+from textgen import architectures  # noqa: E402
 from textgen.catalog import Catalog, entry_for_source  # noqa: E402
 from textgen.loading import ModelManager  # noqa: E402
 from textgen.models import ARCHITECTURES  # noqa: E402
@@ -29,12 +30,8 @@ TINY_TEXT = (
     "All:\nResolved. resolved.\n\nFirst Citizen:\nFirst, you know Caius Marcius is chief enemy to the people.\n"
 ) * 4
 
-TINY_SIZES = {
-    "rnn": {"hidden_size": 32, "embedding_size": 16, "num_layers": 2},
-    "lstm": {"hidden_size": 32, "embedding_size": 16, "num_layers": 2},
-    "gru": {"hidden_size": 32, "embedding_size": 16, "num_layers": 2},
-    "transformer": {"n_layer": 2, "n_embd": 32, "n_head": 4, "n_positions": 64},
-}
+# Each architecture's tiny test sizes, from its registry entry (textgen/architectures.py).
+TINY_SIZES = architectures.RegistryView(lambda arch: dict(arch.tiny_sizes))
 
 
 def free_port() -> int:
@@ -46,8 +43,10 @@ def free_port() -> int:
 
 def make_tiny(arch: str, vocab_size: int, seed: int = 0):
     torch.manual_seed(seed)
-    config_cls, model_cls = ARCHITECTURES[arch]
-    return model_cls(config_cls(vocab_size=vocab_size, dropout=0.0, **TINY_SIZES[arch])).eval()
+    entry = architectures.get(arch)
+    config_cls, model_cls = entry.classes()
+    no_dropout = {"dropout": 0.0} if "dropout" in entry.size_fields else {}
+    return model_cls(config_cls(vocab_size=vocab_size, **no_dropout, **entry.tiny_sizes)).eval()
 
 
 @pytest.fixture(scope="session")

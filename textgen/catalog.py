@@ -20,18 +20,12 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from textgen import architectures
+
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 SHIPPED_DIR = ASSETS / "models"
 
-# One line each, for someone who has never heard of the architecture.
-ARCH_DESCRIPTIONS = {
-    "textgen_rnn": "The simplest recurrent network: reads one character at a time and keeps a short memory.",
-    "textgen_lstm": "A recurrent network with gated memory (LSTM): remembers longer than a plain RNN.",
-    "textgen_gru": "A lighter gated recurrent network (GRU): nearly an LSTM's memory with fewer parts.",
-    "textgen_transformer": "A small Transformer, like GPT: looks back at all recent characters at once.",
-}
-ARCH_TITLES = {"textgen_rnn": "RNN", "textgen_lstm": "LSTM", "textgen_gru": "GRU",
-               "textgen_transformer": "Transformer"}
+# Our architectures' titles and one-line descriptions come from their registry entries (textgen/architectures.py).
 
 GPT2_FAMILY = {
     "gpt2": ("GPT-2 (124M)", "OpenAI's GPT-2, small: general English text, trained on web pages."),
@@ -175,9 +169,10 @@ def _local_entry(path: Path, origin: str, name: str | None = None) -> ModelEntry
         model_type = json.loads((path / "config.json").read_text()).get("model_type")
     except (OSError, ValueError):
         pass
-    if model_type in ARCH_TITLES:
-        title = f"{ARCH_TITLES[model_type]} (ours, Shakespeare)" if origin == "shipped" else title
-        description = ARCH_DESCRIPTIONS[model_type]
+    arch = architectures.by_model_type(model_type)
+    if arch is not None:
+        title = f"{arch.title} (ours, Shakespeare)" if origin == "shipped" else title
+        description = arch.description
     elif model_type is None:
         description = "A checkpoint whose config.json is missing or unreadable."
     else:

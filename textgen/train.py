@@ -18,7 +18,7 @@ import csv
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -28,86 +28,37 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+import textgen.models  # noqa: F401  (registers the registry's architectures with the Auto classes)
+from textgen import architectures
 from textgen.data import random_windows, read_text, split_text
-from textgen.devices import configure_cpu_threads, describe_hardware, pick_mixed_precision
+from textgen.devices import configure_cpu_threads, pick_mixed_precision
 from textgen.evaluate import score_text
-from textgen.models import ARCHITECTURES
+from textgen.model_card import (  # noqa: F401  (re-exported: the card and lineage lived here before)
+    _cli_args,
+    _commands_text,
+    _plot_loss,
+    earlier_stages,
+    plot_loss,
+    train_command,
+    write_model_card,
+)
 from textgen.tokenization import train_bpe_tokenizer, train_char_tokenizer
+from textgen.train_config import RECIPES, SIZE_FIELDS, TrainConfig, lr_at  # noqa: F401  (re-exported)
 
 STATE_DIR = "training_state"
-
-
-# Default recipes: what `train --arch X` does with no size or optimizer flags. Sized for a few minutes of one
-# CPU thread (see benchmarks/train_cpu.py for how they were chosen); the shipped checkpoints set larger
-# sizes explicitly, and each model card records every value used.
-RECIPES: dict[str, dict] = {
-    # Small steps, many of them: in a few CPU minutes, 12 windows of 64 characters a step at lr 1e-3 (the
-    # recipe of nanoGPT's README for CPUs) beat 16 of 128 at 3e-3 (measured: benchmarks/train_cpu.py).
-    "transformer": {"n_layer": 4, "n_embd": 128, "n_head": 4, "dropout": 0.0, "block_size": 64,
-                    "batch_size": 12, "lr": 1e-3, "warmup_steps": 100},
-    "lstm": {"hidden_size": 256, "embedding_size": 64, "num_layers": 2, "dropout": 0.0, "block_size": 128,
-             "batch_size": 16, "lr": 3e-3, "warmup_steps": 50},
-    "gru": {"hidden_size": 256, "embedding_size": 64, "num_layers": 2, "dropout": 0.0, "block_size": 128,
-            "batch_size": 16, "lr": 3e-3, "warmup_steps": 50},
-    "rnn": {"hidden_size": 256, "embedding_size": 64, "num_layers": 2, "dropout": 0.0, "block_size": 128,
-            "batch_size": 16, "lr": 2e-3, "warmup_steps": 50},
-}
-
-
-SIZE_FIELDS = ("n_layer", "n_embd", "n_head", "hidden_size", "embedding_size", "num_layers", "dropout")
-
-
-@dataclass
-class TrainConfig:
-    arch: str = "transformer"
-    data: str = ""
-    out: str = "runs/model"
-    tokenizer: str = "char"  # char | bpe
-    bpe_vocab_size: int = 1024
-    # None takes the architecture's recipe (RECIPES above)
-    n_layer: int | None = None
-    n_embd: int | None = None
-    n_head: int | None = None
-    hidden_size: int | None = None
-    embedding_size: int | None = None
-    num_layers: int | None = None
-    dropout: float | None = None
-    block_size: int | None = None  # tokens per training window (and the Transformer's context)
-    batch_size: int | None = None
-    lr: float | None = None
-    warmup_steps: int | None = None
-    min_lr_ratio: float = 0.1
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    max_steps: int | None = None
-    time_budget: float | None = None  # seconds
-    eval_interval: int = 250
-    eval_batches: int = 8
-    val_fraction: float = 0.05
-    val_chunks: int = 10  # held-out chunks spread over the file (1: only its tail)
-    seed: int = 1337
-    threads: int | None = None
-    init_from: str | None = None  # start from this checkpoint's weights and tokenizer (fresh optimizer)
-    resume: bool = False
-    tensorboard: bool | None = None  # log to TensorBoard in OUT/tensorboard; None: when it is installed
-
-    def resolved(self) -> TrainConfig:
-        """This config with every None that the architecture's recipe covers filled in."""
-        if self.arch not in RECIPES:
-            raise ValueError(f"unknown architecture {self.arch!r}; choose from {', '.join(RECIPES)}")
-        fill = {k: v for k, v in RECIPES[self.arch].items() if getattr(self, k) is None}
-        return replace(self, **fill)
+# The bar counts percent of the run (steps or seconds, whichever limit is nearer), so it reads
+# " 22%|██▏       | 00:07 elapsed, 00:24 left, step 40, loss 2.314, 9,120 tok/s" (tqdm puts the ", " before
+# the postfix).
+BAR_FORMAT = "{percentage:3.0f}%|{bar:10}| {elapsed} elapsed, {remaining} left{postfix}"
 
 
 def build_model(cfg: TrainConfig, vocab_size: int) -> PreTrainedModel:
-    if cfg.arch not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {cfg.arch!r}; choose from {', '.join(ARCHITECTURES)}")
-    config_cls, model_cls = ARCHITECTURES[cfg.arch]
-    names = ("n_layer", "n_embd", "n_head") if cfg.arch == "transformer" else (
-        "hidden_size", "embedding_size", "num_layers")
-    sizes = {n: getattr(cfg, n) for n in (*names, "dropout") if getattr(cfg, n) is not None}
-    if cfg.arch == "transformer":
-        sizes["n_positions"] = cfg.block_size
+    """A fresh model of `cfg.arch` with the size flags its config takes (the registry's `size_fields`)."""
+    arch = architectures.get(cfg.arch)
+    config_cls, model_cls = arch.classes()
+    sizes = {n: getattr(cfg, n) for n in arch.size_fields if getattr(cfg, n) is not None}
+    if arch.context_field:  # a Transformer's context is the training window
+        sizes[arch.context_field] = cfg.block_size
     return model_cls(config_cls(vocab_size=vocab_size, **sizes))
 
 
@@ -117,14 +68,6 @@ def build_tokenizer(cfg: TrainConfig, text: str) -> PreTrainedTokenizerBase:
     if cfg.tokenizer == "bpe":
         return train_bpe_tokenizer(text.splitlines(keepends=True), vocab_size=cfg.bpe_vocab_size)
     raise ValueError(f"unknown tokenizer {cfg.tokenizer!r}; choose char or bpe")
-
-
-def lr_at(cfg: TrainConfig, step: int, progress: float) -> float:
-    """Linear warmup over `warmup_steps`, then cosine from lr to lr * min_lr_ratio as progress goes 0 -> 1."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    cosine = 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -176,11 +119,12 @@ class Trainer:
         # Continue from a finished checkpoint (say, a shipped model in a later session): its weights and
         # tokenizer, with a fresh optimizer and schedule. Its own sizes win over any size flags.
         model = AutoModelForCausalLM.from_pretrained(cfg.init_from)
-        expected = ARCHITECTURES[cfg.arch][1]
+        arch = architectures.get(cfg.arch)
+        expected = arch.classes()[1]
         if type(model) is not expected:
             raise ValueError(f"{cfg.init_from} holds a {type(model).__name__}, not a {expected.__name__}")
         sizes = {name: None for name in SIZE_FIELDS}  # the checkpoint's sizes, so the card does not list others
-        context = getattr(model.config, "n_positions", None)
+        context = getattr(model.config, arch.context_field, None) if arch.context_field else None
         if context is not None and cfg.block_size > context:
             sizes["block_size"] = context
         self.cfg = replace(cfg, **sizes)
@@ -206,8 +150,7 @@ class Trainer:
                   f"({sum(map(len, self.val_texts)):,} chars), device {acc.device}")
         self._start_tracking()
         tokens_per_step = cfg.batch_size * cfg.block_size
-        bar = tqdm(total=100, unit="%", disable=not acc.is_main_process, bar_format=(
-            "{l_bar}{bar}| {n:.0f}/{total:.0f}% [{elapsed}<{remaining}{postfix}]"))
+        bar = tqdm(total=100, disable=not acc.is_main_process, bar_format=BAR_FORMAT)
         t0, last_report, loss_ema = time.perf_counter() - self.elapsed, time.perf_counter(), None
         tokens_since = 0
         self.model.train()
@@ -254,7 +197,7 @@ class Trainer:
             summary.update(self.final_validation())
             (self.out / "training_summary.json").write_text(
                 json.dumps({**summary, "config": asdict(cfg)}, indent=2))
-            _plot_loss(self.out)
+            plot_loss(self.out)
             write_model_card(self.out, cfg, summary, n_params)
         return summary
 
@@ -367,113 +310,6 @@ def _tensorboard_wanted(asked: bool | None) -> bool:
     if asked and not installed:
         raise ValueError("--tensorboard needs the tensorboard package: pip install tensorboard")
     return installed if asked is None else asked
-
-
-def _plot_loss(out: Path) -> None:
-    path = out / "loss.csv"
-    if not path.exists():
-        return
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = list(csv.DictReader(path.open()))
-    steps = [int(r["step"]) for r in rows]
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-    ax.plot(steps, [float(r["train_loss"]) for r in rows], label="train")
-    ax.plot(steps, [float(r["val_loss"]) for r in rows], label="validation")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss per token (nats)")
-    ax.set_title(out.name)
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out / "loss.png")
-    plt.close(fig)
-
-
-def earlier_stages(checkpoint: str | Path) -> list[dict]:
-    """The runs that made `checkpoint`, oldest first, read from its training_summary.json ([] if it has none).
-
-    A model continued with --init-from (say, in a later session) thereby keeps the commands, steps and time
-    of every run behind it, and its card can show how to reproduce it and what it really cost.
-    """
-    path = Path(checkpoint) / "training_summary.json"
-    if not path.is_file():
-        return []
-    done = json.loads(path.read_text())
-    known = {f.name for f in fields(TrainConfig)}
-    cfg = TrainConfig(**{k: v for k, v in done.get("config", {}).items() if k in known})
-    stage = {"command": train_command(cfg), "steps": done.get("steps"), "train_seconds": done.get("train_seconds"),
-             "val_nats_per_char": done.get("val_nats_per_char")}
-    return [*done.get("earlier_stages", []), stage]
-
-
-def train_command(cfg: TrainConfig) -> str:
-    return " ".join(["python -m textgen train", *_cli_args(cfg)])
-
-
-def write_model_card(out: Path, cfg: TrainConfig, summary: dict, n_params: int) -> None:
-    """README.md for the checkpoint: what it was trained on, the exact command(s), and what it scored."""
-    nats, bits = summary.get("val_nats_per_char", float("nan")), summary.get("val_bits_per_char", float("nan"))
-    stages = summary.get("earlier_stages") or []
-    minutes = [s["train_seconds"] / 60 for s in stages] + [summary["train_seconds"] / 60]
-    time_text = " + ".join(f"{m:.1f}" for m in minutes) + " min" + (f" ({sum(minutes):.1f} in all)" if stages else "")
-    steps_text = " + ".join(f"{n:,}" for n in [*(s["steps"] for s in stages), summary["steps"]])
-    held_out = f"{cfg.val_fraction:.0%} held out for validation in {cfg.val_chunks} chunks spread over the file"
-    tail = (f"{summary.get('tail_nats_per_char', float('nan')):.4f} nats/char over {summary.get('tail_chars', 0):,} "
-            "chars (the last chunk; easier text than the rest)")
-    text = f"""---
-license: mit
-library_name: transformers
-tags: [textgen, {cfg.arch}, {"character-level" if cfg.tokenizer == "char" else "byte-level-bpe"}]
----
-# {cfg.arch} language model ({out.name})
-
-A {n_params / 1e6:.2f}M-parameter {cfg.arch} trained by `textgen` on `{Path(cfg.data).name}`
-({cfg.tokenizer} tokenizer). Load it with `import textgen.models` then
-`AutoModelForCausalLM.from_pretrained("{out}")`, or pick it in the playground.
-
-| | |
-|---|---|
-| training data | `{Path(cfg.data).name}`, {held_out} |
-| parameters | {n_params:,} |
-| steps | {steps_text} |
-| training time | {time_text} on {describe_hardware()} |
-| validation loss | {nats:.4f} nats/char ({bits:.4f} bits/char) over {summary.get("val_chars", 0):,} held-out chars |
-| of which the file's tail | {tail} |
-
-{_commands_text(cfg, stages)}
-
-The loss curve (of the last run) is `loss.csv` / `loss.png`.
-"""
-    (out / "README.md").write_text(text)
-
-
-def _commands_text(cfg: TrainConfig, stages: list[dict]) -> str:
-    if not stages:
-        return f"Training command:\n\n```\n{train_command(cfg)}\n```"
-    lines = [f"Trained in {len(stages) + 1} runs, each continuing from the checkpoint the one before it wrote "
-             "(its weights and tokenizer, with a fresh optimizer and learning-rate schedule):", ""]
-    for i, stage in enumerate(stages, 1):
-        lines += [f"{i}. {stage['steps']:,} steps, {stage['train_seconds'] / 60:.1f} min, "
-                  f"{stage['val_nats_per_char']} nats/char:", "", "   ```", f"   {stage['command']}", "   ```", ""]
-    lines += [f"{len(stages) + 1}. this run (its numbers are in the table):", "", "   ```",
-              f"   {train_command(cfg)}", "   ```"]
-    return "\n".join(lines)
-
-
-def _cli_args(cfg: TrainConfig) -> list[str]:
-    # Every resolved value that differs from TrainConfig's own default, recipe values included, so that the
-    # command still reproduces the model if the recipes change.
-    defaults = TrainConfig()
-    args = []
-    for name, value in asdict(cfg).items():
-        if name == "resume" or value is None or (value == getattr(defaults, name) and name != "arch"):
-            continue
-        args += [f"--{name.replace('_', '-')}", str(value)]
-    return args
 
 
 def train(cfg: TrainConfig) -> dict:

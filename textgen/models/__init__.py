@@ -1,12 +1,19 @@
 """Our own language models, registered with transformers' Auto classes on import.
 
-After `import textgen.models`, `AutoModelForCausalLM.from_pretrained(dir)` loads any of them (a model's
-class must be registered before its directory can be loaded in a fresh process).
+    import textgen.models
+    model = AutoModelForCausalLM.from_pretrained("assets/models/lstm")
+
+After `import textgen.models`, `AutoModelForCausalLM.from_pretrained(dir)` loads any architecture of the
+registry in `textgen.architectures` (a model's class must be registered before its directory can be loaded in a
+fresh process). The registry is the one list of architectures; this module only registers what it names.
 """
+
+from __future__ import annotations
 
 from transformers import AutoConfig, AutoModelForCausalLM
 from transformers.utils import logging as _hf_logging
 
+from textgen import architectures as _registry
 from textgen.models.recurrent import (
     GRUConfig,
     GRUForCausalLM,
@@ -22,16 +29,22 @@ from textgen.models.transformer import TransformerConfig, TransformerForCausalLM
 # Loading and saving small models would print a progress bar per call; our own progress reporting is enough.
 _hf_logging.disable_progress_bar()
 
-ARCHITECTURES = {
-    "rnn": (RNNConfig, RNNForCausalLM),
-    "lstm": (LSTMConfig, LSTMForCausalLM),
-    "gru": (GRUConfig, GRUForCausalLM),
-    "transformer": (TransformerConfig, TransformerForCausalLM),
-}
+# name -> (config class, model class), read live from the registry (kept for older callers and the tests).
+ARCHITECTURES = _registry.RegistryView(lambda arch: arch.classes())
 
-for _config_cls, _model_cls in ARCHITECTURES.values():
-    AutoConfig.register(_config_cls.model_type, _config_cls, exist_ok=True)
-    AutoModelForCausalLM.register(_config_cls, _model_cls, exist_ok=True)
+
+def register_with_auto(arch: _registry.Architecture) -> None:
+    """Let AutoConfig/AutoModelForCausalLM load `arch`'s checkpoints (by their config.json model_type)."""
+    config_cls, model_cls = arch.classes()
+    if config_cls.model_type != arch.model_type:
+        raise ValueError(f"{arch.name}: {config_cls.__name__}.model_type is {config_cls.model_type!r}, "
+                         f"the registry says {arch.model_type!r}")
+    AutoConfig.register(arch.model_type, config_cls, exist_ok=True)
+    AutoModelForCausalLM.register(config_cls, model_cls, exist_ok=True)
+
+
+for _arch in _registry.all_architectures():
+    register_with_auto(_arch)
 
 __all__ = [
     "ARCHITECTURES",
@@ -45,4 +58,5 @@ __all__ = [
     "RecurrentLM",
     "TransformerConfig",
     "TransformerForCausalLM",
+    "register_with_auto",
 ]

@@ -1,0 +1,165 @@
+"""What a finished training run leaves for its readers: the model card, the loss chart and the run's lineage.
+
+    from textgen.model_card import train_command, earlier_stages
+    print(train_command(TrainConfig(arch="lstm", data="x.txt", time_budget=60).resolved()))
+    earlier_stages("assets/models/transformer")   # the runs behind a checkpoint continued with --init-from
+
+`textgen.train` calls `write_model_card` and `plot_loss` at the end of a run. Nothing here imports torch at
+module level (the hardware line of the card does, when a card is written).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import asdict, fields
+from pathlib import Path
+
+from textgen.train_config import TrainConfig
+
+
+def earlier_stages(checkpoint: str | Path) -> list[dict]:
+    """The runs that made `checkpoint`, oldest first, read from its training_summary.json ([] if it has none).
+
+    A model continued with --init-from (say, in a later session) thereby keeps the commands, steps and time
+    of every run behind it, and its card can show how to reproduce it and what it really cost.
+    """
+    path = Path(checkpoint) / "training_summary.json"
+    if not path.is_file():
+        return []
+    done = json.loads(path.read_text())
+    known = {f.name for f in fields(TrainConfig)}
+    cfg = TrainConfig(**{k: v for k, v in done.get("config", {}).items() if k in known})
+    stage = {"command": train_command(cfg), "steps": done.get("steps"), "train_seconds": done.get("train_seconds"),
+             "val_nats_per_char": done.get("val_nats_per_char")}
+    return [*done.get("earlier_stages", []), stage]
+
+
+def train_command(cfg: TrainConfig) -> str:
+    return " ".join(["python -m textgen train", *_cli_args(cfg)])
+
+
+def write_model_card(out: Path, cfg: TrainConfig, summary: dict, n_params: int) -> None:
+    """README.md for the checkpoint: what it was trained on, the exact command(s), and what it scored."""
+    from textgen.devices import describe_hardware  # imports torch; only a finished run gets here
+
+    nats, bits = summary.get("val_nats_per_char", float("nan")), summary.get("val_bits_per_char", float("nan"))
+    stages = summary.get("earlier_stages") or []
+    minutes = [s["train_seconds"] / 60 for s in stages] + [summary["train_seconds"] / 60]
+    time_text = " + ".join(f"{m:.1f}" for m in minutes) + " min" + (f" ({sum(minutes):.1f} in all)" if stages else "")
+    steps_text = " + ".join(f"{n:,}" for n in [*(s["steps"] for s in stages), summary["steps"]])
+    held_out = f"{cfg.val_fraction:.0%} held out for validation in {cfg.val_chunks} chunks spread over the file"
+    tail = (f"{summary.get('tail_nats_per_char', float('nan')):.4f} nats/char over {summary.get('tail_chars', 0):,} "
+            "chars (the last chunk; easier text than the rest)")
+    processes = summary.get("processes", 1)
+    hardware = describe_hardware() + (f", {processes} processes" if processes > 1 else "")
+    batch_row = ""
+    if processes > 1:
+        batch_row = (f"| batch | {summary['effective_batch_size']} windows a step ({cfg.batch_size} in each of "
+                     f"{processes} data-parallel processes) |\n")
+    text = f"""---
+license: mit
+library_name: transformers
+tags: [textgen, {cfg.arch}, {"character-level" if cfg.tokenizer == "char" else "byte-level-bpe"}]
+---
+# {cfg.arch} language model ({out.name})
+
+A {n_params / 1e6:.2f}M-parameter {cfg.arch} trained by `textgen` on `{Path(cfg.data).name}`
+({cfg.tokenizer} tokenizer). Load it with `import textgen.models` then
+`AutoModelForCausalLM.from_pretrained("{out}")`, or pick it in the playground.
+
+| | |
+|---|---|
+| training data | `{Path(cfg.data).name}`, {held_out} |
+| parameters | {n_params:,} |
+| steps | {steps_text} |
+{batch_row}| training time | {time_text} on {hardware} |
+| validation loss | {nats:.4f} nats/char ({bits:.4f} bits/char) over {summary.get("val_chars", 0):,} held-out chars |
+| of which the file's tail | {tail} |
+
+{_commands_text(cfg, stages)}
+
+The loss curve (of the last run) is `loss.csv` / `loss.png`.
+"""
+    (out / "README.md").write_text(text)
+
+
+def _commands_text(cfg: TrainConfig, stages: list[dict]) -> str:
+    if not stages:
+        return f"Training command:\n\n```\n{train_command(cfg)}\n```"
+    lines = [f"Trained in {len(stages) + 1} runs, each continuing from the checkpoint the one before it wrote "
+             "(its weights and tokenizer, with a fresh optimizer and learning-rate schedule):", ""]
+    for i, stage in enumerate(stages, 1):
+        lines += [f"{i}. {stage['steps']:,} steps, {stage['train_seconds'] / 60:.1f} min, "
+                  f"{stage['val_nats_per_char']} nats/char:", "", "   ```", f"   {stage['command']}", "   ```", ""]
+    lines += [f"{len(stages) + 1}. this run (its numbers are in the table):", "", "   ```",
+              f"   {train_command(cfg)}", "   ```"]
+    return "\n".join(lines)
+
+
+def _cli_args(cfg: TrainConfig) -> list[str]:
+    # Every resolved value that differs from TrainConfig's own default, recipe values included, so that the
+    # command still reproduces the model if the recipes change.
+    defaults = TrainConfig()
+    args = []
+    for name, value in asdict(cfg).items():
+        if name == "resume" or value is None or (value == getattr(defaults, name) and name != "arch"):
+            continue
+        flag = f"--{name.replace('_', '-')}"
+        if isinstance(value, bool):  # on/off flags: --tensorboard / --no-tensorboard
+            args.append(flag if value else f"--no-{name.replace('_', '-')}")
+        else:
+            args += [flag, str(value)]
+    return args
+
+
+def read_loss_rows(path: Path) -> list[dict]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def loss_figure(rows: list[dict], title: str):
+    """The training and validation loss against the step, as a matplotlib Figure.
+
+    Every evaluation is a marker, joined by a line: a short run evaluates once or twice, and a line alone
+    through one point draws nothing. The x axis starts at step 0, so a short run shows how little of a long one
+    it is; the legend gives the last values, the numbers a reader of a one-point chart wants.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [int(r["step"]) for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    for key, label in (("train_loss", "train"), ("val_loss", "validation")):
+        values = [float(r[key]) for r in rows]
+        last = f" (last {values[-1]:.3f})" if values else ""
+        ax.plot(steps, values, marker="o", markersize=4, label=label + last)
+    ax.set_xlim(left=0, right=max(steps, default=1) * 1.05)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss per token (nats)")
+    evaluations = f"{len(rows)} evaluation{'s' if len(rows) != 1 else ''}"
+    ax.set_title(f"{title} ({evaluations})")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_loss(out: Path) -> None:
+    """OUT/loss.png from OUT/loss.csv (nothing when there is no curve yet)."""
+    path = out / "loss.csv"
+    if not path.exists():
+        return
+    rows = read_loss_rows(path)
+    if not rows:
+        return
+    import matplotlib.pyplot as plt
+
+    fig = loss_figure(rows, out.name)
+    fig.savefig(out / "loss.png")
+    plt.close(fig)
+
+
+_plot_loss = plot_loss  # the older name
