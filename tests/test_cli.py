@@ -1,14 +1,19 @@
 """`python -m textgen generate`: JSON lines or plain text, and clean errors."""
 
+import argparse
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
-from textgen.cli import main
+from textgen.cli import build_parser, main
+from textgen.train_config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -157,3 +162,63 @@ def test_every_command_has_help(command, capsys):
     assert exc.value.code == 0
     assert "usage: python -m textgen " + command in capsys.readouterr().out
 
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["models"], ["train", "--help"]])
+def test_help_and_models_never_import_torch(argv):
+    # `python -m textgen models` must answer at once: torch and transformers take seconds to import.
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "textgen", *argv], capture_output=True,
+                          text=True, cwd=ROOT, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    imported = {line.split("|")[-1].strip().split(".")[0] for line in proc.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "textgen" in imported  # the -X importtime report is there, so an absence means something
+    assert not imported & {"torch", "transformers", "accelerate", "tokenizers"}
+    if argv == ["models"]:
+        assert "lstm" in proc.stdout and "available offline" in proc.stdout
+
+
+def train_options() -> list:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return [a for a in sub.choices["train"]._actions if a.option_strings and a.dest != "help"]
+
+
+def test_every_train_option_has_help_words_and_a_default_in_words(capsys):
+    options = train_options()
+    assert len(options) == len(fields(TrainConfig))
+    for action in options:
+        assert action.help and not action.help.startswith("("), action.dest
+        assert "default None" not in action.help, action.dest
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "(default None)" not in text
+    # A value that comes from the recipe says so, with the recipe's numbers.
+    assert "--lr LR peak learning rate, reached at the end of the warmup (default: the architecture's recipe: " \
+           "0.002 for rnn; 0.003 for lstm, gru; 0.001 for transformer)" in text
+    assert "--hidden-size HIDDEN_SIZE" in text and "256 for rnn, lstm, gru)" in text
+    assert "--max-steps MAX_STEPS stop after this many optimizer steps (default: no step limit" in text
+
+
+def test_tensorboard_is_an_on_off_switch():
+    parse = build_parser().parse_args
+    base = ["train", "--data", "x.txt"]
+    assert parse(base).tensorboard is None
+    assert parse([*base, "--tensorboard"]).tensorboard is True
+    assert parse([*base, "--no-tensorboard"]).tensorboard is False
+
+
+def test_eval_prints_four_decimals_for_people_and_full_precision_as_json(model_dirs, tmp_path, capsys):
+    text = "First Citizen:\nSpeak, speak."
+    (tmp_path / "t.txt").write_text(text)
+    assert main(["eval", "--model", str(model_dirs["lstm"]), "--data", str(tmp_path / "t.txt")]) == 0
+    human = dict(line.split(":", 1) for line in capsys.readouterr().out.splitlines())
+    assert main(["eval", "--model", str(model_dirs["lstm"]), "--data", str(tmp_path / "t.txt"), "--json"]) == 0
+    exact = json.loads(capsys.readouterr().out.splitlines()[-1])
+    for key in ("nats_per_char", "bits_per_char", "ppl"):
+        shown = human[f"{key:>14}"].strip()
+        assert re.fullmatch(r"\d+\.\d{4}", shown), shown
+        assert float(shown) == pytest.approx(exact[key], abs=5e-5)
+        assert exact[key] != float(shown)  # JSON keeps every digit
+    assert human[f"{'chars':>14}"].strip() == str(len(text))

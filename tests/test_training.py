@@ -232,3 +232,38 @@ def test_tensorboard_logs_losses_through_accelerate(config):
         acc.Reload()
         tags |= set(acc.Tags()["scalars"])
     assert {"loss/train", "loss/validation", "learning_rate", "tokens_per_second"} <= tags
+
+
+def test_progress_bar_reads_as_a_plain_percentage_with_step_loss_and_rate():
+    from tqdm import tqdm
+
+    from textgen.train import BAR_FORMAT
+
+    line = tqdm.format_meter(22, 100, 7.0, bar_format=BAR_FORMAT, postfix="step 40, loss 2.314, 9,120 tok/s")
+    assert line.startswith(" 22%|") and "/100" not in line
+    assert line.endswith("00:07 elapsed, 00:24 left, step 40, loss 2.314, 9,120 tok/s")
+
+
+def test_training_draws_the_bar_to_stderr_as_percentages(config, capsys):
+    train(replace(config, max_steps=10, eval_interval=5))
+    err = capsys.readouterr().err
+    assert "100%|" in err and "/100" not in err
+
+
+def test_loss_chart_of_a_short_run_marks_every_point(config):
+    from textgen.model_card import loss_figure, read_loss_rows
+
+    train(replace(config, max_steps=10, eval_interval=10))  # one evaluation: one point per curve
+    rows = read_loss_rows(Path(config.out) / "loss.csv")
+    assert len(rows) == 1
+    fig = loss_figure(rows, "run")
+    ax = fig.axes[0]
+    lines = ax.get_lines()
+    assert len(lines) == 2
+    for line in lines:
+        assert line.get_marker() not in (None, "", "None", " ") and line.get_markersize() >= 3
+        assert list(line.get_xdata()) == [10]
+    low, high = ax.get_xlim()
+    assert low == 0 and high > 10  # the point is inside the chart, and the run is seen from its start
+    assert "1 evaluation" in ax.get_title()
+    assert any("last" in t.get_text() for t in ax.get_legend().get_texts())

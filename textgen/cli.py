@@ -8,37 +8,86 @@ import os
 import sys
 from dataclasses import fields
 
+from textgen import architectures
 from textgen.settings import CONTROLS, Limits, bounded_controls
-from textgen.train import TrainConfig
+from textgen.train_config import TrainConfig  # torch-free: `--help` and `models` must answer at once
 
+# Plain words for every `train` flag (argparse help: a literal % is written %%). The default is added to each
+# (_train_default_words): the architecture's recipe values where the recipe decides.
 TRAIN_HELP = {
     "arch": "model architecture",
-    "data": "UTF-8 text file to train on (its tail is held out for validation)",
+    "data": "UTF-8 text file to train on (--val-fraction of it, in chunks spread over the file, is held out)",
     "out": "directory for the best checkpoint, tokenizer, loss.csv/png and model card",
     "tokenizer": "char: one token per character; bpe: byte-level BPE",
-    "time_budget": "stop after this many seconds (the learning-rate schedule fits the budget)",
-    "max_steps": "stop after this many optimizer steps",
+    "bpe_vocab_size": "how many tokens the BPE tokenizer learns (only with --tokenizer bpe)",
+    "n_layer": "Transformer blocks stacked on each other",
+    "n_embd": "width of the Transformer: numbers per token in every block",
+    "n_head": "attention heads per Transformer block (must divide --n-embd)",
+    "hidden_size": "width of the recurrent network's memory (numbers per layer)",
+    "embedding_size": "numbers per character entering the recurrent network",
+    "num_layers": "recurrent layers stacked on each other",
+    "dropout": "share of activations switched off at random while training, against overfitting",
     "block_size": "tokens per training window (the Transformer's context length)",
-    "threads": "CPU threads for torch (default 1, see textgen/devices.py)",
-    "resume": "continue the run saved in --out",
+    "batch_size": "windows per optimizer step, in each process",
+    "lr": "peak learning rate, reached at the end of the warmup",
+    "warmup_steps": "steps over which the learning rate rises from near zero to --lr",
+    "min_lr_ratio": "where the cosine schedule ends, as a fraction of --lr",
+    "weight_decay": "AdamW weight decay of the weight matrices (biases and norms are not decayed)",
+    "grad_clip": "largest gradient norm; larger gradients are scaled down (0: no clipping)",
+    "max_steps": "stop after this many optimizer steps",
+    "time_budget": "stop after this many seconds (the learning-rate schedule fits the budget)",
+    "eval_interval": "validate, and keep the checkpoint if it is the best so far, every this many steps",
+    "eval_batches": "batches of held-out windows in each quick validation",
+    "val_fraction": "share of the file held out for validation",
+    "val_chunks": "held-out chunks spread over the file (1: only its tail)",
+    "seed": "random seed of the first weights and of the batches",
+    "threads": "CPU threads for torch",
     "init_from": "start from this checkpoint's weights and tokenizer, with a fresh optimizer and schedule",
+    "resume": "continue the run saved in --out",
+    "tensorboard": "log the losses to TensorBoard in OUT/tensorboard",
 }
-CHOICES = {"arch": ["rnn", "lstm", "gru", "transformer"], "tokenizer": ["char", "bpe"]}
+DEFAULT_WORDS = {  # for options whose default is not a plain value
+    "max_steps": "no step limit; give --max-steps or --time-budget, or both",
+    "time_budget": "no time limit; give --max-steps or --time-budget, or both",
+    "threads": "1, or $TEXTGEN_THREADS; see textgen/devices.py",
+    "init_from": "a fresh model",
+    "tensorboard": "on when the tensorboard package is installed",
+}
+
+
+def _train_default_words(name: str, default: object) -> str:
+    """The default of one train flag in words, e.g. "the architecture's recipe: 0.003 for lstm, gru; ..."."""
+    if name in DEFAULT_WORDS:
+        return DEFAULT_WORDS[name]
+    if name in architectures.RECIPE_FIELDS or name in architectures.SIZE_FIELDS:
+        by_value: dict[str, list[str]] = {}
+        for arch in architectures.all_architectures():
+            if name in arch.recipe:
+                by_value.setdefault(f"{arch.recipe[name]:g}", []).append(arch.name)
+        values = "; ".join(f"{value} for {', '.join(archs)}" for value, archs in by_value.items())
+        return f"the architecture's recipe: {values}"
+    return str(default).replace("%", "%%")
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
+    titles = ", ".join(a.title for a in architectures.all_architectures())
     p = sub.add_parser("train", help="train a model on a text file",
-                       description="Train an RNN, LSTM, GRU or Transformer language model on a text file.")
+                       description=f"Train a language model ({titles}) on a text file. Options left out take "
+                                   "the architecture's recipe, sized for a few CPU minutes.")
     defaults = TrainConfig()
+    choices = {"arch": architectures.names(), "tokenizer": ["char", "bpe"]}
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)
+        words = f"{TRAIN_HELP[f.name]} (default: {_train_default_words(f.name, default)})"
         if f.name == "resume":
             p.add_argument(flag, action="store_true", help=TRAIN_HELP[f.name])
-            continue
-        kind = {"int": int, "float": float, "int | None": int, "float | None": float}.get(str(f.type), str)
-        p.add_argument(flag, type=kind, default=default, choices=CHOICES.get(f.name),
-                       required=f.name == "data", help=TRAIN_HELP.get(f.name, f"(default {default})"))
+        elif str(f.type).startswith("bool"):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=words)
+        else:
+            kind = {"int": int, "float": float, "int | None": int, "float | None": float}.get(str(f.type), str)
+            p.add_argument(flag, type=kind, default=default, choices=choices.get(f.name), required=f.name == "data",
+                           help=TRAIN_HELP[f.name] if f.name == "data" else words)
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
@@ -162,8 +211,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(score.as_dict()))
     else:
-        for key, value in score.as_dict().items():
-            print(f"{key:>14}: {value}")
+        for key, value in score.as_dict().items():  # 4 decimals for people; --json keeps every digit
+            print(f"{key:>14}: {value:.4f}" if isinstance(value, float) else f"{key:>14}: {value}")
     return 0
 
 

@@ -1,0 +1,113 @@
+"""The architecture registry: one entry per architecture, read by training, the CLI, the catalog and loading.
+
+    python -m pytest -q tests/test_architectures.py
+
+The proof that an entry is all a new architecture needs: a bigram model (tests/bigram_model.py, its "model
+file") registered with one `Architecture(...)` trains through the CLI, shows in the catalog with its title,
+loads through `textgen.loading.load_model` and streams through `textgen.generation.stream`.
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import make_tiny
+
+from textgen import architectures
+from textgen.architectures import Architecture
+from textgen.catalog import Catalog
+from textgen.cli import build_parser, main
+from textgen.generation import Summary, TextEvent, stream
+from textgen.loading import load_model
+from textgen.settings import GenerationSettings
+from textgen.train_config import RECIPES, TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+BIGRAM = Architecture(
+    name="bigram", model_type="textgen_test_bigram", title="Bigram",
+    description="Guesses each character from the one before it, and nothing else.",
+    recipe={"block_size": 32, "batch_size": 8, "lr": 0.05, "warmup_steps": 2},
+    size_fields=(), tiny_sizes={},
+    config_class="bigram_model:BigramConfig", model_class="bigram_model:BigramForCausalLM",
+)
+
+
+@pytest.fixture
+def bigram():
+    architectures.register(BIGRAM)
+    yield BIGRAM
+    architectures.unregister(BIGRAM.name)  # the other tests see the four shipped architectures only
+
+
+def test_a_fifth_architecture_needs_one_entry_to_train_load_and_generate(bigram, tmp_path, tiny_text, capsys):
+    data = tmp_path / "tiny.txt"
+    data.write_text(tiny_text, encoding="utf-8")
+    out = tmp_path / "shipped" / "bigram"
+    assert build_parser().parse_args(["train", "--arch", "bigram", "--data", "x"]).arch == "bigram"
+    code = main(["train", "--arch", "bigram", "--data", str(data), "--out", str(out), "--max-steps", "30",
+                 "--eval-interval", "10", "--eval-batches", "1", "--val-fraction", "0.2", "--val-chunks", "2"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["steps"] == 30
+    vocab = len(json.loads((out / "tokenizer.json").read_text())["model"]["vocab"])
+    assert summary["best_val_loss_per_token"] < torch.log(torch.tensor(float(vocab))).item() - 0.5  # it learned
+    assert json.loads((out / "config.json").read_text())["model_type"] == "textgen_test_bigram"
+    assert "--arch bigram" in (out / "README.md").read_text()
+
+    catalog = Catalog.default(shipped_dir=tmp_path / "shipped", include_gpt2=False)
+    entry = catalog.get("bigram")
+    assert entry.title == "Bigram (ours, Shakespeare)" and entry.description == BIGRAM.description
+
+    loaded = load_model(entry, torch.device("cpu"))
+    assert type(loaded.model).__name__ == "BigramForCausalLM"
+    events = list(stream(loaded, GenerationSettings.parse("First", max_new_tokens=12, seed=1)))
+    summary = events[-1]
+    assert isinstance(summary, Summary) and summary.tokens == [12]
+    assert "".join(e.text for e in events if isinstance(e, TextEvent)) == summary.texts[0]
+    assert make_tiny("bigram", 10)(input_ids=torch.tensor([[1, 2, 3]])).logits.shape == (1, 3, 10)
+
+
+def test_the_four_shipped_architectures_and_their_recipes_are_unchanged():
+    # Checkpoints carry model_type in config.json: renaming one would orphan every saved model.
+    assert {a.name: a.model_type for a in architectures.all_architectures()} == {
+        "rnn": "textgen_rnn", "lstm": "textgen_lstm", "gru": "textgen_gru", "transformer": "textgen_transformer"}
+    recurrent = {"hidden_size": 256, "embedding_size": 64, "num_layers": 2, "dropout": 0.0, "block_size": 128,
+                 "batch_size": 16, "warmup_steps": 50}
+    assert dict(RECIPES) == {
+        "transformer": {"n_layer": 4, "n_embd": 128, "n_head": 4, "dropout": 0.0, "block_size": 64,
+                        "batch_size": 12, "lr": 1e-3, "warmup_steps": 100},
+        "lstm": {**recurrent, "lr": 3e-3}, "gru": {**recurrent, "lr": 3e-3}, "rnn": {**recurrent, "lr": 2e-3}}
+    assert TrainConfig(arch="gru").resolved().lr == 3e-3
+
+
+def test_every_entry_names_classes_that_carry_its_model_type():
+    for arch in architectures.all_architectures():
+        config_cls, model_cls = arch.classes()
+        assert config_cls.model_type == arch.model_type
+        assert model_cls.config_class is config_cls
+        assert set(arch.size_fields) <= set(config_cls().to_dict()) | {"dropout"}
+
+
+def test_every_shipped_checkpoint_belongs_to_a_registered_architecture():
+    shipped = sorted((ROOT / "assets" / "models").glob("*/config.json"))
+    assert shipped
+    for config in shipped:
+        model_type = json.loads(config.read_text())["model_type"]
+        assert architectures.by_model_type(model_type) is not None, config
+
+
+def test_a_bad_entry_is_refused_when_written():
+    base = {"name": "x", "model_type": "textgen_x", "title": "X", "description": "d", "tiny_sizes": {},
+            "config_class": "m:C", "model_class": "m:M"}
+    with pytest.raises(ValueError, match="not train flags"):
+        Architecture(**base, recipe={"block_size": 8, "batch_size": 2, "lr": 0.1, "warmup_steps": 1},
+                     size_fields=("width",))
+    with pytest.raises(ValueError, match="must give lr"):
+        Architecture(**base, recipe={"block_size": 8, "batch_size": 2, "warmup_steps": 1}, size_fields=())
+    with pytest.raises(ValueError, match="already belongs to 'lstm'"):
+        architectures.register(Architecture(**{**base, "model_type": "textgen_lstm"}, size_fields=(),
+                                            recipe={"block_size": 8, "batch_size": 2, "lr": 0.1, "warmup_steps": 1}))
+    with pytest.raises(ValueError, match="unknown architecture 'mamba'; choose from rnn, lstm, gru, transformer"):
+        architectures.get("mamba")
