@@ -22,7 +22,10 @@ from pathlib import Path
 
 from textgen import architectures
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+# The shipped models and examples: the repository's assets/ beside the package, or after `pip install .` the copy
+# installed inside it (pyproject.toml maps assets/ to textgen.assets), so `textgen models` works from any folder.
+_INSTALLED_ASSETS = Path(__file__).resolve().parent / "assets"
+ASSETS = _INSTALLED_ASSETS if _INSTALLED_ASSETS.is_dir() else Path(__file__).resolve().parent.parent / "assets"
 SHIPPED_DIR = ASSETS / "models"
 
 # Our architectures' titles and one-line descriptions come from their registry entries (textgen/architectures.py).
