@@ -191,11 +191,13 @@ def _summary_line(summary) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from textgen.train import train
+    from textgen.train import Trainer
 
     values = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
-    summary = train(TrainConfig(**values))
-    print(json.dumps(summary))
+    trainer = Trainer(TrainConfig(**values))
+    summary = trainer.train()
+    if trainer.accelerator.is_main_process:  # one summary line, also under torchrun's several processes
+        print(json.dumps(summary))
     return 0
 
 

@@ -30,13 +30,16 @@ def earlier_stages(checkpoint: str | Path) -> list[dict]:
     done = json.loads(path.read_text())
     known = {f.name for f in fields(TrainConfig)}
     cfg = TrainConfig(**{k: v for k, v in done.get("config", {}).items() if k in known})
-    stage = {"command": train_command(cfg), "steps": done.get("steps"), "train_seconds": done.get("train_seconds"),
-             "val_nats_per_char": done.get("val_nats_per_char")}
+    stage = {"command": train_command(cfg, done.get("processes", 1)), "steps": done.get("steps"),
+             "train_seconds": done.get("train_seconds"), "val_nats_per_char": done.get("val_nats_per_char")}
     return [*done.get("earlier_stages", []), stage]
 
 
-def train_command(cfg: TrainConfig) -> str:
-    return " ".join(["python -m textgen train", *_cli_args(cfg)])
+def train_command(cfg: TrainConfig, processes: int = 1) -> str:
+    """The command that reproduces `cfg` (with torchrun's launcher when it ran as several processes)."""
+    launcher = (f"python -m torch.distributed.run --nproc_per_node {processes} -m textgen train" if processes > 1
+                else "python -m textgen train")
+    return " ".join([launcher, *_cli_args(cfg)])
 
 
 def write_model_card(out: Path, cfg: TrainConfig, summary: dict, n_params: int) -> None:
@@ -77,23 +80,23 @@ A {n_params / 1e6:.2f}M-parameter {cfg.arch} trained by `textgen` on `{Path(cfg.
 | validation loss | {nats:.4f} nats/char ({bits:.4f} bits/char) over {summary.get("val_chars", 0):,} held-out chars |
 | of which the file's tail | {tail} |
 
-{_commands_text(cfg, stages)}
+{_commands_text(cfg, stages, processes)}
 
 The loss curve (of the last run) is `loss.csv` / `loss.png`.
 """
     (out / "README.md").write_text(text)
 
 
-def _commands_text(cfg: TrainConfig, stages: list[dict]) -> str:
+def _commands_text(cfg: TrainConfig, stages: list[dict], processes: int = 1) -> str:
     if not stages:
-        return f"Training command:\n\n```\n{train_command(cfg)}\n```"
+        return f"Training command:\n\n```\n{train_command(cfg, processes)}\n```"
     lines = [f"Trained in {len(stages) + 1} runs, each continuing from the checkpoint the one before it wrote "
              "(its weights and tokenizer, with a fresh optimizer and learning-rate schedule):", ""]
     for i, stage in enumerate(stages, 1):
         lines += [f"{i}. {stage['steps']:,} steps, {stage['train_seconds'] / 60:.1f} min, "
                   f"{stage['val_nats_per_char']} nats/char:", "", "   ```", f"   {stage['command']}", "   ```", ""]
     lines += [f"{len(stages) + 1}. this run (its numbers are in the table):", "", "   ```",
-              f"   {train_command(cfg)}", "   ```"]
+              f"   {train_command(cfg, processes)}", "   ```"]
     return "\n".join(lines)
 
 

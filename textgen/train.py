@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import broadcast, gather
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
@@ -31,7 +32,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 import textgen.models  # noqa: F401  (registers the registry's architectures with the Auto classes)
 from textgen import architectures
 from textgen.data import random_windows, read_text, split_text
-from textgen.devices import configure_cpu_threads, pick_mixed_precision
+from textgen.devices import configure_cpu_threads, pick_device, pick_mixed_precision
 from textgen.evaluate import score_text
 from textgen.model_card import (  # noqa: F401  (re-exported: the card and lineage lived here before)
     _cli_args,
@@ -46,6 +47,9 @@ from textgen.tokenization import train_bpe_tokenizer, train_char_tokenizer
 from textgen.train_config import RECIPES, SIZE_FIELDS, TrainConfig, lr_at  # noqa: F401  (re-exported)
 
 STATE_DIR = "training_state"
+# The batch generators of processes 1..N-1 of a data-parallel run (process 0's stays in optimizer.safetensors,
+# where a one-process run keeps it: its state files are the same as before multi-process training existed).
+PROCESS_RNG_FILE = "process_rng.safetensors"
 # The bar counts percent of the run (steps or seconds, whichever limit is nearer), so it reads
 # " 22%|██▏       | 00:07 elapsed, 00:24 left, step 40, loss 2.314, 9,120 tok/s" (tqdm puts the ", " before
 # the postfix).
@@ -85,11 +89,15 @@ class Trainer:
         self.cfg = cfg
         self.out = Path(cfg.out)
         self.tensorboard = _tensorboard_wanted(cfg.tensorboard)
-        self.accelerator = Accelerator(mixed_precision=pick_mixed_precision(),
+        # cpu=True on a CPU-only machine: only then does accelerate turn torchrun's processes into one gloo
+        # (MULTI_CPU) data-parallel group; without it each process would train alone, all writing one folder.
+        self.accelerator = Accelerator(mixed_precision=pick_mixed_precision(), cpu=pick_device().type == "cpu",
                                        log_with="tensorboard" if self.tensorboard else None, project_dir=cfg.out)
-        if self.accelerator.device.type == "cpu":
+        acc = self.accelerator
+        self.processes = acc.num_processes
+        if acc.device.type == "cpu":
             configure_cpu_threads(cfg.threads)
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(cfg.seed)  # the same first weights in every process (DDP also copies process 0's)
         split = split_text(read_text(cfg.data), cfg.val_fraction, cfg.val_chunks)
         self.val_texts = split.val
         resuming = cfg.resume and (self.out / STATE_DIR).is_dir()
@@ -98,7 +106,7 @@ class Trainer:
         elif cfg.init_from:
             self.tokenizer = AutoTokenizer.from_pretrained(cfg.init_from)
         else:
-            self.tokenizer = build_tokenizer(cfg, "".join(split.train))
+            self.tokenizer = self._shared_tokenizer(cfg, "".join(split.train))
         self.train_ids = torch.cat([self._ids(piece) for piece in split.train])
         self.val_windows = self._val_windows([self._ids(chunk) for chunk in split.val])
         self.model = self._init_model(cfg)
@@ -106,12 +114,28 @@ class Trainer:
             param_groups(self.model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.99), fused=False
         )
         self.step, self.elapsed, self.best_val = 0, 0.0, float("inf")
-        self.generator = torch.Generator().manual_seed(cfg.seed)
+        # Each process draws its own windows: the data is split between them by the seed (process 0 keeps the
+        # plain seed, so a one-process run draws what it always drew).
+        self.generator = torch.Generator().manual_seed(cfg.seed + acc.process_index)
         if resuming:
             self._load_state()
-        else:
+        elif acc.is_main_process:
             (self.out / "loss.csv").unlink(missing_ok=True)  # a new run starts a new curve
-        self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
+        if self.processes > 1 and not acc.is_main_process:
+            torch.manual_seed(cfg.seed + acc.process_index)  # dropout masks of its own, too
+        self.model, self.optimizer = acc.prepare(self.model, self.optimizer)  # DDP when several processes
+
+    def _shared_tokenizer(self, cfg: TrainConfig, text: str) -> PreTrainedTokenizerBase:
+        """A new tokenizer; with several processes, trained once by process 0 and read by the others, so that
+        every process is sure to hold the same vocabulary."""
+        acc = self.accelerator
+        if self.processes == 1:
+            return build_tokenizer(cfg, text)
+        if acc.is_main_process:
+            self.out.mkdir(parents=True, exist_ok=True)
+            build_tokenizer(cfg, text).save_pretrained(self.out)
+        acc.wait_for_everyone()
+        return AutoTokenizer.from_pretrained(self.out)
 
     def _init_model(self, cfg: TrainConfig) -> PreTrainedModel:
         if not cfg.init_from:
@@ -140,16 +164,25 @@ class Trainer:
             parts.append(self.elapsed / self.cfg.time_budget)
         return max(parts)
 
+    @property
+    def effective_batch_size(self) -> int:
+        """Windows per optimizer step over all processes: DDP averages the processes' gradients."""
+        return self.cfg.batch_size * self.processes
+
     def train(self) -> dict:
         cfg, acc = self.cfg, self.accelerator
-        self.out.mkdir(parents=True, exist_ok=True)
-        self.tokenizer.save_pretrained(self.out)
+        if acc.is_main_process:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self.tokenizer.save_pretrained(self.out)
         n_params = sum(p.numel() for p in self.model.parameters())
+        batch = (f"{cfg.batch_size} x {self.processes} processes = {self.effective_batch_size}" if self.processes > 1
+                 else f"{cfg.batch_size}")
         acc.print(f"{cfg.arch}: {n_params / 1e6:.2f}M parameters, vocab {len(self.tokenizer)}, "
                   f"{len(self.train_ids):,} train tokens, {len(self.val_texts)} held-out chunks "
-                  f"({sum(map(len, self.val_texts)):,} chars), device {acc.device}")
+                  f"({sum(map(len, self.val_texts)):,} chars), device {acc.device}, "
+                  f"effective batch {batch} windows of {cfg.block_size} tokens")
         self._start_tracking()
-        tokens_per_step = cfg.batch_size * cfg.block_size
+        tokens_per_step = self.effective_batch_size * cfg.block_size
         bar = tqdm(total=100, disable=not acc.is_main_process, bar_format=BAR_FORMAT)
         t0, last_report, loss_ema = time.perf_counter() - self.elapsed, time.perf_counter(), None
         tokens_since = 0
@@ -169,15 +202,20 @@ class Trainer:
             self.step += 1
             tokens_since += tokens_per_step
             loss_ema = loss.item() if loss_ema is None else 0.9 * loss_ema + 0.1 * loss.item()
-            self.elapsed = time.perf_counter() - t0
+            # Every process must stop (and validate) at the same step, or one would wait for the others'
+            # gradients forever: they all take process 0's clock.
+            self.elapsed = self._agree(time.perf_counter() - t0)
             if self.step % cfg.eval_interval == 0 or self.progress() >= 1.0:
                 val = self.validate()
-                self._log(loss_ema, val, lr)
-                acc.log({"loss/train": loss_ema, "loss/validation": val, "learning_rate": lr,
+                train_loss = self._mean(loss_ema)  # each process's loss is on its own windows
+                if acc.is_main_process:
+                    self._log(train_loss, val, lr)
+                acc.log({"loss/train": train_loss, "loss/validation": val, "learning_rate": lr,
                          "tokens_per_second": tokens_per_step * self.step / max(self.elapsed, 1e-9)}, step=self.step)
                 if val < self.best_val:
                     self.best_val = val
-                    self._save_best()
+                    if acc.is_main_process:
+                        self._save_best()
                 self._save_state()
                 self.model.train()
             now = time.perf_counter()
@@ -188,9 +226,9 @@ class Trainer:
                 last_report, tokens_since = now, 0
         bar.n = 100
         bar.close()
-        acc.end_training()
         summary = {"steps": self.step, "train_seconds": round(self.elapsed, 1),
-                   "best_val_loss_per_token": round(self.best_val, 4)}
+                   "best_val_loss_per_token": round(self.best_val, 4), "processes": self.processes,
+                   "effective_batch_size": self.effective_batch_size}
         if cfg.init_from:
             summary["earlier_stages"] = earlier_stages(cfg.init_from)
         if acc.is_main_process:
@@ -199,6 +237,8 @@ class Trainer:
                 json.dumps({**summary, "config": asdict(cfg)}, indent=2))
             plot_loss(self.out)
             write_model_card(self.out, cfg, summary, n_params)
+        acc.wait_for_everyone()  # the others end with process 0, once its files are written
+        acc.end_training()  # last: it also ends the process group that wait_for_everyone needs
         return summary
 
     def final_validation(self) -> dict:
@@ -225,14 +265,31 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> float:
-        """Mean loss per token over the fixed validation windows."""
+        """Mean loss per token over the fixed validation windows.
+
+        Every process scores the same windows with the same weights, on the bare model (no DDP wrapper, so no
+        collective step that the processes would have to take together), and they agree on the mean.
+        """
         self.model.eval()
+        model = self.accelerator.unwrap_model(self.model)
         losses = []
         for batch in self.val_windows.split(self.cfg.batch_size):
             with self.accelerator.autocast():
                 batch = batch.to(self.accelerator.device)
-                losses.append(self.model(input_ids=batch, labels=batch).loss.item())
-        return sum(losses) / len(losses)
+                losses.append(model(input_ids=batch, labels=batch).loss.item())
+        return self._mean(sum(losses) / len(losses))
+
+    def _agree(self, value: float) -> float:
+        """Process 0's value, in every process (as is with one process)."""
+        if self.processes == 1:
+            return value
+        return broadcast(torch.tensor([value], dtype=torch.float64), from_process=0).item()
+
+    def _mean(self, value: float) -> float:
+        """The mean of `value` over the processes (as is with one process)."""
+        if self.processes == 1:
+            return value
+        return self.accelerator.reduce(torch.tensor([value], dtype=torch.float64), reduction="mean").item()
 
     # -- files -----------------------------------------------------------------------------------------
 
@@ -256,9 +313,20 @@ class Trainer:
         model.save_pretrained(self.out)
 
     def _save_state(self) -> None:
-        """Everything --resume needs, rewritten at every validation; weights in safetensors, no pickles."""
+        """Everything --resume needs, rewritten at every validation; weights in safetensors, no pickles.
+
+        Called in every process (the batch generators are gathered), written by process 0 only.
+        """
+        generators = None
+        if self.processes > 1:  # (processes, 5056) bytes: every process's generator, process 0's first
+            generators = gather(self.generator.get_state()[None].to(self.accelerator.device)).cpu()
+        if not self.accelerator.is_main_process:
+            return
         state = self.out / STATE_DIR
         state.mkdir(exist_ok=True)
+        if generators is not None:
+            save_file({f"rng.batches.{i}": g.contiguous() for i, g in enumerate(generators) if i},
+                      state / PROCESS_RNG_FILE)
         model = self.accelerator.unwrap_model(self.model)
         save_file({k: v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"},
                   state / "model.safetensors")
@@ -276,12 +344,21 @@ class Trainer:
         with safe_open(state / "optimizer.safetensors", framework="pt") as f:
             tensors = {key: f.get_tensor(key) for key in f.keys()}
             groups = f.metadata()["param_groups"]
-        self.generator.set_state(tensors.pop("rng.batches"))
+        batches = tensors.pop("rng.batches")
         torch.set_rng_state(tensors.pop("rng.torch"))
         self.optimizer.load_state_dict(_optimizer_from_tensors(tensors, groups))
+        index = self.accelerator.process_index
+        if index == 0:
+            self.generator.set_state(batches)
+        elif (state / PROCESS_RNG_FILE).is_file():
+            saved = load_file(state / PROCESS_RNG_FILE)
+            if f"rng.batches.{index}" in saved:
+                self.generator.set_state(saved[f"rng.batches.{index}"])
+            # else: a run resumed with more processes than it had; this one keeps its fresh seed
         progress = json.loads((state / "progress.json").read_text())
         self.step, self.elapsed, self.best_val = progress["step"], progress["elapsed"], progress["best_val"]
-        print(f"resuming {self.out} at step {self.step} ({self.elapsed:.0f} s in, best val {self.best_val:.4f})")
+        self.accelerator.print(f"resuming {self.out} at step {self.step} ({self.elapsed:.0f} s in, "
+                               f"best val {self.best_val:.4f})")
 
 
 def _optimizer_to_tensors(state_dict: dict) -> tuple[dict[str, torch.Tensor], str]:
