@@ -9,7 +9,11 @@ limit is set (with a time budget the schedule still ends exactly when the time i
 best validation loss is kept in `--out` as a Hugging Face directory (config, safetensors weights, tokenizer),
 with `loss.csv` and `loss.png` beside it. `--resume` continues an interrupted run from `--out`.
 Device placement and mixed precision are accelerate's, so `accelerate launch -m textgen train ...` runs
-on several GPUs.
+on several GPUs, and `python -m torch.distributed.run --nproc_per_node 2 -m textgen train ...` on several CPU
+processes (data-parallel: one model, each process its own windows, the effective batch is batch x processes).
+
+The config and recipes are in textgen/train_config.py (no torch), the architectures in textgen/architectures.py,
+the model card and loss chart in textgen/model_card.py; this module is the loop and the --resume state.
 """
 
 from __future__ import annotations
