@@ -130,6 +130,28 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
     _add_catalog_flags(p)
 
 
+def _add_explain(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("explain", help="show what a model wants to write next and what each control does",
+                       description="The model's likeliest next tokens after --prompt, and their probabilities "
+                                   "after each sampling control in the order the sampler applies them.")
+    p.add_argument("--model", required=True, help="catalog name (see `models`) or a model directory")
+    p.add_argument("--prompt", required=True, help="text to continue ('' starts from scratch)")
+    controls = bounded_controls(Limits.from_env())
+    for name in EXPLAIN_CONTROLS:
+        c = controls[name]
+        p.add_argument("--" + name.replace("_", "-"), type=int if c.whole else float,
+                       help=f"{c.help} ({c.low:g} to {c.high:g}; default {c.default:g})")
+    p.add_argument("--top-n", type=int, default=10, help="how many of the model's likeliest tokens to list")
+    p.add_argument("--json", action="store_true", help="print one JSON object (the stages) instead of a table")
+    p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the best available)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default 1)")
+    _add_catalog_flags(p)
+
+
+# The controls `explain` shows, in the order the sampler applies them (textgen.generation.sampling_stages).
+EXPLAIN_CONTROLS = ("repetition_penalty", "no_repeat_ngram_size", "temperature", "top_k", "top_p", "min_p")
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from textgen.catalog import Catalog
 
@@ -218,6 +240,27 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    from textgen.catalog import Catalog
+    from textgen.devices import configure_cpu_threads
+    from textgen.explain import next_token_json, parse_controls, stages_table
+    from textgen.loading import load_for_cli
+
+    configure_cpu_threads(args.threads)
+    limits = Limits.from_env()
+    settings = parse_controls({name: getattr(args, name) for name in EXPLAIN_CONTROLS}, limits)  # before loading
+    loaded = load_for_cli(args.model, Catalog.default(args.add_model, args.catalog), args.device)
+    result = next_token_json(loaded, args.prompt, settings, args.top_n, limits)
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False))
+        return 0
+    print(f"What {loaded.entry.title} wants to write after {args.prompt[-40:]!r}, and what each control does:\n")
+    print(stages_table(result["stages"]))
+    for warning in result["warnings"]:
+        print(f"[note: {warning}]", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m textgen", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -225,10 +268,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(sub)
     _add_models(sub)
     _add_generate(sub)
+    _add_explain(sub)
     return parser
 
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "models": cmd_models, "generate": cmd_generate}
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "models": cmd_models, "generate": cmd_generate,
+            "explain": cmd_explain}
 
 
 def main(argv: list[str] | None = None) -> int:

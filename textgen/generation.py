@@ -15,7 +15,8 @@ Why our own decoding loop rather than `model.generate` in a thread with a stream
 - each step reports the chosen token's probability and the top alternatives, which `generate` does not
   stream;
 - per-step overhead stays small enough for a char LSTM to stream hundreds of tokens per second.
-The sampling controls themselves are transformers' logits processors, not our own copies.
+The sampling controls themselves are transformers' logits processors, not our own copies, built in one place,
+`sampling_stages`, which `textgen.explain` also uses to show what each control does to the model's wish.
 """
 
 from __future__ import annotations
@@ -114,8 +115,9 @@ class _Run:
         self.stateful = getattr(self.model, "_is_stateful", False)
         self.context = loaded.context
         self.forward_steps = 0
-        self.eos_ids = _end_of_text_ids(self.model, self.tokenizer)
-        self.processors, self.warpers = self._processors()
+        self.eos_ids = end_of_text_ids(self.model, self.tokenizer)
+        # The stages' processors only: the names are for textgen.explain; the loop wants a plain list.
+        self.pipeline = [processor for _, processor in sampling_stages(settings, self.tokenizer, self.eos_ids)]
 
     # -- prompt ------------------------------------------------------------------------------------------
 
@@ -183,7 +185,7 @@ class _Run:
 
     def _pick(self, logits: torch.Tensor, all_ids: torch.Tensor, samples: list[_Sample]):
         """The next token of every sample and the distribution it came from; (None, None) if none can go on."""
-        scores = _apply(self.warpers, all_ids, _apply(self.processors, all_ids, logits))
+        scores = _apply(self.pipeline, all_ids, logits)
         blocked = torch.isneginf(scores).all(dim=-1)
         if blocked.any():
             # The rules left a sample no token at all (say, no-repeat size 1 after every character was used):
@@ -193,10 +195,7 @@ class _Run:
             if all(sample.reason for sample in samples):
                 return None, None
             scores = torch.where(blocked[:, None], logits, scores)
-        probs = torch.softmax(scores, dim=-1)
-        if self.settings.greedy:
-            return scores.argmax(dim=-1), probs
-        return torch.multinomial(probs, 1, generator=self.rng).squeeze(1), probs
+        return draw(scores, self.settings.greedy, self.rng)
 
     def _advance(self, row: int, sample: _Sample, token_id: int, probs: torch.Tensor) -> TextEvent:
         if token_id in self.eos_ids:
@@ -240,29 +239,6 @@ class _Run:
         out = self.model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
         return out.logits[:, -1].float(), out.past_key_values
 
-    def _processors(self) -> tuple[list[LogitsProcessor], list[LogitsProcessor]]:
-        s = self.settings
-        processors = []
-        if s.repetition_penalty != 1.0:
-            processors.append(RepetitionPenaltyLogitsProcessor(s.repetition_penalty))
-        if s.no_repeat_ngram_size:
-            processors.append(NoRepeatNGramLogitsProcessor(s.no_repeat_ngram_size))
-        unk = self.tokenizer.unk_token_id
-        if unk is not None and unk not in self.eos_ids:
-            # A char model's <unk> stands for "some character I do not know": never write it.
-            processors.append(_Suppress(unk))
-        warpers = []
-        if not s.greedy:
-            if s.temperature != 1.0:
-                warpers.append(TemperatureLogitsWarper(s.temperature))
-            if s.top_k:
-                warpers.append(TopKLogitsWarper(s.top_k))
-            if s.top_p < 1.0:
-                warpers.append(TopPLogitsWarper(s.top_p))
-            if s.min_p > 0:
-                warpers.append(MinPLogitsWarper(s.min_p))
-        return processors, warpers
-
     def _token_info(self, token_id: int, probs: torch.Tensor, piece: str | None = None) -> TokenInfo:
         k = self.settings.alternatives
         alternatives = []
@@ -276,8 +252,59 @@ class _Run:
 
 PREFILL_CHUNK = 256  # prompt tokens per forward step of a recurrent model's prefill
 
+# Every stage a sampler can have, in the order applied; "model" is the model's own wish, the others are controls.
+STAGE_NAMES = ("model", "repetition_penalty", "no_repeat_ngram", "temperature", "top_k", "top_p", "min_p")
 
-def _end_of_text_ids(model, tokenizer) -> frozenset[int]:
+
+def sampling_stages(
+    settings: GenerationSettings, tokenizer, eos_ids: frozenset[int]
+) -> list[tuple[str, LogitsProcessor]]:
+    """What the engine does to a model's logits before it draws a token, as (name, processor) in order.
+
+    The one place the sampler is built: the engine runs these processors and nothing else, and
+    textgen.explain runs the same ones one by one to show what each did. A control that is off under
+    `settings` has no stage. Greedy decoding (temperature 0) has no warpers: the engine takes the argmax of
+    the penalised scores (see `draw`).
+
+    "model" is no control: it is the model's own distribution with `<unk>` removed. A char model's `<unk>`
+    stands for "some character I do not know", which it must never write; it is one logit set to -inf,
+    which commutes with the penalties (they touch each token's logit on its own), so it goes first and the
+    bars start from what the model can actually write.
+    """
+    s = settings
+    stages: list[tuple[str, LogitsProcessor]] = []
+    unk = tokenizer.unk_token_id
+    if unk is not None and unk not in eos_ids:
+        stages.append(("model", _Suppress(unk)))
+    if s.repetition_penalty != 1.0:
+        stages.append(("repetition_penalty", RepetitionPenaltyLogitsProcessor(s.repetition_penalty)))
+    if s.no_repeat_ngram_size:
+        stages.append(("no_repeat_ngram", NoRepeatNGramLogitsProcessor(s.no_repeat_ngram_size)))
+    if not s.greedy:
+        if s.temperature != 1.0:
+            stages.append(("temperature", TemperatureLogitsWarper(s.temperature)))
+        if s.top_k:
+            stages.append(("top_k", TopKLogitsWarper(s.top_k)))
+        if s.top_p < 1.0:
+            stages.append(("top_p", TopPLogitsWarper(s.top_p)))
+        if s.min_p > 0:
+            stages.append(("min_p", MinPLogitsWarper(s.min_p)))
+    return stages
+
+
+def draw(scores: torch.Tensor, greedy: bool, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The engine's choice from processed scores (batch x vocab): one token per row, and the distribution.
+
+    Greedy takes the argmax (the first on a tie) and draws nothing from `rng`; otherwise one
+    `torch.multinomial` draw per row, so a seeded generator gives the same tokens wherever this is called.
+    """
+    probs = torch.softmax(scores, dim=-1)
+    if greedy:
+        return scores.argmax(dim=-1), probs
+    return torch.multinomial(probs, 1, generator=rng).squeeze(1), probs
+
+
+def end_of_text_ids(model, tokenizer) -> frozenset[int]:
     """Every token that ends a text: the tokenizer's EOS and those of the model's generation config (chat
     models such as Llama 3 or Qwen list several, end-of-turn among them)."""
     ids = {tokenizer.eos_token_id}

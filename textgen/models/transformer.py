@@ -56,7 +56,9 @@ class SelfAttention(nn.Module):
         self.dropout = config.dropout
         self.resid_drop = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, cache: Cache | None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, cache: Cache | None, attentions: list[torch.Tensor] | None = None
+    ) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
@@ -69,10 +71,26 @@ class SelfAttention(nn.Module):
             mask, causal = None, False  # one new token may look at everything before it
         else:  # several new tokens after a cached prefix: causal within the new ones
             mask, causal = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(S - T), False
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=causal, dropout_p=self.dropout if self.training else 0.0
-        )
+        if attentions is not None:
+            y = self._with_weights(q, k, v, mask, causal, attentions)
+        else:
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, is_causal=causal, dropout_p=self.dropout if self.training else 0.0
+            )
         return self.resid_drop(self.proj(y.transpose(1, 2).reshape(B, T, C)))
+
+    def _with_weights(self, q, k, v, mask, causal: bool, attentions: list[torch.Tensor]) -> torch.Tensor:
+        """The same attention written out, for when its weights are asked for (`output_attentions=True`):
+        scaled_dot_product_attention returns none. Only then: the fused kernel is faster and leaner."""
+        T, S = q.shape[2], k.shape[2]
+        scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
+        if causal:
+            mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T)
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        weights = scores.softmax(dim=-1)
+        attentions.append(weights)  # batch x heads x queries x keys, before dropout: what the model attends to
+        return F.dropout(weights, self.dropout, self.training) @ v
 
 
 class MLP(nn.Module):
@@ -94,8 +112,10 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, cache: Cache | None) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), cache)
+    def forward(
+        self, x: torch.Tensor, cache: Cache | None, attentions: list[torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), cache, attentions)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -138,6 +158,7 @@ class TransformerForCausalLM(PreTrainedModel, GenerationMixin):
         use_cache: bool | None = None,
         labels: torch.LongTensor | None = None,
         logits_to_keep: int = 0,
+        output_attentions: bool | None = None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         if use_cache and past_key_values is None:
@@ -151,11 +172,14 @@ class TransformerForCausalLM(PreTrainedModel, GenerationMixin):
             )
         pos = torch.arange(past, past + T, device=input_ids.device)
         x = self.drop(self.wte(input_ids) + self.wpe(pos))
+        # Attention weights are computed only when asked for (textgen.explain); None keeps the fused kernel.
+        attentions: list[torch.Tensor] | None = [] if output_attentions else None
         for block in self.blocks:
-            x = block(x, past_key_values)
+            x = block(x, past_key_values, attentions)
         x = self.ln_f(x)
         if logits_to_keep:
             x = x[:, -logits_to_keep:]
         logits = self.lm_head(x)
         loss = causal_lm_loss(logits, labels) if labels is not None else None
-        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=past_key_values)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=past_key_values,
+                                      attentions=tuple(attentions) if attentions is not None else None)
