@@ -1,0 +1,246 @@
+"""Chat with a model that has a chat template: messages in, a streamed reply out, through the one engine.
+
+    from textgen.catalog import Catalog
+    from textgen.chat import ChatPrompt, chat_stream, chat_unsupported_reason
+    from textgen.generation import TextEvent
+    from textgen.loading import ModelManager
+    from textgen.settings import GenerationSettings
+
+    loaded = ModelManager(Catalog.default()).get("smollm2")
+    why = chat_unsupported_reason(loaded)            # None, or one line saying why this model cannot chat
+    settings = GenerationSettings.parse("", temperature=0.3, max_new_tokens=200, seed=1)
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    for event in chat_stream(loaded, messages, "You are a helpful assistant.", settings):
+        if isinstance(event, ChatPrompt):            # first, before any token: what the model will read
+            print(event.note or "", event.dropped)
+        elif isinstance(event, TextEvent):
+            print(event.text, end="", flush=True)    # the reply, token by token (probabilities in event.token)
+        else:                                        # the Summary, exactly as for Write
+            print("\\n", event.stop_description(), event.warnings)
+    # The reply is event.texts[0] of the Summary: append {"role": "assistant", "content": it} to the history.
+
+How the prompt reaches the model: the template is applied by transformers (`apply_chat_template` with
+`add_generation_prompt=True` and `sanitize_control_tokens=True`), and the resulting token ids go to
+`textgen.generation.stream` as they are (its `prompt_ids`). Passing the templated *text* as the prompt
+instead would be wrong twice: the engine adds the model's BOS (`LoadedModel.prompt_start`) in front of a
+template that already writes one (Llama-style templates: two BOS tokens), and re-encoding the text turns
+control tokens typed by the user ("<|im_end|>") into real ones, which the sanitised ids do not.
+
+The reply ends at the model's end-of-turn token (the engine honours every EOS of the generation config),
+and before any of the template's special tokens, which are passed as stop sequences, so the reply text
+never contains them. When the conversation outgrows the model's context (less room for the reply), the
+oldest turns are left out, never the system prompt or the newest message, and a note says so.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+
+from textgen.generation import Summary, TextEvent, stream
+from textgen.loading import LoadedModel
+from textgen.settings import GenerationSettings, InvalidRequest, Limits, clean_text
+
+ROLES = ("user", "assistant")
+MAX_MESSAGES = 200  # older messages than this are left out before anything is tokenised
+
+
+class ChatError(InvalidRequest):
+    """A chat request that cannot be served as sent; the message says why in plain words."""
+
+
+@dataclass(frozen=True)
+class ChatPrompt:
+    """What the model reads for one reply, and what had to be left out to fit."""
+
+    ids: tuple[int, ...]  # the prompt as token ids, the template's special tokens included
+    text: str  # the same prompt as text (what the template wrote), for showing or logging
+    messages: tuple[dict[str, str], ...]  # the messages it holds, system prompt first: the turns kept
+    dropped: int  # how many of the oldest messages were left out so that it fits
+    note: str | None  # plain words about the left-out messages, or None when nothing was left out
+    reply_room: int | None  # tokens kept free for the reply; None for a model without a context limit
+    stops: tuple[str, ...]  # the template's special tokens: the reply ends before any of them
+
+
+def chat_unsupported_reason(loaded: LoadedModel) -> str | None:
+    """None when the model can chat (its tokenizer has a chat template); else one line saying why not."""
+    template = getattr(loaded.tokenizer, "chat_template", None)
+    if template:
+        return None
+    return (f"{loaded.entry.title} cannot chat: it has no chat template, so it continues text rather than "
+            "answering messages. Use it in Write, or pick a model made for chat.")
+
+
+def build_chat_prompt(
+    loaded: LoadedModel,
+    messages: object,
+    system: object = None,
+    max_new_tokens: int = 200,
+    limits: Limits | None = None,
+    warnings: list[str] | None = None,
+) -> ChatPrompt:
+    """The prompt for the model's next reply to `messages` (oldest first, the user's newest message last).
+
+    `messages` are `{"role": "user" | "assistant", "content": str}` dicts; Gradio's chat history (content as
+    a list of `{"type": "text", "text": ...}` parts, or `gr.ChatMessage` objects) is accepted as well. A
+    leading `{"role": "system"}` message counts as the system prompt when `system` is not given.
+    Cleaning the texts may add lines to `warnings`. Raises ChatError (an InvalidRequest) for a model without
+    a chat template, malformed messages, or a newest message too long for the model even on its own.
+    """
+    why = chat_unsupported_reason(loaded)
+    if why:
+        raise ChatError(why)
+    limits = limits or Limits()
+    warnings = warnings if warnings is not None else []
+    system, turns = _clean_messages(messages, system, limits, warnings)
+    skipped = max(0, len(turns) - MAX_MESSAGES)
+    turns = turns[skipped:]
+    head = [{"role": "system", "content": system}] if system else []
+    history, newest = turns[:-1], turns[-1]
+
+    context = loaded.context
+    reply_room = min(max(1, int(max_new_tokens)), context // 2) if context else None
+    budget = context - reply_room if context else None
+
+    # Where the kept history may start: at a user message (templates that insist on alternating roles
+    # then still see user, assistant, user...), or nowhere (only the newest message).
+    starts = [0, *(i for i in range(1, len(history)) if history[i]["role"] == "user"), len(history)]
+    rendered: dict[int, list[int]] = {}
+
+    def ids_from(start: int) -> list[int]:
+        if start not in rendered:
+            rendered[start] = _render(loaded.tokenizer, [*head, *history[start:], newest], tokenize=True)
+        return rendered[start]
+
+    if budget is None or len(ids_from(0)) <= budget:
+        start = 0
+    else:
+        if len(ids_from(len(history))) > budget:
+            parts = "Your message and the system prompt come" if system else "Your message comes"
+            raise ChatError(f"{parts} to {len(ids_from(len(history)))} tokens, more than {loaded.entry.title} can "
+                            f"read while keeping room for its reply ({budget} tokens). Shorten it, or lower "
+                            "Max new tokens.")
+        # Fewest turns left out: a binary search over the starts (each try renders and tokenises once).
+        low, high = 1, len(starts) - 1  # starts[high] always fits; starts[0] never does
+        while low < high:
+            mid = (low + high) // 2
+            if len(ids_from(starts[mid])) <= budget:
+                high = mid
+            else:
+                low = mid + 1
+        start = starts[high]
+    kept = [*head, *history[start:], newest]
+    dropped = skipped + start
+    note = None
+    if dropped:
+        s = "" if dropped == 1 else "s"
+        room = f"{context} tokens, with {reply_room} kept free for its reply" if context else "its limit"
+        note = (f"This conversation is longer than {loaded.entry.title} can read at once ({room}), so it no "
+                f"longer sees the {dropped} oldest message{s}. The system prompt and your newest message are "
+                "always kept.")
+    text = _render(loaded.tokenizer, kept, tokenize=False)
+    return ChatPrompt(ids=tuple(ids_from(start)), text=text,
+                      messages=tuple(kept), dropped=dropped, note=note, reply_room=reply_room,
+                      stops=_template_stops(loaded.tokenizer, text))
+
+
+def reply_settings(settings: GenerationSettings, prompt: ChatPrompt, warnings: list[str] | None = None
+                   ) -> GenerationSettings:
+    """The request's settings for a chat reply: one sample, ending before the template's special tokens,
+    with the prompt's note and any cleaning warnings reported in the Summary like the engine's own."""
+    stops = settings.stop + tuple(s for s in prompt.stops if s not in settings.stop)
+    notes = (*settings.warnings, *(warnings or []), *((prompt.note,) if prompt.note else ()))
+    return replace(settings, prompt="", num_samples=1, stop=stops, warnings=tuple(notes))
+
+
+def chat_stream(
+    loaded: LoadedModel,
+    messages: object,
+    system: object,
+    settings: GenerationSettings,
+    cancel: threading.Event | None = None,
+    limits: Limits | None = None,
+) -> Iterator[ChatPrompt | TextEvent | Summary]:
+    """Stream the model's reply to the conversation: first the ChatPrompt it reads, then the engine's
+    TextEvents and Summary, as for Write (same controls, Stop, token probabilities and numbers).
+
+    `settings` are the page's controls (`GenerationSettings.parse("", ...)`; its prompt is not used). The
+    note about left-out messages, when there is one, is also among the Summary's warnings.
+    """
+    warnings: list[str] = []
+    prompt = build_chat_prompt(loaded, messages, system, settings.max_new_tokens, limits, warnings)
+    yield prompt
+    yield from stream(loaded, reply_settings(settings, prompt, warnings), cancel, prompt_ids=list(prompt.ids))
+
+
+# -- helpers -------------------------------------------------------------------------------------------------
+
+
+def _clean_messages(
+    messages: object, system: object, limits: Limits, warnings: list[str]
+) -> tuple[str | None, list[dict[str, str]]]:
+    if not isinstance(messages, (list, tuple)) or not messages:
+        raise ChatError("messages must be a non-empty list of {role, content} messages")
+    turns = []
+    for i, message in enumerate(messages):
+        role, content = _role_and_text(message)
+        if role == "system" and i == 0 and system in (None, ""):
+            system = content
+            continue
+        if role not in ROLES:
+            raise ChatError(f"message {i + 1} has role {str(role)[:20]!r}; use 'user' or 'assistant' "
+                            "(and give the system prompt on its own)")
+        turns.append({"role": role, "content": clean_text(content, limits.max_prompt_chars, "message", warnings)})
+    if not turns or turns[-1]["role"] != "user":
+        raise ChatError("the last message must be the user's: the model answers it")
+    if not turns[-1]["content"].strip():
+        raise ChatError("the newest message is empty: write something for the model to answer")
+    system = clean_text(system, limits.max_prompt_chars, "system prompt", warnings).strip() if system else None
+    return system or None, turns
+
+
+def _role_and_text(message: object) -> tuple[object, object]:
+    """(role, text) of a message dict or a gr.ChatMessage; text parts joined, files and components skipped."""
+    if isinstance(message, dict):
+        role, content = message.get("role"), message.get("content")
+    else:
+        role, content = getattr(message, "role", None), getattr(message, "content", None)
+    if isinstance(content, dict):
+        content = [content]
+    if isinstance(content, (list, tuple)):
+        texts = [part.get("text") if isinstance(part, dict) else getattr(part, "text", part) for part in content]
+        content = "\n".join(t for t in texts if isinstance(t, str))
+    if content is None:
+        content = ""
+    if not isinstance(content, str):
+        raise ChatError(f"a message's content must be text, got {type(content).__name__}")
+    return role, content
+
+
+def _render(tokenizer, conversation: list[dict[str, str]], tokenize: bool):
+    """The chat template applied to `conversation`, ending with the assistant's turn opened."""
+    from jinja2 import TemplateError
+
+    try:
+        if not tokenize:
+            return tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+        try:
+            # Control tokens inside the messages ("<|im_end|>" typed by a user) become plain text: only
+            # the ones the template itself writes are real. The text render cannot tell them apart.
+            ids = tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True,
+                                                return_dict=False, sanitize_control_tokens=True)
+        except NotImplementedError:  # a tokenizer that cannot sanitise: encode as the template wrote it
+            ids = tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True,
+                                                return_dict=False)
+        return [int(i) for i in ids]
+    except TemplateError as err:  # templates raise on conversations they refuse (say, roles not alternating)
+        raise ChatError(f"this model's chat template refused the conversation: {err}") from None
+
+
+def _template_stops(tokenizer, text: str) -> tuple[str, ...]:
+    """Special tokens the reply must end before: those the template wrote into the prompt, and BOS/EOS."""
+    specials = dict.fromkeys(tokenizer.all_special_tokens)
+    specials.update(dict.fromkeys(t.content for t in tokenizer.added_tokens_decoder.values() if t.special))
+    ends = {tokenizer.bos_token, tokenizer.eos_token}
+    return tuple(t for t in specials if t and t.strip() and (t in text or t in ends))
