@@ -265,5 +265,9 @@ def test_loss_chart_of_a_short_run_marks_every_point(config):
         assert list(line.get_xdata()) == [10]
     low, high = ax.get_xlim()
     assert low == 0 and high > 10  # the point is inside the chart, and the run is seen from its start
+    values = [float(rows[0]["train_loss"]), float(rows[0]["val_loss"])]
+    bottom, top = ax.get_ylim()
+    margin = 0.05 * (top - bottom)
+    assert bottom + margin < min(values) and max(values) < top - margin  # off the frame, where markers show whole
     assert "1 evaluation" in ax.get_title()
     assert any("last" in t.get_text() for t in ax.get_legend().get_texts())

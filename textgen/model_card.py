@@ -140,6 +140,7 @@ def loss_figure(rows: list[dict], title: str):
         last = f" (last {values[-1]:.3f})" if values else ""
         ax.plot(steps, values, marker="o", markersize=4, label=label + last)
     ax.set_xlim(left=0, right=max(steps, default=1) * 1.05)
+    ax.margins(y=0.15)  # with one or two points the data limits are the points: keep them off the frame
     ax.set_xlabel("step")
     ax.set_ylabel("loss per token (nats)")
     evaluations = f"{len(rows)} evaluation{'s' if len(rows) != 1 else ''}"
