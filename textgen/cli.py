@@ -281,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except (ValueError, FileNotFoundError, RuntimeError, KeyError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        # The operator's words where an error has them (ModelLoadError.detail: which file, what to do).
+        print(f"error: {getattr(err, 'detail', None) or err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         hint = "; `--resume` continues from the last validation" if args.command == "train" else ""

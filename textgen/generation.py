@@ -73,10 +73,6 @@ class Summary:
     forward_steps: int
     warnings: list[str] = field(default_factory=list)
 
-    @property
-    def stop_reason(self) -> str:
-        return self.stop_reasons[0] if len(set(self.stop_reasons)) == 1 else ", ".join(self.stop_reasons)
-
     def stop_description(self) -> str:
         """Why it stopped, in words; per sample when the samples stopped for different reasons."""
         reasons = list(dict.fromkeys(self.stop_reasons))
@@ -95,18 +91,25 @@ STOP_REASONS = {
 
 
 def stream(
-    loaded: LoadedModel, settings: GenerationSettings, cancel: threading.Event | None = None
+    loaded: LoadedModel, settings: GenerationSettings, cancel: threading.Event | None = None,
+    prompt_ids: list[int] | None = None,
 ) -> Iterator[TextEvent | Summary]:
-    """Generate for one request; yields TextEvents as tokens arrive, then one Summary."""
-    run = _Run(loaded, settings, cancel or threading.Event())
+    """Generate for one request; yields TextEvents as tokens arrive, then one Summary.
+
+    `prompt_ids`, when given, is the prompt as ready-made token ids with their special tokens (a chat
+    template's, see textgen.chat): used as they are, instead of encoding `settings.prompt` and adding a BOS.
+    """
+    run = _Run(loaded, settings, cancel or threading.Event(), prompt_ids)
     yield from run.events()
 
 
 class _Run:
     """The state of one request: its own random generator, cache, decoders and clocks."""
 
-    def __init__(self, loaded: LoadedModel, settings: GenerationSettings, cancel: threading.Event):
+    def __init__(self, loaded: LoadedModel, settings: GenerationSettings, cancel: threading.Event,
+                 prompt_ids: list[int] | None = None):
         self.loaded, self.settings, self.cancel = loaded, settings, cancel
+        self.ready_ids = list(prompt_ids or [])
         self.model, self.tokenizer = loaded.model, loaded.tokenizer
         self.device = loaded.device
         self.warnings = list(settings.warnings)
@@ -123,16 +126,19 @@ class _Run:
 
     def prompt_ids(self) -> tuple[list[int], int]:
         prompt = self.settings.prompt
-        if not prompt:
+        if not prompt and not self.ready_ids:
             start = self.tokenizer.bos_token or self.tokenizer.eos_token
             ids = [self.tokenizer.convert_tokens_to_ids(start)] if start else encode(self.tokenizer, "\n").ids
             self.warnings.append("the prompt was empty, so the model starts a new text from scratch")
             return ids, 0
-        enc = encode(self.tokenizer, prompt)
-        if enc.message:
-            self.warnings.append(enc.message)
-        start = self.loaded.prompt_start  # the BOS a Llama-style model expects; nothing for ours or GPT-2
-        ids, cut = enc.ids, 0
+        if self.ready_ids:  # re-encoding a template's text would add a second BOS and unsanitise control tokens
+            ids, start = self.ready_ids, []
+        else:
+            enc = encode(self.tokenizer, prompt)
+            if enc.message:
+                self.warnings.append(enc.message)
+            ids, start = enc.ids, self.loaded.prompt_start  # the BOS a Llama-style model expects; none for ours
+        cut = 0
         room = self.context - 1 - len(start) if self.context is not None else None
         if room is not None and len(ids) > room:
             cut = len(ids) - room

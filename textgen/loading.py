@@ -13,20 +13,19 @@ from __future__ import annotations
 
 import gc
 import os
-import socket
 import threading
 import time
-import urllib.parse
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cached_property, lru_cache
+from functools import cached_property
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 import textgen.models  # noqa: F401  (registers our architectures with the Auto classes)
+from textgen import catalog, gguf
 from textgen.catalog import ASSETS, Catalog, ModelEntry, UnknownModelError, entry_for_source
 from textgen.devices import pick_device, pick_dtype
 from textgen.evaluate import context_length
@@ -39,7 +38,15 @@ _LOAD_LOCK = threading.Lock()
 
 
 class ModelLoadError(RuntimeError):
-    """A catalogued model could not be loaded; the message says why and what to do."""
+    """A catalogued model could not be loaded.
+
+    `str(err)` is for the page's visitors: plain words and what they can do ("pick another model"), no
+    server paths or settings. `err.detail` is for the operator (the log and the CLI): the cause and the fix.
+    """
+
+    def __init__(self, message: str, detail: str | None = None):
+        super().__init__(message)
+        self.detail = detail or message
 
 
 class ModelMemoryError(ModelLoadError):
@@ -94,8 +101,11 @@ class LoadedModel:
                 "load_seconds": round(self.load_seconds, 2)}
 
 
-def load_model(entry: ModelEntry, device: torch.device | None = None) -> LoadedModel:
-    """Load one catalog entry; raises ModelLoadError with a message a user can act on."""
+def load_model(
+    entry: ModelEntry, device: torch.device | None = None, progress: Callable[[str], None] | None = None
+) -> LoadedModel:
+    """Load one catalog entry; raises ModelLoadError with a message a user can act on. `progress` hears the
+    steps of a GGUF file's one-time conversion."""
     device = device or pick_device()
     dtype = pick_dtype(device)
     if entry.origin == "hub" and not entry.available_offline():
@@ -106,14 +116,21 @@ def load_model(entry: ModelEntry, device: torch.device | None = None) -> LoadedM
         kwargs["device_map"] = "auto"  # accelerate spreads it over GPUs (and CPU) when one GPU is too small
     try:
         with _LOAD_LOCK:
-            tokenizer = AutoTokenizer.from_pretrained(entry.source, trust_remote_code=False)
-            model = AutoModelForCausalLM.from_pretrained(entry.source, **kwargs)
+            source = entry.source
+            if entry.origin == "gguf":  # loads from its safetensors copy, made on first use (textgen/gguf.py)
+                source = str(gguf.converted_folder(entry.source, progress, label=entry.title))
+            tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
+            model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
         if "device_map" not in kwargs:
             model = model.to(device)
     except (torch.OutOfMemoryError, MemoryError):
-        raise ModelMemoryError(f"not enough memory to load {entry.title}; try a smaller model") from None
+        raise ModelMemoryError(f"there is not enough memory on the server to load {entry.title}; "
+                               "pick a smaller model") from None
+    except gguf.GGUFError as err:  # already in words: unsupported architecture, unreadable file, no cache
+        raise ModelLoadError(f"{entry.title} cannot be used: {err.visitor}. Pick another model.",
+                             detail=str(err)) from err
     except Exception as err:  # many exception types reach here: OSError, SafetensorError, ValueError...
-        raise ModelLoadError(_explain(entry, err)) from err
+        raise ModelLoadError(*_explain(entry, err)) from err
     model.eval()
     return LoadedModel(entry, model, tokenizer, model.device, time.perf_counter() - start)
 
@@ -133,6 +150,7 @@ class ModelManager:
         self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
         self._name_locks: dict[str, threading.Lock] = {}
+        self.failed: dict[str, str] = {}  # name -> why its last load failed, in words for visitors
 
     def get(self, name: str, progress: Callable[[str], None] | None = None) -> LoadedModel:
         entry = self.catalog.get(name)  # raises UnknownModelError for anything not catalogued
@@ -148,17 +166,28 @@ class ModelManager:
             if progress:
                 progress(f"Loading {entry.title} (first use)…")
             try:
-                loaded = load_model(entry, self.device)
-            except (ModelMemoryError, torch.OutOfMemoryError, MemoryError):
-                self.clear()  # free every other model and try once more before giving up
                 try:
+                    # progress (the steps of a GGUF file's one-time conversion) only when someone listens
+                    loaded = load_model(entry, self.device, **({"progress": progress} if progress else {}))
+                except ModelMemoryError:
+                    self.clear()  # free every other model and try once more before giving up
                     loaded = load_model(entry, self.device)
-                except (torch.OutOfMemoryError, MemoryError):
-                    raise ModelMemoryError(f"not enough memory to load {entry.title}; try a smaller model") from None
+            except ModelLoadError as err:
+                self.failed[entry.name] = str(err)  # the pickers mark it until a load succeeds
+                raise
             with self._lock:
+                self.failed.pop(entry.name, None)
                 self._loaded[entry.name] = loaded
                 self._evict(keep=entry.name)
             return loaded
+
+    def unavailable(self, name: str) -> str | None:
+        """Why this model cannot be used here, in a few plain words, or None when it can (or may) be."""
+        if name in self._loaded:
+            return None
+        if name in self.failed:
+            return self.failed[name]
+        return self.catalog.get(name).unavailable_reason()
 
     def is_loaded(self, name: str) -> bool:
         return name in self._loaded
@@ -223,45 +252,26 @@ def _bigger_than_gpu(entry: ModelEntry) -> bool:
 
 def _check_hub_reachable(entry: ModelEntry) -> None:
     # Without this, an offline machine spends ~25 s in retries before transformers gives up.
-    if os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True", "YES", "yes") or not _hub_reachable():
+    if catalog.hub_offline() or not catalog.hub_reachable():
         raise ModelLoadError(
-            f"{entry.title} ({entry.source}) is not in the local Hugging Face cache and the Hub cannot be "
+            f"{entry.title} has to be downloaded first, and this server has no internet connection. "
+            "Pick another model.",
+            detail=f"{entry.title} ({entry.source}) is not in the local Hugging Face cache and the Hub cannot be "
             "reached from this machine. Download it once with a network connection (it is then cached and "
-            "works offline with HF_HUB_OFFLINE=1), or add a local copy with --model /path/to/model. "
-            "The other models keep working."
+            "works offline with HF_HUB_OFFLINE=1), or add a local copy with --model /path/to/model.",
         )
 
 
-@lru_cache(maxsize=1)
-def _hub_host() -> tuple[str, int]:
-    url = urllib.parse.urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    return url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
-
-
-_reachable_cache: dict[str, tuple[float, bool]] = {}
-
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    host, port = _hub_host()
-    checked = _reachable_cache.get(host)
-    if checked and time.monotonic() - checked[0] < 60:
-        return checked[1]
-    try:
-        socket.create_connection((host, port), timeout=timeout).close()
-        ok = True
-    except OSError:
-        ok = False
-    _reachable_cache[host] = (time.monotonic(), ok)
-    return ok
-
-
-def _explain(entry: ModelEntry, err: Exception) -> str:
+def _explain(entry: ModelEntry, err: Exception) -> tuple[str, str]:
+    """(what a visitor reads, what the operator reads) for a model that failed to load."""
     text = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
     if entry.is_local:
-        return (f"the checkpoint of {entry.title} at {_shown_path(entry.source)} is missing, incomplete or corrupt "
-                f"({text.replace(entry.source, _shown_path(entry.source))}); retrain it or restore its files. "
-                "The other models keep working.")
-    return f"could not load {entry.title} ({entry.source}): {text}"
+        shown = _shown_path(entry.source)
+        return (f"{entry.title} cannot be used: its files on the server are missing or damaged. Pick another model.",
+                f"the checkpoint of {entry.title} at {shown} is missing, incomplete or corrupt "
+                f"({text.replace(entry.source, shown)}); retrain it or restore its files.")
+    return (f"{entry.title} could not be loaded on this server. Pick another model.",
+            f"could not load {entry.title} ({entry.source}): {text}")
 
 
 def _shown_path(source: str) -> str:

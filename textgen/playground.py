@@ -2,18 +2,24 @@
 
     playground = Playground(ModelManager(Catalog.default()))
     settings = playground.parse("ROMEO:", temperature=0.8, seed=1)
-    for live in playground.generate("lstm", settings, session="abc"):
-        print(live.text)                 # the text so far; live.tokens, live.summary, live.stats()
+    for live in playground.generate("lstm", settings, session="abc", every=0.04):
+        print(live.text)                 # the text so far; live.tokens, live.summary, live.tokens_per_second
     playground.stop("abc")               # from any thread: stops that session's runs within a token
 
 Every failure a user can cause or meet (bad values, unknown model, broken checkpoint, no network, out of
-memory, a bug) comes out as `RequestError` with a message for that user; nothing else escapes, and one
-request's failure leaves the shared models usable for the next.
+memory, a bug) comes out as `RequestError` with a message for that user, and the operator's details go to
+the log; nothing else escapes, and one request's failure leaves the shared models usable for the next. In
+Compare and Perplexity one model's failure is that model's own: it lands in its `Live.error` or its row,
+and the other models finish.
+
+Updates are paced: `every=0.04` hands the reader the state at most every 40 ms (and always the first token
+and the end), so the cost of showing a text does not grow with every token of it. The model itself does
+not wait for the reader in between.
 """
 
 from __future__ import annotations
 
-__all__ = ["Live", "Playground", "RequestError"]
+__all__ = ["Live", "Playground", "RequestError", "ScoreRow"]
 
 import logging
 import threading
@@ -28,8 +34,7 @@ import torch
 from textgen.catalog import UnknownModelError
 from textgen.evaluate import score_text
 from textgen.generation import Summary, TextEvent, TokenInfo, stream
-from textgen.loading import ModelLoadError, ModelManager
-from textgen.render import live_stats, summary_stats
+from textgen.loading import LoadedModel, ModelLoadError, ModelManager
 from textgen.settings import GenerationSettings, InvalidRequest, Limits, RequestError, clean_text
 
 log = logging.getLogger("textgen")
@@ -38,16 +43,24 @@ MAX_QUEUED_SESSIONS = 10_000
 
 @dataclass
 class Live:
-    """One model's output while it streams, and its numbers."""
+    """One model's output while it streams, and its numbers, all on one clock: seconds since `started`
+    (the moment the request began), so the figures shown while it writes and at the end agree."""
 
     name: str
     title: str
+    started: float = field(default_factory=time.perf_counter)
     text: str = ""
     tokens: list[TokenInfo] = field(default_factory=list)
     summary: Summary | None = None
-    status: str = ""
-    started: float = field(default_factory=time.perf_counter)
-    first_token: float | None = None
+    status: str = ""  # what it is doing before the first token ("Loading LSTM…")
+    error: str | None = None  # why this model could not write, for the person who asked
+    load_seconds: float | None = None  # set when this request had to load the model first
+    first_token_at: float | None = None
+    last_token_at: float | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.summary is not None or self.error is not None
 
     def add(self, event: TextEvent | Summary) -> None:
         if isinstance(event, Summary):
@@ -56,16 +69,33 @@ class Live:
             return
         if event.sample != 0:
             return
-        if self.first_token is None:
-            self.first_token = time.perf_counter() - self.started
-        self.text += event.text
         if event.token is not None:
+            now = time.perf_counter() - self.started
+            self.first_token_at = now if self.first_token_at is None else self.first_token_at
+            self.last_token_at = now
             self.tokens.append(event.token)
+        self.text += event.text
 
-    def stats(self) -> str:
-        if self.summary is not None:
-            return summary_stats(self.summary)
-        return live_stats(len(self.tokens), time.perf_counter() - self.started, self.first_token, self.status)
+    @property
+    def tokens_per_second(self) -> float:
+        """Tokens after the first over the time they took to arrive (the first token's wait is its own number)."""
+        if len(self.tokens) < 2 or not self.last_token_at or self.last_token_at <= self.first_token_at:
+            return 0.0
+        return (len(self.tokens) - 1) / (self.last_token_at - self.first_token_at)
+
+
+@dataclass
+class ScoreRow:
+    """One model's surprise at a text; `error` instead of numbers when that model could not score it."""
+
+    name: str
+    title: str
+    nats_per_char: float | None = None
+    bits_per_char: float | None = None
+    ppl_per_token: float | None = None
+    tokens: int | None = None
+    unknown_chars: str = ""
+    error: str | None = None
 
 
 class Playground:
@@ -83,13 +113,13 @@ class Playground:
     # -- requests ----------------------------------------------------------------------------------------
 
     def parse(self, prompt: object, **controls: object) -> GenerationSettings:
-        try:
+        with self._errors("the request"):
             return GenerationSettings.parse(prompt, self.limits, **controls)
-        except InvalidRequest as err:
-            raise RequestError(str(err)) from None
 
-    def generate(self, name: object, settings: GenerationSettings, session: str = "") -> Iterator[Live]:
-        """The text so far after every token, for one model."""
+    def generate(
+        self, name: object, settings: GenerationSettings, session: str = "", every: float = 0.0
+    ) -> Iterator[Live]:
+        """The state of one model's text, at most every `every` seconds, always at the first token and the end."""
         stopped = self._stopped_while_queued(session)
         entry = self._entry(name)
         live = Live(entry.name, entry.title)
@@ -99,14 +129,22 @@ class Playground:
             if not self.manager.is_loaded(entry.name):
                 live.status = f"Loading {entry.title} (first use, a few seconds)…"
                 yield live
-            loaded = self._load(entry.name)
-            with self._guard(entry.title):
+            loaded = self._load(live)
+            with self._errors(entry.title):
+                pace = _Pace(every)
                 for event in stream(loaded, settings, cancel):
+                    before = len(live.tokens)
                     live.add(event)
-                    yield live
+                    if pace.due(first=before == 0 < len(live.tokens), last=live.done):
+                        yield live
 
-    def compare(self, names: object, settings: GenerationSettings, session: str = "") -> Iterator[list[Live]]:
-        """Several models on one prompt and seed, advanced a token each in turn so they stream together."""
+    def compare(
+        self, names: object, settings: GenerationSettings, session: str = "", every: float = 0.0
+    ) -> Iterator[list[Live]]:
+        """Several models on one prompt and seed, advanced a token each in turn so that they write together.
+
+        A model that cannot load or fails while writing ends with its own `error`; the others go on.
+        """
         stopped = self._stopped_while_queued(session)
         entries = self._compare_entries(names)
         lives = [Live(e.name, e.title) for e in entries]
@@ -115,35 +153,46 @@ class Playground:
                 live.status = f"Loading {live.title}…"
         with self._signal(session, stopped) as cancel:  # before loading, as in generate
             yield lives
-            loaded = [self._load(e.name) for e in entries]
-            with self._guard(", ".join(e.title for e in entries)):
-                runs = [stream(m, settings, cancel) for m in loaded]
-                active = list(range(len(runs)))
-                while active:
-                    for i in list(active):
-                        event = next(runs[i], None)
-                        if event is None:
-                            active.remove(i)
-                            continue
-                        lives[i].add(event)
+            runs: dict[int, Iterator[TextEvent | Summary]] = {}
+            for i, live in enumerate(lives):
+                try:
+                    runs[i] = stream(self._load(live), settings, cancel)
+                except RequestError as err:
+                    live.error = str(err)
+            if not runs:
+                raise RequestError(" ".join(dict.fromkeys(live.error for live in lives)))
+            yield lives
+            pace = _Pace(every)
+            while runs:
+                for i in list(runs):
+                    try:
+                        with self._errors(lives[i].title):
+                            event = next(runs[i], None)
+                    except RequestError as err:
+                        lives[i].error, event = str(err), None
+                    if event is None:
+                        del runs[i]
+                        continue
+                    lives[i].add(event)
+                if pace.due(last=not runs):
                     yield lives
 
     def score(
         self, names: object, text: object, progress: Callable[[float, str], None] | None = None
-    ) -> list[dict]:
+    ) -> list[ScoreRow]:
         """Per-character surprise of `text` under each model (the evaluation code of the training side).
 
-        `progress(fraction, what)` hears how far along it is: long texts under big models take a while.
+        `progress(fraction, what)` hears how far along it is: long texts under big models take a while. A model
+        that cannot score gets its row with `error` set, and the others are scored.
         """
-        try:
+        with self._errors("the text"):
             text = clean_text(text, self.limits.max_score_chars, "text", [])
-        except InvalidRequest as err:
-            raise RequestError(str(err)) from None
         if not text.strip():
             raise RequestError("paste some text to score")
-        rows = []
         entries = self._compare_entries(names, minimum=1)
+        rows = []
         for i, entry in enumerate(entries):
+            row = ScoreRow(entry.name, entry.title)
             report = None
             if progress is not None:
                 progress(i / len(entries), f"Loading {entry.title}…")
@@ -151,13 +200,27 @@ class Playground:
                 def report(done: float, i=i, title=entry.title) -> None:
                     progress((i + done) / len(entries), f"Scoring with {title}")
 
-            loaded = self._load(entry.name)
-            with self._guard(entry.title):
-                score = score_text(loaded.model, loaded.tokenizer, text, progress=report)
-            rows.append({"model": entry.title, "nats_per_char": round(score.nats_per_char, 4),
-                         "bits_per_char": round(score.bits_per_char, 4), "ppl_per_token": round(score.ppl, 2),
-                         "tokens": score.tokens, "unknown_chars": score.unknown_chars})
+            try:
+                loaded = self._load(Live(entry.name, entry.title))
+                with self._errors(entry.title):
+                    score = score_text(loaded.model, loaded.tokenizer, text, progress=report)
+                row.nats_per_char, row.bits_per_char = score.nats_per_char, score.bits_per_char
+                row.ppl_per_token, row.tokens, row.unknown_chars = score.ppl, score.tokens, score.unknown_chars
+            except RequestError as err:
+                row.error = str(err)
+            rows.append(row)
+        if all(row.error for row in rows):
+            raise RequestError(" ".join(dict.fromkeys(row.error for row in rows)))
         return rows
+
+    def unavailable(self) -> dict[str, str]:
+        """The catalog's models that cannot be used here, with why, in a few words for the pickers."""
+        reasons = {name: self.manager.unavailable(name) for name in self.catalog.names()}
+        return {name: why for name, why in reasons.items() if why}
+
+    def model_info(self, name: str) -> dict | None:
+        """Size and context of a model once it is loaded (None before: loading just to describe it would be slow)."""
+        return self.manager.get(name).info() if self.manager.is_loaded(name) else None
 
     def queued(self, session: str) -> None:
         """The page has queued a request for this session (call it when the click happens, not when the
@@ -179,6 +242,10 @@ class Playground:
             event.set()
         return len(events)
 
+    def running(self) -> int:
+        with self._lock:
+            return sum(len(v) for v in self._running.values())
+
     def _stopped_while_queued(self, session: str) -> bool:
         """Whether this session's oldest queued request was stopped before it started (False for requests
         that were never announced with `queued`, as from the API: those cancel their job instead)."""
@@ -195,10 +262,8 @@ class Playground:
     # -- helpers -----------------------------------------------------------------------------------------
 
     def _entry(self, name: object):
-        try:
+        with self._errors("the request"):
             return self.catalog.get(name)
-        except UnknownModelError as err:
-            raise RequestError(str(err)) from None
 
     def _compare_entries(self, names: object, minimum: int = 2):
         if isinstance(names, str):
@@ -210,11 +275,38 @@ class Playground:
             raise RequestError(f"pick between {minimum} and {self.limits.max_compare} models")
         return [self._entry(n) for n in names]
 
-    def _load(self, name: str):
+    def _load(self, live: Live) -> LoadedModel:
+        """The model of `live`, loading it if needed (the time it took goes in `live.load_seconds`)."""
+        start = time.perf_counter()
+        was_loaded = self.manager.is_loaded(live.name)
+        with self._errors(live.title):
+            loaded = self.manager.get(live.name)
+        if not was_loaded:
+            live.load_seconds = time.perf_counter() - start
+        live.status = ""
+        return loaded
+
+    @contextmanager
+    def _errors(self, what: str):
+        """The one place where a failure becomes a RequestError for the person who asked (and a log line with
+        the operator's details)."""
         try:
-            return self.manager.get(name)
-        except ModelLoadError as err:
+            yield
+        except RequestError:
+            raise
+        except (InvalidRequest, UnknownModelError) as err:
             raise RequestError(str(err)) from None
+        except ModelLoadError as err:
+            log.warning("model not available: %s", err.detail)
+            raise RequestError(str(err)) from None
+        except (torch.OutOfMemoryError, MemoryError):
+            self.manager.clear()
+            log.error("out of memory while %s was working; every model was unloaded", what)
+            raise RequestError(f"the server ran out of memory while {what} was writing; the models were "
+                               "unloaded to recover. Try a shorter request.") from None
+        except Exception as err:
+            log.exception("generation failed for %s", what)
+            raise RequestError(f"{what} failed: {type(err).__name__}: {str(err)[:200]}") from None
 
     @contextmanager
     def _signal(self, session: str, stopped: bool = False):
@@ -235,20 +327,18 @@ class Playground:
                     if not runs:
                         del self._running[session]
 
-    @contextmanager
-    def _guard(self, what: str):
-        try:
-            yield
-        except RequestError:
-            raise
-        except (torch.OutOfMemoryError, MemoryError):
-            self.manager.clear()
-            raise RequestError(f"the server ran out of memory while {what} was writing; the models were "
-                               "unloaded to recover. Try a shorter request.") from None
-        except Exception as err:
-            log.exception("generation failed for %s", what)
-            raise RequestError(f"{what} failed: {type(err).__name__}: {str(err)[:200]}") from None
 
-    def running(self) -> int:
-        with self._lock:
-            return sum(len(v) for v in self._running.values())
+class _Pace:
+    """When to hand the reader an update: the first token at once, then at most every `every` seconds, and
+    always the last. Between updates the model keeps writing; only the showing is coalesced."""
+
+    def __init__(self, every: float):
+        self.every = every
+        self.next_at = 0.0
+
+    def due(self, first: bool = False, last: bool = False) -> bool:
+        now = time.monotonic()
+        if first or last or now >= self.next_at:
+            self.next_at = now + self.every
+            return True
+        return False

@@ -49,6 +49,19 @@ class LazyPlayground:
             raise RequestError(f"the model server failed to start: {self._error}")
         return self._playground
 
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set() and self._error is None
+
+    def unavailable(self) -> dict[str, str]:
+        """As Playground.unavailable; before the models can load, from the catalog's own checks."""
+        if self.ready:
+            return self._playground.unavailable()
+        return {e.name: why for e in self.catalog if (why := e.unavailable_reason())}
+
+    def model_info(self, name: str) -> dict | None:
+        return self._playground.model_info(name) if self.ready else None
+
     def __getattr__(self, name: str):
         return getattr(self.wait(), name)
 

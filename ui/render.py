@@ -1,0 +1,217 @@
+"""What the page shows, as HTML and Markdown strings: shaded tokens, numbers, model notes, pickers, tables.
+
+`textgen` returns data (text, tokens, numbers); this module turns it into what a person reads. Plain
+functions of plain data, tested without a browser (tests/test_render.py), and free of torch and Gradio so
+that the page can be built before either is imported.
+
+    view = TokenView()
+    html = view.render(live.tokens)      # only the tokens added since the last call are rendered
+    stats_markdown(live)                 # "**120** tokens · first token after **40 ms** · …"
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # only for annotations: the page imports this module before torch is loaded
+    from textgen.catalog import Catalog
+    from textgen.generation import TokenInfo
+    from textgen.playground import Live, ScoreRow
+
+# The token view. Every token is a span shaded by its probability (--p, 0..1); its alternatives travel in a
+# compact attribute and are drawn into ONE pop-up by TOKEN_JS when a token is hovered, focused or tapped, so
+# that a 1,000-token text is ~100 KB rather than ~250 KB, and the pop-up can be kept inside a phone's screen.
+TOKEN_CSS = """
+#tokens .tg-tokens, #tokens { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; white-space: pre-wrap;
+  line-height: 1.9; font-size: 0.95em; overflow-wrap: anywhere; }
+.tg-tok { border-radius: 3px; padding: 1px 0; cursor: help; outline: none;
+  background: hsla(calc(var(--p) * 120), 75%, 50%, 0.35); }
+.tg-tok:hover, .tg-tok:focus, .tg-tok.tg-on { box-shadow: 0 0 0 2px #3b82f6; }
+.tg-pop { position: fixed; z-index: 1000; min-width: 10em; max-width: min(22em, 90vw);
+  background: var(--background-fill-primary, #fff); color: var(--body-text-color, #111);
+  border: 1px solid var(--border-color-primary, #ccc); border-radius: 6px; padding: 4px 8px;
+  font: 0.85em/1.45 ui-monospace, SFMono-Regular, Menlo, monospace; box-shadow: 0 4px 12px rgba(0,0,0,.18);
+  white-space: pre; pointer-events: none; }
+.tg-pop b { font-weight: 700; }
+.tg-legend { font-size: 0.85em; opacity: 0.85; margin-bottom: 6px; }
+.tg-legend span { padding: 0 6px; border-radius: 3px; }
+"""
+
+# Runs once when the token view mounts (gr.HTML's js_on_load); listens on the component, so it keeps working
+# however often the text inside is replaced. One pop-up, placed inside the window (phones included).
+TOKEN_JS = """
+const pop = document.createElement('div');
+pop.className = 'tg-pop'; pop.style.display = 'none'; document.body.appendChild(pop);
+let current = null;
+function show(tok) {
+  if (current) current.classList.remove('tg-on');
+  current = tok; tok.classList.add('tg-on');
+  pop.replaceChildren();
+  const head = document.createElement('div');
+  head.textContent = 'The model weighed:'; head.style.opacity = '0.7'; pop.appendChild(head);
+  for (const [chosen, text, pct] of JSON.parse(tok.dataset.a || '[]')) {
+    const line = document.createElement(chosen ? 'b' : 'div');
+    line.textContent = text + '  ' + pct; line.style.display = 'block'; pop.appendChild(line);
+  }
+  pop.style.display = 'block';
+  const r = tok.getBoundingClientRect(), w = pop.offsetWidth, h = pop.offsetHeight;
+  const left = Math.max(4, Math.min(r.left, window.innerWidth - w - 4));
+  const top = r.bottom + h + 6 < window.innerHeight ? r.bottom + 4 : Math.max(4, r.top - h - 4);
+  pop.style.left = left + 'px'; pop.style.top = top + 'px';
+}
+let pinned = false;  // opened by a click or a tap: stays until the next click elsewhere
+function hide() { pop.style.display = 'none'; if (current) current.classList.remove('tg-on'); current = null; }
+element.addEventListener('mouseover', e => { const t = e.target.closest('.tg-tok'); if (t && !pinned) show(t); });
+element.addEventListener('mouseout', e => { if (e.target.closest('.tg-tok') && !pinned) hide(); });
+element.addEventListener('focusin', e => { const t = e.target.closest('.tg-tok'); if (t && !pinned) show(t); });
+element.addEventListener('focusout', () => { if (!pinned) hide(); });
+document.addEventListener('click', e => {
+  const t = element.contains(e.target) ? e.target.closest('.tg-tok') : null;
+  pinned = !!t; if (t) show(t); else hide();
+});
+window.addEventListener('scroll', () => { if (current) show(current); }, {passive: true, capture: true});
+"""
+
+LEGEND = (
+    '<div class="tg-legend">Each token is shaded by the probability the model gave it: '
+    '<span style="background:hsla(0,75%,50%,.35)">unlikely</span> '
+    '<span style="background:hsla(60,75%,50%,.35)">so-so</span> '
+    '<span style="background:hsla(120,75%,50%,.35)">likely</span>. '
+    "Hover over, tap or tab to a token to see what else the model considered.</div>"
+)
+
+def shown(text: str) -> str:
+    """A token as a person can see it: a space as ␣, a newline as ↵, a tab as ⇥ (our char models write many)."""
+    return text.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥") or "∅"
+
+
+def _attr(value: str) -> str:
+    """Text for a single-quoted HTML attribute (JSON's double quotes then need no escaping: smaller)."""
+    return value.replace("&", "&amp;").replace("'", "&#39;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def token_span(tok: TokenInfo) -> str:
+    """One token: its text (escaped), shaded by its probability, its alternatives in data-a for the pop-up:
+    a JSON list of [chosen (0/1), text as shown, probability as shown]."""
+    rows = [[int(alt == tok.text), shown(alt), f"{p:.1%}"] for alt, p in tok.alternatives]
+    if not any(chosen for chosen, _, _ in rows):
+        rows.append([1, shown(tok.text), f"{tok.prob:.1%}"])
+    text = html.escape(tok.text)
+    if tok.text.endswith("\n"):
+        text = html.escape(tok.text[:-1]) + "↵\n"
+    data = json.dumps(rows, ensure_ascii=False, separators=(",", ":"))
+    return f"<span class=tg-tok tabindex=0 style=--p:{tok.prob:.2f} data-a='{_attr(data)}'>{text}</span>"
+
+
+class TokenView:
+    """The token view of one streaming text, rendered incrementally: each token's span is made once, and the
+    view only ever grows at its end, so Gradio sends the browser just the new spans ("append" diffs)."""
+
+    def __init__(self):
+        self._spans: list[str] = []
+        self._html = ""
+
+    def render(self, tokens: list[TokenInfo]) -> str:
+        if len(tokens) > len(self._spans):
+            new = [token_span(tok) for tok in tokens[len(self._spans):]]
+            self._spans += new
+            self._html += "".join(new)
+        return self._html
+
+
+def tokens_html(tokens: list[TokenInfo]) -> str:
+    """The whole token view at once (for a finished text)."""
+    return TokenView().render(tokens)
+
+
+# -- numbers ------------------------------------------------------------------------------------------------
+
+STOPPED = {  # why a text ended, finishing the sentence "Stopped: …"
+    "length": "it reached the length you set",
+    "end_of_text": "the model ended the text",
+    "stop_sequence": "a stop sequence appeared",
+    "cancelled": "you pressed Stop",
+    "no_allowed_token": "the settings left no token it may write (try a larger no-repeat n-gram size)",
+}
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
+
+
+def stats_markdown(live: Live) -> str:
+    """The numbers under a text, the same while it streams and at the end (one clock, see Live)."""
+    if live.error:
+        return f"⚠️ {live.error}"
+    if live.first_token_at is None and live.summary is None:
+        return live.status or "Waiting for the first token…"
+    parts = [f"**{len(live.tokens)}** tokens"]
+    if live.first_token_at is not None:
+        parts.append(f"first token after **{_ms(live.first_token_at)}**")
+    if len(live.tokens) > 1:
+        parts.append(f"**{live.tokens_per_second:.0f}** tokens/s")
+    if live.summary is None:
+        return " · ".join([*parts, "writing…"])
+    summary = live.summary
+    reasons = list(dict.fromkeys(summary.stop_reasons))
+    parts.append("stopped: " + "; ".join(STOPPED.get(r, r) for r in reasons))
+    parts.append(f"seed {summary.seed}")
+    lines = [" · ".join(parts)]
+    if live.load_seconds is not None:
+        lines.append(f"(loading the model first took {_ms(live.load_seconds)}, included in the first token's wait)")
+    lines += [f"⚠️ {w}" for w in summary.warnings]
+    return "  \n".join(lines)
+
+
+# -- models -------------------------------------------------------------------------------------------------
+
+
+def model_note(title: str, description: str, info: dict | None = None, unavailable: str | None = None) -> str:
+    """What the model picker says about the picked model."""
+    note = f"**{html.escape(title)}**: {html.escape(description)}"
+    if unavailable:
+        return note + f"  \n⚠️ Not available on this server: {html.escape(unavailable)}. Pick another model."
+    if info:
+        ctx = "no limit (recurrent)" if info.get("context") is None else f"{info['context']:,} tokens"
+        note += f"  \n{info['parameters'] / 1e6:.2f}M parameters · context {ctx} · on {info['device']}"
+    return note
+
+
+def model_choices(catalog: Catalog, unavailable: dict[str, str] | None = None) -> list[tuple[str, str]]:
+    """(label, name) for every picker: a model that cannot be used here says so, briefly, in its label."""
+    unavailable = unavailable or {}
+    return [(f"{e.title} · not available here ({unavailable[e.name]})" if e.name in unavailable else e.title, e.name)
+            for e in catalog]
+
+
+# -- scores -------------------------------------------------------------------------------------------------
+
+SCORE_COLUMNS = {
+    "title": "Model",
+    "nats_per_char": "Surprise per character (nats, lower is better)",
+    "bits_per_char": "Bits per character",
+    "ppl_per_token": "Perplexity per token",
+    "tokens": "Tokens",
+    "unknown_chars": "Characters it does not know",
+    "error": "Problem",
+}
+
+
+def score_records(rows: list[ScoreRow]) -> list[dict]:
+    """One dict per model, keyed by the table's column names, rounded for reading."""
+    records = []
+    for row in rows:
+        record = {
+            SCORE_COLUMNS["title"]: row.title,
+            SCORE_COLUMNS["nats_per_char"]: None if row.nats_per_char is None else round(row.nats_per_char, 3),
+            SCORE_COLUMNS["bits_per_char"]: None if row.bits_per_char is None else round(row.bits_per_char, 3),
+            SCORE_COLUMNS["ppl_per_token"]: None if row.ppl_per_token is None else round(row.ppl_per_token, 2),
+            SCORE_COLUMNS["tokens"]: row.tokens,
+            SCORE_COLUMNS["unknown_chars"]: row.unknown_chars,
+        }
+        if any(r.error for r in rows):
+            record[SCORE_COLUMNS["error"]] = row.error or ""
+        records.append(record)
+    return records
