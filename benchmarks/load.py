@@ -33,11 +33,9 @@ import json
 import math
 import os
 import re
-import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -46,9 +44,11 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.helpers import free_port, generate_args, updates  # noqa: E402  (shared with the tests)
+from textgen.settings import preset_values  # noqa: E402
+
 PROMPTS = ["ROMEO:\n", "First Citizen:\n", "JULIET:\nO ", "KING RICHARD III:\nNow is the winter"]
-SAMPLING = {"temperature": 0.8, "top_k": 0, "top_p": 0.95, "min_p": 0.0, "repetition_penalty": 1.05,
-            "no_repeat_ngram_size": 0}  # the page's "Balanced" style
+SAMPLING = preset_values("Balanced")  # the page's first style; the controls it leaves alone stay off
 TOKENS = re.compile(r"\*\*(\d+)\*\* tokens")
 
 
@@ -62,9 +62,8 @@ class Spec:
     max_new_tokens: int
 
     def args(self) -> tuple:  # /generate's inputs, in order
-        s = SAMPLING
-        return (self.prompt, self.model, s["temperature"], s["top_k"], s["top_p"], s["min_p"],
-                s["repetition_penalty"], s["no_repeat_ngram_size"], self.max_new_tokens, self.seed)
+        return generate_args(prompt=self.prompt, model=self.model, max_new_tokens=self.max_new_tokens,
+                             seed=self.seed, **SAMPLING)
 
 
 @dataclass
@@ -119,24 +118,6 @@ class Report:
 # -- the client side -------------------------------------------------------------------------------------
 
 
-def updates(job, timeout: float, poll: float = 0.005) -> Iterator[tuple]:
-    """The job's partial outputs as they arrive (like iterating the Job), but giving up after `timeout` s."""
-    seen, deadline = 0, time.monotonic() + timeout
-    while True:
-        outputs = job.outputs()
-        while seen < len(outputs):
-            seen += 1
-            yield outputs[seen - 1]
-        if job.done():
-            outputs = job.outputs()
-            if seen >= len(outputs):
-                return
-            continue
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no answer within {timeout:g} s")
-        time.sleep(poll)
-
-
 def run_request(client, spec: Spec, timeout: float) -> Result:
     start = time.perf_counter()
     job = client.submit(*spec.args(), api_name="/generate")
@@ -173,12 +154,6 @@ def percentile(values: list[float], p: float) -> float | None:
 # -- the server ------------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_server(threads: int | None):
     """The app in this process, on loopback, over the shipped models.
 
@@ -195,11 +170,8 @@ def start_server(threads: int | None):
     configure_cpu_threads(threads)
     catalog = Catalog.default(include_gpt2=False)
     playground = Playground(ModelManager(catalog))
-    demo = app.build_demo(playground)
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                **app.LAUNCH_KWARGS)
-    return f"http://127.0.0.1:{port}/", demo, catalog.names(), torch.get_num_threads(), playground.limits.concurrency
+    demo, url = app.serve(playground, free_port())
+    return url, demo, catalog.names(), torch.get_num_threads(), playground.limits.concurrency
 
 
 def shipped_names() -> list[str]:

@@ -7,7 +7,6 @@ through the same code path as the real GPT-2.
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(1)
 
+from helpers import clean_environment, free_port  # noqa: E402, F401  (free_port: `from conftest import free_port`)
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
 from textgen import architectures  # noqa: E402
@@ -30,16 +30,6 @@ TINY_TEXT = (
     "All:\nResolved. resolved.\n\nFirst Citizen:\nFirst, you know Caius Marcius is chief enemy to the people.\n"
 ) * 4
 
-# Each architecture's tiny test sizes, from its registry entry (textgen/architectures.py).
-TINY_SIZES = architectures.RegistryView(lambda arch: dict(arch.tiny_sizes))
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now, for a server a test starts."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def make_tiny(arch: str, vocab_size: int, seed: int = 0):
     torch.manual_seed(seed)
@@ -47,6 +37,13 @@ def make_tiny(arch: str, vocab_size: int, seed: int = 0):
     config_cls, model_cls = entry.classes()
     no_dropout = {"dropout": 0.0} if "dropout" in entry.size_fields else {}
     return model_cls(config_cls(vocab_size=vocab_size, **no_dropout, **entry.tiny_sizes)).eval()
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    """No TEXTGEN_* variable of this machine's environment reaches the test (see helpers.clean_environment);
+    gives the test's own monkeypatch, to set what the test needs."""
+    return clean_environment(monkeypatch)
 
 
 @pytest.fixture(scope="session")

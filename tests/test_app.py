@@ -2,22 +2,37 @@
 
 from __future__ import annotations
 
+import inspect
+import re
 import subprocess
 import sys
 import threading
 import time
 
 import pytest
-from conftest import free_port
 from gradio_client import Client
+from gradio_client.exceptions import AppError
+from gradio_client.utils import QueueError
+from helpers import GENERATE_INPUTS, call, free_port, generate_args, live_app, updates, wait_until
 
 import app
 from textgen.loading import ModelManager
 from textgen.playground import Playground
+from textgen.settings import Limits
+from ui.render import score_records
 
 STEP_SECONDS = 0.1  # the LSTM below is slowed to this per forward step, longer than a request's round trip, so
 # "how many more steps after the signal" measures the server and not the network
+# The stats line under a finished text: "**15** tokens · first token after **40 ms** · **9** tokens/s · stopped: …"
+STATS = re.compile(r"^\*\*(\d+)\*\* tokens · first token after \*\*\d+(\.\d)? m?s\*\* · \*\*\d+\*\* tokens/s · "
+                   r"stopped: (.+) · seed (\d+) *$", re.MULTILINE)
 
+
+def finished(stats: str) -> tuple[int, str, int]:
+    """(tokens, why it stopped, seed) from a finished text's stats; fails when the line is not all there."""
+    match = STATS.search(stats)
+    assert match, f"not a finished text's stats line: {stats!r}"
+    return int(match.group(1)), match.group(3), int(match.group(4))
 
 
 class StepLog:
@@ -40,35 +55,26 @@ def served(catalog):
     steps = StepLog()
     manager.get("lstm").model.register_forward_pre_hook(steps)
     playground = Playground(manager)
-    demo, url = app.serve(playground, free_port())
-    yield url, playground, steps
-    demo.close()
+    with live_app(playground) as url:
+        yield url, playground, steps
 
 
-def wait_until(predicate, timeout: float = 30.0, what: str = "the condition") -> None:
-    """Poll until `predicate()` holds; fail (never hang) after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.01)
-
-
-def generate_args(model="gru", prompt="First Citizen:", max_new_tokens=40, seed=1, temperature=0.8):
-    # prompt, model, temperature, top_k, top_p, min_p, repetition_penalty, no_repeat_ngram_size, max_new_tokens, seed
-    return (prompt, model, temperature, 0, 0.95, 0.0, 1.0, 0, max_new_tokens, seed)
+def test_the_api_takes_generate_args_in_the_order_of_the_pages_inputs(catalog):
+    demo = app.build_demo(Playground(ModelManager(catalog, device="cpu")))
+    generate = next(fn.fn for fn in demo.fns.values() if fn.api_name == "generate")
+    assert tuple(inspect.signature(generate).parameters)[1:] == GENERATE_INPUTS  # after the request
 
 
 def test_generate_streams_partial_updates(served):
     url, _, steps = served
     # The LSTM here takes 0.1 s a token, longer than the page's pace: every token is its own update.
     job = Client(url, verbose=False).submit(*generate_args(model="lstm", max_new_tokens=15), api_name="/generate")
-    updates = [out[0] for out in job]
-    assert len(updates) >= 15, "a slow model's text should arrive token by token"
-    assert all(later.startswith(earlier) for earlier, later in zip(updates, updates[1:]))
-    text, stats, html = job.result()
-    assert text == updates[-1] and len(text) > 0
-    assert "tokens/s" in stats and "**15** tokens" in stats
+    texts = [out[0] for out in updates(job)]
+    assert len(set(texts)) >= 15, "a slow model's text should arrive token by token"
+    assert all(later.startswith(earlier) for earlier, later in zip(texts, texts[1:]))
+    text, stats, html = job.result(timeout=10)
+    assert text == texts[-1] and len(text) == 15  # a character a token
+    assert finished(stats) == (15, "it reached the length you set", 1)
     assert html.count("class=tg-tok") == 15
 
 
@@ -76,19 +82,19 @@ def test_a_fast_models_updates_are_paced_not_one_per_token(served):
     url, _, _ = served
     start = time.monotonic()
     job = Client(url, verbose=False).submit(*generate_args(model="gru", max_new_tokens=1000), api_name="/generate")
-    updates = [out[0] for out in job]
+    texts = [out[0] for out in updates(job)]
     seconds = time.monotonic() - start
-    assert "**1000** tokens" in job.result()[1]
+    assert finished(job.result(timeout=10)[1])[0] == 1000
     # One update at the first token, then at most one per app.PACE, and the last: never one per token.
-    assert 2 <= len(updates) <= seconds / app.PACE + 4 and len(updates) < 1000 / 4, (len(updates), seconds)
+    assert 2 <= len(texts) <= seconds / app.PACE + 4 and len(texts) < 1000 / 4, (len(texts), seconds)
 
 
 def test_same_seed_gives_same_text_through_the_api(served):
     url, _, _ = served
     client = Client(url, verbose=False)
-    first = client.predict(*generate_args(seed=7), api_name="/generate")[0]
-    again = client.predict(*generate_args(seed=7), api_name="/generate")[0]
-    assert first == again
+    first = call(client, *generate_args(seed=7), api_name="/generate")[0]
+    again = call(client, *generate_args(seed=7), api_name="/generate")[0]
+    assert first == again and len(first) == 40
 
 
 @pytest.mark.parametrize(
@@ -104,8 +110,8 @@ def test_same_seed_gives_same_text_through_the_api(served):
 )
 def test_bad_requests_get_a_clear_message(served, args, message):
     url, _, _ = served
-    with pytest.raises(Exception) as err:
-        Client(url, verbose=False).predict(*args, api_name="/generate")
+    with pytest.raises(AppError) as err:
+        call(Client(url, verbose=False), *args, api_name="/generate")
     assert message in str(err.value)
     assert "Traceback" not in str(err.value)
 
@@ -126,14 +132,14 @@ def test_stop_ends_the_models_compute_before_its_next_step(served):
 
     playground.stop = stop_and_note
     try:
-        client.predict(api_name="/stop")
+        call(client, api_name="/stop")
     finally:
         playground.stop = real_stop
     text, stats, _ = job.result(timeout=10)
     time.sleep(10 * STEP_SECONDS)
     assert steps.after(signalled["at"]) == 0  # the step in flight finishes; no new one starts
     assert 0 < len(text) and len(steps.times) - before < 500
-    assert "stopped: you pressed Stop" in stats
+    assert finished(stats)[1] == "you pressed Stop"
 
 
 def test_dropped_client_ends_the_models_compute(served):
@@ -163,48 +169,141 @@ def test_a_client_killed_mid_stream_ends_the_models_compute(served):
     finally:
         client.kill()
     killed = time.monotonic()
-    client.wait()
+    client.wait(timeout=30)
     wait_until(lambda: playground.running() == 0, timeout=5, what="the run to end")
     time.sleep(10 * STEP_SECONDS)
     assert steps.after(killed) <= 1
 
 
+def compare_boxes(output: tuple, models: int, boxes: int) -> tuple[list[str], list[str]]:
+    """The texts and stats of /compare's first `models` boxes (of `boxes`), from one of its outputs; a box the
+    update set up comes as its update dict."""
+    def value(v):
+        return v.get("value") if isinstance(v, dict) else v
+
+    return ([value(output[i]) or "" for i in range(models)],
+            [value(output[boxes + i]) or "" for i in range(models)])
+
+
 def test_compare_streams_every_model_side_by_side(served):
-    url, _, _ = served
+    url, playground, _ = served
     job = Client(url, verbose=False).submit("First", ["gru", "transformer", "tiny-gpt2"], 0.8, 30, 3,
                                             api_name="/compare")
-    outputs = list(job)
-    final = job.result()
+    outputs = list(updates(job))
+    final = job.result(timeout=10)
     assert len(outputs) > 5
-    texts = [final[i] for i in range(3)]
-    stats = [final[4 + i] for i in range(3)]
-    assert all(texts) and all("tokens/s" in s for s in stats)
+    texts, stats = compare_boxes(final, 3, playground.limits.max_compare)
+    assert all(texts)
+    for s in stats:
+        tokens, why, seed = finished(s)
+        assert seed == 3 and (tokens == 30 and why == "it reached the length you set" or
+                              why == "the model ended the text")
+
+
+def test_compare_writes_the_models_at_the_same_time_not_one_after_another(served):
+    # Two slowed models: one after the other, the second would show nothing until the first had finished.
+    url, playground, lstm_steps = served
+    rnn_steps = StepLog()
+    handle = playground.manager.get("rnn").model.register_forward_pre_hook(rnn_steps)
+    try:
+        job = Client(url, verbose=False).submit("First", ["lstm", "rnn"], 0.8, 12, 1, api_name="/compare")
+        outputs = [compare_boxes(out, 2, playground.limits.max_compare) for out in updates(job)]
+        job.result(timeout=10)
+    finally:
+        handle.remove()
+    first_text = [next(i for i, (texts, _) in enumerate(outputs) if texts[m]) for m in range(2)]
+    done = [next(i for i, (_, stats) in enumerate(outputs) if "stopped:" in stats[m]) for m in range(2)]
+    assert first_text[0] < done[1] and first_text[1] < done[0], (first_text, done)
+    assert [finished(stats)[0] for stats in outputs[-1][1]] == [12, 12]
+    # On the server, the models' forward steps take turns (12 each: the prompt, then a step a token).
+    assert len(rnn_steps.times) == 12
+    order = [model for _, model in sorted([(t, "lstm") for t in lstm_steps.times[-12:]] +
+                                          [(t, "rnn") for t in rnn_steps.times])]
+    assert sum(a != b for a, b in zip(order, order[1:])) >= 20, order  # one after another would switch once
 
 
 def test_perplexity_scores_each_model(served):
-    url, _, _ = served
-    table, _plot = Client(url, verbose=False).predict("First Citizen:\nSpeak, speak.\n", ["lstm", "gru"],
-                                                      api_name="/score")
-    rows = table["data"]
-    assert len(rows) == 2 and all(float(r[1]) > 0 for r in rows)
+    url, playground, _ = served
+    text = "First Citizen:\nSpeak, speak.\n"
+    table, plot = call(Client(url, verbose=False), text, ["lstm", "gru"], api_name="/score")
+    expected = score_records(playground.score(["lstm", "gru"], text))  # the same numbers, computed here
+    assert [dict(zip(table["headers"], row)) for row in table["data"]] == expected
+    titles = [playground.catalog.get(name).title for name in ("lstm", "gru")]
+    assert [r["Model"] for r in expected] == titles
+    assert all(r["Surprise per character (nats, lower is better)"] > 0 for r in expected)
+    assert all(f'"{title}"' in str(plot).replace("'", '"') for title in titles)  # a bar for each model
 
 
 def test_many_concurrent_clients_all_finish_with_their_seeded_text(served):
     url, _, _ = served
-    alone = Client(url, verbose=False).predict(*generate_args(seed=11), api_name="/generate")[0]
+    alone = call(Client(url, verbose=False), *generate_args(seed=11), api_name="/generate")[0]
     results = [None] * 6
 
     def run(i):
-        results[i] = Client(url, verbose=False).predict(*generate_args(seed=11 if i % 2 else 100 + i),
-                                                        api_name="/generate")[0]
+        results[i] = call(Client(url, verbose=False), *generate_args(seed=11 if i % 2 else 100 + i),
+                          api_name="/generate")[0]
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(6)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(60)
-    assert all(r for r in results)
+    assert not any(t.is_alive() for t in threads)
+    assert all(r and len(r) == 40 for r in results)
     assert all(results[i] == alone for i in range(1, 6, 2))
+
+
+def test_stop_ends_only_the_callers_request(served):
+    url, playground, _ = served
+    mine, theirs = Client(url, verbose=False), Client(url, verbose=False)
+    my_job = mine.submit(*generate_args(model="lstm", max_new_tokens=1000), api_name="/generate")
+    their_job = theirs.submit(*generate_args(model="lstm", max_new_tokens=40, seed=2), api_name="/generate")
+    wait_until(lambda: playground.running() == 2 and all(j.outputs() and j.outputs()[-1][0] for j in
+                                                          (my_job, their_job)), what="both to be writing")
+    assert not their_job.done()
+    call(mine, api_name="/stop")
+    my_text, my_stats, _ = my_job.result(timeout=10)
+    assert finished(my_stats)[1] == "you pressed Stop" and len(my_text) < 1000
+    assert not their_job.done(), "the other client's request was still writing when mine stopped"
+    their_text, their_stats, _ = their_job.result(timeout=30)
+    assert finished(their_stats) == (40, "it reached the length you set", 2) and len(their_text) == 40
+
+
+def test_only_the_operators_concurrency_runs_at_once_and_the_rest_wait_then_finish(served):
+    _, slowed, _ = served
+    playground = Playground(slowed.manager, Limits(concurrency=2))  # the slowed LSTM: 0.1 s a token
+    with live_app(playground) as url:
+        jobs = [Client(url, verbose=False).submit(*generate_args(model="lstm", max_new_tokens=8, seed=i),
+                                                  api_name="/generate") for i in range(5)]
+        most, ranks, deadline = 0, set(), time.monotonic() + 60
+        while not all(job.done() for job in jobs) and time.monotonic() < deadline:
+            most = max(most, playground.running())
+            ranks |= {status.rank for status in (job.status() for job in jobs) if status.code.name == "IN_QUEUE"}
+            time.sleep(0.005)
+        results = [job.result(timeout=10) for job in jobs]
+    assert most == 2
+    assert {finished(stats)[:2] for _, stats, _ in results} == {(8, "it reached the length you set")}
+    assert ranks - {None}, "a waiting request is told its place in the queue"
+
+
+def test_a_full_queue_tells_the_extra_request_at_once_that_the_server_is_busy(served):
+    _, slowed, _ = served
+    playground = Playground(slowed.manager, Limits(concurrency=1, queue_size=1))
+    with live_app(playground) as url:
+        running = Client(url, verbose=False).submit(*generate_args(model="lstm", max_new_tokens=30),
+                                                    api_name="/generate")
+        wait_until(lambda: playground.running() == 1, what="the first request to start")
+        waiting = Client(url, verbose=False).submit(*generate_args(model="lstm", max_new_tokens=5),
+                                                    api_name="/generate")
+        wait_until(lambda: waiting.status().code.name == "IN_QUEUE", what="the second request to wait")
+        start = time.monotonic()
+        with pytest.raises(QueueError, match="Queue is full"):
+            call(Client(url, verbose=False), *generate_args(model="lstm", max_new_tokens=5), api_name="/generate",
+                 timeout=30)
+        assert time.monotonic() - start < 5
+        assert not running.done()
+        assert finished(running.result(timeout=30)[1])[0] == 30  # the accepted requests are served
+        assert finished(waiting.result(timeout=30)[1])[0] == 5
 
 
 def _by_id(demo, prefix: str) -> list:
@@ -212,28 +311,28 @@ def _by_id(demo, prefix: str) -> list:
 
 
 @pytest.mark.parametrize("limit", ["1", "50", "5000"])
-def test_length_sliders_start_within_the_operators_cap(catalog, monkeypatch, limit):
-    monkeypatch.setenv("TEXTGEN_MAX_NEW_TOKENS", limit)
+def test_length_sliders_start_within_the_operators_cap(catalog, clean_env, limit):
+    clean_env.setenv("TEXTGEN_MAX_NEW_TOKENS", limit)
     demo = app.build_demo(Playground(ModelManager(catalog, device="cpu")))
     for slider in _by_id(demo, "max_new_tokens") + _by_id(demo, "cmp-max"):
         assert slider.minimum <= slider.value <= min(int(limit), 200) and slider.maximum >= max(int(limit), 2)
 
 
-def test_compare_has_one_output_box_per_model_the_operator_allows(catalog, monkeypatch):
-    monkeypatch.setenv("TEXTGEN_MAX_COMPARE", "5")
+def test_compare_has_one_output_box_per_model_the_operator_allows(catalog, clean_env):
+    clean_env.setenv("TEXTGEN_MAX_COMPARE", "5")
     playground = Playground(ModelManager(catalog, device="cpu"))
     demo = app.build_demo(playground)
     assert len(_by_id(demo, "cmp-out-")) == 5 and len(catalog.names()) == 5
     compare = next(fn.fn for fn in demo.fns.values() if fn.api_name == "compare")
     request = ("First Citizen:", catalog.names(), 0.8, 3, 1)
-    updates = list(compare(None, *request))  # (request, *inputs), as Gradio calls it
-    assert len(updates[-1]) == 2 * 5 and all(text for text in updates[-1][:5])
+    outputs = list(compare(None, *request))  # (request, *inputs), as Gradio calls it
+    assert len(outputs[-1]) == 2 * 5 and all(text for text in outputs[-1][:5])
 
 
 @pytest.mark.parametrize("env", [{"TEXTGEN_CONCURRENCY": "two"}, {"TEXTGEN_MAX_PROMPT_CHARS": "1e3x"}])
-def test_a_bad_operator_setting_is_one_clear_line(monkeypatch, capsys, env):
+def test_a_bad_operator_setting_is_one_clear_line(clean_env, capsys, env):
     for name, value in env.items():
-        monkeypatch.setenv(name, value)
+        clean_env.setenv(name, value)
     with pytest.raises(SystemExit) as exit_info:
         app.main(["--port", str(free_port())])
     assert exit_info.value.code == 2

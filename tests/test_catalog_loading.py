@@ -1,15 +1,19 @@
 """The catalog decides what can be loaded; the manager loads it once, safely, within a memory budget."""
 
 import json
+import re
 import shutil
+import socket
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import huggingface_hub.constants
 import pytest
 import torch
+from helpers import BREAKAGES, broken_checkpoint
 
 import textgen.catalog
 import textgen.gguf
@@ -18,7 +22,7 @@ from textgen.catalog import SHIPPED_DIR, Catalog, ModelEntry, UnknownModelError,
 from textgen.cli import main
 from textgen.generation import stream
 from textgen.loading import ModelLoadError, ModelManager, load_model
-from textgen.settings import GenerationSettings
+from textgen.settings import GenerationSettings, Limits
 
 
 def generates(loaded) -> bool:
@@ -43,12 +47,6 @@ def empty_hf_cache(tmp_path, monkeypatch):
     cache = tmp_path / "hf-cache"
     cache.mkdir()
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
-
-
-@pytest.fixture
-def clean_env(monkeypatch):
-    monkeypatch.delenv("TEXTGEN_MODELS", raising=False)
-    monkeypatch.delenv("TEXTGEN_CATALOG", raising=False)
 
 
 # -- the catalog -----------------------------------------------------------------------------------
@@ -174,26 +172,9 @@ def test_missing_catalog_file_is_a_value_error(tmp_path):
 # -- loading -----------------------------------------------------------------------------------------
 
 
-def corrupt_copy(model_dirs, tmp_path, how: str):
-    path = tmp_path / f"broken-{how}"
-    shutil.copytree(model_dirs["lstm"], path)
-    if how == "weights":
-        (path / "model.safetensors").write_bytes(b"\x00garbage, not safetensors" * 10)
-    elif how == "truncated":
-        data = (path / "model.safetensors").read_bytes()
-        (path / "model.safetensors").write_bytes(data[: len(data) // 2])
-    elif how == "tokenizer":
-        (path / "tokenizer.json").unlink()
-    elif how == "config":
-        (path / "config.json").unlink()
-    elif how == "weights-missing":
-        (path / "model.safetensors").unlink()
-    return path
-
-
-@pytest.mark.parametrize("how", ["weights", "truncated", "tokenizer", "config", "weights-missing"])
+@pytest.mark.parametrize("how", sorted(BREAKAGES))
 def test_corrupt_checkpoint_is_a_clear_error_and_the_other_models_keep_working(model_dirs, tmp_path, how):
-    broken = corrupt_copy(model_dirs, tmp_path, how)
+    broken = broken_checkpoint(model_dirs["lstm"], tmp_path / f"broken-{how}", how)
     good = [entry_for_source(str(model_dirs[n])) for n in ("lstm", "transformer")]
     manager = ModelManager(Catalog([*good, entry_for_source(str(broken))]), device="cpu")
     assert generates(manager.get("lstm"))
@@ -203,7 +184,7 @@ def test_corrupt_checkpoint_is_a_clear_error_and_the_other_models_keep_working(m
                              "Pick another model."
     assert f"at {broken.name} is missing, incomplete or corrupt" in exc.value.detail
     assert str(tmp_path) not in exc.value.detail  # not even the operator's message shows the server's full path
-    assert manager.unavailable(broken.name) == str(exc.value)  # the pickers mark it from now on
+    assert manager.unavailable(broken.name) == "its files are damaged"  # the pickers mark it from now on
     assert not manager.is_loaded(broken.name)
     assert generates(manager.get("lstm"))
     assert generates(manager.get("transformer"))
@@ -263,7 +244,7 @@ def test_uncached_hub_model_offline_fails_fast_with_advice(monkeypatch, no_loadi
     assert str(exc.value) == "Ghost has to be downloaded first, and this server has no internet connection. " \
                              "Pick another model."
     assert "HF_HUB_OFFLINE" in exc.value.detail and "textgen-tests/ghost-model" in exc.value.detail
-    assert HUB_GHOST.unavailable_reason() == "needs a download, and this server has no internet connection"
+    assert HUB_GHOST.unavailable_reason() == "needs internet to download"
 
 
 def test_hub_offline_setting_skips_the_network_check(monkeypatch, no_loading, empty_hf_cache):
@@ -336,14 +317,14 @@ def test_concurrent_requests_for_one_model_load_it_once(catalog, monkeypatch):
 
     monkeypatch.setattr(textgen.loading, "load_model", slow_load)
     manager = ModelManager(catalog, device="cpu")
-    start = threading.Barrier(5)
+    start = threading.Barrier(5, timeout=30)
 
     def get(name):
         start.wait()
         return manager.get(name)
 
     with ThreadPoolExecutor(5) as pool:
-        results = list(pool.map(get, ["lstm"] * 5))
+        results = list(pool.map(get, ["lstm"] * 5, timeout=60))
     assert calls == ["lstm"]
     assert all(r is results[0] for r in results)
 
@@ -382,17 +363,25 @@ def test_concurrent_first_use_of_two_models_leaves_loading_intact(catalog, monke
         return manager.get(name)
 
     with ThreadPoolExecutor(2) as pool:  # the second load starts while the first is building its model
-        assert [m.name for m in pool.map(get, ["lstm", "gru"], [0, 0.15])] == ["lstm", "gru"]
+        assert [m.name for m in pool.map(get, ["lstm", "gru"], [0, 0.15], timeout=60)] == ["lstm", "gru"]
     swapped = [name for obj, name, original in restore_transformers_globals if getattr(obj, name) is not original]
     assert swapped == []
     transformer = manager.get("transformer").model
     assert transformer.lm_head.weight.data_ptr() == transformer.wte.weight.data_ptr()
 
 
-def test_memory_budget_from_environment(catalog, monkeypatch):
-    monkeypatch.setenv("TEXTGEN_MEMORY_BUDGET_MB", "2")
+def test_memory_budget_is_a_limit_read_from_the_environment(catalog, clean_env):
+    assert Limits().memory_budget_mb == 6144  # the README's default
+    assert ModelManager(catalog, device="cpu").budget_bytes == 6144 * 2**20
+    clean_env.setenv("TEXTGEN_MEMORY_BUDGET_MB", "2")
+    assert Limits.from_env().memory_budget_mb == 2
     assert ModelManager(catalog, device="cpu").budget_bytes == 2 * 2**20
+    # The operator's limits when given (the playground's), and a budget given outright before either.
+    assert ModelManager(catalog, device="cpu", limits=Limits(memory_budget_mb=5)).budget_bytes == 5 * 2**20
     assert ModelManager(catalog, memory_budget_mb=3, device="cpu").budget_bytes == 3 * 2**20
+    clean_env.setenv("TEXTGEN_MEMORY_BUDGET_MB", "a lot")
+    with pytest.raises(ValueError, match="TEXTGEN_MEMORY_BUDGET_MB must be a whole number"):
+        ModelManager(catalog, device="cpu")
 
 
 # -- the models command ------------------------------------------------------------------------------
@@ -423,3 +412,72 @@ def test_a_second_model_with_a_taken_name_is_kept_under_a_new_name(model_dirs):
                        entry_for_source(str(model_dirs["gru"]), name="mine")])  # the same model again: once
     assert catalog.names() == ["mine", "mine-2"]
     assert catalog.get("mine-2").source == str(model_dirs["lstm"])
+
+
+# -- the shipped models, offline ------------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+SHIPPED = sorted(p.name for p in SHIPPED_DIR.iterdir() if (p / "config.json").is_file())
+# The README's table of models: | `lstm` | LSTM, ... | 3.46M | 1.463 | 125 min |
+README_MODELS = {m[0]: (float(m[1]), m[2]) for m in re.findall(r"^\| `(\w+)` \| [^|]+ \| ([\d.]+)M \| ([\d.]+) \|",
+                                                                 README, re.MULTILINE)}
+
+
+def test_the_readme_table_lists_every_shipped_model():
+    assert SHIPPED and sorted(README_MODELS) == SHIPPED
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_each_shipped_model_loads_and_writes_offline(name, clean_env):
+    clean_env.setenv("HF_HUB_OFFLINE", "1")
+    clean_env.setattr(textgen.catalog, "hub_reachable", lambda *a, **k: pytest.fail("the network was probed"))
+
+    def no_network(sock, address):
+        pytest.fail(f"a connection to {address} was attempted")
+
+    clean_env.setattr(socket.socket, "connect", no_network)
+    catalog = Catalog.default(include_gpt2=False)
+    entry = catalog.get(name)
+    assert entry.origin == "shipped" and entry.available_offline() and entry.unavailable_reason() is None
+    loaded = ModelManager(catalog, device="cpu").get(name)
+    events = list(stream(loaded, GenerationSettings.parse("ROMEO:\n", max_new_tokens=40, seed=1)))
+    summary = events[-1]
+    assert summary.tokens == [40] and summary.stop_reasons == ["length"]
+    text = summary.texts[0]
+    assert len(text) == 40  # a character a token, each of the model's own choosing
+    assert "<unk>" not in text and "".join(e.text for e in events[:-1]) == text
+    # What the README's table says of it: its size, and its held-out loss as its training summary records it.
+    millions, loss = README_MODELS[name]
+    assert round(loaded.n_params / 1e6, 2) == millions
+    recorded = json.loads((SHIPPED_DIR / name / "training_summary.json").read_text())["val_nats_per_char"]
+    assert f"{recorded:.3f}" == loss
+
+
+# -- no code from a model repository ever runs ----------------------------------------------------------------
+
+TRUST = re.compile(r"""trust_remote_code["']?\s*[=:]\s*([^,)\s}]+)""")
+
+
+def test_trust_remote_code_is_never_set_to_true_anywhere_in_the_source():
+    skip = {"runs", "node_modules"}
+    files = [p for p in ROOT.rglob("*.py")
+             if not any(part.startswith(".") or part in skip for part in p.relative_to(ROOT).parts)]
+    assert ROOT / "textgen" / "loading.py" in files
+    values = {(str(p.relative_to(ROOT)), v) for p in files for v in TRUST.findall(p.read_text(errors="replace"))}
+    assert ("textgen/loading.py", "False") in values  # the pattern does find the setting
+    assert {v for _, v in values} == {"False"}, sorted(values)
+
+
+def test_load_model_passes_trust_remote_code_false_to_both_loaders(model_dirs, monkeypatch):
+    seen = []
+    for auto in (textgen.loading.AutoTokenizer, textgen.loading.AutoModelForCausalLM):
+        real = auto.from_pretrained
+
+        def record(*args, _real=real, _auto=auto, **kwargs):
+            seen.append((_auto.__name__, kwargs.get("trust_remote_code", "not passed")))
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(auto, "from_pretrained", record)
+    load_model(entry_for_source(str(model_dirs["transformer"])), torch.device("cpu"))
+    assert sorted(seen) == [("AutoModelForCausalLM", False), ("AutoTokenizer", False)]

@@ -13,20 +13,15 @@ import time
 
 import pytest
 import torch
-from conftest import free_port
 from gradio_client import Client
+from helpers import broken_checkpoint, call, clean_environment, generate_args, live_app
 
-import app
 import textgen.loading
 from textgen.catalog import Catalog
 from textgen.loading import ModelManager
 from textgen.playground import Playground, RequestError
 
-BROKEN = {  # shipped directory name -> what is wrong with it
-    "corrupt": "model.safetensors is junk",
-    "no-config": "config.json is missing",
-    "no-tokenizer": "tokenizer.json is missing",
-}
+BROKEN = {"corrupt": "weights", "no-config": "config", "no-tokenizer": "tokenizer"}  # name -> helpers.BREAKAGES
 
 
 def write(playground: Playground, model: str, seed: int = 1, prompt: str = "First Citizen:", max_new_tokens: int = 24,
@@ -75,31 +70,24 @@ def no_tracebacks(capfd, caplog) -> None:
 def shipped(tmp_path_factory, model_dirs):
     """An assets/models folder with one good checkpoint and three broken ones, as a crashed training leaves."""
     root = tmp_path_factory.mktemp("shipped")
-    for name in ["good", *BROKEN]:
-        shutil.copytree(model_dirs["lstm"], root / name)
-    (root / "corrupt" / "model.safetensors").write_bytes(b"\x00 not a safetensors file \xff" * 100)
-    (root / "no-config" / "config.json").unlink()
-    (root / "no-tokenizer" / "tokenizer.json").unlink()
+    shutil.copytree(model_dirs["lstm"], root / "good")
+    for name, how in BROKEN.items():
+        broken_checkpoint(model_dirs["lstm"], root / name, how)
     return root
 
 
 @pytest.fixture(scope="module")
 def shipped_catalog(shipped):
     with pytest.MonkeyPatch.context() as mp:  # only the folder's models, whatever this machine's environment
-        mp.delenv("TEXTGEN_MODELS", raising=False)
-        mp.delenv("TEXTGEN_CATALOG", raising=False)
+        clean_environment(mp)
         return Catalog.default(shipped_dir=shipped, include_gpt2=False)
 
 
 @pytest.fixture(scope="module")
 def shipped_app(shipped_catalog):
     playground = fresh(shipped_catalog)
-    demo = app.build_demo(playground)
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                **app.LAUNCH_KWARGS)
-    yield f"http://127.0.0.1:{port}/", playground
-    demo.close()
+    with live_app(playground) as url:
+        yield url, playground
 
 
 def test_the_catalog_lists_broken_checkpoints_too(shipped_catalog, shipped):
@@ -120,7 +108,7 @@ def test_a_broken_checkpoint_is_a_clear_error_and_the_good_one_keeps_writing(shi
     title = playground.catalog.get(name).title
     assert message == f"{title} cannot be used: its files on the server are missing or damaged. Pick another model."
     assert "Traceback" not in message and str(shipped) not in message
-    assert playground.unavailable()[name] == message  # every picker marks it now
+    assert playground.unavailable()[name] == "its files are damaged"  # every picker marks it now
     assert not playground.manager.is_loaded(name)
     assert write(playground, "good") == before
     with pytest.raises(RequestError, match="missing or damaged"):  # asked again, it fails again: nothing half-loaded
@@ -130,24 +118,22 @@ def test_a_broken_checkpoint_is_a_clear_error_and_the_good_one_keeps_writing(shi
 def test_the_app_starts_with_broken_checkpoints_and_says_what_is_wrong(shipped_app, shipped, capfd, caplog):
     url, playground = shipped_app
     client = Client(url, verbose=False)
-    args = ["First Citizen:", "good", 0.8, 0, 0.95, 0.0, 1.0, 0, 20, 5]  # /generate's inputs, model second
-    before, stats, _ = client.predict(*args, api_name="/generate")
+    request = {"max_new_tokens": 20, "seed": 5}
+    before, stats, _ = call(client, *generate_args(model="good", **request), api_name="/generate")
     assert before and "**20** tokens" in stats
     for name in BROKEN:
-        args[1] = name
         with pytest.raises(Exception) as err:
-            client.predict(*args, api_name="/generate")
+            call(client, *generate_args(model=name, **request), api_name="/generate")
         message = str(err.value)
         assert "its files on the server are missing or damaged. Pick another model." in message, message
         assert str(shipped) not in message and "Traceback" not in message and 'File "' not in message
         # The operator's details (which checkpoint, where, what is wrong) are in the server's log.
         assert f"at {name} is missing, incomplete or corrupt" in caplog.text
     # The Compare tab: the broken model says so in its own box, and the good one writes its whole text.
-    final = client.predict("First", ["good", "corrupt"], 0.8, 10, 1, api_name="/compare")
+    final = call(client, "First", ["good", "corrupt"], 0.8, 10, 1, api_name="/compare")
     assert len(final[0]) > 0 and "**10** tokens" in final[4]
     assert "missing or damaged" in final[5]
-    args[1] = "good"
-    assert client.predict(*args, api_name="/generate")[0] == before
+    assert call(client, *generate_args(model="good", **request), api_name="/generate")[0] == before
     assert [m.name for m in playground.manager.loaded()] == ["good"]
     no_tracebacks(capfd, caplog)
 
@@ -260,7 +246,7 @@ def test_seeded_text_is_the_same_alone_and_among_8_concurrent_requests(catalog):
     assert len(set(alone)) == len(REQUESTS) - 1, "the requests differ, except the repeated one"
 
     together: list[str | BaseException | None] = [None] * len(REQUESTS)
-    start = threading.Barrier(len(REQUESTS))
+    start = threading.Barrier(len(REQUESTS), timeout=60)
 
     def run(i: int) -> None:
         model, seed, controls = REQUESTS[i]

@@ -18,12 +18,11 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
 import pytest
-from conftest import free_port
 from gradio_client import Client
+from helpers import GENERATE_INPUTS, call, generate_args, live_app
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-import app
 from textgen.loading import ModelManager
 from textgen.playground import Playground, RequestError
 from textgen.settings import CONTROLS, Limits, bounded_controls
@@ -62,12 +61,8 @@ def playground(catalog):
 def served(catalog):
     """The real page on a loopback port, over its own ModelManager (not test_app.py's slowed LSTM)."""
     playground = Playground(ModelManager(catalog, device="cpu"))
-    demo = app.build_demo(playground)
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                **app.LAUNCH_KWARGS)
-    yield f"http://127.0.0.1:{port}/", playground
-    demo.close()
+    with live_app(playground) as url:
+        yield url, playground
 
 
 # -- 1. the Python API, swept by hypothesis -------------------------------------------------------------
@@ -199,7 +194,7 @@ def serve_or_refuse(playground: Playground, prompt, model, values: dict) -> str:
     assert len(summary.tokens) == request.num_samples
     assert all(n <= request.max_new_tokens for n in summary.tokens)
     assert live.text == summary.texts[0]
-    assert "tokens" in stats_markdown(live)
+    assert f"**{len(live.tokens)}** tokens" in stats_markdown(live)
     assert playground.running() == 0
     return "served"
 
@@ -227,10 +222,7 @@ def test_every_valid_request_is_served(playground, prompt, model, values):
 
 # -- 2. the public HTTP API, swept with at least 200 bad requests --------------------------------------
 
-GENERATE = {  # /generate's inputs in order, with values that make a fast valid request
-    "prompt": "First", "model": "lstm", "temperature": 0.8, "top_k": 0, "top_p": 0.95, "min_p": 0.0,
-    "repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "max_new_tokens": 4, "seed": 1,
-}
+QUICK = {"prompt": "First", "model": "lstm", "max_new_tokens": 4}  # with helpers.generate_args: a fast valid request
 SERVED, REFUSED, EITHER = "served", "refused", "either"
 
 
@@ -244,8 +236,7 @@ class Case:
 
 
 def generate_case(label: str, expect: str, says: str = "", **changes) -> Case:
-    values = {**GENERATE, **changes}
-    return Case("/generate", tuple(values.values()), label, expect, says)
+    return Case("/generate", generate_args(**{**QUICK, **changes}), label, expect, says)
 
 
 def bad_numbers(name: str, low: float, high: float, whole: bool) -> list[tuple[object, str]]:
@@ -263,7 +254,7 @@ def sweep_cases(limits: Limits) -> list[Case]:
     cases = []
     # Every control of /generate, with every kind of bad value.
     for name, control in bounded_controls(limits).items():
-        if name not in GENERATE:
+        if name not in GENERATE_INPUTS:
             continue
         low, high, whole = control.low, control.high, control.whole
         for value, expect in bad_numbers(name, low, high, whole):
@@ -420,15 +411,15 @@ def test_at_least_200_bad_requests_through_the_public_api_get_an_answer_in_words
     for t in threads:
         t.start()
     for t in threads:
-        t.join()
-
+        t.join(timeout=20 * 60)
+    assert not any(t.is_alive() for t in threads), "the sweep did not finish"
     assert outcomes["hung"] == 0, outcomes
     assert sum(outcomes.values()) == len(cases)
     assert not problems, f"{len(problems)} of {len(cases)} answers were wrong:\n" + "\n".join(problems[:30])
     assert outcomes[SERVED] >= 40 and outcomes[REFUSED] >= 150, outcomes  # the sweep really did both
 
     # The server is unharmed: a normal request still writes text, and nothing is left running.
-    text, stats, _ = Client(url, verbose=False).predict(*generate_case("normal", SERVED).args, api_name="/generate")
+    text, stats, _ = call(Client(url, verbose=False), *generate_case("normal", SERVED).args, api_name="/generate")
     assert text and "**4** tokens" in stats
     assert playground.running() == 0
     # No traceback: neither printed (Gradio prints one for any exception but gr.Error) nor logged (textgen logs
@@ -451,8 +442,8 @@ def test_integer_past_the_float_range_is_refused_in_words(playground, name):
 def test_integer_past_the_float_range_through_the_api(served, capfd):
     url, _ = served
     with pytest.raises(Exception) as err:
-        Client(url, verbose=False).predict(*generate_case("huge", REFUSED, temperature=10**400).args,
-                                           api_name="/generate")
+        call(Client(url, verbose=False), *generate_case("huge", REFUSED, temperature=10**400).args,
+             api_name="/generate")
     assert "temperature" in str(err.value)
     assert "Traceback" not in "".join(capfd.readouterr())
 

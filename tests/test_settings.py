@@ -1,8 +1,23 @@
 """GenerationSettings.parse: untrusted values in, clean settings or a clear InvalidRequest out."""
 
-import pytest
+from dataclasses import fields
 
-from textgen.settings import CONTROLS, GenerationSettings, InvalidRequest, Limits
+import pytest
+import torch
+
+import textgen.devices
+from textgen.cli import build_parser, main
+from textgen.devices import configure_cpu_threads, pick_device
+from textgen.settings import (
+    CONTROLS,
+    PRESETS,
+    SLIDERS,
+    GenerationSettings,
+    InvalidRequest,
+    Limits,
+    matching_preset,
+    preset_values,
+)
 
 parse = GenerationSettings.parse
 
@@ -173,3 +188,97 @@ def test_limits_from_env_rejects_a_non_number(monkeypatch):
     monkeypatch.setenv("TEXTGEN_MAX_NEW_TOKENS", "lots")
     with pytest.raises(ValueError, match="TEXTGEN_MAX_NEW_TOKENS must be a whole number"):
         Limits.from_env()
+
+
+def test_every_limit_is_read_from_its_own_variable(clean_env):
+    for i, f in enumerate(fields(Limits)):
+        clean_env.setenv(f"TEXTGEN_{f.name.upper()}", str(100 + i))
+    limits = Limits.from_env()
+    assert [getattr(limits, f.name) for f in fields(Limits)] == [100 + i for i in range(len(fields(Limits)))]
+
+
+# -- the styles (presets) ----------------------------------------------------------------------------------
+
+STYLES = {  # what each style sets; the sliders no style mentions (length, no-repeat size) keep their value
+    "Precise": {"temperature": 0.3, "top_k": 20, "top_p": 0.9, "min_p": 0.0, "repetition_penalty": 1.1},
+    "Balanced": {"temperature": 0.8, "top_k": 0, "top_p": 0.95, "min_p": 0.0, "repetition_penalty": 1.05},
+    "Creative": {"temperature": 1.1, "top_k": 0, "top_p": 1.0, "min_p": 0.05, "repetition_penalty": 1.0},
+}
+
+
+def test_each_style_sets_its_values():
+    assert PRESETS == tuple(STYLES)
+    for style, values in STYLES.items():
+        assert preset_values(style) == values
+        assert matching_preset({**values, "no_repeat_ngram_size": 3, "max_new_tokens": 77}) == style
+        assert parse("x", **values)  # every style is a valid request
+
+
+def test_the_page_starts_at_the_balanced_style():
+    start = {name: CONTROLS[name].start for name in SLIDERS}
+    assert matching_preset(start) == "Balanced"
+    assert start["max_new_tokens"] == CONTROLS["max_new_tokens"].default == 200
+
+
+@pytest.mark.parametrize("style", list(STYLES))
+def test_moving_a_slider_off_a_style_gives_no_style(style):
+    for name, value in STYLES[style].items():
+        control = CONTROLS[name]
+        moved = value + control.step if value + control.step <= control.high else value - control.step
+        assert matching_preset({**STYLES[style], name: moved}) is None, (style, name, moved)
+    assert matching_preset({}) is None and preset_values("No such style") == {}
+
+
+# -- CPU threads: --threads and TEXTGEN_THREADS ------------------------------------------------------------
+
+
+@pytest.fixture
+def threads_restored():
+    threads, mkldnn = torch.get_num_threads(), torch.backends.mkldnn.enabled
+    yield
+    torch.set_num_threads(threads)
+    torch.backends.mkldnn.enabled = mkldnn
+
+
+@pytest.mark.parametrize(("asked", "env", "cores", "expected"), [
+    (None, None, 4, 1),  # one thread unless told otherwise
+    (None, "3", 4, 3),  # TEXTGEN_THREADS
+    (2, "3", 4, 2),  # --threads wins over the variable
+    (16, None, 4, 4),  # never more than the machine's cores
+    (0, None, 4, 1),  # at least one
+    (-5, None, 4, 1),
+    (None, "64", 2, 2),
+])
+def test_threads_are_set_and_clamped(clean_env, threads_restored, asked, env, cores, expected):
+    if env is not None:
+        clean_env.setenv("TEXTGEN_THREADS", env)
+    clean_env.setattr(textgen.devices.os, "cpu_count", lambda: cores)
+    assert configure_cpu_threads(asked) == expected
+    assert torch.get_num_threads() == expected
+    assert not torch.backends.mkldnn.enabled
+
+
+def test_the_cli_passes_threads_on(model_dirs, clean_env, capsys):
+    asked = []
+    clean_env.setattr(textgen.devices, "configure_cpu_threads", asked.append)
+    assert main(["generate", "--model", str(model_dirs["gru"]), "--prompt", "F", "--max-new-tokens", "2",
+                 "--seed", "1", "--threads", "3"]) == 0
+    assert asked == [3]
+    assert build_parser().parse_args(["train", "--arch", "gru", "--data", "x", "--out", "y",
+                                      "--threads", "2"]).threads == 2
+
+
+# -- the device: --device and TEXTGEN_DEVICE ----------------------------------------------------------------
+
+
+def test_the_device_is_the_operators_choice(clean_env):
+    assert pick_device("cpu") == torch.device("cpu")
+    clean_env.setenv("TEXTGEN_DEVICE", "cpu")
+    assert pick_device() == torch.device("cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="device 'cuda:1' was asked for, but CUDA is not available here"):
+            pick_device("cuda:1")  # said at once, not a failure at the first request
+        clean_env.setenv("TEXTGEN_DEVICE", "cuda")
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            pick_device()
+        assert pick_device("cpu") == torch.device("cpu")  # --device wins over the variable

@@ -9,7 +9,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from conftest import free_port
+from helpers import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,7 +52,8 @@ def test_lazy_playground_builds_in_the_background_and_serves(catalog):
     lazy = LazyPlayground(catalog, Limits())
     assert lazy.catalog is catalog  # available at once, for building the page
     lazy.start()
-    settings = lazy.parse("First", max_new_tokens=5, seed=1)  # waits for the real playground
+    wait_until(lambda: lazy.ready, timeout=120, what="the playground to be built")
+    settings = lazy.parse("First", max_new_tokens=5, seed=1)
     assert list(lazy.generate("gru", settings))[-1].summary.tokens == [5]
 
 
@@ -63,5 +64,7 @@ def test_lazy_playground_reports_a_failed_start_to_each_request(catalog):
     from textgen.startup import LazyPlayground
 
     lazy = LazyPlayground(catalog, Limits(), device="no-such-device")
+    lazy.start()
+    assert lazy._ready.wait(120)  # the build has ended (in failure), so the request below cannot wait
     with pytest.raises(RequestError, match="failed to start"):
         lazy.parse("First")

@@ -271,3 +271,22 @@ def test_loss_chart_of_a_short_run_marks_every_point(config):
     assert bottom + margin < min(values) and max(values) < top - margin  # off the frame, where markers show whole
     assert "1 evaluation" in ax.get_title()
     assert any("last" in t.get_text() for t in ax.get_legend().get_texts())
+
+
+def test_the_best_validation_checkpoint_is_the_one_kept(config, monkeypatch):
+    # Validation at steps 10, 20 and 30 scores 2.0, 1.0, then worse again (1.5): the step-20 weights are kept.
+    from safetensors.torch import load_file
+
+    trainer = Trainer(replace(config, max_steps=30, eval_interval=10))
+    scores, weights = iter([2.0, 1.0, 1.5]), {}
+
+    def validate():
+        weights[trainer.step] = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+        return next(scores)
+
+    monkeypatch.setattr(trainer, "validate", validate)
+    summary = trainer.train()
+    assert sorted(weights) == [10, 20, 30] and summary["best_val_loss_per_token"] == 1.0
+    kept = load_file(trainer.out / "model.safetensors")
+    assert kept and all(torch.equal(kept[k], weights[20][k]) for k in kept)
+    assert not all(torch.equal(kept[k], weights[30][k]) for k in kept)  # the last weights differ: not kept

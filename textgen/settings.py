@@ -35,6 +35,7 @@ class Limits:
     max_compare: int = 4
     concurrency: int = 2  # generations running at once; more wait in the queue
     queue_size: int = 64  # requests waiting before new ones are told the server is busy
+    memory_budget_mb: int = 6144  # loaded models beyond this are dropped, least recently used first
 
     @classmethod
     def from_env(cls) -> Limits:

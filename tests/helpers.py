@@ -1,0 +1,133 @@
+"""What the tests and the benchmarks share, written once: a free port, the app served live, /generate's
+arguments, reading a streaming job with a deadline, a broken checkpoint, and a clean environment.
+
+Tests import it as `helpers` (pytest puts tests/ on the path; conftest.py re-exports `free_port`), benchmarks
+as `tests.helpers`. It imports neither torch nor pytest at the top, so a benchmark can use it anywhere.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from textgen.settings import SLIDERS
+
+REQUEST_TIMEOUT = 60.0  # seconds: a request still unanswered after this counts as hung (the suite must never hang)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now, for a server a test starts."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def live_app(playground, **launch) -> Iterator[str]:
+    """The real page over `playground`, served by `app.serve` on a free loopback port; yields its URL and
+    closes the server afterwards. The one way the tests start the app in-process."""
+    import app
+
+    demo, url = app.serve(playground, free_port(), **launch)
+    try:
+        yield url
+    finally:
+        demo.close()
+
+
+# -- /generate ----------------------------------------------------------------------------------------------
+
+GENERATE_INPUTS = ("prompt", "model", *SLIDERS, "seed")  # /generate's inputs, in order (app.write_tab)
+GENERATE_DEFAULTS = {"prompt": "First Citizen:", "model": "gru", "temperature": 0.8, "top_k": 0, "top_p": 0.95,
+                     "min_p": 0.0, "repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "max_new_tokens": 40,
+                     "seed": 1}
+
+
+def generate_args(**values) -> tuple:
+    """/generate's positional inputs: GENERATE_DEFAULTS with `values` in their place (any value at all, for
+    the hostile tests); a name that is not an input is a mistake in the test."""
+    unknown = set(values) - set(GENERATE_INPUTS)
+    if unknown:
+        raise TypeError(f"/generate has no input(s) {sorted(unknown)}; it has {GENERATE_INPUTS}")
+    merged = {**GENERATE_DEFAULTS, **values}
+    return tuple(merged[name] for name in GENERATE_INPUTS)
+
+
+def updates(job, timeout: float = REQUEST_TIMEOUT, poll: float = 0.005) -> Iterator[tuple]:
+    """A gradio_client job's partial outputs as they arrive (like iterating the Job), giving up with
+    TimeoutError after `timeout` seconds instead of waiting for ever."""
+    seen, deadline = 0, time.monotonic() + timeout
+    while True:
+        outputs = job.outputs()
+        while seen < len(outputs):
+            seen += 1
+            yield outputs[seen - 1]
+        if job.done():
+            outputs = job.outputs()
+            if seen >= len(outputs):
+                return
+            continue
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no answer within {timeout:g} s")
+        time.sleep(poll)
+
+
+def call(client, *args, api_name: str, timeout: float = REQUEST_TIMEOUT):
+    """`client.predict(*args, api_name=...)`, but failing after `timeout` seconds rather than hanging."""
+    return client.submit(*args, api_name=api_name).result(timeout=timeout)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "the condition") -> None:
+    """Poll until `predicate()` holds; fail the test (never hang) after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.01)
+
+
+# -- broken checkpoints -------------------------------------------------------------------------------------
+
+BREAKAGES = {  # how -> what is wrong with the copy, as a crashed training or a bad copy leaves it
+    "weights": "model.safetensors is junk",
+    "truncated": "model.safetensors is cut in half",
+    "weights-missing": "model.safetensors is missing",
+    "config": "config.json is missing",
+    "tokenizer": "tokenizer.json is missing",
+}
+
+
+def broken_checkpoint(good: Path, dest: Path, how: str) -> Path:
+    """A copy of the checkpoint folder `good` at `dest`, broken in one of the BREAKAGES ways."""
+    shutil.copytree(good, dest)
+    weights = dest / "model.safetensors"
+    if how == "weights":
+        weights.write_bytes(b"\x00 not a safetensors file \xff" * 100)
+    elif how == "truncated":
+        data = weights.read_bytes()
+        weights.write_bytes(data[: len(data) // 2])
+    elif how == "weights-missing":
+        weights.unlink()
+    elif how == "config":
+        (dest / "config.json").unlink()
+    elif how == "tokenizer":
+        (dest / "tokenizer.json").unlink()
+    else:
+        raise ValueError(f"unknown breakage {how!r}; one of {sorted(BREAKAGES)}")
+    return dest
+
+
+# -- the environment ----------------------------------------------------------------------------------------
+
+
+def clean_environment(monkeypatch):
+    """Remove every TEXTGEN_* variable (extra models, catalog file, limits, device, threads) through
+    `monkeypatch`, so that what this machine's environment says reaches no test; returns `monkeypatch`."""
+    for name in [n for n in os.environ if n.startswith("TEXTGEN_")]:
+        monkeypatch.delenv(name)
+    return monkeypatch
