@@ -53,7 +53,7 @@ def write_model_card(out: Path, cfg: TrainConfig, summary: dict, n_params: int) 
     steps_text = " + ".join(f"{n:,}" for n in [*(s["steps"] for s in stages), summary["steps"]])
     held_out = f"{cfg.val_fraction:.0%} held out for validation in {cfg.val_chunks} chunks spread over the file"
     tail = (f"{summary.get('tail_nats_per_char', float('nan')):.4f} nats/char over {summary.get('tail_chars', 0):,} "
-            "chars (the last chunk; easier text than the rest)")
+            "chars (the last chunk alone: what earlier cards called the held-out tail)")
     processes = summary.get("processes", 1)
     hardware = describe_hardware() + (f", {processes} processes" if processes > 1 else "")
     batch_row = ""
