@@ -314,7 +314,8 @@ def test_attention_for_transformers(served, model):
     # Another head: drawn again from the weights already read.
     one_head = handler(served, "attention_again")(who, 0, 1)
     assert "layer 1, head 2" in one_head and one_head != shading
-    # Another token, as a click sends it.
+    # Another token, as a click sends it, even after the text started again with another model.
+    handler(served, "start_step")(who, TEXT, "lstm", *page_values())
     new_query, from_three = handler(served, "look_from_click")(who, gr.EventData(None, {"index": 3}), -1, -1)
     assert new_query == 3 and "Looking from token 3" in from_three and from_three.count("sg-later") > 5
 
@@ -328,6 +329,11 @@ def test_units_for_recurrent_models(served, model):
     assert "seems to" in units["choices"][0][0] and f"Unit {unit}" in heat and "hsla(" in heat
     number, other = handler(served, "show_unit")(who, 7)
     assert number == 7 and "Unit 7" in other
+    # The text starts again with another model (as a model change does, maybe while the look was under way):
+    # the look on the page still answers, from the model it was taken with.
+    handler(served, "start_step")(who, TEXT, "transformer", *page_values())
+    number, again = handler(served, "show_unit")(who, 7)
+    assert again == other
     with pytest.raises(gr.Error, match="whole number from 0 to"):
         handler(served, "show_unit")(who, 100_000)
 

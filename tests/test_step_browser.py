@@ -207,7 +207,8 @@ def test_inside_the_models(page_url, browser, tmp_path):
 
     # The Transformer: where a token looks; click another token to look from it.
     _pick_model(page, cat, "transformer")
-    assert _wait_for(lambda: "read your prompt" in page.locator("#step-status").inner_text(), 30)
+    title = cat.get("transformer").title
+    assert _wait_for(lambda: f"{title} has read your prompt" in page.locator("#step-status").inner_text(), 30)
     page.locator("#step-look").click()
     view = page.locator("#step-attention")
     assert _wait_for(lambda: "Looking from token" in view.inner_text(), 30)

@@ -319,8 +319,8 @@ def unit_choices(found: list[dict]) -> list[tuple[str, int]]:
 
 @dataclass
 class StepState:
-    """One browser session's text on the Step tab: the StepSession (opaque here), what it wrote and how, the
-    last sample-many counts, and the last look inside. `lock` keeps two events of one session apart."""
+    """One browser session's text on the Step tab: the StepSession (opaque here), what it wrote and how, and the
+    last sample-many counts. `lock` keeps two events of one session apart."""
 
     session: Any
     model: str
@@ -328,7 +328,6 @@ class StepState:
     written: list[Written] = field(default_factory=list)
     counts: dict | None = None
     counts_key: tuple | None = None  # (position, controls) the counts were drawn for
-    inside: dict = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
@@ -339,12 +338,15 @@ class StepState:
 
 class StepBook:
     """The open step sessions, one per browser session, the least recently used dropped beyond `size` (each holds
-    a model's recent logits and cache: a few MB for GPT-2)."""
+    a model's recent logits and cache: a few MB for GPT-2), and each session's last look inside the model. A look
+    is kept apart from the text: it stays usable (another head, another unit) while the text starts again, as
+    the page keeps showing it until the next look."""
 
     def __init__(self, opener: Callable[[str, str], Any], size: int = 16):
         self._open = opener  # (model, prompt) -> StepSession, raising RequestError for a bad request
         self._size = size
         self._states: OrderedDict[str, StepState] = OrderedDict()
+        self._looks: OrderedDict[str, dict] = OrderedDict()
         self._lock = threading.Lock()
 
     def find(self, key: str) -> StepState | None:
@@ -368,9 +370,22 @@ class StepBook:
                 self._states.popitem(last=False)
         return state
 
+    def look(self, key: str) -> dict | None:
+        """This session's last look inside the model, or None."""
+        with self._lock:
+            return self._looks.get(key)
+
+    def keep_look(self, key: str, look: dict) -> None:
+        with self._lock:
+            self._looks[key] = look
+            self._looks.move_to_end(key)
+            while len(self._looks) > self._size:
+                self._looks.popitem(last=False)
+
     def drop(self, key: str) -> None:
         with self._lock:
             self._states.pop(key, None)
+            self._looks.pop(key, None)
 
     def __len__(self) -> int:
         return len(self._states)
