@@ -39,6 +39,7 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
+from textgen import engines
 from textgen.loading import LoadedModel
 from textgen.settings import GenerationSettings
 from textgen.tokenization import encode
@@ -72,6 +73,9 @@ class Summary:
     seed: int
     forward_steps: int
     warnings: list[str] = field(default_factory=list)
+    # What TokenInfo.prob is: "sampled", the distribution the token was drawn from (after the controls), or
+    # "model", the model's own before the controls (what an engine such as vLLM reports by default).
+    probabilities: str = "sampled"
 
     def stop_description(self) -> str:
         """Why it stopped, in words; per sample when the samples stopped for different reasons."""
@@ -98,7 +102,11 @@ def stream(
 
     `prompt_ids`, when given, is the prompt as ready-made token ids with their special tokens (a chat
     template's, see textgen.chat): used as they are, instead of encoding `settings.prompt` and adding a BOS.
+    A model served by an inference engine (textgen.engines.RemoteModel) streams from there, as the same events.
     """
+    if engines.is_remote(loaded):
+        yield from engines.stream(loaded, settings, cancel, prompt_ids)
+        return
     run = _Run(loaded, settings, cancel or threading.Event(), prompt_ids)
     yield from run.events()
 
