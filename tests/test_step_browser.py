@@ -157,9 +157,9 @@ def test_step_pick_back_sample_many_and_run(page_url, browser, tmp_path):
 
     # Hovering over a written token shows what else was possible then.
     page.locator("#step-text .tg-tok").first.hover()
-    pop = page.locator(".tg-step-pop")
+    pop = page.locator(".tg-pop-step")
     assert _wait_for(lambda: pop.is_visible(), 5) and "%" in pop.inner_text()
-    assert page.locator(".tg-pop").count() <= 1  # the Write tab's pop-up stays the only one of its class
+    assert page.locator(".tg-pop-step").count() == 1  # one pop-up for this view, apart from the Write tab's
     page.mouse.move(0, 0)
     assert _wait_for(lambda: not pop.is_visible(), 5)
 

@@ -12,6 +12,9 @@ Hub repository or a path on disk. The operator decides what is in the catalog:
   JSON file (`--catalog FILE` or `$TEXTGEN_CATALOG`) holding a list of
   `{"name": ..., "source": <hub id or directory>, "description": ...}`. A source may also be a `.gguf` file
   or a folder holding one: it is converted once to safetensors on first load (see textgen/gguf.py).
+- models served by an inference engine such as vLLM (textgen/engines.py): `--engine URL` flags of the app and
+  the CLI and `$TEXTGEN_ENGINES` add every model the engine serves; a catalog file entry
+  `{"name": ..., "engine": URL, "model": <the engine's model id>, "description": ...}` adds one.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import json
 import os
 import re
 import socket
+import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, replace
@@ -59,8 +63,11 @@ class ModelEntry:
     name: str  # the key used by the page, the API and the CLI
     title: str  # display name
     description: str
-    source: str  # a local directory or a Hugging Face Hub id
-    origin: str  # "shipped" | "hub" | "local" | "gguf" (a local GGUF file, converted once on first load)
+    source: str  # a local directory or a Hugging Face Hub id; an engine's base URL for origin "engine"
+    # "shipped" | "hub" | "local" | "gguf" (a local GGUF file, converted once on first load) | "engine" (served by
+    # an inference engine: textgen/engines.py)
+    origin: str
+    model_id: str = ""  # the engine's name for the model (origin "engine"); "" for an engine not yet answering
 
     @property
     def is_local(self) -> bool:
@@ -87,9 +94,16 @@ class ModelEntry:
         """
         if self.is_local:
             return None if self.available_offline() else "its files are missing"
+        if self.origin == "engine":  # what the engine last said (asked again at most every 30 s)
+            from textgen import engines
+
+            return engines.unavailable_reason(self)
         if self.origin == "hub" and not self.available_offline() and (hub_offline() or not hub_reachable()):
-            return "needs a download, and this server has no internet connection"
+            return NEEDS_DOWNLOAD
         return None
+
+
+NEEDS_DOWNLOAD = "needs internet to download"
 
 
 def hub_offline() -> bool:
@@ -117,24 +131,40 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
 
 class Catalog:
-    def __init__(self, entries: list[ModelEntry]):
+    def __init__(self, entries: list[ModelEntry], engines: list[str] | None = None):
         self._entries: dict[str, ModelEntry] = {}
+        # Engines whose model lists join the catalog (`--engine`): one that did not answer at start adds its models
+        # later (textgen.engines.refresh), so entries can come and go while the app runs, hence the lock.
+        self.engines = list(engines or [])
+        self._lock = threading.Lock()
         for entry in entries:
+            self.add(entry)
+
+    def add(self, entry: ModelEntry) -> ModelEntry | None:
+        """Add one entry (renamed NAME-2, NAME-3... when the name is taken by another model); returns it as added,
+        or None when that very model is already in."""
+        with self._lock:
             if entry.name in self._entries:
-                if self._entries[entry.name].source == entry.source:
-                    continue  # the same model named twice
+                known = self._entries[entry.name]
+                if (known.source, known.model_id) == (entry.source, entry.model_id):
+                    return None  # the same model named twice
                 # Two different models, one name (an operator's ./runs/gru beside the shipped gru): keep both.
                 n = 2
                 while f"{entry.name}-{n}" in self._entries:
                     n += 1
                 entry = replace(entry, name=f"{entry.name}-{n}", title=f"{entry.title} ({n})")
             self._entries[entry.name] = entry
+            return entry
+
+    def remove(self, name: str) -> None:
+        with self._lock:
+            self._entries.pop(name, None)
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name in self._entries
 
     def __iter__(self):
-        return iter(self._entries.values())
+        return iter(list(self._entries.values()))  # a copy: an engine's models may arrive meanwhile
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -155,7 +185,12 @@ class Catalog:
         catalog_file: str | Path | None = None,
         shipped_dir: Path = SHIPPED_DIR,
         include_gpt2: bool = True,
+        engines: list[str] | None = None,
     ) -> Catalog:
+        """`engines`: base URLs of inference engines whose models join (textgen/engines.py), besides
+        $TEXTGEN_ENGINES; each is asked for its models now, with a short timeout."""
+        from textgen import engines as engine_mod
+
         entries = shipped_entries(shipped_dir)
         if include_gpt2:
             entries += [ModelEntry(name, title, desc, HUB_IDS[name], "hub")
@@ -166,7 +201,9 @@ class Catalog:
         catalog_file = catalog_file or os.environ.get("TEXTGEN_CATALOG")
         if catalog_file:
             entries += entries_from_file(Path(catalog_file))
-        return cls(entries)
+        engine_urls = engine_mod.engine_urls(engines)
+        entries += engine_mod.discover(engine_urls)
+        return cls(entries, engines=engine_urls)
 
 
 def shipped_entries(directory: Path) -> list[ModelEntry]:
@@ -202,11 +239,21 @@ def entries_from_file(path: Path) -> list[ModelEntry]:
         items = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise ValueError(f"cannot read the model catalog file {path}: {err}") from None
-    if not isinstance(items, list) or not all(isinstance(i, dict) and "source" in i for i in items):
-        raise ValueError(f"{path} must hold a JSON list of objects with a 'source' (and optional name, description)")
+    if not isinstance(items, list) or not all(isinstance(i, dict) and ("source" in i or "engine" in i)
+                                              for i in items):
+        raise ValueError(f"{path} must hold a JSON list of objects with a 'source' (and optional name, description), "
+                         "or with an 'engine' URL and its 'model'")
     base = path.parent
     entries = []
     for item in items:
+        if "engine" in item:  # one model of an inference engine, known without asking it (textgen/engines.py)
+            from textgen import engines
+
+            if not isinstance(item.get("model"), str) or not item["model"]:
+                raise ValueError(f"{path}: an 'engine' entry needs the engine's 'model' id")
+            entries.append(engines.model_entry(str(item["engine"]), item["model"], name=item.get("name"),
+                                               description=item.get("description")))
+            continue
         source = str(item["source"])
         if not Path(source).is_absolute() and (base / source).exists():  # a folder, or a .gguf file
             source = str(base / source)

@@ -112,6 +112,9 @@ def _add_catalog_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--add-model", action="append", default=[], metavar="SOURCE",
                    help="add a Hub id or model directory to the catalog (repeatable)")
     p.add_argument("--catalog", help="JSON file of extra models (see textgen/catalog.py)")
+    p.add_argument("--engine", action="append", default=[], metavar="URL",
+                   help="an OpenAI-compatible inference engine (vLLM) whose models join the catalog, e.g. "
+                        "http://127.0.0.1:8000/v1 (repeatable; also $TEXTGEN_ENGINES)")
 
 
 def _add_generate(sub: argparse._SubParsersAction) -> None:
@@ -155,11 +158,16 @@ EXPLAIN_CONTROLS = ("repetition_penalty", "no_repeat_ngram_size", "temperature",
 def cmd_models(args: argparse.Namespace) -> int:
     from textgen.catalog import Catalog
 
-    for entry in Catalog.default(args.add_model, args.catalog):
+    for entry in Catalog.default(args.add_model, args.catalog, engines=args.engine):
         row = {"name": entry.name, "title": entry.title, "origin": entry.origin, "source": entry.source,
                "offline": entry.available_offline(), "description": entry.description}
+        if entry.origin == "engine":  # whether the engine serves it now, instead of a download
+            row.update(offline=False, model=entry.model_id, unavailable=entry.unavailable_reason())
         if args.json:
             print(json.dumps(row))
+        elif entry.origin == "engine":
+            where = f"not available: {row['unavailable']}" if row["unavailable"] else "served by its engine"
+            print(f"{entry.name:<14} {entry.origin:<8} {where:<18} {entry.title}: {entry.description}")
         else:
             where = "available offline" if row["offline"] else "needs a download"
             print(f"{entry.name:<14} {entry.origin:<8} {where:<18} {entry.title}: {entry.description}")
@@ -176,7 +184,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     configure_cpu_threads(args.threads)
     controls = {name: getattr(args, name) for name in CONTROLS}
     settings = GenerationSettings.parse(args.prompt, Limits.from_env(), stop=args.stop, seed=args.seed, **controls)
-    loaded = load_for_cli(args.model, Catalog.default(args.add_model, args.catalog), args.device)
+    loaded = load_for_cli(args.model, Catalog.default(args.add_model, args.catalog, engines=args.engine), args.device)
     later: dict[int, str] = {}
     for event in stream(loaded, settings):
         if args.json:
@@ -230,7 +238,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from textgen.loading import load_for_cli
 
     text = read_text(args.data)
-    loaded = load_for_cli(args.model, Catalog.default(args.add_model, args.catalog), args.device)
+    loaded = load_for_cli(args.model, Catalog.default(args.add_model, args.catalog, engines=args.engine), args.device)
     score = score_text(loaded.model, loaded.tokenizer, text)
     if args.json:
         print(json.dumps(score.as_dict()))
@@ -249,7 +257,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     configure_cpu_threads(args.threads)
     limits = Limits.from_env()
     settings = parse_controls({name: getattr(args, name) for name in EXPLAIN_CONTROLS}, limits)  # before loading
-    loaded = load_for_cli(args.model, Catalog.default(args.add_model, args.catalog), args.device)
+    loaded = load_for_cli(args.model, Catalog.default(args.add_model, args.catalog, engines=args.engine), args.device)
     result = next_token_json(loaded, args.prompt, settings, args.top_n, limits)
     if args.json:
         print(json.dumps(result, ensure_ascii=False))

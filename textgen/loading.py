@@ -12,7 +12,6 @@ classes are registered by importing `textgen.models`.
 from __future__ import annotations
 
 import gc
-import os
 import threading
 import time
 from collections import OrderedDict
@@ -29,8 +28,8 @@ from textgen import catalog, gguf
 from textgen.catalog import ASSETS, Catalog, ModelEntry, UnknownModelError, entry_for_source
 from textgen.devices import pick_device, pick_dtype
 from textgen.evaluate import context_length
+from textgen.settings import Limits
 
-DEFAULT_BUDGET_MB = 6144
 # from_pretrained swaps process-wide functions (weight tying, some torch initialisers) for no-ops while it
 # builds a model and puts them back afterwards; two loads at once can put back the wrong ones and break
 # every later load. Loads are quick next to generation, so they take turns.
@@ -41,12 +40,14 @@ class ModelLoadError(RuntimeError):
     """A catalogued model could not be loaded.
 
     `str(err)` is for the page's visitors: plain words and what they can do ("pick another model"), no
-    server paths or settings. `err.detail` is for the operator (the log and the CLI): the cause and the fix.
+    server paths or settings. `err.reason` is the same in a few words, for the model pickers' labels.
+    `err.detail` is for the operator (the log and the CLI): the cause and the fix.
     """
 
-    def __init__(self, message: str, detail: str | None = None):
+    def __init__(self, message: str, detail: str | None = None, reason: str = "could not be loaded"):
         super().__init__(message)
         self.detail = detail or message
+        self.reason = reason
 
 
 class ModelMemoryError(ModelLoadError):
@@ -105,7 +106,12 @@ def load_model(
     entry: ModelEntry, device: torch.device | None = None, progress: Callable[[str], None] | None = None
 ) -> LoadedModel:
     """Load one catalog entry; raises ModelLoadError with a message a user can act on. `progress` hears the
-    steps of a GGUF file's one-time conversion."""
+    steps of a GGUF file's one-time conversion. A model served by an inference engine has nothing to load here:
+    it comes back as a RemoteModel (textgen.engines), which `generation.stream` sends to the engine."""
+    if entry.origin == "engine":
+        from textgen.engines import RemoteModel
+
+        return RemoteModel(entry)
     device = device or pick_device()
     dtype = pick_dtype(device)
     if entry.origin == "hub" and not entry.available_offline():
@@ -125,12 +131,14 @@ def load_model(
             model = model.to(device)
     except (torch.OutOfMemoryError, MemoryError):
         raise ModelMemoryError(f"there is not enough memory on the server to load {entry.title}; "
-                               "pick a smaller model") from None
+                               "pick a smaller model", reason="not enough memory") from None
     except gguf.GGUFError as err:  # already in words: unsupported architecture, unreadable file, no cache
         raise ModelLoadError(f"{entry.title} cannot be used: {err.visitor}. Pick another model.",
-                             detail=str(err)) from err
+                             detail=str(err), reason=err.visitor) from err
     except Exception as err:  # many exception types reach here: OSError, SafetensorError, ValueError...
-        raise ModelLoadError(*_explain(entry, err)) from err
+        message, detail = _explain(entry, err)
+        raise ModelLoadError(message, detail, "its files are damaged" if entry.is_local else "could not be loaded") \
+            from err
     model.eval()
     return LoadedModel(entry, model, tokenizer, model.device, time.perf_counter() - start)
 
@@ -142,10 +150,14 @@ class ModelManager:
     concurrent requests. Loading the same model twice at once is avoided by a lock per name.
     """
 
-    def __init__(self, catalog: Catalog, memory_budget_mb: float | None = None, device: str | None = None):
+    def __init__(self, catalog: Catalog, memory_budget_mb: float | None = None, device: str | None = None,
+                 limits: Limits | None = None):
+        """The budget is the operator's (`Limits.memory_budget_mb`, from $TEXTGEN_MEMORY_BUDGET_MB unless `limits`
+        is given); `memory_budget_mb` overrides it (tests use tiny budgets)."""
         self.catalog = catalog
-        budget = memory_budget_mb or float(os.environ.get("TEXTGEN_MEMORY_BUDGET_MB", DEFAULT_BUDGET_MB))
-        self.budget_bytes = int(budget * 2**20)
+        if memory_budget_mb is None:
+            memory_budget_mb = (limits or Limits.from_env()).memory_budget_mb
+        self.budget_bytes = int(memory_budget_mb * 2**20)
         self.device = pick_device(device)
         self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
         self._lock = threading.Lock()
@@ -173,7 +185,7 @@ class ModelManager:
                     self.clear()  # free every other model and try once more before giving up
                     loaded = load_model(entry, self.device)
             except ModelLoadError as err:
-                self.failed[entry.name] = str(err)  # the pickers mark it until a load succeeds
+                self.failed[entry.name] = err.reason  # the pickers mark it until a load succeeds
                 raise
             with self._lock:
                 self.failed.pop(entry.name, None)
@@ -183,6 +195,8 @@ class ModelManager:
 
     def unavailable(self, name: str) -> str | None:
         """Why this model cannot be used here, in a few plain words, or None when it can (or may) be."""
+        if name in self.catalog and self.catalog.get(name).origin == "engine":
+            return self.catalog.get(name).unavailable_reason()  # the engine's state, whether or not used before
         if name in self._loaded:
             return None
         if name in self.failed:
@@ -259,6 +273,7 @@ def _check_hub_reachable(entry: ModelEntry) -> None:
             detail=f"{entry.title} ({entry.source}) is not in the local Hugging Face cache and the Hub cannot be "
             "reached from this machine. Download it once with a network connection (it is then cached and "
             "works offline with HF_HUB_OFFLINE=1), or add a local copy with --model /path/to/model.",
+            reason=catalog.NEEDS_DOWNLOAD,
         )
 
 

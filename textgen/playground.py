@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from textgen import engines
 from textgen.catalog import UnknownModelError
 from textgen.evaluate import score_text
 from textgen.generation import Summary, TextEvent, TokenInfo, stream
@@ -109,6 +110,11 @@ class Playground:
         self._queued: dict[str, deque[int]] = {}
         self._stops: dict[str, int] = {}
         self._lock = threading.Lock()
+        # Local compute and engine requests have separate slots: a model on an engine costs this machine only
+        # the reading of a stream, so it must neither wait for nor hold up the local models. (The page's queue
+        # admits both together: app.py gives it room for TEXTGEN_CONCURRENCY + TEXTGEN_ENGINE_CONCURRENCY.)
+        self._local_slots = threading.BoundedSemaphore(self.limits.concurrency)
+        self._engine_slots = threading.BoundedSemaphore(engines.engine_concurrency())
 
     # -- requests ----------------------------------------------------------------------------------------
 
@@ -130,9 +136,41 @@ class Playground:
                 live.status = f"Loading {entry.title} (first use, a few seconds)…"
                 yield live
             loaded = self._load(live)
-            with self._errors(entry.title):
+            with self._slot(engines.is_remote(loaded), cancel), self._errors(entry.title):
                 pace = _Pace(every)
                 for event in stream(loaded, settings, cancel):
+                    before = len(live.tokens)
+                    live.add(event)
+                    if pace.due(first=before == 0 < len(live.tokens), last=live.done):
+                        yield live
+
+    def chat(
+        self, name: object, messages: object, system: object, settings: GenerationSettings, session: str = "",
+        every: float = 0.0,
+    ) -> Iterator[Live]:
+        """A model's reply to a conversation, streamed exactly as `generate` streams a text: the same Live,
+        pacing, Stop and errors (see textgen.chat for the prompt).
+
+        `messages` are `{"role", "content"}` dicts, oldest first, the user's newest message last; `system` is the
+        optional system prompt; `settings` come from `parse("", ...)` (their prompt is not used). Whether a model
+        has a chat template is known only once it is loaded: one without is refused then, in words. When old
+        messages had to be left out to fit the model's context, the note saying so is in the Summary's warnings.
+        """
+        from textgen.chat import ChatPrompt, chat_stream  # chat builds on this module's engine, not the reverse
+
+        stopped = self._stopped_while_queued(session)
+        entry = self._entry(name)
+        live = Live(entry.name, entry.title)
+        with self._signal(session, stopped) as cancel:  # before loading, as in generate
+            if not self.manager.is_loaded(entry.name):
+                live.status = f"Loading {entry.title} (first use, a few seconds)…"
+                yield live
+            loaded = self._load(live)
+            with self._errors(entry.title):
+                pace = _Pace(every)
+                for event in chat_stream(loaded, messages, system, settings, cancel, self.limits):
+                    if isinstance(event, ChatPrompt):
+                        continue  # what the model reads; its note comes again with the Summary
                     before = len(live.tokens)
                     live.add(event)
                     if pace.due(first=before == 0 < len(live.tokens), last=live.done):
@@ -154,28 +192,32 @@ class Playground:
         with self._signal(session, stopped) as cancel:  # before loading, as in generate
             yield lives
             runs: dict[int, Iterator[TextEvent | Summary]] = {}
+            remote = True
             for i, live in enumerate(lives):
                 try:
-                    runs[i] = stream(self._load(live), settings, cancel)
+                    loaded = self._load(live)
+                    remote = remote and engines.is_remote(loaded)
+                    runs[i] = stream(loaded, settings, cancel)
                 except RequestError as err:
                     live.error = str(err)
             if not runs:
                 raise RequestError(" ".join(dict.fromkeys(live.error for live in lives)))
             yield lives
             pace = _Pace(every)
-            while runs:
-                for i in list(runs):
-                    try:
-                        with self._errors(lives[i].title):
-                            event = next(runs[i], None)
-                    except RequestError as err:
-                        lives[i].error, event = str(err), None
-                    if event is None:
-                        del runs[i]
-                        continue
-                    lives[i].add(event)
-                if pace.due(last=not runs):
-                    yield lives
+            with self._slot(remote, cancel):  # one slot for the whole comparison, as it is one page request
+                while runs:
+                    for i in list(runs):
+                        try:
+                            with self._errors(lives[i].title):
+                                event = next(runs[i], None)
+                        except RequestError as err:
+                            lives[i].error, event = str(err), None
+                        if event is None:
+                            del runs[i]
+                            continue
+                        lives[i].add(event)
+                    if pace.due(last=not runs):
+                        yield lives
 
     def score(
         self, names: object, text: object, progress: Callable[[float, str], None] | None = None
@@ -203,7 +245,10 @@ class Playground:
             try:
                 loaded = self._load(Live(entry.name, entry.title))
                 with self._errors(entry.title):
-                    score = score_text(loaded.model, loaded.tokenizer, text, progress=report)
+                    if engines.is_remote(loaded):  # the engine scores it (or says it cannot)
+                        score = engines.score(loaded, text)
+                    else:
+                        score = score_text(loaded.model, loaded.tokenizer, text, progress=report)
                 row.nats_per_char, row.bits_per_char = score.nats_per_char, score.bits_per_char
                 row.ppl_per_token, row.tokens, row.unknown_chars = score.ppl, score.tokens, score.unknown_chars
             except RequestError as err:
@@ -215,6 +260,7 @@ class Playground:
 
     def unavailable(self) -> dict[str, str]:
         """The catalog's models that cannot be used here, with why, in a few words for the pickers."""
+        engines.refresh(self.catalog)  # an engine down at start lists its models once it answers
         reasons = {name: self.manager.unavailable(name) for name in self.catalog.names()}
         return {name: why for name, why in reasons.items() if why}
 
@@ -262,8 +308,24 @@ class Playground:
     # -- helpers -----------------------------------------------------------------------------------------
 
     def _entry(self, name: object):
+        if isinstance(name, str) and name not in self.catalog:
+            engines.refresh(self.catalog)  # perhaps a model of an engine that answers now
         with self._errors("the request"):
             return self.catalog.get(name)
+
+    @contextmanager
+    def _slot(self, remote: bool, cancel: threading.Event):
+        """Hold a local compute slot, or an engine slot, while a run computes. A Stop while waiting for one ends
+        the wait (the run then stops before its first step)."""
+        slots = self._engine_slots if remote else self._local_slots
+        while not slots.acquire(timeout=0.1):
+            if cancel.is_set():
+                yield
+                return
+        try:
+            yield
+        finally:
+            slots.release()
 
     def _compare_entries(self, names: object, minimum: int = 2):
         if isinstance(names, str):
@@ -296,7 +358,7 @@ class Playground:
             raise
         except (InvalidRequest, UnknownModelError) as err:
             raise RequestError(str(err)) from None
-        except ModelLoadError as err:
+        except (ModelLoadError, engines.EngineError) as err:
             log.warning("model not available: %s", err.detail)
             raise RequestError(str(err)) from None
         except (torch.OutOfMemoryError, MemoryError):

@@ -24,36 +24,60 @@ if TYPE_CHECKING:  # only for annotations: the page imports this module before t
 # compact attribute and are drawn into ONE pop-up by TOKEN_JS when a token is hovered, focused or tapped, so
 # that a 1,000-token text is ~100 KB rather than ~250 KB, and the pop-up can be kept inside a phone's screen.
 TOKEN_CSS = """
-#tokens .tg-tokens, #tokens { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; white-space: pre-wrap;
-  line-height: 1.9; font-size: 0.95em; overflow-wrap: anywhere; }
-.tg-tok { border-radius: 3px; padding: 1px 0; cursor: help; outline: none;
+#tokens { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; line-height: 1.9; font-size: 0.95em;
+  overflow-wrap: anywhere; }
+.tg-tok { white-space: pre-wrap; border-radius: 3px; padding: 1px 0; cursor: help; outline: none;
   background: hsla(calc(var(--p) * 120), 75%, 50%, 0.35); }
 .tg-tok:hover, .tg-tok:focus, .tg-tok.tg-on { box-shadow: 0 0 0 2px #3b82f6; }
 .tg-pop { position: fixed; z-index: 1000; min-width: 10em; max-width: min(22em, 90vw);
   background: var(--background-fill-primary, #fff); color: var(--body-text-color, #111);
   border: 1px solid var(--border-color-primary, #ccc); border-radius: 6px; padding: 4px 8px;
   font: 0.85em/1.45 ui-monospace, SFMono-Regular, Menlo, monospace; box-shadow: 0 4px 12px rgba(0,0,0,.18);
-  white-space: pre; pointer-events: none; }
+  white-space: pre; }
 .tg-pop b { font-weight: 700; }
+.tg-pop .tg-branch { font: inherit; text-align: left; width: 100%; cursor: pointer; border: 0; border-radius: 4px;
+  background: transparent; color: inherit; padding: 1px 4px; margin: 1px -4px; }
+.tg-pop .tg-branch:hover, .tg-pop .tg-branch:focus { background: rgba(59, 130, 246, .18); }
 .tg-legend { font-size: 0.85em; opacity: 0.85; margin-bottom: 6px; }
 .tg-legend span { padding: 0 6px; border-radius: 3px; }
 """
 
-# Runs once when the token view mounts (gr.HTML's js_on_load); listens on the component, so it keeps working
-# however often the text inside is replaced. One pop-up, placed inside the window (phones included).
-TOKEN_JS = """
+# Runs once when a token view mounts (gr.HTML's js_on_load); listens on the component, so it keeps working
+# however often the text inside is replaced. One pop-up per view (class tg-pop-VIEW), placed inside the window
+# (phones included). With branching (the Write tab), a click pins the pop-up and its other words become buttons
+# that trigger the view's "branch" event.
+_TOKEN_JS = """
 const pop = document.createElement('div');
-pop.className = 'tg-pop'; pop.style.display = 'none'; document.body.appendChild(pop);
+pop.className = 'tg-pop tg-pop-VIEW'; pop.style.display = 'none'; document.body.appendChild(pop);
 let current = null;
+let pinned = false;  // opened by a click or a tap: stays until the next click elsewhere, and offers branching
+const raw = t => t === '∅' ? '' : t.replaceAll('␣', ' ').replaceAll('↵', '\\n').replaceAll('⇥', '\\t');
+function branchFrom(tok, alt) {
+  // The text before this token, as the model wrote it (a newline token shows as "↵" + newline).
+  const before = [];
+  for (const t of element.querySelectorAll('.tg-tok')) {
+    if (t === tok) break;
+    before.push(t.textContent.replaceAll('↵\\n', '\\n'));
+  }
+  const index = before.length;
+  hide(); pinned = false;
+  trigger('branch', {index: index, prefix: before.join(''), alt: raw(alt), original: tok.textContent});
+}
 function show(tok) {
   if (current) current.classList.remove('tg-on');
   current = tok; tok.classList.add('tg-on');
   pop.replaceChildren();
   const head = document.createElement('div');
-  head.textContent = 'The model weighed:'; head.style.opacity = '0.7'; pop.appendChild(head);
+  head.textContent = pinned && BRANCHING ? 'HEADING (pick one to write on from there):' : 'HEADING:';
+  head.style.opacity = '0.7'; pop.appendChild(head);
   for (const [chosen, text, pct] of JSON.parse(tok.dataset.a || '[]')) {
-    const line = document.createElement(chosen ? 'b' : 'div');
-    line.textContent = text + '  ' + pct; line.style.display = 'block'; pop.appendChild(line);
+    const line = document.createElement(pinned && BRANCHING && !chosen ? 'button' : (chosen ? 'b' : 'div'));
+    line.textContent = text + '  ' + pct; line.style.display = 'block';
+    if (line.tagName === 'BUTTON') {
+      line.className = 'tg-branch'; line.title = 'Write on from here with this token instead';
+      line.addEventListener('click', e => { e.stopPropagation(); branchFrom(tok, text); });
+    }
+    pop.appendChild(line);
   }
   pop.style.display = 'block';
   const r = tok.getBoundingClientRect(), w = pop.offsetWidth, h = pop.offsetHeight;
@@ -61,26 +85,46 @@ function show(tok) {
   const top = r.bottom + h + 6 < window.innerHeight ? r.bottom + 4 : Math.max(4, r.top - h - 4);
   pop.style.left = left + 'px'; pop.style.top = top + 'px';
 }
-let pinned = false;  // opened by a click or a tap: stays until the next click elsewhere
 function hide() { pop.style.display = 'none'; if (current) current.classList.remove('tg-on'); current = null; }
 element.addEventListener('mouseover', e => { const t = e.target.closest('.tg-tok'); if (t && !pinned) show(t); });
 element.addEventListener('mouseout', e => { if (e.target.closest('.tg-tok') && !pinned) hide(); });
 element.addEventListener('focusin', e => { const t = e.target.closest('.tg-tok'); if (t && !pinned) show(t); });
 element.addEventListener('focusout', () => { if (!pinned) hide(); });
 document.addEventListener('click', e => {
+  if (pop.contains(e.target)) return;
   const t = element.contains(e.target) ? e.target.closest('.tg-tok') : null;
   pinned = !!t; if (t) show(t); else hide();
+});
+element.addEventListener('keydown', e => {  // Enter on a focused token: pin it and go to its alternatives
+  const t = e.target.closest('.tg-tok');
+  if (t && e.key === 'Enter') { e.preventDefault(); pinned = true; show(t); pop.querySelector('button')?.focus(); }
+});
+pop.addEventListener('keydown', e => {
+  if (e.key === 'Escape') { const t = current; pinned = false; hide(); t?.focus(); }
 });
 window.addEventListener('scroll', () => { if (current) show(current); }, {passive: true, capture: true});
 """
 
-LEGEND = (
-    '<div class="tg-legend">Each token is shaded by the probability the model gave it: '
-    '<span style="background:hsla(0,75%,50%,.35)">unlikely</span> '
-    '<span style="background:hsla(60,75%,50%,.35)">so-so</span> '
-    '<span style="background:hsla(120,75%,50%,.35)">likely</span>. '
-    "Hover over, tap or tab to a token to see what else the model considered.</div>"
-)
+
+def token_js(view: str, branching: bool = False, heading: str = "The model weighed") -> str:
+    """The script of one token view: `view` names its pop-up (`.tg-pop-<view>`), `branching` offers "write on
+    from here with this token instead"."""
+    return (_TOKEN_JS.replace("VIEW", view).replace("BRANCHING", "true" if branching else "false")
+            .replace("HEADING", heading))
+
+
+TOKEN_JS = token_js("write", branching=True)  # the Write tab's view
+
+
+def legend(branching: bool = False) -> str:
+    """The line above a token view that says how to read it."""
+    more = ("; click one and pick another word to see how the text would have gone on from there" if branching
+            else "")
+    return ('<div class="tg-legend">Each token is shaded by the probability the model gave it: '
+            '<span style="background:hsla(0,75%,50%,.35)">unlikely</span> '
+            '<span style="background:hsla(60,75%,50%,.35)">so-so</span> '
+            '<span style="background:hsla(120,75%,50%,.35)">likely</span>. '
+            f"Hover over, tap or tab to a token to see what else the model considered{more}.</div>")
 
 def shown(text: str) -> str:
     """A token as a person can see it: a space as ␣, a newline as ↵, a tab as ⇥ (our char models write many)."""
@@ -182,7 +226,7 @@ def model_note(title: str, description: str, info: dict | None = None, unavailab
 def model_choices(catalog: Catalog, unavailable: dict[str, str] | None = None) -> list[tuple[str, str]]:
     """(label, name) for every picker: a model that cannot be used here says so, briefly, in its label."""
     unavailable = unavailable or {}
-    return [(f"{e.title} · not available here ({unavailable[e.name]})" if e.name in unavailable else e.title, e.name)
+    return [(f"{e.title} · unavailable: {unavailable[e.name]}" if e.name in unavailable else e.title, e.name)
             for e in catalog]
 
 

@@ -112,48 +112,7 @@ element.addEventListener('click', pick);
 element.addEventListener('keydown', e => { if (e.key === 'Enter' || e.key === ' ') pick(e); });
 """
 
-# The text so far: hovering over, focusing or tapping a token shows what else was possible then, in one pop-up
-# placed inside the window (as the Write tab's view does, without its branching). The pop-up has its own class
-# and inline style: the Write tab's tests and styles address `.tg-pop`, of which there must be only one.
-STEP_POP = "tg-step-pop"
-TEXT_JS = """
-const pop = document.createElement('div');
-pop.className = 'STEP_POP'; pop.setAttribute('role', 'tooltip');
-pop.style.cssText = 'position:fixed;z-index:1000;display:none;min-width:10em;max-width:min(22em,90vw);' +
-  'background:var(--background-fill-primary,#fff);color:var(--body-text-color,#111);' +
-  'border:1px solid var(--border-color-primary,#ccc);border-radius:6px;padding:4px 8px;' +
-  'font:0.85em/1.45 ui-monospace,SFMono-Regular,Menlo,monospace;box-shadow:0 4px 12px rgba(0,0,0,.18);' +
-  'white-space:pre;pointer-events:none';
-document.body.appendChild(pop);
-let current = null, pinned = false;
-function show(tok) {
-  if (current) current.classList.remove('tg-on');
-  current = tok; tok.classList.add('tg-on');
-  pop.replaceChildren();
-  const head = document.createElement('div');
-  head.textContent = 'It was one of:'; head.style.opacity = '0.7'; pop.appendChild(head);
-  for (const [chosen, text, pct] of JSON.parse(tok.dataset.a || '[]')) {
-    const line = document.createElement(chosen ? 'b' : 'div');
-    line.textContent = text + '  ' + pct; line.style.display = 'block'; pop.appendChild(line);
-  }
-  pop.style.display = 'block';
-  const r = tok.getBoundingClientRect(), w = pop.offsetWidth, h = pop.offsetHeight;
-  const left = Math.max(4, Math.min(r.left, window.innerWidth - w - 4));
-  const top = r.bottom + h + 6 < window.innerHeight ? r.bottom + 4 : Math.max(4, r.top - h - 4);
-  pop.style.left = left + 'px'; pop.style.top = top + 'px';
-}
-function hide() { pop.style.display = 'none'; if (current) current.classList.remove('tg-on'); current = null; }
-element.addEventListener('mouseover', e => { const t = e.target.closest('.tg-tok'); if (t && !pinned) show(t); });
-element.addEventListener('mouseout', e => { if (e.target.closest('.tg-tok') && !pinned) hide(); });
-element.addEventListener('focusin', e => { const t = e.target.closest('.tg-tok'); if (t && !pinned) show(t); });
-element.addEventListener('focusout', () => { if (!pinned) hide(); });
-document.addEventListener('click', e => {
-  const t = element.contains(e.target) ? e.target.closest('.tg-tok') : null;
-  pinned = !!t; if (t) show(t); else hide();
-});
-window.addEventListener('scroll', () => { if (current && current.isConnected) show(current); else hide(); },
-                        {passive: true, capture: true});
-""".replace("STEP_POP", STEP_POP)
+# The text so far uses the Write tab's token view script without its branching: ui.render.token_js("step").
 
 
 # -- the text so far -----------------------------------------------------------------------------------------

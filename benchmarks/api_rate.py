@@ -1,0 +1,120 @@
+"""The page's API against the CLI on the same request: tokens per second as each reader sees them.
+
+    python benchmarks/api_rate.py                       # shipped LSTM, 1000 tokens, 3 rounds
+    python benchmarks/api_rate.py --model gru --tokens 500 --rounds 5
+
+Starts `python app.py` on a free port (a separate process, as people run it), then alternates, round by
+round: one `python -m textgen generate --json` run and one `/generate` call through gradio_client with the
+same prompt, controls and seed. Rates:
+- CLI: tokens / the time from its first text line to its summary line, read from its pipe (what a reader of
+  the CLI sees; process start and model loading left out);
+- API: tokens / the time from `submit` to the last update (the request's whole round trip, queueing and
+  every streamed update included), and how many updates arrived.
+The texts must be equal (same seed, same controls): otherwise the comparison is void and it says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONTROLS = {"temperature": 0.8, "top_k": 0, "top_p": 0.95, "min_p": 0.0, "repetition_penalty": 1.05,
+            "no_repeat_ngram_size": 0}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cli_run(model: str, prompt: str, tokens: int, seed: int) -> tuple[float, str]:
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in CONTROLS.items()]
+    command = [sys.executable, "-m", "textgen", "generate", "--model", model, "--prompt", prompt, "--json",
+               "--max-new-tokens", str(tokens), "--seed", str(seed), *flags]
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    first = summary = None
+    for line in proc.stdout:
+        event = json.loads(line)
+        if first is None and event["event"] == "text":
+            first = time.perf_counter()
+        if event["event"] == "summary":
+            last, summary = time.perf_counter(), event
+    if proc.wait() != 0 or summary is None:
+        raise SystemExit(f"{' '.join(command)} failed")
+    return sum(summary["tokens"]) / (last - first), summary["texts"][0]
+
+
+def api_run(client, model: str, prompt: str, tokens: int, seed: int) -> tuple[float, int, str]:
+    start = time.perf_counter()
+    job = client.submit(prompt, model, CONTROLS["temperature"], CONTROLS["top_k"], CONTROLS["top_p"],
+                        CONTROLS["min_p"], CONTROLS["repetition_penalty"], CONTROLS["no_repeat_ngram_size"], tokens,
+                        seed, api_name="/generate")
+    updates = 0
+    for _ in job:
+        updates += 1
+    text, stats, _ = job.result()
+    seconds = time.perf_counter() - start
+    if f"**{tokens}** tokens" not in stats:
+        raise SystemExit(f"the API run did not write {tokens} tokens: {stats}")
+    return tokens / seconds, updates, text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="lstm")
+    parser.add_argument("--tokens", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--prompt", default="ROMEO:\n")
+    args = parser.parse_args()
+
+    from gradio_client import Client
+
+    port = free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_SERVER_PORT": str(port)}
+    server = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=2)
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise SystemExit("the app did not start") from None
+                time.sleep(0.5)
+        client = Client(url, verbose=False)
+        api_run(client, args.model, args.prompt, 20, 1)  # load the model once, outside the timing
+        cli, api, updates = [], [], []
+        for seed in range(1, args.rounds + 1):
+            cli_rate, cli_text = cli_run(args.model, args.prompt, args.tokens, seed)
+            api_rate, n, api_text = api_run(client, args.model, args.prompt, args.tokens, seed)
+            if cli_text != api_text:
+                raise SystemExit(f"round {seed}: the CLI and the API wrote different texts; nothing to compare")
+            cli.append(cli_rate)
+            api.append(api_rate)
+            updates.append(n)
+            print(f"round {seed}: CLI {cli_rate:6.0f} tok/s   API {api_rate:6.0f} tok/s in {n} updates   "
+                  f"ratio {api_rate / cli_rate:.2f}", flush=True)
+        ratio = statistics.median(a / c for a, c in zip(api, cli))
+        print(json.dumps({"model": args.model, "tokens": args.tokens, "cli_tok_s": round(statistics.median(cli)),
+                          "api_tok_s": round(statistics.median(api)), "updates": statistics.median(updates),
+                          "median_ratio": round(ratio, 2)}))
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(10)
+
+
+if __name__ == "__main__":
+    main()
