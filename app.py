@@ -132,6 +132,9 @@ def write_tab(playground: Playground | LazyPlayground) -> list:
                 sliders = [slider(controls[name]) for name in SLIDERS]
                 seed = lenient(gr.Number(-1, precision=0, label="Seed", elem_id="seed",
                                          info="The same seed gives the same text again. -1 picks one at random."))
+            templated = lenient(gr.Checkbox(False, label="Use the model's chat template", elem_id="chat-template",
+                                            info="For assistant models such as SmolLM2: your prompt becomes a "
+                                                 "message to it, and it answers as in the Chat tab."))
             with gr.Row():
                 go = gr.Button("Generate", variant="primary", elem_id="generate")
                 halt = gr.Button("Stop", variant="stop", elem_id="stop")
@@ -153,13 +156,18 @@ def write_tab(playground: Playground | LazyPlayground) -> list:
         gr.Examples([[e["prompt"]] for e in examples], inputs=[prompt], label="Examples")
 
     @gpu
-    @named("prompt", "model", *SLIDERS, "seed")
+    @named("prompt", "model", *SLIDERS, "seed", "chat_template")
     def generate(request: gr.Request, prompt, model, *values):
-        values, seed = values[:-1], values[-1]
+        values, seed, chat = values[:-2], values[-2], values[-1] is True
         try:
             settings = playground.parse(prompt, seed=seed, **dict(zip(SLIDERS, values, strict=True)))
             view = TokenView()
-            for live in playground.generate(model, settings, _session(request), every=PACE):
+            if chat:  # the prompt as one user message inside the model's chat template
+                runs = playground.chat(model, [{"role": "user", "content": prompt}], None, settings,
+                                       _session(request), every=PACE)
+            else:
+                runs = playground.generate(model, settings, _session(request), every=PACE)
+            for live in runs:
                 yield live.text, stats_markdown(live), view.render(live.tokens)
         except RequestError as err:
             yield gr.skip(), f"⚠️ {err}", gr.skip()  # no stale "Loading…" line under the error
@@ -168,8 +176,8 @@ def write_tab(playground: Playground | LazyPlayground) -> list:
     @gpu
     def branch(evt: gr.EventData, request: gr.Request, prompt, model, *values):
         """Write on from a token of the text with another token in its place (the original stays as it is)."""
-        values, seed, log = values[:-2], values[-2], values[-1]
-        data = getattr(evt, "_data", None) or {}
+        values, seed, log = values[:-3], values[-3], values[-1]  # (the chat-template box, values[-2], is not used:
+        data = getattr(evt, "_data", None) or {}  # a branch writes on from the plain text)
         prefix, alt, original = (str(data.get(k, "")) for k in ("prefix", "alt", "original"))
         start = f"{prefix[-60:]}[{alt}]"
         label = f"Branch at token {int(data.get('index', 0)) + 1}: “{alt}” instead of “{original}”"
@@ -198,7 +206,7 @@ def write_tab(playground: Playground | LazyPlayground) -> list:
     def moved(*values):
         return matching_preset(dict(zip(SLIDERS, values, strict=True)))
 
-    inputs = [prompt, model, *sliders, seed]
+    inputs = [prompt, model, *sliders, seed, templated]
     outputs = [output, stats, probs]
     # Each page request is announced the moment it is clicked (queue=False), so that Stop also ends a
     # request still waiting in the queue: it ends as soon as it starts, before computing anything.

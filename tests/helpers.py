@@ -42,10 +42,10 @@ def live_app(playground, **launch) -> Iterator[str]:
 
 # -- /generate ----------------------------------------------------------------------------------------------
 
-GENERATE_INPUTS = ("prompt", "model", *SLIDERS, "seed")  # /generate's inputs, in order (app.write_tab)
+GENERATE_INPUTS = ("prompt", "model", *SLIDERS, "seed", "chat_template")  # /generate's inputs, in order
 GENERATE_DEFAULTS = {"prompt": "First Citizen:", "model": "gru", "temperature": 0.8, "top_k": 0, "top_p": 0.95,
                      "min_p": 0.0, "repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "max_new_tokens": 40,
-                     "seed": 1}
+                     "seed": 1, "chat_template": False}
 
 
 def generate_args(**values) -> tuple:

@@ -283,6 +283,24 @@ def test_smollm2_answers_through_chat_in_streamed_english(smollm2_url):
     assert "stopped" in stats
 
 
+def test_write_with_the_chat_template_answers_the_prompt_as_a_message(served):
+    url, _, _ = served
+    client = Client(url, verbose=False)
+    info = client.view_api(return_format="dict", print_info=False)["named_endpoints"]["/generate"]["parameters"]
+    assert [p["parameter_name"] for p in info][-1] == "chat_template"
+    plain = ("Hello there", "tiny-chat", 0.0, 0, 1.0, 0.0, 1.0, 0, 12, 1)
+    # The same prompt, as plain text and as a user message in the template: the model reads different tokens.
+    raw_text, raw_stats, raw_tokens = client.predict(*plain, api_name="/generate")
+    chat_text, chat_stats, chat_tokens = client.predict(*plain, True, api_name="/generate")
+    _, _, reply_tokens = client.predict(*chat_args("Hello there", system="", max_new_tokens=12, seed=1,
+                                                   temperature=0.0), api_name="/chat")
+    assert "**12** tokens" in raw_stats and "**12** tokens" in chat_stats
+    # Token for token, with the same probabilities, what the Chat tab's reply is; and not the plain text's.
+    assert chat_tokens == reply_tokens and chat_tokens != raw_tokens
+    assert not any(t in chat_text for t in TEMPLATE_TOKENS)
+    assert client.predict(*plain, False, api_name="/generate")[0] == raw_text  # unticked: as before
+
+
 # -- the page in a browser ------------------------------------------------------------------------------------
 
 CHROMIUM = "/usr/bin/chromium"
@@ -341,7 +359,7 @@ def test_chat_in_the_browser_streams_stops_and_shows_the_tokens(served, browser)
     page = _open_chat(browser, url, viewport={"width": 1400, "height": 1000})
     page.locator("#chat-controls").get_by_text("Sampling controls").click()
     box = page.locator("#chat-max_new_tokens input[type=number]")
-    box.fill("60")
+    box.fill("120")
     box.press("Tab")
 
     _ask(page, "Hello there")
@@ -354,7 +372,7 @@ def test_chat_in_the_browser_streams_stops_and_shows_the_tokens(served, browser)
         return lengths[-1] > 0 and "writing" in _stats(page)
 
     assert _wait_for(growing, 20), _stats(page)
-    _wait_for(lambda: growing() and False, 0.8)  # watch it grow a little longer
+    _wait_for(lambda: growing() and False, 2.0)  # watch it grow a little longer
     pressed = time.monotonic()
     page.locator("#chat-stop").click()
     assert _wait_for(lambda: "you pressed Stop" in _stats(page), 5), _stats(page)
@@ -365,7 +383,7 @@ def test_chat_in_the_browser_streams_stops_and_shows_the_tokens(served, browser)
     assert answered < 1.5, f"the page said it stopped only {answered:.2f} s after the click"
     assert len(set(lengths)) >= 3, f"the reply should grow in steps: {sorted(set(lengths))}"
     written = int(_stats(page).split()[0])
-    assert 0 < written < 60
+    assert 0 < written < 120
 
     page.get_by_text("Token probabilities of the latest reply").click()
     tokens = page.locator("#chat-tokens .tg-tok")

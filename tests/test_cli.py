@@ -196,7 +196,7 @@ def test_every_train_option_has_help_words_and_a_default_in_words(capsys):
     assert "(default None)" not in text
     # A value that comes from the recipe says so, with the recipe's numbers.
     assert "--lr LR peak learning rate, reached at the end of the warmup (default: the architecture's recipe: " \
-           "0.002 for rnn; 0.003 for lstm, gru; 0.001 for transformer)" in text
+           "0.002 for rnn, transformer; 0.003 for lstm, gru)" in text
     assert "--hidden-size HIDDEN_SIZE" in text and "256 for rnn, lstm, gru)" in text
     assert "--max-steps MAX_STEPS stop after this many optimizer steps (default: no step limit" in text
 
