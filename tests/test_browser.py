@@ -7,7 +7,6 @@ real output; set TEXTGEN_SCREENSHOT=assets/screenshot.png to refresh the README'
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -157,9 +156,8 @@ def test_write_and_the_token_probabilities(page_url, browser, tmp_path):
     assert _wait_for(lambda: page.locator("#temperature input[type=number]").input_value() == "0.3", 5)
     page.locator("#generate").click()  # the default length
     assert _wait_for(lambda: "stopped" in _stats(page), 60), _stats(page)
-    context = json.loads((Path(cat.get(target).source) / "config.json").read_text()).get("n_positions", 10**6)
-    if context >= 256:  # the default length fits the shipped Transformer's context: no warning in its numbers
-        assert "outgrew" not in _stats(page)
+    # A text longer than the Transformer's context is how it works, not a problem: a note, never a warning.
+    assert "⚠️" not in _stats(page)
     tokens = page.locator("#tokens .tg-tok")
     assert _wait_for(lambda: tokens.count() > 5, 10)
     tokens.nth(2).hover()

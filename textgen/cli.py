@@ -216,7 +216,7 @@ def _summary_line(summary) -> str:
     reason = summary.stop_description()
     lines = [f"[{sum(summary.tokens)} tokens, {summary.tokens_per_second:.1f} tokens/s, first token after "
              f"{summary.time_to_first_token * 1000:.0f} ms, seed {summary.seed}; {reason}]"]
-    lines += [f"[note: {w}]" for w in summary.warnings]
+    lines += [f"[note: {w}]" for w in [*summary.warnings, *summary.notes]]
     return "\n".join(lines)
 
 

@@ -72,7 +72,8 @@ class Summary:
     seconds: float
     seed: int
     forward_steps: int
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # what was changed in the request (a cut prompt, …)
+    notes: list[str] = field(default_factory=list)  # how the model works that shaped the text (its context)
     # What TokenInfo.prob is: "sampled", the distribution the token was drawn from (after the controls), or
     # "model", the model's own before the controls (what an engine such as vLLM reports by default).
     probabilities: str = "sampled"
@@ -121,6 +122,7 @@ class _Run:
         self.model, self.tokenizer = loaded.model, loaded.tokenizer
         self.device = loaded.device
         self.warnings = list(settings.warnings)
+        self.notes: list[str] = []
         self.seed = settings.seed if settings.seed is not None else secrets.randbelow(2**31)
         self.rng = torch.Generator(device=self.device).manual_seed(self.seed)
         self.stateful = getattr(self.model, "_is_stateful", False)
@@ -195,6 +197,7 @@ class _Run:
             stop_reasons=[sample.reason for sample in samples], prompt_tokens=len(ids), prompt_tokens_cut=cut,
             time_to_first_token=ttft or 0.0, tokens_per_second=sum(tokens) / seconds if seconds > 0 else 0.0,
             seconds=seconds, seed=self.seed, forward_steps=self.forward_steps, warnings=self.warnings,
+            notes=self.notes,
         )
 
     def _pick(self, logits: torch.Tensor, all_ids: torch.Tensor, samples: list[_Sample]):
@@ -222,9 +225,11 @@ class _Run:
         if self.context is not None and cache.get_seq_length() + 1 > self.context:
             # The text outgrew the context: start over from its most recent half (one prefill per
             # context/2 tokens, instead of re-reading a full window for every token).
-            if not any("outgrew" in w for w in self.warnings):
-                self.warnings.append(f"the text outgrew the model's context of {self.context} tokens; "
-                                     "it continues from the most recent part")
+            # Not a warning: nothing is wrong with the request, this is how a Transformer works. Said once.
+            note = (f"this model reads at most {self.context} tokens at a time, so past that it wrote on from the "
+                    "most recent part of the text")
+            if note not in self.notes:
+                self.notes.append(note)
             return self._forward(all_ids[:, -(self.context // 2):], self._new_cache())
         return self._forward(next_ids[:, None], cache)
 

@@ -205,7 +205,7 @@ def stats_markdown(live: Live) -> str:
     lines = [" · ".join(parts)]
     if live.load_seconds is not None:
         lines.append(f"(loading the model first took {_ms(live.load_seconds)}, included in the first token's wait)")
-    lines += [f"⚠️ {w}" for w in summary.warnings]
+    lines += [f"⚠️ {w}" for w in summary.warnings] + [f"ℹ️ {n[0].upper()}{n[1:]}." for n in summary.notes]
     return "  \n".join(lines)
 
 
