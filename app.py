@@ -655,26 +655,32 @@ def step_tab(playground: Playground | LazyPlayground) -> list:
                 state.lock.release()
         return attempt(work)
 
-    def sample_step(request: gr.Request, prompt, model, *values):
-        controls_, seed_ = chosen(values[:-1]), values[-1]
-
+    def opened(request: gr.Request, model, prompt, act):
+        """act(state) on this browser session's step state (opened on `model` and `prompt`), under its lock."""
         def work():
             state = book.get(_session(request), model, prompt)
             with state.lock:
-                last = state.session.stages(controls_, top_n=5)[-1]
-                result = state.session.sample(controls_, seed=seed_)
-                token = result["token"]
-                if result["stop_reason"] == "end_of_text":
-                    note = f"The model drew {_quote(token)}, its sign for the end of a text: nothing more to write."
-                elif result["stop_reason"]:
-                    note = "⚠️ These settings leave no token the model may write (try a larger no-repeat size)."
-                else:
-                    alts = [(t["text"], t["prob"]) for t in last["tokens"] if not t["removed"]]
-                    state.written.append(view.Written(result["piece"], token["prob"], alts))
-                    note = (f"The model drew {_quote(token)}, which had {100 * token['prob']:.1f}% after all the "
-                            f"controls (seed {result['seed']}).")
-                return shown_state(state, values[:-1], note)
+                return act(state)
         return attempt(work)
+
+    def sample_step(request: gr.Request, prompt, model, *values):
+        controls_, seed_ = chosen(values[:-1]), values[-1]
+
+        def act(state):
+            last = state.session.stages(controls_, top_n=5)[-1]
+            result = state.session.sample(controls_, seed=seed_)
+            token = result["token"]
+            if result["stop_reason"] == "end_of_text":
+                note = f"The model drew {_quote(token)}, its sign for the end of a text: nothing more to write."
+            elif result["stop_reason"]:
+                note = "⚠️ These settings leave no token the model may write (try a larger no-repeat size)."
+            else:
+                alts = [(t["text"], t["prob"]) for t in last["tokens"] if not t["removed"]]
+                state.written.append(view.Written(result["piece"], token["prob"], alts))
+                note = (f"The model drew {_quote(token)}, which had {100 * token['prob']:.1f}% after all the "
+                        f"controls (seed {result['seed']}).")
+            return shown_state(state, values[:-1], note)
+        return opened(request, model, prompt, act)
 
     def pick_step(request: gr.Request, evt: gr.EventData, prompt, model, *values):
         data = getattr(evt, "_data", None) or {}
@@ -712,30 +718,26 @@ def step_tab(playground: Playground | LazyPlayground) -> list:
     def run_step(request: gr.Request, prompt, model, *values):
         controls_, seed_, n = chosen(values[:-2]), values[-2], values[-1]
 
-        def work():
-            state = book.get(_session(request), model, prompt)
-            with state.lock:
-                result = state.session.run(n, controls_, seed=seed_)
-                tokens = result["tokens"][:-1] if result["stop_reason"] == "end_of_text" else result["tokens"]
-                state.written += [view.Written(t["text"], t["prob"]) for t in tokens]
-                why = {"length": "the number you set", "end_of_text": "the model ended the text",
-                       "no_allowed_token": "the settings left no token it may write"}[result["stop_reason"]]
-                note = f"Wrote {len(tokens)} token{'s' * (len(tokens) != 1)} (seed {result['seed']}); stopped: {why}."
-                return shown_state(state, values[:-2], note)
-        return attempt(work)
+        def act(state):
+            result = state.session.run(n, controls_, seed=seed_)
+            tokens = result["tokens"][:-1] if result["stop_reason"] == "end_of_text" else result["tokens"]
+            state.written += [view.Written(t["text"], t["prob"]) for t in tokens]
+            why = {"length": "the number you set", "end_of_text": "the model ended the text",
+                   "no_allowed_token": "the settings left no token it may write"}[result["stop_reason"]]
+            note = f"Wrote {len(tokens)} token{'s' * (len(tokens) != 1)} (seed {result['seed']}); stopped: {why}."
+            return shown_state(state, values[:-2], note)
+        return opened(request, model, prompt, act)
 
     def many_step(request: gr.Request, prompt, model, *values):
         controls_, seed_ = chosen(values[:-1]), values[-1]
 
-        def work():
-            state = book.get(_session(request), model, prompt)
-            with state.lock:
-                state.counts = state.session.sample_many(controls_, n=STEP_DRAWS, seed=seed_)
-                state.counts_key = (len(state.written), tuple(values[:-1]))
-                note = (f"Drew the next token {STEP_DRAWS} times with these settings, without writing any: see the "
-                        "counts beside the last box.")
-                return shown_state(state, values[:-1], note)
-        return attempt(work)
+        def act(state):
+            state.counts = state.session.sample_many(controls_, n=STEP_DRAWS, seed=seed_)
+            state.counts_key = (len(state.written), tuple(values[:-1]))
+            note = (f"Drew the next token {STEP_DRAWS} times with these settings, without writing any: see the "
+                    "counts beside the last box.")
+            return shown_state(state, values[:-1], note)
+        return opened(request, model, prompt, act)
 
     # -- inside the model --
 

@@ -76,36 +76,28 @@ def _import(path: str) -> type:
     return getattr(importlib.import_module(module), name)
 
 
-_RECURRENT_SIZES = ("hidden_size", "embedding_size", "num_layers", "dropout")
-_RECURRENT_TINY = {"hidden_size": 32, "embedding_size": 16, "num_layers": 2}
+def _recurrent(name: str, title: str, description: str, lr: float) -> Architecture:
+    """RNN, LSTM and GRU differ only in their cell (textgen/models/recurrent.py), title, words and learning rate."""
+    cls = {"rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}[name]
+    return Architecture(
+        name=name, model_type=f"textgen_{name}", title=title, description=description,
+        recipe={"hidden_size": 256, "embedding_size": 64, "num_layers": 2, "dropout": 0.0, "block_size": 128,
+                "batch_size": 16, "lr": lr, "warmup_steps": 50},
+        size_fields=("hidden_size", "embedding_size", "num_layers", "dropout"),
+        tiny_sizes={"hidden_size": 32, "embedding_size": 16, "num_layers": 2},
+        config_class=f"textgen.models.recurrent:{cls}Config", model_class=f"textgen.models.recurrent:{cls}ForCausalLM",
+    )
 
-# The default recipes are sized for a few minutes of one CPU thread (see benchmarks/train_cpu.py for how they
+
+# The default recipes are sized for a few minutes of one CPU thread (see benchmarks/TRAINING.md for how they
 # were chosen); the shipped checkpoints set larger sizes explicitly, and each model card records every value used.
 BUILTIN = (
-    Architecture(
-        name="rnn", model_type="textgen_rnn", title="RNN",
-        description="The simplest recurrent network: reads one character at a time and keeps a short memory.",
-        recipe={"hidden_size": 256, "embedding_size": 64, "num_layers": 2, "dropout": 0.0, "block_size": 128,
-                "batch_size": 16, "lr": 2e-3, "warmup_steps": 50},
-        size_fields=_RECURRENT_SIZES, tiny_sizes=_RECURRENT_TINY,
-        config_class="textgen.models.recurrent:RNNConfig", model_class="textgen.models.recurrent:RNNForCausalLM",
-    ),
-    Architecture(
-        name="lstm", model_type="textgen_lstm", title="LSTM",
-        description="A recurrent network with gated memory (LSTM): remembers longer than a plain RNN.",
-        recipe={"hidden_size": 256, "embedding_size": 64, "num_layers": 2, "dropout": 0.0, "block_size": 128,
-                "batch_size": 16, "lr": 3e-3, "warmup_steps": 50},
-        size_fields=_RECURRENT_SIZES, tiny_sizes=_RECURRENT_TINY,
-        config_class="textgen.models.recurrent:LSTMConfig", model_class="textgen.models.recurrent:LSTMForCausalLM",
-    ),
-    Architecture(
-        name="gru", model_type="textgen_gru", title="GRU",
-        description="A lighter gated recurrent network (GRU): nearly an LSTM's memory with fewer parts.",
-        recipe={"hidden_size": 256, "embedding_size": 64, "num_layers": 2, "dropout": 0.0, "block_size": 128,
-                "batch_size": 16, "lr": 3e-3, "warmup_steps": 50},
-        size_fields=_RECURRENT_SIZES, tiny_sizes=_RECURRENT_TINY,
-        config_class="textgen.models.recurrent:GRUConfig", model_class="textgen.models.recurrent:GRUForCausalLM",
-    ),
+    _recurrent("rnn", "RNN", "The simplest recurrent network: reads one character at a time and keeps a short memory.",
+               lr=2e-3),
+    _recurrent("lstm", "LSTM", "A recurrent network with gated memory (LSTM): remembers longer than a plain RNN.",
+               lr=3e-3),
+    _recurrent("gru", "GRU", "A lighter gated recurrent network (GRU): nearly an LSTM's memory with fewer parts.",
+               lr=3e-3),
     Architecture(
         name="transformer", model_type="textgen_transformer", title="Transformer",
         description="A small Transformer, like GPT: looks back at all recent characters at once.",
