@@ -84,3 +84,18 @@ def catalog(model_dirs) -> Catalog:
 @pytest.fixture(scope="session")
 def manager(catalog) -> ModelManager:
     return ModelManager(catalog, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Debian Chromium driven by playwright (a fresh temporary profile); skipped where either is missing."""
+    from helpers import CHROMIUM, CHROMIUM_ARGS
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+

@@ -131,3 +131,33 @@ def clean_environment(monkeypatch):
     for name in [n for n in os.environ if n.startswith("TEXTGEN_")]:
         monkeypatch.delenv(name)
     return monkeypatch
+
+
+# -- the page in headless Chromium ----------------------------------------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's; never a browser that playwright downloads
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 30.0, interval: float = 0.05) -> bool:
+    """Poll until `predicate()` is true; False after `timeout` seconds (the caller's assert says what failed)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False
+
+
+def set_slider(page, elem_id: str, value) -> None:
+    """Type a value into a slider's number box, as a person does (sliders have no label to find them by)."""
+    box = page.locator(f"#{elem_id} input[type=number]")
+    box.fill(str(value))
+    box.press("Tab")
+
+
+def page_errors(page) -> int:
+    """Error toasts and red Error badges on the page."""
+    return page.locator(".toast-body.error, .error-badge, [data-testid='toast-body']").count()
+

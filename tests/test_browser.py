@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import free_port
+from helpers import page_errors, set_slider, wait_for
 
 import app
 from textgen.catalog import SHIPPED_DIR, Catalog
@@ -20,15 +21,7 @@ from textgen.loading import ModelManager
 from textgen.playground import Playground
 from textgen.settings import Limits
 
-CHROMIUM = "/usr/bin/chromium"
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed"),
-]
-playwright = pytest.importorskip("playwright.sync_api")
-
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+pytestmark = pytest.mark.browser  # the `browser` fixture (conftest.py) skips where Chromium is missing
 
 
 @pytest.fixture(scope="module")
@@ -43,36 +36,11 @@ def page_url(catalog, tmp_path_factory):
     demo.close()
 
 
-@pytest.fixture(scope="module")
-def browser():
-    # launch() gives the browser a fresh temporary profile of its own.
-    with playwright.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
-
-
 def _output(page, elem_id: str) -> str:
     return page.locator(f"#{elem_id} textarea").input_value()
 
 
-def _wait_for(predicate, timeout=30.0, interval=0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return False
-
-
-def _set_slider(page, elem_id: str, value) -> None:
-    box = page.locator(f"#{elem_id} input[type=number]")
-    box.fill(str(value))
-    box.press("Tab")
-
-
-def _errors(page) -> int:
-    return page.locator(".toast-body.error, .error-badge, [data-testid='toast-body']").count()
+_wait_for, _set_slider, _errors = wait_for, set_slider, page_errors
 
 
 def _stats(page) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import free_port
 from gradio_client import Client
+from helpers import page_errors, wait_for
 from test_gguf_chat import SPECIALS, chatml_tokenizer, tiny_llama
 
 import app
@@ -303,28 +304,8 @@ def test_write_with_the_chat_template_answers_the_prompt_as_a_message(served):
 
 # -- the page in a browser ------------------------------------------------------------------------------------
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-needs_chromium = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield b
-        b.close()
-
-
-def _wait_for(predicate, timeout=30.0, interval=0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return False
+needs_chromium = pytest.mark.browser  # the `browser` fixture (conftest.py) skips where Chromium is missing
+_wait_for = wait_for
 
 
 def _open_chat(browser, url, **page_options):
@@ -348,8 +329,7 @@ def _ask(page, text: str) -> None:
     page.locator("#chat-send").click()
 
 
-def _errors(page) -> int:
-    return page.locator(".toast-body.error, .error-badge, [data-testid='toast-body']").count()
+_errors = page_errors
 
 
 @pytest.mark.browser
