@@ -8,6 +8,7 @@ writes the checkpoint, loss log, card and state; the summary reports the effecti
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +23,17 @@ def torchrun(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     # --standalone: a rendezvous on a free local port, so parallel test runs cannot collide on 29500.
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *args]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
+    # Its own process group, so that a run past the deadline is ended with its worker processes (a plain
+    # timeout kills only torchrun and leaves the workers training).
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd, env=env,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
 
 
 @pytest.fixture

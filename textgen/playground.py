@@ -136,13 +136,21 @@ class Playground:
                 live.status = f"Loading {entry.title} (first use, a few seconds)…"
                 yield live
             loaded = self._load(live)
-            with self._slot(engines.is_remote(loaded), cancel), self._errors(entry.title):
-                pace = _Pace(every)
-                for event in stream(loaded, settings, cancel):
-                    before = len(live.tokens)
-                    live.add(event)
-                    if pace.due(first=before == 0 < len(live.tokens), last=live.done):
-                        yield live
+            yield from self._write(live, loaded, lambda: stream(loaded, settings, cancel), cancel, every)
+
+    def _write(self, live: Live, loaded, events: Callable[[], Iterator], cancel: threading.Event,
+               every: float) -> Iterator[Live]:
+        """Feed one model's events into `live`, handing it on at the page's pace, inside a compute slot (local or
+        engine) and with its failures in words. `events` starts the run once the slot is held."""
+        with self._slot(engines.is_remote(loaded), cancel), self._errors(live.title):
+            pace = _Pace(every)
+            for event in events():
+                if not isinstance(event, (TextEvent, Summary)):
+                    continue  # (a chat's ChatPrompt: what the model reads; its note comes again with the Summary)
+                before = len(live.tokens)
+                live.add(event)
+                if pace.due(first=before == 0 < len(live.tokens), last=live.done):
+                    yield live
 
     def chat(
         self, name: object, messages: object, system: object, settings: GenerationSettings, session: str = "",
@@ -156,7 +164,7 @@ class Playground:
         has a chat template is known only once it is loaded: one without is refused then, in words. When old
         messages had to be left out to fit the model's context, the note saying so is in the Summary's warnings.
         """
-        from textgen.chat import ChatPrompt, chat_stream  # chat builds on this module's engine, not the reverse
+        from textgen.chat import chat_stream  # chat builds on this module's engine, not the reverse
 
         stopped = self._stopped_while_queued(session)
         entry = self._entry(name)
@@ -166,15 +174,8 @@ class Playground:
                 live.status = f"Loading {entry.title} (first use, a few seconds)…"
                 yield live
             loaded = self._load(live)
-            with self._errors(entry.title):
-                pace = _Pace(every)
-                for event in chat_stream(loaded, messages, system, settings, cancel, self.limits):
-                    if isinstance(event, ChatPrompt):
-                        continue  # what the model reads; its note comes again with the Summary
-                    before = len(live.tokens)
-                    live.add(event)
-                    if pace.due(first=before == 0 < len(live.tokens), last=live.done):
-                        yield live
+            yield from self._write(live, loaded, lambda: chat_stream(loaded, messages, system, settings, cancel,
+                                                                     self.limits), cancel, every)
 
     def compare(
         self, names: object, settings: GenerationSettings, session: str = "", every: float = 0.0
