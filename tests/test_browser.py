@@ -85,11 +85,13 @@ def test_a_long_text_streams_with_the_page_responsive_and_stop_answers(page_url,
     growth = sorted(set(lengths))
     assert first_text is not None and first_text < 5, first_text
     assert len(growth) >= 5, f"the text should grow in many steps, not jumps: {growth}"
-    slow = [(round(a, 2), lengths[i]) for i, a in enumerate(answers) if a > 0.2]  # (seconds, text length then)
-    assert max(answers) < 0.5, f"the page stopped answering while text streamed: {slow} of {len(answers)} checks"
+    # While text streams (from the first text on: the wait before it is `first_text`), the page keeps answering.
+    streaming = [a for a, n in zip(answers, lengths) if n > 0]
+    slow = [(round(a, 2), n) for a, n in zip(answers, lengths) if n > 0 and a > 0.2]  # (seconds, text length)
+    assert max(streaming) < 0.5, f"the page stopped answering while text streamed: {slow} of {len(streaming)}"
     assert page.locator("#tokens .tg-tok").count() == 1000
     print(f"\n1000 tokens: first text after {first_text:.2f} s, {len(growth)} visible steps, "
-          f"slowest page answer {max(answers) * 1000:.0f} ms")
+          f"slowest page answer while streaming {max(streaming) * 1000:.0f} ms")
 
     # Stop, pressed while it writes.
     page.locator("#generate").click()
