@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,31 +26,20 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from cli_rate import timed_generate  # noqa: E402  (the CLI's run, read from its pipe, as cli_rate times it)
+
+from tests.helpers import free_port  # noqa: E402  (shared with the tests)
+
 CONTROLS = {"temperature": 0.8, "top_k": 0, "top_p": 0.95, "min_p": 0.0, "repetition_penalty": 1.05,
             "no_repeat_ngram_size": 0}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def cli_run(model: str, prompt: str, tokens: int, seed: int) -> tuple[float, str]:
-    flags = [f"--{k.replace('_', '-')}={v}" for k, v in CONTROLS.items()]
-    command = [sys.executable, "-m", "textgen", "generate", "--model", model, "--prompt", prompt, "--json",
-               "--max-new-tokens", str(tokens), "--seed", str(seed), *flags]
-    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    first = summary = None
-    for line in proc.stdout:
-        event = json.loads(line)
-        if first is None and event["event"] == "text":
-            first = time.perf_counter()
-        if event["event"] == "summary":
-            last, summary = time.perf_counter(), event
-    if proc.wait() != 0 or summary is None:
-        raise SystemExit(f"{' '.join(command)} failed")
-    return sum(summary["tokens"]) / (last - first), summary["texts"][0]
+    flags = tuple(f"--{k.replace('_', '-')}={v}" for k, v in CONTROLS.items())
+    summary, seconds = timed_generate(model, tokens, prompt, seed, flags)
+    return sum(summary["tokens"]) / seconds, summary["texts"][0]
 
 
 def api_run(client, model: str, prompt: str, tokens: int, seed: int) -> tuple[float, int, str]:

@@ -23,9 +23,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def one_run(model: str, tokens: int, prompt: str) -> tuple[float, float]:
+def timed_generate(
+    model: str, tokens: int, prompt: str, seed: int = 1, flags: tuple[str, ...] = ()
+) -> tuple[dict, float]:
+    """One `generate --json` run: its summary, and the seconds from its first text line to its summary line."""
     command = [sys.executable, "-m", "textgen", "generate", "--model", model, "--prompt", prompt,
-               "--max-new-tokens", str(tokens), "--seed", "1", "--json"]
+               "--max-new-tokens", str(tokens), "--seed", str(seed), "--json", *flags]
     proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     first = None
     summary = None
@@ -37,8 +40,13 @@ def one_run(model: str, tokens: int, prompt: str) -> tuple[float, float]:
             last, summary = time.perf_counter(), event
     if proc.wait() != 0 or summary is None:
         raise SystemExit(f"{' '.join(command)} failed")
+    return summary, last - first
+
+
+def one_run(model: str, tokens: int, prompt: str) -> tuple[float, float]:
+    summary, seconds = timed_generate(model, tokens, prompt)
     produced = sum(summary["tokens"])
-    return summary["tokens_per_second"], (produced - 1) / (last - first)  # intervals after the first token
+    return summary["tokens_per_second"], (produced - 1) / seconds  # intervals after the first token
 
 
 def main() -> None:
