@@ -229,11 +229,22 @@ def test_branch_from_a_token_writes_on_and_keeps_the_original(page_url, browser,
     assert _wait_for(lambda: "stopped" in _stats(page), 60), _stats(page)
     original = _output(page, "output")
     assert _wait_for(lambda: page.locator("#tokens .tg-tok").count() == 60, 10)
-    token = page.locator("#tokens .tg-tok").nth(10)
+    # A token the model had a real choice at (where top-k/top-p left one token, there is nothing to branch to).
+    index = page.evaluate("[...document.querySelectorAll('#tokens .tg-tok')]"
+                          ".findIndex((t, i) => i >= 5 && JSON.parse(t.dataset.a).length > 1)")
+    assert index >= 0, "no token with alternatives in 60"
+    token = page.locator("#tokens .tg-tok").nth(index)
     choice = page.locator(".tg-pop-write .tg-branch").first
     # A click pins the pop-up and offers the other words as buttons (clicked again if a late redraw ate it).
     assert _wait_for(lambda: choice.is_visible() or token.click() or choice.is_visible(), 15)
     picked = choice.inner_text().split("  ")[0]
+    sure = page.evaluate("[...document.querySelectorAll('#tokens .tg-tok')]"
+                         ".findIndex(t => JSON.parse(t.dataset.a).length === 1)")
+    if sure >= 0:  # a token with no other choice says why instead of offering nothing
+        page.locator("#tokens .tg-tok").nth(sure).click()
+        assert _wait_for(lambda: page.locator(".tg-pop-write .tg-none").is_visible(), 5)
+        token.click()
+        assert _wait_for(choice.is_visible, 5)
     choice.click()
     branch = page.locator("#branch-output textarea")
     assert _wait_for(lambda: "stopped" in page.locator("#branch-stats").inner_text(), 60)

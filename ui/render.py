@@ -35,6 +35,7 @@ TOKEN_CSS = """
   font: 0.85em/1.45 ui-monospace, SFMono-Regular, Menlo, monospace; box-shadow: 0 4px 12px rgba(0,0,0,.18);
   white-space: pre; }
 .tg-pop b { font-weight: 700; }
+.tg-pop .tg-none { opacity: .7; font-style: italic; white-space: normal; }
 .tg-pop .tg-branch { font: inherit; text-align: left; width: 100%; cursor: pointer; border: 0; border-radius: 4px;
   background: transparent; color: inherit; padding: 1px 4px; margin: 1px -4px; }
 .tg-pop .tg-branch:hover, .tg-pop .tg-branch:focus { background: rgba(59, 130, 246, .18); }
@@ -78,6 +79,11 @@ function show(tok) {
       line.addEventListener('click', e => { e.stopPropagation(); branchFrom(tok, text); });
     }
     pop.appendChild(line);
+  }
+  if (pinned && BRANCHING && !pop.querySelector('button')) {  // say why there is nothing to pick
+    const none = document.createElement('div'); none.className = 'tg-none';
+    none.textContent = 'No other token was allowed here (the sampling controls left only this one).';
+    pop.appendChild(none);
   }
   pop.style.display = 'block';
   const r = tok.getBoundingClientRect(), w = pop.offsetWidth, h = pop.offsetHeight;
