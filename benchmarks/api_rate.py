@@ -4,18 +4,20 @@
     python benchmarks/api_rate.py --model gru --tokens 500 --rounds 5
 
 Starts `python app.py` on a free port (a separate process, as people run it), then alternates, round by
-round: one `python -m textgen generate --json` run and one `/generate` call through gradio_client with the
+round: one `python -m textgen generate --json` run and one `/generate` call through Gradio's REST routes with the
 same prompt, controls and seed. Rates:
 - CLI: tokens / the time from its first text line to its summary line, read from its pipe (what a reader of
   the CLI sees; process start and model loading left out);
-- API: tokens / the time from `submit` to the last update (the request's whole round trip, queueing and
-  every streamed update included), and how many updates arrived.
+- API: tokens / the time from the call of /generate (Gradio's REST routes, read with http.client) to its last
+  update (the request's whole round trip, queueing and every streamed update included), and how many updates
+  arrived.
 The texts must be equal (same seed, same controls): otherwise the comparison is void and it says so.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import statistics
@@ -23,7 +25,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -42,19 +46,67 @@ def cli_run(model: str, prompt: str, tokens: int, seed: int) -> tuple[float, str
     return sum(summary["tokens"]) / seconds, summary["texts"][0]
 
 
-def api_run(client, model: str, prompt: str, tokens: int, seed: int) -> tuple[float, int, str]:
+def call(url: str, api_name: str, data: list) -> Iterator[tuple[float, list]]:
+    """(seconds since the call, outputs) for every update of one call of the page's API, read with http.client
+    through Gradio's REST routes (POST /gradio_api/call/NAME, then its event stream): what any HTTP client gets.
+    (gradio_client was measured adding 130-170 ms before handing over the first update; this adds nothing.)"""
+    parts = urlsplit(url)
     start = time.perf_counter()
-    job = client.submit(prompt, model, CONTROLS["temperature"], CONTROLS["top_k"], CONTROLS["top_p"],
-                        CONTROLS["min_p"], CONTROLS["repetition_penalty"], CONTROLS["no_repeat_ngram_size"], tokens,
-                        seed, api_name="/generate")
-    updates = 0
-    for _ in job:
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=600)
+    try:
+        conn.request("POST", f"/gradio_api/call/{api_name}", json.dumps({"data": data}),
+                     {"Content-Type": "application/json"})
+        event_id = json.loads(conn.getresponse().read())["event_id"]
+        conn.request("GET", f"/gradio_api/call/{api_name}/{event_id}")
+        response, event = conn.getresponse(), None
+        while line := response.readline():
+            if line.startswith(b"event:"):
+                event = line[6:].strip().decode()
+            elif line.startswith(b"data:"):
+                if event == "error":
+                    raise SystemExit(f"/{api_name} failed: {line[5:].decode().strip()[:300]}")
+                if event in ("generating", "complete"):
+                    yield time.perf_counter() - start, json.loads(line[5:])
+    finally:
+        conn.close()
+
+
+def api_run(url: str, model: str, prompt: str, tokens: int, seed: int) -> tuple[float, int, str, float]:
+    """(tokens/s, updates, text, seconds to the first update with text), timed from the call of /generate."""
+    updates, first, seconds, outputs = 0, None, 0.0, None
+    for seconds, outputs in call(url, "generate", [prompt, model, *CONTROLS.values(), tokens, seed, False]):
         updates += 1
-    text, stats, _ = job.result()
-    seconds = time.perf_counter() - start
+        if first is None and outputs and outputs[0]:
+            first = seconds
+    text, stats, _ = outputs
     if f"**{tokens}** tokens" not in stats:
         raise SystemExit(f"the API run did not write {tokens} tokens: {stats}")
-    return tokens / seconds, updates, text
+    return tokens / seconds, updates, text, first if first is not None else seconds
+
+
+def start_app(*flags: str) -> tuple[str, subprocess.Popen]:
+    """`python app.py FLAGS` on a free port, as people run it, once its page answers: (URL, process)."""
+    port = free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_SERVER_PORT": str(port)}
+    server = subprocess.Popen([sys.executable, "app.py", *flags], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return url, server
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                stop_app(server)
+                raise SystemExit("the app did not start") from None
+            time.sleep(0.5)
+
+
+def stop_app(server: subprocess.Popen) -> None:
+    if server.poll() is None:
+        os.killpg(server.pid, 15)
+        server.wait(10)
 
 
 def main() -> None:
@@ -65,29 +117,13 @@ def main() -> None:
     parser.add_argument("--prompt", default="ROMEO:\n")
     args = parser.parse_args()
 
-    from gradio_client import Client
-
-    port = free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_SERVER_PORT": str(port)}
-    server = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)
+    url, server = start_app()
     try:
-        url = f"http://127.0.0.1:{port}/"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(url, timeout=2)
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise SystemExit("the app did not start") from None
-                time.sleep(0.5)
-        client = Client(url, verbose=False)
-        api_run(client, args.model, args.prompt, 20, 1)  # load the model once, outside the timing
+        api_run(url, args.model, args.prompt, 20, 1)  # load the model once, outside the timing
         cli, api, updates = [], [], []
         for seed in range(1, args.rounds + 1):
             cli_rate, cli_text = cli_run(args.model, args.prompt, args.tokens, seed)
-            api_rate, n, api_text = api_run(client, args.model, args.prompt, args.tokens, seed)
+            api_rate, n, api_text, _ = api_run(url, args.model, args.prompt, args.tokens, seed)
             if cli_text != api_text:
                 raise SystemExit(f"round {seed}: the CLI and the API wrote different texts; nothing to compare")
             cli.append(cli_rate)
@@ -100,8 +136,7 @@ def main() -> None:
                           "api_tok_s": round(statistics.median(api)), "updates": statistics.median(updates),
                           "median_ratio": round(ratio, 2)}))
     finally:
-        os.killpg(server.pid, 15)
-        server.wait(10)
+        stop_app(server)
 
 
 if __name__ == "__main__":

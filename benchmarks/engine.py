@@ -1,20 +1,25 @@
 """Speed through the app's engine path against a bare HTTP client, on the same stream from the same server.
 
     python benchmarks/engine.py --start-vllm                        # vLLM (.venv-vllm) on a GPT-2 built here
-    python benchmarks/engine.py --engine http://127.0.0.1:8000/v1 --model NAME --tokens 500 --runs 5 --json
+    python benchmarks/engine.py --start-vllm --page                 # ... through `python app.py --engine URL`
+    python benchmarks/engine.py --engine http://127.0.0.1:8000/v1 --model NAME --tokens 500 --runs 6 --json
     python benchmarks/engine.py --fake                              # tests/fake_engine.py: the client's own cost
 
-Each run sends the very same request body (textgen.engines builds it: prompt, seed, temperature 0.8, top-p 0.95,
-logprobs = 5 alternatives, streaming) along two paths at the same moment (the bare client in a thread), so that the
-server computes both in one batch and hands both the same tokens at the same times: what differs is the clients.
-(`--sequential` runs them one after the other instead, alternating which goes first; on a busy machine the
-server's own pace then varies more from run to run than the clients differ.)
-  app   Playground.generate (what the page runs, without Gradio): engine client, TokenInfo per token, Live
+Both paths send the very same request (textgen.engines builds the body: prompt, seed, the page's controls, logprobs
+= 5 alternatives, streaming), so the server writes the same tokens for each; what differs is the clients.
+  app   Playground.generate (what the page runs, without Gradio): engine client, TokenInfo per token, Live;
+        with --page, `python app.py --engine URL` in its own process and its /generate, through Gradio's REST
+        routes read with http.client (Gradio's queue and every streamed update included)
   bare  http.client, reading the server-sent events line by line and counting tokens; nothing else
-Time to first token is from the call to the first token in hand. Tokens/s is the whole request's: tokens over the
-time from the call to the last token in hand. (The page shows the rate after the first token; it is printed too, as
-"streaming", but on a busy machine vLLM's API process sometimes hands over a whole text at once, for either client,
-which makes that rate meaningless for one run.) Medians over --runs; the bar is app >= 0.9 x bare in tokens/s.
+Runs go one after the other, and the order is swapped every run (--mode alternate), so that neither path always
+meets a warmer or a busier server. `--mode side-by-side` starts both at the same moment instead; it is not the
+default because vLLM's CPU build served two such requests one after the other (measured: the second one's first
+byte came after the first one's last), so it measured which client got in first, not the clients.
+Time to first token is from the call to the first token in hand (--page: the first update with text). Tokens/s
+is the whole request's: tokens over the time from the call to the last token in hand. (The page shows the rate
+after the first token; it is printed too, as "streaming", but on a busy machine vLLM's API process sometimes hands
+over a whole text at once, for either client, which makes that rate meaningless for one run.) Medians over --runs;
+the bar is app >= 0.9 x bare in tokens/s.
 """
 
 from __future__ import annotations
@@ -32,18 +37,24 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from anywhere without installing
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from api_rate import CONTROLS, api_run, start_app, stop_app  # noqa: E402  (the page's API, timed alike)
 
 from textgen import engines  # noqa: E402
 from textgen.catalog import Catalog  # noqa: E402
 from textgen.loading import ModelManager  # noqa: E402
 from textgen.playground import Playground  # noqa: E402
 from textgen.settings import Limits  # noqa: E402
+
+PROMPT = "First Citizen:\n"
 
 
 def bare(url: str, body: dict) -> tuple[float, float, int]:
@@ -117,6 +128,49 @@ def start_vllm(python: Path, layers: int, width: int) -> tuple[str, subprocess.P
     return url, server, "bench"
 
 
+def measure(paths: dict[str, Callable[[], tuple[float, float, int]]], runs: int, mode: str) -> dict[str, list]:
+    """Each path's (first token, last token, tokens) per run: one after the other, the order swapped every run
+    ("alternate"), or both at the same moment ("side-by-side", the bare client in a thread)."""
+    results: dict[str, list] = {path: [] for path in paths}
+    for run in range(runs):
+        if mode == "alternate":
+            for path in list(paths) if run % 2 == 0 else list(paths)[::-1]:
+                results[path].append(paths[path]())
+            continue
+        go = threading.Barrier(2)
+        side: list = []
+        thread = threading.Thread(target=lambda go=go, side=side: (go.wait(), side.append(paths["bare"]())))
+        thread.start()
+        go.wait()
+        results["app"].append(paths["app"]())
+        thread.join()
+        results["bare"].append(side[0])
+    return results
+
+
+def report(results: dict[str, list], as_json: bool, **facts: object) -> None:
+    summary: dict[str, object] = {
+        path: {"ttft_ms": round(1000 * statistics.median(r[0] for r in rows), 1),
+               "tokens_per_s": round(statistics.median(r[2] / r[1] for r in rows), 1),
+               "streaming_tokens_per_s": round(statistics.median(
+                   (r[2] - 1) / (r[1] - r[0]) if r[1] > r[0] else math.inf for r in rows), 1),
+               "runs_tokens_per_s": [round(r[2] / r[1], 1) for r in rows],
+               "tokens": [r[2] for r in rows]} for path, rows in results.items()}
+    ratios = [a[2] / a[1] / (b[2] / b[1]) for a, b in zip(results["app"], results["bare"], strict=True)]
+    summary["ratio_tokens_per_s"] = round(summary["app"]["tokens_per_s"] / summary["bare"]["tokens_per_s"], 3)
+    summary["median_run_ratio"] = round(statistics.median(ratios), 3)
+    summary.update(facts, load_average=os.getloadavg()[0])
+    if as_json:
+        print(json.dumps(summary))
+        return
+    for path in ("app", "bare"):
+        s = summary[path]
+        print(f"{path:<5} first token {s['ttft_ms']:7.1f} ms   {s['tokens_per_s']:8.1f} tokens/s "
+              f"(runs {s['runs_tokens_per_s']}; streaming {s['streaming_tokens_per_s']})   tokens {s['tokens']}")
+    print(f"app / bare tokens/s: {summary['ratio_tokens_per_s']} (median of the runs' ratios "
+          f"{summary['median_run_ratio']}; bar: >= 0.9); {facts}; load average {summary['load_average']:.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--engine", help="a running engine's base URL, e.g. http://127.0.0.1:8000/v1")
@@ -126,13 +180,15 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--width", type=int, default=256)
     parser.add_argument("--fake", action="store_true", help="tests/fake_engine.py (no model: the client's cost)")
+    parser.add_argument("--page", action="store_true",
+                        help="the app path is `python app.py --engine URL` and its /generate (Gradio included)")
     parser.add_argument("--tokens", type=int, default=500)
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--sequential", action="store_true", help="one path after the other, not side by side")
+    parser.add_argument("--runs", type=int, default=6)
+    parser.add_argument("--mode", choices=("alternate", "side-by-side"), default="alternate")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
-    server = fake = None
+    server = fake = page = None
     if args.start_vllm:
         url, server, model_id = start_vllm(Path(args.vllm_python), args.layers, args.width)
     elif args.fake:
@@ -152,47 +208,26 @@ def main() -> None:
         # A random-weight model ends its text (EOS) at random: take the first seed whose text runs the full length,
         # so that every run streams --tokens tokens (what is measured is the stream, not the words).
         for seed in range(1, 21):
-            settings = playground.parse("First Citizen:\n", temperature=0.8, top_p=0.95, seed=seed,
-                                        max_new_tokens=args.tokens)
+            settings = playground.parse(PROMPT, **CONTROLS, seed=seed, max_new_tokens=args.tokens)
             body = engines._RemoteRun(playground.manager.get(entry.name), settings, threading.Event(), None).body()
             if bare(url, body)[2] == args.tokens:
                 break
-        results: dict[str, list[tuple[float, float, int]]] = {"app": [], "bare": []}
-        for run in range(args.runs):
-            if args.sequential:
-                for path in ("app", "bare") if run % 2 == 0 else ("bare", "app"):
-                    results[path].append(app(playground, entry.name, settings) if path == "app" else bare(url, body))
-                continue
-            go = threading.Barrier(2)
-            side: list = []
-            thread = threading.Thread(target=lambda go=go, side=side: (go.wait(), side.append(bare(url, body))))
-            thread.start()
-            go.wait()
-            results["app"].append(app(playground, entry.name, settings))
-            thread.join()
-            results["bare"].append(side[0])
-        summary = {path: {"ttft_ms": round(1000 * statistics.median(r[0] for r in rows), 1),
-                          "tokens_per_s": round(statistics.median(r[2] / r[1] for r in rows), 1),
-                          "streaming_tokens_per_s": round(statistics.median(
-                              (r[2] - 1) / (r[1] - r[0]) if r[1] > r[0] else math.inf for r in rows), 1),
-                          "runs_tokens_per_s": [round(r[2] / r[1], 1) for r in rows],
-                          "tokens": [r[2] for r in rows]} for path, rows in results.items()}
-        summary["ratio_tokens_per_s"] = round(summary["app"]["tokens_per_s"] / summary["bare"]["tokens_per_s"], 3)
-        summary["server"] = "fake" if fake else "vllm" if server else url
-        summary["seed"] = settings.seed
-        summary["mode"] = "sequential" if args.sequential else "side by side"
-        summary["load_average"] = os.getloadavg()[0]
-        if args.json:
-            print(json.dumps(summary))
+        if args.page:
+            page_url, page = start_app("--engine", url)
+            api_run(page_url, entry.name, PROMPT, 20, 1)  # the page's first request, outside the timing
+
+            def app_path() -> tuple[float, float, int]:
+                rate, _, _, first = api_run(page_url, entry.name, PROMPT, args.tokens, settings.seed)
+                return first, args.tokens / rate, args.tokens
         else:
-            for path in ("app", "bare"):
-                s = summary[path]
-                print(f"{path:<5} first token {s['ttft_ms']:7.1f} ms   {s['tokens_per_s']:8.1f} tokens/s "
-                      f"(runs {s['runs_tokens_per_s']}; streaming {s['streaming_tokens_per_s']})   "
-                      f"tokens {s['tokens']}")
-            print(f"app / bare tokens/s: {summary['ratio_tokens_per_s']} (bar: >= 0.9); "
-                  f"load average {summary['load_average']:.1f}")
+            def app_path() -> tuple[float, float, int]:
+                return app(playground, entry.name, settings)
+        results = measure({"app": app_path, "bare": lambda: bare(url, body)}, args.runs, args.mode)
+        report(results, args.json, server="fake" if fake else "vllm" if server else url, seed=settings.seed,
+               mode=args.mode, app_path="app.py /generate" if page else "Playground.generate")
     finally:
+        if page is not None:
+            stop_app(page)
         if fake is not None:
             fake.stop()
         if server is not None:
