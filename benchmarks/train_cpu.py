@@ -1,70 +1,228 @@
-"""How fast the default Transformer recipe learns on CPU: validation loss over a fixed wall-clock budget.
+"""Our default Transformer recipe against nanoGPT's CPU recipe, given the same wall-clock time on this CPU.
 
-    python benchmarks/train_cpu.py --budget 240                  # ours, and nanoGPT's CPU recipe beside it
-    python benchmarks/train_cpu.py --budget 240 --only ours --threads 2
+    python benchmarks/train_cpu.py --budget 240                                   # ours alone
+    python benchmarks/train_cpu.py --budget 240 --nanogpt ~/src/nanoGPT            # and nanoGPT beside it
+    python benchmarks/train_cpu.py --budget 240 --nanogpt ~/src/nanoGPT --heldout unseen.txt --json
 
-Runs `python -m textgen train --arch transformer --time-budget BUDGET` (the default recipe, nothing else
-set) and, at the same time in a second process, nanoGPT's CPU recipe (4 layers, 4 heads, 128 wide, block 64,
-batch 12, lr 1e-3 decaying to 1e-4 over 2000 steps, no dropout) reproduced in the same trainer, so both are
-scored on the same held-out text. Each process gets `--threads` torch threads: run it on an otherwise idle
-machine with threads x 2 <= cores. Prints the validation curve (loss per token, the trainer's quick
-estimate) and each final checkpoint's nats per character over the whole held-out split.
+ours     `python -m textgen train --arch transformer --time-budget BUDGET` (the default recipe, nothing else set).
+nanoGPT  its README's CPU command (4 layers of 128, 4 heads, context 64, batch 12, lr 1e-3 decaying over the run,
+         no dropout, `--compile=False`), run by its own `train.py` from a checkout you point to (nothing of it is
+         copied into this project; the checkout is copied to OUT/nanogpt and used there, yours is not touched).
+         It has no time budget, so its iterations are fitted to BUDGET: a short probe run times its iterations
+         (and its evaluations), and the real run gets `--max_iters` = `--lr_decay_iters` = what fits. Its README's
+         fixed 2000 iterations stop after about two minutes here, which compares a shorter run.
+
+Both train on the same text: ours holds out its validation chunks (spread over the file, `textgen.data`), and
+nanoGPT is given the rest as its `input.txt` (its `prepare.py` then keeps its own last 10% for its validation).
+Both are then scored by `textgen.evaluate.score_text`, every character, on those chunks and on `--heldout` (text
+neither saw, e.g. the 10% of tiny Shakespeare after the training file). Side by side, one torch thread each
+(`--threads`), as the numbers in benchmarks/TRAINING.md were measured; `--sequential` runs one after the other.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
+import importlib.util
 import json
+import os
+import pickle
+import re
+import shutil
+import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run from anywhere without installing
+
+from textgen.data import read_text, split_text  # noqa: E402
+
 DATA = ROOT.parent / "shared" / "data" / "tinyshakespeare_train.txt"
-NANOGPT_CPU = ["--n-layer", "4", "--n-head", "4", "--n-embd", "128", "--block-size", "64", "--batch-size", "12",
-               "--lr", "1e-3", "--min-lr-ratio", "0.1", "--dropout", "0.0", "--warmup-steps", "100",
-               "--max-steps", "2000", "--weight-decay", "0.1"]
+# nanoGPT's README, "I only have a macbook": the CPU command, less the iteration counts (fitted to the budget).
+NANOGPT_CPU = ["config/train_shakespeare_char.py", "--device=cpu", "--compile=False", "--eval_iters=20",
+               "--log_interval=1", "--block_size=64", "--batch_size=12", "--n_layer=4", "--n_head=4", "--n_embd=128",
+               "--dropout=0.0"]
+EVAL_INTERVAL = 250  # nanoGPT's shakespeare_char config evaluates (and saves its best) every 250 iterations
 
 
-def command(name: str, out: Path, budget: float, threads: int, data: Path) -> list[str]:
-    base = [sys.executable, "-m", "textgen", "train", "--arch", "transformer", "--data", str(data),
-            "--out", str(out / name), "--threads", str(threads), "--eval-interval", "100"]
-    if name == "ours":
-        return [*base, "--time-budget", str(budget)]
-    return [*base, *NANOGPT_CPU]
+def env(threads: int) -> dict[str, str]:
+    # nanoGPT does not set torch's threads: OMP_NUM_THREADS does (ours reads --threads, and this too).
+    return {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+            "TEXTGEN_THREADS": str(threads)}
 
 
-def curve(path: Path) -> list[tuple[float, float]]:
-    with path.open() as f:
-        return [(float(r["seconds"]), float(r["val_loss"])) for r in csv.DictReader(f)]
+# -- ours ---------------------------------------------------------------------------------------------------------
+
+def ours_command(out: Path, budget: float, threads: int, data: Path) -> list[str]:
+    return [sys.executable, "-m", "textgen", "train", "--arch", "transformer", "--data", str(data),
+            "--out", str(out / "ours"), "--time-budget", str(budget), "--threads", str(threads)]
+
+
+def load_ours(out: Path):
+    from textgen.loading import load_for_cli
+
+    loaded = load_for_cli(str(out / "ours"), device="cpu")
+    return loaded.model, loaded.tokenizer
+
+
+# -- nanoGPT ------------------------------------------------------------------------------------------------------
+
+def prepare_nanogpt(checkout: Path, out: Path, train_text: str) -> Path:
+    """A working copy of the checkout whose shakespeare_char data is our training text."""
+    if not (checkout / "train.py").exists() or not (checkout / "data" / "shakespeare_char" / "prepare.py").exists():
+        raise SystemExit(f"{checkout} does not look like a nanoGPT checkout (train.py, data/shakespeare_char)")
+    work = out / "nanogpt"
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.copytree(checkout, work, ignore=shutil.ignore_patterns(".git", "assets", "*.ipynb", "out*"))
+    data = work / "data" / "shakespeare_char"
+    (data / "input.txt").write_text(train_text, encoding="utf-8")  # present: prepare.py downloads nothing
+    subprocess.run([sys.executable, "prepare.py"], cwd=data, check=True, stdout=subprocess.DEVNULL)
+    return work
+
+
+def nanogpt_command(iters: int, threads: int, out_dir: str = "out-cpu") -> list[str]:
+    # It saves a checkpoint only at an evaluation that beats the last: the last iteration must be one.
+    interval = min(EVAL_INTERVAL, iters)
+    return [sys.executable, "train.py", *NANOGPT_CPU, f"--max_iters={iters}", f"--lr_decay_iters={iters}",
+            f"--eval_interval={interval}", f"--out_dir={out_dir}"]
+
+
+def probe_nanogpt(work: Path, threads: int, iters: int = 40) -> tuple[float, float]:
+    """(seconds per iteration, seconds per evaluation) from a short run of the same command."""
+    start = time.monotonic()
+    run = subprocess.run(nanogpt_command(iters, threads, "out-probe"), cwd=work, env=env(threads), check=True,
+                         capture_output=True, text=True)
+    total = time.monotonic() - start
+    times = [float(t) / 1000 for t in re.findall(r"^iter \d+: .*time ([\d.]+)ms", run.stdout, re.M)]
+    per_iter = statistics.median(times[5:] or times)
+    # The probe evaluated once (at iteration 0); what its iterations do not explain is that evaluation and the
+    # start-up, an upper bound of one evaluation's cost.
+    per_eval = max(0.0, total - per_iter * iters - 3.0)
+    shutil.rmtree(work / "out-probe", ignore_errors=True)
+    return per_iter, per_eval
+
+
+def fit_iters(budget: float, per_iter: float, per_eval: float) -> int:
+    """The iterations whose training and evaluations fill `budget` seconds (a whole number of evaluation
+    intervals, so that the run ends with an evaluation)."""
+    iters = max(1, int(budget / (per_iter + per_eval / EVAL_INTERVAL)))
+    return iters if iters < EVAL_INTERVAL else iters // EVAL_INTERVAL * EVAL_INTERVAL
+
+
+def load_nanogpt(work: Path):
+    """nanoGPT's best checkpoint, read by its own model code, seen through what `score_text` reads."""
+    import torch
+
+    from textgen.tokenization import UNK, char_tokenizer
+
+    spec = importlib.util.spec_from_file_location("nanogpt_model", work / "model.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    ckpt = torch.load(work / "out-cpu" / "ckpt.pt", map_location="cpu", weights_only=True)
+    gpt = module.GPT(module.GPTConfig(**ckpt["model_args"]))
+    gpt.load_state_dict({k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()})
+    gpt.eval()
+    with open(work / "data" / "shakespeare_char" / "meta.pkl", "rb") as f:  # written by prepare.py just now
+        stoi = pickle.load(f)["stoi"]
+    return NanoGPTScored(gpt, len(stoi)), char_tokenizer({**stoi, UNK: len(stoi)}), ckpt["iter_num"]
+
+
+class NanoGPTScored:
+    """nanoGPT's GPT as `textgen.evaluate` reads a model: every position's logits, its context, its output width.
+    A character it never saw (our `<unk>`, one id past its vocabulary) gets a logit of -20: about 20 nats."""
+
+    def __init__(self, gpt, vocab: int):
+        self.gpt, self.vocab = gpt, vocab
+        self.config = SimpleNamespace(max_position_embeddings=gpt.config.block_size)
+        self.device = "cpu"
+
+    def get_output_embeddings(self):
+        return self.gpt.lm_head
+
+    def __call__(self, input_ids, use_cache: bool = False):
+        import torch
+
+        ids = input_ids.clamp(max=self.vocab - 1)
+        logits, _ = self.gpt(ids, targets=ids)  # given targets, nanoGPT returns every position's logits
+        unknown = torch.full((*logits.shape[:2], 1), -20.0)
+        return SimpleNamespace(logits=torch.cat([logits, unknown], dim=-1))
+
+
+# -- both ---------------------------------------------------------------------------------------------------------
+
+def score(model, tokenizer, texts: list[str]) -> float:
+    """Nats per character over all of `texts`, every character scored."""
+    from textgen.evaluate import score_text
+
+    scores = [score_text(model, tokenizer, t) for t in texts]
+    return sum(s.nats_per_char * s.chars for s in scores) / sum(s.chars for s in scores)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--budget", type=float, default=240)
+    parser.add_argument("--budget", type=float, default=240, help="seconds of training each")
+    parser.add_argument("--nanogpt", type=Path, help="a nanoGPT checkout (github.com/karpathy/nanoGPT)")
+    parser.add_argument("--heldout", type=Path, help="text neither model trained on, scored as well")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--only", choices=["ours", "nanogpt"])
+    parser.add_argument("--sequential", action="store_true", help="one run after the other, not side by side")
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "train_cpu")
+    parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    names = [args.only] if args.only else ["ours", "nanogpt"]
-    procs = {n: subprocess.Popen(command(n, args.out, args.budget, args.threads, args.data), cwd=ROOT,
-                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) for n in names}
+    args.out.mkdir(parents=True, exist_ok=True)
+    split = split_text(read_text(args.data), 0.05, chunks=10)  # what `textgen train` holds out by default
+
+    runs: dict[str, tuple[list[str], Path, dict]] = {"ours": (ours_command(args.out, args.budget, args.threads,
+                                                                          args.data), ROOT, {})}
+    if args.nanogpt:
+        work = prepare_nanogpt(args.nanogpt.expanduser().resolve(), args.out, "".join(split.train))
+        per_iter, per_eval = probe_nanogpt(work, args.threads)
+        iters = fit_iters(args.budget, per_iter, per_eval)
+        print(f"nanoGPT: {per_iter * 1000:.0f} ms an iteration, about {per_eval:.1f} s an evaluation here: "
+              f"{iters} iterations fit {args.budget:.0f} s", file=sys.stderr)
+        runs["nanogpt"] = (nanogpt_command(iters, args.threads), work, {"iterations": iters})
+
+    seconds: dict[str, float] = {}
+    procs: dict[str, tuple[subprocess.Popen, float]] = {}
+    for name, (cmd, cwd, _) in runs.items():
+        procs[name] = (subprocess.Popen(cmd, cwd=cwd, env=env(args.threads), stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL), time.monotonic())
+        if args.sequential:
+            proc, began = procs[name]
+            proc.wait()
+            seconds[name] = time.monotonic() - began
+    for name, (proc, began) in procs.items():
+        if proc.wait() != 0:
+            raise SystemExit(f"{name} failed (exit {proc.returncode}): run `{' '.join(runs[name][0])}` to see why")
+        seconds.setdefault(name, time.monotonic() - began)
+
     results = {}
-    for name, proc in procs.items():
-        out, _ = proc.communicate()
-        if proc.returncode != 0:
-            raise SystemExit(f"{name} failed (exit {proc.returncode})")
-        results[name] = json.loads(out.strip().splitlines()[-1])
-    for name in names:
+    for name, (_, _, facts) in runs.items():
+        if name == "ours":
+            model, tokenizer = load_ours(args.out)
+            summary = json.loads((args.out / "ours" / "training_summary.json").read_text())
+            facts = {"steps": summary.get("steps")}
+        else:
+            model, tokenizer, best_iter = load_nanogpt(runs[name][1])
+            facts = {**facts, "best_checkpoint_iteration": best_iter}
+        results[name] = {**facts, "wall_seconds": round(seconds[name]),
+                         "val_chunks_nats_per_char": round(score(model, tokenizer, split.val), 4)}
+        if args.heldout:
+            results[name]["heldout_nats_per_char"] = round(score(model, tokenizer, [read_text(args.heldout)]), 4)
+    results["load_average"] = round(os.getloadavg()[0], 1)
+    if args.json:
+        print(json.dumps(results))
+        return
+    for name in runs:
         r = results[name]
-        print(f"\n{name}: {r['steps']} steps in {r['train_seconds']:.0f} s, "
-              f"held-out {r['val_nats_per_char']:.4f} nats/char ({r['val_bits_per_char']:.3f} bits/char)")
-        print("  seconds  val loss/token")
-        for seconds, loss in curve(args.out / name / "loss.csv"):
-            print(f"  {seconds:7.0f}  {loss:.4f}")
-    print(json.dumps(results))
+        held = f", held-out text {r['heldout_nats_per_char']:.4f}" if args.heldout else ""
+        counts = {k: v for k, v in r.items() if k in ("steps", "iterations", "best_checkpoint_iteration")}
+        print(f"{name:8} {r['wall_seconds']:5d} s wall: validation chunks {r['val_chunks_nats_per_char']:.4f} "
+              f"nats/char{held}   {counts}")
+    print(f"load average at the end: {results['load_average']}")
 
 
 if __name__ == "__main__":

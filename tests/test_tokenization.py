@@ -3,6 +3,7 @@
 import pytest
 from transformers import AutoTokenizer
 
+from textgen import tokenization
 from textgen.tokenization import UNK, encode, train_bpe_tokenizer, train_char_tokenizer
 
 UNICODE_SAMPLES = [
@@ -96,3 +97,10 @@ def test_saved_tokenizer_loads_with_auto_tokenizer_and_gives_same_ids(tmp_path, 
         assert encode(loaded, text) == encode(tokenizer, text)
     assert loaded.unk_token_id == tokenizer.unk_token_id
     assert loaded.eos_token_id == tokenizer.eos_token_id
+
+
+def test_a_given_character_vocabulary_keeps_its_ids_and_sends_the_rest_to_unk():
+    # How another project's character model (nanoGPT's ids start at 0 with no <unk>) is read with our code.
+    tok = tokenization.char_tokenizer({"\n": 0, "a": 1, "b": 2, UNK: 3})
+    assert tok("ab\nz", add_special_tokens=False)["input_ids"] == [1, 2, 0, 3]
+    assert tok.decode([2, 1, 0]) == "ba\n"

@@ -26,6 +26,12 @@ def train_char_tokenizer(text: str) -> PreTrainedTokenizerFast:
     vocab = {UNK: 0}
     for ch in sorted(set(text)):
         vocab[ch] = len(vocab)
+    return char_tokenizer(vocab)
+
+
+def char_tokenizer(vocab: dict[str, int]) -> PreTrainedTokenizerFast:
+    """One token per character, with these ids (`vocab` must hold `<unk>`, for every other character); also
+    how another project's character model (nanoGPT's, say) is read with our code."""
     tok = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
     # [\s\S] and not '.': newlines are characters too.
     tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
