@@ -33,6 +33,7 @@ class FakeEngine:
         self.refuse: set[str] = set()
         self.api_key: str | None = None  # when set, requests without this bearer token get HTTP 401
         self.echo_supported = True
+        self.context = 256  # its model's max_model_len; a longer echo prompt (one token a character) is refused
         self.requests: list[dict] = []
         self.headers: list[dict] = []
         self.aborted = threading.Event()
@@ -93,7 +94,7 @@ def _handler(fake: FakeEngine):
                 self._json(200, ["not", "a", "model", "list"])
             else:
                 self._json(200, {"object": "list", "data": [{"id": fake.model, "object": "model",
-                                                              "max_model_len": 256}]})
+                                                              "max_model_len": fake.context}]})
 
         def do_POST(self) -> None:
             if not self._authorised():
@@ -167,6 +168,11 @@ def _handler(fake: FakeEngine):
                 self._json(400, {"error": {"message": "echo is not supported", "param": "echo", "code": 400}})
                 return
             prompt = body["prompt"]
+            if len(prompt) > fake.context:  # vLLM's words
+                self._json(400, {"error": {"message": f"This model's maximum context length is {fake.context} "
+                                           f"tokens. However, your request has {len(prompt)} input tokens.",
+                                           "code": 400}})
+                return
             # one token per character, each with log-probability log(0.5); the first has none
             lps = [None] + [math.log(0.5)] * (len(prompt) - 1)
             self._json(200, {"choices": [{"index": 0, "text": prompt, "finish_reason": "length", "logprobs": {

@@ -316,6 +316,19 @@ def test_perplexity_through_the_engine(fake, model_dirs):
     assert "not supported by this engine" in rows[0].error and rows[1].error is None
 
 
+def test_a_text_longer_than_the_engines_context_is_scored_in_windows(fake, model_dirs):
+    playground = playground_with(model_dirs, [fake.url])
+    text = "All the world's a stage, and all the men and women merely players.\n" * 15  # 1005 characters
+    (row,) = playground.score(["fake-model"], text)
+    scored = [r for r in fake.requests if r.get("echo")]
+    assert row.error is None and len(scored) > 4  # 256-character windows, each half new text
+    assert all(len(r["prompt"]) <= fake.context for r in scored)
+    assert row.tokens == len(text) and row.nats_per_char == pytest.approx(math.log(2))  # every character, once
+    fake.context = 4  # it now refuses even small windows (though it said 256 when asked): said in words
+    with pytest.raises(RequestError, match="longer than the model can take at once, even in pieces"):
+        playground.score(["fake-model"], text.upper())
+
+
 # -- concurrency --------------------------------------------------------------------------------------------------
 
 

@@ -156,6 +156,12 @@ def test_perplexity_from_the_engine(playground):
     assert row.error is None and row.tokens > 5 and 3 < row.ppl_per_token < 1000  # random weights: vocabulary-ish
 
 
+def test_a_text_longer_than_the_engines_context_is_scored_in_windows(playground):
+    text = "First Citizen:\nBefore we proceed any further, hear me speak.\n" * 100  # 6,100 characters: > 2048 tokens
+    (row,) = playground.score(["tiny"], text)
+    assert row.error is None and row.tokens > 2048 and 3 < row.ppl_per_token < 1000
+
+
 def test_stop_ends_the_engines_work_within_2_s(playground, vllm):
     url, _ = vllm
     before = _metric(url, "vllm:generation_tokens_total")

@@ -807,9 +807,56 @@ def _stop_reason(choice: dict) -> str:
 
 def score(model: RemoteModel, text: str, context: str = "\n") -> Score:
     """Per-character surprise of `text` as the engine computes it: the prompt's own log-probabilities
-    (`echo` with `max_tokens` 0), the text given a new line as context as in textgen.evaluate."""
+    (`echo` with `max_tokens` 0), the text given a new line as context as in textgen.evaluate.
+
+    A text longer than the model's context is scored in windows, as textgen.evaluate does for local models:
+    each window's new half is scored with the half before it as context. The engine's tokenizer is not here,
+    so a window is counted in characters (a token covers at least one character of ASCII text), and halved
+    again if the engine still finds it too long."""
     from textgen.evaluate import Score
 
+    window = model.context or 0
+    while True:
+        try:
+            if window <= 0 or len(context) + len(text) <= window:
+                nll, tokens = _score_piece(model, context, text)
+            else:
+                nll, tokens = _score_windows(model, text, context, window)
+            break
+        except _TooLong as err:
+            window = (window or len(context) + len(text)) // 2
+            if window < MIN_SCORE_WINDOW:
+                raise EngineError(f"{model.entry.title}: the text is longer than the model can take at once, even "
+                                  "in pieces. Score a shorter text.",
+                                  detail=f"the engine at {model.engine.label}: {err}") from None
+    if tokens == 0:
+        raise EngineError(f"{model.entry.title}: the engine scored none of the text.")
+    return Score(nats_per_char=nll / len(text), bits_per_char=nll / len(text) / math.log(2),
+                 ppl=math.exp(min(nll / tokens, 700.0)), chars=len(text), tokens=tokens)
+
+
+MIN_SCORE_WINDOW = 16  # characters: below this a window says too little to be worth scoring
+
+
+class _TooLong(Exception):
+    """The engine found a prompt longer than its model's context."""
+
+
+def _score_windows(model: RemoteModel, text: str, context: str, window: int) -> tuple[float, int]:
+    """(nats, tokens) over `text`, in windows of `window` characters whose first half is context only."""
+    history = window // 2
+    nll, tokens, pos = 0.0, 0, 0
+    while pos < len(text):
+        end = min(len(text), pos + window - history)
+        before = text[max(0, pos - history):pos] if pos else context
+        piece_nll, piece_tokens = _score_piece(model, before, text[pos:end])
+        nll, tokens, pos = nll + piece_nll, tokens + piece_tokens, end
+    return nll, tokens
+
+
+def _score_piece(model: RemoteModel, context: str, text: str) -> tuple[float, int]:
+    """(nats, tokens) of `text` after `context`, from one echo request; only tokens that cover some of `text`
+    count (the first token has no log-probability: nothing comes before it, which is why context is there)."""
     eng = model.engine
     title = model.entry.title
     timeouts = Timeouts.from_env()
@@ -820,13 +867,12 @@ def score(model: RemoteModel, text: str, context: str = "\n") -> Score:
         lp = doc["choices"][0]["logprobs"]
         offsets, logprobs = lp["text_offset"], lp["token_logprobs"]
     except _HTTPError as err:
+        if err.status == 400 and re.search(r"context|max_model_len|too long", err.message, re.I):
+            raise _TooLong(err.message) from None
         if err.status in (400, 404, 422) and re.search(r"echo|logprobs|max_tokens", err.message + (err.param or "")):
             raise EngineError(f"{title}: scoring a text is not supported by this engine.",
                               detail=f"the engine at {eng.label} cannot return prompt log-probabilities: "
                                      f"{err.message}") from None
-        if err.status == 400 and re.search(r"context|max_model_len|too long", err.message, re.I):
-            raise EngineError(f"{title}: the text is longer than the model can take at once. Score a shorter text.",
-                              detail=f"the engine at {eng.label}: {err.message}") from None
         problem, detail = describe_failure(eng, err, "scoring a text")
         raise EngineError(f"{title} could not score the text: {problem}.", detail=detail) from None
     except (OSError, ValueError) as err:
@@ -835,18 +881,13 @@ def score(model: RemoteModel, text: str, context: str = "\n") -> Score:
     except (KeyError, IndexError, TypeError):
         raise EngineError(f"{title}: scoring a text is not supported by this engine.",
                           detail=f"the engine at {eng.label} gave no prompt log-probabilities for echo") from None
-    # Every token that covers some of the text (not only the context) is scored; the first token has no
-    # log-probability (nothing before it), which is why the context is there.
     nll, tokens = 0.0, 0
     for i, value in enumerate(logprobs[: len(offsets)]):
         end = offsets[i + 1] if i + 1 < len(offsets) else len(context) + len(text)
         if end > len(context) and value is not None:
             nll -= float(value)
             tokens += 1
-    if tokens == 0:
-        raise EngineError(f"{title}: the engine scored none of the text.")
-    return Score(nats_per_char=nll / len(text), bits_per_char=nll / len(text) / math.log(2),
-                 ppl=math.exp(min(nll / tokens, 700.0)), chars=len(text), tokens=tokens)
+    return nll, tokens
 
 
 class _PageView:
