@@ -241,6 +241,8 @@ def chat_template_known(entry: ModelEntry) -> bool | None:
     for chat carry their template in the file, and one that does not is refused, in words, when it loads."""
     if entry.origin == "gguf":
         return True
+    if entry.origin == "engine":
+        return None  # the template is on the engine, which refuses a chat in words when it has none
     if entry.origin == "hub":
         if HUB_IDS.get(entry.name) == entry.source and entry.name in GPT2_FAMILY:
             return False  # GPT-2 continues text; it was never taught to answer messages
@@ -298,7 +300,8 @@ def chat_tab(playground: Playground | LazyPlayground) -> list:
     precise = preset_values("Precise")  # small chat models repeat themselves at temperature 0; Precise samples
 
     def choices(unavailable: dict[str, str] | None = None) -> list[tuple[str, str]]:
-        return [(label + (" · can it chat? known once loaded" if known[name] is None else ""), name)
+        return [(label + ("" if known[name] is not None else " · can it chat? its engine says when asked"
+                          if catalog.get(name).origin == "engine" else " · can it chat? known once loaded"), name)
                 for label, name in model_choices(offered, unavailable)]
 
     def describe(name: str) -> str:

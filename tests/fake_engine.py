@@ -33,6 +33,7 @@ class FakeEngine:
         self.refuse: set[str] = set()
         self.api_key: str | None = None  # when set, requests without this bearer token get HTTP 401
         self.echo_supported = True
+        self.chat_template = True  # False: its model has none, and /chat/completions is refused as vLLM does
         self.context = 256  # its model's max_model_len; a longer echo prompt (one token a character) is refused
         self.requests: list[dict] = []
         self.headers: list[dict] = []
@@ -112,6 +113,11 @@ def _handler(fake: FakeEngine):
             if body.get("echo"):
                 self._echo(body)
                 return
+            if self.path.endswith("/chat/completions") and not fake.chat_template:  # vLLM's (transformers') words
+                self._json(400, {"error": {"message": "As of transformers v4.44, default chat template is no longer "
+                                           "allowed, so you must provide a chat template if the tokenizer does "
+                                           "not define one.", "code": 400}})
+                return
             if fake.mode == "slow_first":
                 time.sleep(30)
             self.send_response(200)
@@ -129,8 +135,9 @@ def _handler(fake: FakeEngine):
             self.wfile.flush()
 
         def _stream(self, body: dict) -> None:
+            chat = self.path.endswith("/chat/completions")
             n = min(int(body.get("max_tokens", 16)), len(fake.tokens))
-            k = int(body.get("logprobs") or 0)
+            k = int(body.get("top_logprobs") or 0) if chat else int(body.get("logprobs") or 0)
             for i in range(n):
                 if fake.mode == "garbage" and i == 2:
                     self._send("data: {this is not json\n\n")
@@ -152,6 +159,11 @@ def _handler(fake: FakeEngine):
                 choice = {"index": 0, "text": text, "logprobs": logprobs,
                           "finish_reason": ("length" if n == int(body.get("max_tokens", 16)) else "stop")
                           if last else None, "stop_reason": None, "token_ids": [100 + i]}
+                if chat:  # OpenAI's chat shape: the text in a delta, log-probabilities as a list of records
+                    record = {"token": token, "logprob": lp, "bytes": list(token.encode()),
+                              "top_logprobs": [{"token": t, "logprob": v} for t, v in top.items()]}
+                    choice = {"index": 0, "delta": {"content": text}, "logprobs": {"content": [record]},
+                              "finish_reason": choice["finish_reason"], "stop_reason": None}
                 for sample in range(int(body.get("n", 1))):
                     self._send("data: " + json.dumps({"object": "text_completion", "model": fake.model,
                                                       "choices": [{**choice, "index": sample}]}) + "\n\n")

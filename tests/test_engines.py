@@ -329,6 +329,45 @@ def test_a_text_longer_than_the_engines_context_is_scored_in_windows(fake, model
         playground.score(["fake-model"], text.upper())
 
 
+# -- chat -------------------------------------------------------------------------------------------------------
+
+
+def test_chat_with_an_engine_model_streams_its_reply_with_probabilities(fake, model_dirs):
+    playground = playground_with(model_dirs, [fake.url])
+    settings = playground.parse("", seed=1, max_new_tokens=4, alternatives=3)
+    messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"},
+                {"role": "user", "content": "Who are you?"}]
+    lives = list(playground.chat("fake-model", messages, "Be brief.", settings, session="c"))
+    live = lives[-1]
+    sent = fake.requests[-1]
+    assert sent["messages"] == [{"role": "system", "content": "Be brief."}, *messages]  # the engine's template
+    assert sent["logprobs"] is True and sent["top_logprobs"] == 3 and "prompt" not in sent
+    assert live.error is None and live.summary.texts == ["".join(fake.tokens[:4])]
+    assert [t.text for t in live.tokens] == fake.tokens[:4] and len(live.tokens[0].alternatives) == 3
+    assert live.tokens[0].prob == pytest.approx(math.exp(fake.logprob(0)), abs=1e-4)
+    assert not any("prompt was empty" in w for w in live.summary.warnings)  # a chat's prompt is its messages
+
+
+def test_chat_with_an_engine_model_without_a_template_says_so(fake, model_dirs):
+    fake.chat_template = False
+    playground = playground_with(model_dirs, [fake.url])
+    with pytest.raises(RequestError, match="has no chat template on its engine, so it cannot chat"):
+        list(playground.chat("fake-model", [{"role": "user", "content": "Hi"}], None, playground.parse(""),
+                             session="c"))
+
+
+def test_the_pages_chat_answers_with_an_engine_model(fake, model_dirs):
+    from gradio_client import Client
+    from helpers import live_app
+
+    fake.delay = 0.0
+    with live_app(playground_with(model_dirs, [fake.url])) as url:
+        history, stats, tokens = Client(url, verbose=False).predict(
+            "Hi", [], "fake-model", "", 0.8, 0, 0.95, 0.0, 1.0, 0, 5, 1, api_name="/chat")
+    assert history[-1]["role"] == "assistant" and "**5** tokens" in stats and tokens.count("class=tg-tok") == 5
+    assert fake.requests[-1]["messages"] == [{"role": "user", "content": "Hi"}]
+
+
 # -- concurrency --------------------------------------------------------------------------------------------------
 
 

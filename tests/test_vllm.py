@@ -162,6 +162,12 @@ def test_a_text_longer_than_the_engines_context_is_scored_in_windows(playground)
     assert row.error is None and row.tokens > 2048 and 3 < row.ppl_per_token < 1000
 
 
+def test_chat_with_a_model_the_engine_has_no_template_for_says_so(playground):
+    # The tiny model is a plain GPT-2 with no chat template: vLLM refuses /chat/completions, and we say it in words.
+    with pytest.raises(RequestError, match="has no chat template on its engine"):
+        list(playground.chat("tiny", [{"role": "user", "content": "Hi"}], None, playground.parse(""), session="c"))
+
+
 def test_stop_ends_the_engines_work_within_2_s(playground, vllm):
     url, _ = vllm
     before = _metric(url, "vllm:generation_tokens_total")

@@ -564,29 +564,45 @@ def stream(model: RemoteModel, settings: GenerationSettings, cancel: threading.E
     yield from _RemoteRun(model, settings, cancel or threading.Event(), prompt_ids).events()
 
 
+def chat(model: RemoteModel, messages: list[dict[str, str]], settings: GenerationSettings,
+         cancel: threading.Event | None = None) -> Iterator[TextEvent | Summary]:
+    """The model's reply to `messages` (system first if any, the user's newest last), from the engine's
+    `/chat/completions`: the engine applies the model's own chat template. The same events as `stream`."""
+    yield from _RemoteRun(model, settings, cancel or threading.Event(), None, messages).events()
+
+
 class _RemoteRun:
     def __init__(self, model: RemoteModel, settings: GenerationSettings, cancel: threading.Event,
-                 prompt_ids: list[int] | None):
+                 prompt_ids: list[int] | None, messages: list[dict[str, str]] | None = None):
         self.model, self.settings, self.cancel = model, settings, cancel
+        self.messages = messages
         self.eng = model.engine
         self.timeouts = Timeouts.from_env()
         self.warnings = list(settings.warnings)
         self.seed = settings.seed if settings.seed is not None else secrets.randbelow(2**31)
         self.prompt: str | list[int] = list(prompt_ids) if prompt_ids else settings.prompt
-        if not self.prompt:
+        if not self.prompt and messages is None:
             # Engines refuse an empty prompt (vLLM: "must be provided and non-empty"); a new line starts a text.
             self.prompt = "\n"
             self.warnings.append("the prompt was empty, so the model starts a new text from scratch")
 
+    @property
+    def path(self) -> str:
+        return "/chat/completions" if self.messages is not None else "/completions"
+
     def body(self) -> dict:
         s = self.settings
         body: dict[str, Any] = {
-            "model": self.model.entry.model_id, "prompt": self.prompt, "max_tokens": s.max_new_tokens,
+            "model": self.model.entry.model_id, "max_tokens": s.max_new_tokens,
             "temperature": s.temperature, "stream": True, "n": s.num_samples, "seed": self.seed,
-            # The chosen token's probability is wanted even when no alternatives are shown.
-            "logprobs": max(1, s.alternatives),
             "return_token_ids": True, "stream_options": {"include_usage": True},
         }
+        # The chosen token's probability is wanted even when no alternatives are shown. Chat asks for log-
+        # probabilities as OpenAI's chat API does (a flag and a count, at most 20).
+        if self.messages is not None:
+            body.update(messages=self.messages, logprobs=True, top_logprobs=min(s.alternatives, 20))
+        else:
+            body.update(prompt=self.prompt, logprobs=max(1, s.alternatives))
         # Controls at their "off" value are not sent: an engine without them then has nothing to refuse.
         if s.top_p < 1.0:
             body["top_p"] = s.top_p
@@ -607,7 +623,7 @@ class _RemoteRun:
         naming that field) is dropped with a warning and the request sent again."""
         while True:
             try:
-                conn = _Connection(self.eng.url + "/completions", "POST", body, self.timeouts, self.cancel)
+                conn = _Connection(self.eng.url + self.path, "POST", body, self.timeouts, self.cancel)
             except ConnectionError as err:
                 self.eng.mark_down(err)
                 raise self.failure(err, "starting") from None
@@ -630,6 +646,12 @@ class _RemoteRun:
 
     def failure(self, err: Exception, when: str) -> EngineError:
         title = self.model.entry.title
+        if self.messages is not None and isinstance(err, _HTTPError) and (
+                (err.status in (400, 422) and re.search(r"chat.?template", err.message, re.I))
+                or (err.status == 404 and "model" not in err.message.lower())):  # no chat route at all
+            return EngineError(f"{title} has no chat template on its engine, so it cannot chat. Use the Write tab "
+                               "for it, or pick a chat model.",
+                               detail=f"the engine at {self.eng.label} refused a chat request: {err.message}")
         if isinstance(err, _HTTPError) and err.status == 400 and re.search(r"context|max_model_len|too long",
                                                                              err.message, re.I):
             return EngineError(f"{title}: the prompt and the length asked for are more than the model can take "
@@ -666,6 +688,8 @@ class _RemoteRun:
                     raise _HTTPError(int(e.get("code") or 500), str(e.get("message"))[:300], None)
                 usage = chunk.get("usage") or usage
                 for choice in chunk.get("choices") or ():
+                    if self.messages is not None:
+                        choice = _as_completion(choice)
                     row = int(choice.get("index", 0))
                     if not 0 <= row < s.num_samples:
                         raise ValueError(f"a choice index {row} that was not asked for")
@@ -739,6 +763,24 @@ class _RemoteRun:
             alternatives = [(_token_text(t) or "\ufffd", round(math.exp(v), 5)) for v, t in ranked[:k]]
             token_id = ids[i] if i < len(ids) and isinstance(ids[i], int) else -1
             yield event_cls(row, parts[i], TokenInfo(token_id, parts[i], round(prob, 5), alternatives))
+
+
+def _as_completion(choice: dict) -> dict:
+    """A chat stream's choice in the shape of a completion stream's, so that one reader serves both: the delta's
+    content as text, and the per-token log-probabilities (chat: a list of {token, logprob, bytes, top_logprobs})
+    as the completion's parallel lists."""
+    content = (choice.get("logprobs") or {}).get("content") or []
+    rows = [c for c in content if isinstance(c, dict)]
+    out = {k: v for k, v in choice.items() if k not in ("delta", "logprobs")}
+    out["text"] = (choice.get("delta") or {}).get("content") or ""
+    out["logprobs"] = {
+        "tokens": [r.get("token") for r in rows],
+        "token_logprobs": [r.get("logprob") for r in rows],
+        "top_logprobs": [{t.get("token"): t.get("logprob") for t in r.get("top_logprobs") or []
+                          if isinstance(t, dict) and isinstance(t.get("token"), str)} for r in rows],
+        **({"bytes": [r.get("bytes") for r in rows]} if rows and all("bytes" in r for r in rows) else {}),
+    }
+    return out
 
 
 def _token_text(token: object) -> str:
