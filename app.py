@@ -142,7 +142,7 @@ def write_tab(playground: Playground | LazyPlayground) -> list:
             output = gr.Textbox(label="Output", lines=14, elem_id="output", buttons=["copy"], autoscroll=True)
             stats = gr.Markdown("", elem_id="stats")
             with gr.Accordion("Token probabilities", open=True):
-                gr.HTML(legend(branching=True), padding=False)
+                gr.HTML(legend(branching=True), padding=False, elem_classes="tg-legend-block")
                 probs = gr.HTML("", elem_id="tokens", js_on_load=TOKEN_JS, padding=False)
             with gr.Accordion("Branches: what if the model had picked another token?", open=False,
                               elem_id="branches") as branches:
@@ -333,7 +333,7 @@ def chat_tab(playground: Playground | LazyPlayground) -> list:
                 clear = gr.Button("Clear", elem_id="chat-clear")
             stats = gr.Markdown("", elem_id="chat-stats")
             with gr.Accordion("Token probabilities of the latest reply", open=False, elem_id="chat-tokens-box"):
-                gr.HTML(legend(), padding=False)
+                gr.HTML(legend(), padding=False, elem_classes="tg-legend-block")
                 probs = gr.HTML("", elem_id="chat-tokens", js_on_load=token_js("chat"), css_template=CHAT_TOKENS_CSS,
                                 padding=False)
         with gr.Column(scale=2):

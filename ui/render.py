@@ -26,6 +26,10 @@ if TYPE_CHECKING:  # only for annotations: the page imports this module before t
 TOKEN_CSS = """
 #tokens { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; line-height: 1.9; font-size: 0.95em;
   overflow-wrap: anywhere; }
+/* The legend and its token view are two blocks: take back the column's gap and the legend's own bottom padding,
+   which left a blank band of about 40 px between them. */
+.block.tg-legend-block { margin-bottom: -10px; }
+#tokens, #chat-tokens { margin-top: -10px; }
 .tg-tok { white-space: pre-wrap; border-radius: 3px; padding: 1px 0; cursor: help; outline: none;
   background: hsla(calc(var(--p) * 120), 75%, 50%, 0.35); }
 .tg-tok:hover, .tg-tok:focus, .tg-tok.tg-on { box-shadow: 0 0 0 2px #3b82f6; }
