@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
 import os
 import pickle
 import re
@@ -84,10 +85,14 @@ def prepare_nanogpt(checkout: Path, out: Path, train_text: str) -> Path:
 
 
 def nanogpt_command(iters: int, threads: int, out_dir: str = "out-cpu") -> list[str]:
-    # It saves a checkpoint only at an evaluation that beats the last: the last iteration must be one.
-    interval = min(EVAL_INTERVAL, iters)
     return [sys.executable, "train.py", *NANOGPT_CPU, f"--max_iters={iters}", f"--lr_decay_iters={iters}",
-            f"--eval_interval={interval}", f"--out_dir={out_dir}"]
+            f"--eval_interval={eval_interval(iters)}", f"--out_dir={out_dir}"]
+
+
+def eval_interval(iters: int) -> int:
+    """About nanoGPT's 250, dividing `iters`: it saves a checkpoint only at an evaluation that beats the last,
+    so the last iteration must be one (`fit_iters` picks such counts)."""
+    return iters // math.ceil(iters / EVAL_INTERVAL)
 
 
 def probe_nanogpt(work: Path, threads: int, iters: int = 40) -> tuple[float, float]:
@@ -106,10 +111,10 @@ def probe_nanogpt(work: Path, threads: int, iters: int = 40) -> tuple[float, flo
 
 
 def fit_iters(budget: float, per_iter: float, per_eval: float) -> int:
-    """The iterations whose training and evaluations fill `budget` seconds (a whole number of evaluation
-    intervals, so that the run ends with an evaluation)."""
+    """The iterations whose training and evaluations fill `budget` seconds, trimmed (by fewer than one per
+    evaluation) to a multiple of their evaluation interval, so that the run ends with an evaluation."""
     iters = max(1, int(budget / (per_iter + per_eval / EVAL_INTERVAL)))
-    return iters if iters < EVAL_INTERVAL else iters // EVAL_INTERVAL * EVAL_INTERVAL
+    return eval_interval(iters) * math.ceil(iters / EVAL_INTERVAL)
 
 
 def load_nanogpt(work: Path):
