@@ -100,7 +100,7 @@ BUILTIN = (
                lr=3e-3),
     Architecture(
         name="transformer", model_type="textgen_transformer", title="Transformer",
-        description="A small Transformer, like GPT: looks back at all recent characters at once.",
+        description="A small Transformer, like GPT: looks back at all of the recent text at once.",
         # Small steps, many of them: in a few CPU minutes, 12 windows of 64 characters a step (the shape of
         # nanoGPT's README recipe for CPUs) beat 16 of 128 at 3e-3; and at that shape lr 2e-3 beat nanoGPT's 1e-3
         # (3,900 steps, about 240 s of an idle core: validation 1.53 against 1.59 nats/token; benchmarks/TRAINING.md).
