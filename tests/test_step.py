@@ -125,8 +125,7 @@ def test_greedy_steps_reproduce_generate_token_for_token(served, model):
         best = max(last["tokens"], key=lambda t: t["prob"])
         assert best["prob"] == pytest.approx(1.0) and len(nonzero(last)) == 1
         text += best["text"]
-    assert len(generated) == n
-    assert text[len(prompt):] == generated
+    assert text[len(prompt):] == generated  # (n characters for a character model, more for a BPE one)
 
 
 @pytest.mark.parametrize(
