@@ -251,7 +251,8 @@ def test_branch_from_a_token_writes_on_and_keeps_the_original(page_url, browser,
     assert _wait_for(lambda: f"[{picked.replace('␣', ' ').replace('↵', chr(10))}]" in branch.input_value(), 5), \
         (picked, branch.input_value())
     assert _output(page, "output") == original, "the original text must stay as it was"
-    assert "Earlier branches" in page.locator("#branch-log").inner_text()
+    # The log line comes in the update after the branch's last words: wait for it as a person would.
+    assert _wait_for(lambda: "Earlier branches" in page.locator("#branch-log").inner_text(), 10)
     page.screenshot(path=str(tmp_path / "branch.png"), full_page=True)
     assert _errors(page) == 0
     page.close()
