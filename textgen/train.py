@@ -19,6 +19,7 @@ the model card and loss chart in textgen/model_card.py; this module is the loop 
 from __future__ import annotations
 
 import csv
+import gc
 import json
 import math
 import time
@@ -242,6 +243,12 @@ class Trainer:
             plot_loss(self.out)
             write_model_card(self.out, cfg, summary, n_params)
         acc.wait_for_everyone()  # the others end with process 0, once its files are written
+        # Let go of the data-parallel wrapper (its reducer keeps gloo work alive) before the process group ends:
+        # left to the interpreter's exit, that work was seen to abort a process ("terminate called without an
+        # active exception", exit -6) after a finished run, under load, and torchrun then reports a failure.
+        self.model, self.optimizer = acc.unwrap_model(self.model), None
+        acc.free_memory()
+        gc.collect()
         acc.end_training()  # last: it also ends the process group that wait_for_everyone needs
         return summary
 
