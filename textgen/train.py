@@ -246,7 +246,7 @@ class Trainer:
         # Let go of the data-parallel wrapper (its reducer keeps gloo work alive) before the process group ends:
         # left to the interpreter's exit, that work was seen to abort a process ("terminate called without an
         # active exception", exit -6) after a finished run, under load, and torchrun then reports a failure.
-        self.model, self.optimizer = acc.unwrap_model(self.model), None
+        self.model = acc.unwrap_model(self.model)
         acc.free_memory()
         gc.collect()
         acc.end_training()  # last: it also ends the process group that wait_for_everyone needs
