@@ -153,8 +153,15 @@ def wait_for(predicate: Callable[[], object], timeout: float = 30.0, interval: f
 def set_slider(page, elem_id: str, value) -> None:
     """Type a value into a slider's number box, as a person does (sliders have no label to find them by)."""
     box = page.locator(f"#{elem_id} input[type=number]")
-    box.fill(str(value))
-    box.press("Tab")
+    track = page.locator(f"#{elem_id} input[type=range]")
+    # Typed before the page has wired the slider up (a busy machine), the box shows the number but the slider
+    # keeps its old value, which the next redraw puts back: type again until the slider itself has it.
+    for _ in range(5):
+        box.fill(str(value))
+        box.press("Tab")
+        if wait_for(lambda: float(track.input_value()) == float(value), 2):
+            return
+    raise AssertionError(f"the slider {elem_id} did not take {value}: it shows {track.input_value()}")
 
 
 def page_errors(page) -> int:
