@@ -191,7 +191,9 @@ def test_compare_streams_every_model_side_by_side(served):
                                             api_name="/compare")
     outputs = list(updates(job))
     final = job.result(timeout=10)
-    assert len(outputs) > 5
+    # Paced at most every 40 ms, tiny models finish 30 tokens in a few hundred ms: the loading boxes, some
+    # partial texts, the end (how many in between depends on the machine's speed).
+    assert len(outputs) >= 3
     texts, stats = compare_boxes(final, 3, playground.limits.max_compare)
     assert all(texts)
     for s in stats:
