@@ -84,7 +84,7 @@ def prepare_nanogpt(checkout: Path, out: Path, train_text: str) -> Path:
     return work
 
 
-def nanogpt_command(iters: int, threads: int, out_dir: str = "out-cpu") -> list[str]:
+def nanogpt_command(iters: int, out_dir: str = "out-cpu") -> list[str]:
     return [sys.executable, "train.py", *NANOGPT_CPU, f"--max_iters={iters}", f"--lr_decay_iters={iters}",
             f"--eval_interval={eval_interval(iters)}", f"--out_dir={out_dir}"]
 
@@ -98,7 +98,7 @@ def eval_interval(iters: int) -> int:
 def probe_nanogpt(work: Path, threads: int, iters: int = 40) -> tuple[float, float]:
     """(seconds per iteration, seconds per evaluation) from a short run of the same command."""
     start = time.monotonic()
-    run = subprocess.run(nanogpt_command(iters, threads, "out-probe"), cwd=work, env=env(threads), check=True,
+    run = subprocess.run(nanogpt_command(iters, "out-probe"), cwd=work, env=env(threads), check=True,
                          capture_output=True, text=True)
     total = time.monotonic() - start
     times = [float(t) / 1000 for t in re.findall(r"^iter \d+: .*time ([\d.]+)ms", run.stdout, re.M)]
@@ -188,7 +188,7 @@ def main() -> None:
         iters = fit_iters(args.budget, per_iter, per_eval)
         print(f"nanoGPT: {per_iter * 1000:.0f} ms an iteration, about {per_eval:.1f} s an evaluation here: "
               f"{iters} iterations fit {args.budget:.0f} s", file=sys.stderr)
-        runs["nanogpt"] = (nanogpt_command(iters, args.threads), work, {"iterations": iters})
+        runs["nanogpt"] = (nanogpt_command(iters), work, {"iterations": iters})
 
     seconds: dict[str, float] = {}
     procs: dict[str, tuple[subprocess.Popen, float]] = {}
