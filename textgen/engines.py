@@ -648,9 +648,10 @@ class _RemoteRun:
         title = self.model.entry.title
         if self.messages is not None and isinstance(err, _HTTPError) and (
                 (err.status in (400, 422) and re.search(r"chat.?template", err.message, re.I))
-                or (err.status == 404 and "model" not in err.message.lower())):  # no chat route at all
-            return EngineError(f"{title} has no chat template on its engine, so it cannot chat. Use the Write tab "
-                               "for it, or pick a chat model.",
+                or (err.status == 404 and "model" not in err.message.lower())):
+            why = ("has no chat template on its engine" if err.status != 404
+                   else "runs on an engine that does not offer chat")  # no /chat/completions route at all
+            return EngineError(f"{title} {why}, so it cannot chat. Use the Write tab for it, or pick a chat model.",
                                detail=f"the engine at {self.eng.label} refused a chat request: {err.message}")
         if isinstance(err, _HTTPError) and err.status == 400 and re.search(r"context|max_model_len|too long",
                                                                              err.message, re.I):
