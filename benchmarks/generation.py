@@ -32,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywher
 
 from textgen.catalog import Catalog, ModelEntry
 from textgen.devices import configure_cpu_threads
-from textgen.generation import Summary, stream
+from textgen.events import Summary
+from textgen.generation import stream
 from textgen.loading import LoadedModel, load_model
 from textgen.settings import GenerationSettings
 

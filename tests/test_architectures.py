@@ -18,7 +18,8 @@ from textgen import architectures
 from textgen.architectures import Architecture
 from textgen.catalog import Catalog
 from textgen.cli import build_parser, main
-from textgen.generation import Summary, TextEvent, stream
+from textgen.events import Summary, TextEvent
+from textgen.generation import stream
 from textgen.loading import load_model
 from textgen.settings import GenerationSettings
 from textgen.train_config import RECIPES, TrainConfig

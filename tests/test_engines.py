@@ -20,7 +20,8 @@ from fake_engine import FakeEngine
 
 from textgen import cli, engines
 from textgen.catalog import Catalog, entry_for_source
-from textgen.generation import Summary, TextEvent, stream
+from textgen.events import Summary, TextEvent
+from textgen.generation import stream
 from textgen.loading import ModelManager
 from textgen.playground import Playground
 from textgen.settings import GenerationSettings, Limits, RequestError

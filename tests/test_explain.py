@@ -16,6 +16,7 @@ import torch
 import textgen.explain as explain
 from textgen.catalog import entry_for_source
 from textgen.cli import main
+from textgen.events import Summary
 from textgen.explain import (
     StepSession,
     activations,
@@ -26,7 +27,7 @@ from textgen.explain import (
     shown,
     text_features,
 )
-from textgen.generation import Summary, stream
+from textgen.generation import stream
 from textgen.loading import load_model
 from textgen.playground import Playground
 from textgen.settings import GenerationSettings, InvalidRequest, Limits, RequestError

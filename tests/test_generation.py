@@ -7,7 +7,8 @@ from contextlib import contextmanager
 import pytest
 import torch
 
-from textgen.generation import Summary, TextEvent, stream
+from textgen.events import Summary, TextEvent
+from textgen.generation import stream
 from textgen.settings import GenerationSettings
 
 ALL_MODELS = ["rnn", "lstm", "gru", "transformer", "tiny-gpt2"]

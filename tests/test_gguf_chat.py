@@ -26,7 +26,8 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 import textgen.gguf
 from textgen.catalog import Catalog, entries_from_file, entry_for_source, packaged_entries
 from textgen.chat import ChatError, ChatPrompt, build_chat_prompt, chat_stream, chat_unsupported_reason
-from textgen.generation import Summary, TextEvent, stream
+from textgen.events import Summary, TextEvent
+from textgen.generation import stream
 from textgen.gguf import GGUFError, cache_dir, converted_folder, fingerprint, is_converted, packaged_gguf
 from textgen.loading import ModelLoadError, load_model
 from textgen.settings import GenerationSettings

@@ -14,8 +14,7 @@ import pytest
 
 import ui.render
 from textgen.catalog import Catalog, ModelEntry
-from textgen.generation import Summary, TokenInfo
-from textgen.playground import Live, ScoreRow
+from textgen.events import Live, ScoreRow, Summary, TokenInfo
 from ui.render import (
     SCORE_COLUMNS,
     STOPPED,

@@ -1,4 +1,5 @@
-from textgen.generation import Summary, stream
+from textgen.events import Summary
+from textgen.generation import stream
 from textgen.settings import GenerationSettings
 
 

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from textgen.cli import build_parser, main
-from textgen.train import STATE_DIR, TrainConfig, Trainer, lr_at, train
+from textgen.train import STATE_DIR, Trainer, train
+from textgen.train_config import TrainConfig, lr_at
 
 TINY_SIZES = {"hidden_size": 32, "embedding_size": 16, "num_layers": 1, "n_layer": 1, "n_embd": 32, "n_head": 2}
 

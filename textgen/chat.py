@@ -2,7 +2,7 @@
 
     from textgen.catalog import Catalog
     from textgen.chat import ChatPrompt, chat_stream, chat_unsupported_reason
-    from textgen.generation import TextEvent
+    from textgen.events import TextEvent
     from textgen.loading import ModelManager
     from textgen.settings import GenerationSettings
 
@@ -39,7 +39,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
 from textgen import engines
-from textgen.generation import Summary, TextEvent, stream
+from textgen.events import Summary, TextEvent
+from textgen.generation import stream
 from textgen.loading import LoadedModel
 from textgen.settings import GenerationSettings, InvalidRequest, Limits, clean_text
 

@@ -177,7 +177,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     from textgen.catalog import Catalog
     from textgen.devices import configure_cpu_threads
-    from textgen.generation import TextEvent, stream
+    from textgen.events import TextEvent
+    from textgen.generation import stream
     from textgen.loading import load_for_cli
     from textgen.settings import GenerationSettings, Limits
 
@@ -206,7 +207,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def _event_json(event) -> dict:
     from dataclasses import asdict
 
-    from textgen.generation import TextEvent
+    from textgen.events import TextEvent
 
     kind = "text" if isinstance(event, TextEvent) else "summary"
     return {"event": kind, **asdict(event)}

@@ -44,15 +44,14 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from textgen.catalog import ModelEntry
+from textgen.events import Clock, Score, Summary, TextEvent, TokenInfo
 
 if TYPE_CHECKING:
-    from textgen.evaluate import Score
-    from textgen.generation import Summary, TextEvent
     from textgen.settings import GenerationSettings
 
 API_KEY_ENV = "TEXTGEN_ENGINE_API_KEY"
@@ -666,10 +665,9 @@ class _RemoteRun:
                            detail=detail)
 
     def events(self) -> Iterator[TextEvent | Summary]:
-        from textgen.generation import Summary, TextEvent, _Clock  # torch-free callers never get here
 
         s = self.settings
-        clock = _Clock()
+        clock = Clock()
         texts = [_Text() for _ in range(s.num_samples)]
         counts = [0] * s.num_samples
         reasons: list[str | None] = [None] * s.num_samples
@@ -735,7 +733,6 @@ class _RemoteRun:
 
     def _choice_events(self, row: int, choice: dict, text: _Text, event_cls) -> Iterator[TextEvent]:
         """One TextEvent per token of this piece of the stream, each with its TokenInfo."""
-        from textgen.generation import TokenInfo
 
         lp = choice.get("logprobs") or {}
         tokens = lp.get("tokens") or []
@@ -856,8 +853,6 @@ def score(model: RemoteModel, text: str, context: str = "\n") -> Score:
     each window's new half is scored with the half before it as context. The engine's tokenizer is not here,
     so a window is counted in characters (a token covers at least one character of ASCII text), and halved
     again if the engine still finds it too long."""
-    from textgen.evaluate import Score
-
     window = model.context or 0
     while True:
         try:
@@ -951,8 +946,6 @@ def for_page(playground, catalog):
     the engine requests beside the local ones (so that a slow engine never takes a local model's turn)."""
     if not (getattr(catalog, "engines", None) or any(e.origin == "engine" for e in catalog)):
         return playground
-    from dataclasses import replace
-
     limits = playground.limits
     return _PageView(playground, replace(limits, concurrency=limits.concurrency + engine_concurrency()))
 

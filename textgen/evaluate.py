@@ -14,28 +14,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 
 import torch
 from torch.nn import functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from textgen.events import Score
 from textgen.tokenization import encode
 
 CONTEXT = "\n"
-
-
-@dataclass(frozen=True)
-class Score:
-    nats_per_char: float
-    bits_per_char: float
-    ppl: float  # per token
-    chars: int
-    tokens: int
-    unknown_chars: str = ""
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def context_length(model: PreTrainedModel) -> int | None:

@@ -23,7 +23,7 @@ message as generation (they are parsed by `GenerationSettings.parse`); `open_ses
 page user can cause (an unknown model too) into `RequestError`, as `textgen.playground` does.
 
 Why the bars can be trusted: the stages are `textgen.generation.sampling_stages`, the very processors the
-engine runs, applied one at a time to the logits the engine's own `_Run` computed (same prompt ids, BOS,
+engine runs, applied one at a time to the logits the engine's own `Run` computed (same prompt ids, BOS,
 context cut and refill), and a token is drawn with the engine's `draw`. Nothing here is a copy of the
 sampler.
 
@@ -46,7 +46,8 @@ from typing import Any
 
 import torch
 
-from textgen.generation import STOP_REASONS, _apply, _IncrementalDecoder, _Run, draw, sampling_stages
+from textgen.events import STOP_REASONS
+from textgen.generation import IncrementalDecoder, Run, apply_processors, draw, sampling_stages
 from textgen.loading import LoadedModel, ModelLoadError, ModelManager
 from textgen.settings import CONTROLS, GenerationSettings, InvalidRequest, Limits, RequestError
 
@@ -124,12 +125,12 @@ class StepSession:
         self.prompt = base.prompt
         # The engine's own run drives the model: its prompt ids (BOS, empty prompt, context cut), its prefill
         # (in pieces for a recurrent model) and its step (refilling from the recent half past the context).
-        self._run = _Run(loaded, base, threading.Event())
+        self._run = Run(loaded, base, threading.Event())
         ids, self.prompt_tokens_cut = self._run.prompt_ids()
         self.prompt_ids: list[int] = ids
         self._ids = torch.tensor([ids], dtype=torch.long, device=loaded.device)
-        self._history = [self._prefill()]
-        self._decoder = _IncrementalDecoder(loaded.tokenizer, ids)
+        self._history = [self.prefill()]
+        self._decoder = IncrementalDecoder(loaded.tokenizer, ids)
         self._pieces: list[str] = []
 
     # -- what there is to see ------------------------------------------------------------------------------
@@ -245,7 +246,7 @@ class StepSession:
             with torch.inference_mode():  # the cache object grew in place since: cut it back (a negative count)
                 top.cache.crop(top.length - top.cache.get_seq_length())
         self._pieces.pop()
-        self._decoder = _IncrementalDecoder(self.loaded.tokenizer, self.prompt_ids)
+        self._decoder = IncrementalDecoder(self.loaded.tokenizer, self.prompt_ids)
         for i in self.written_ids:  # the decoder's window is a few tokens: rebuild it rather than undo it
             self._decoder.push(i)
         return token
@@ -313,7 +314,7 @@ class StepSession:
     def _draw(self, settings: GenerationSettings, rng: torch.Generator) -> tuple[int | None, torch.Tensor | None]:
         # The engine's _pick for one sample: its processors, the same "nothing allowed" rule, its `draw`.
         pipeline = [p for _, p in sampling_stages(settings, self.loaded.tokenizer, self._run.eos_ids)]
-        scores = _apply(pipeline, self._ids, self._history[-1].logits)
+        scores = apply_processors(pipeline, self._ids, self._history[-1].logits)
         if torch.isneginf(scores).all():
             return None, None
         token, probs = draw(scores, settings.greedy, rng)
@@ -341,15 +342,15 @@ class StepSession:
         return room
 
     @torch.inference_mode()
-    def _prefill(self) -> _Snapshot:
-        logits, cache = self._run._prefill(self._ids)
+    def prefill(self) -> _Snapshot:
+        logits, cache = self._run.prefill(self._ids)
         return _snapshot(logits, cache)
 
     @torch.inference_mode()
     def _step(self, token_id: int) -> None:
         new = torch.tensor([token_id], dtype=torch.long, device=self._ids.device)
         self._ids = torch.cat([self._ids, new[:, None]], dim=1)
-        logits, cache = self._run._next_logits(self._ids, new, self._history[-1].cache)
+        logits, cache = self._run.next_logits(self._ids, new, self._history[-1].cache)
         self._history.append(_snapshot(logits, cache))
         del self._history[:-MAX_UNDO]
 
@@ -358,7 +359,7 @@ class StepSession:
         the first time (so past the context the refills fall in the same places): exact, not approximate."""
         written = self.written_ids
         self._ids = self._ids[:, : len(self.prompt_ids)]
-        self._history = [self._prefill()]
+        self._history = [self.prefill()]
         for token_id in written:
             self._step(token_id)
         return self._history
@@ -638,7 +639,7 @@ def _text_ids(loaded: LoadedModel, text: str, limits: Limits | None) -> list[int
     settings = GenerationSettings.parse(text, limits or Limits.from_env())
     if not settings.prompt:
         raise InvalidRequest("type some text to look inside the model with")
-    return _Run(loaded, settings, threading.Event()).prompt_ids()[0]
+    return Run(loaded, settings, threading.Event()).prompt_ids()[0]
 
 
 def _token_dict(loaded: LoadedModel, token_id: int) -> dict:

@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import secrets
 import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 import torch
 from transformers import DynamicCache
@@ -40,59 +38,10 @@ from transformers.generation.logits_process import (
 )
 
 from textgen import engines
+from textgen.events import Clock, Summary, TextEvent, TokenInfo
 from textgen.loading import LoadedModel
 from textgen.settings import GenerationSettings
 from textgen.tokenization import encode
-
-
-@dataclass
-class TokenInfo:
-    id: int
-    text: str
-    prob: float  # under the distribution it was drawn from (after temperature, top-k, top-p, min-p)
-    alternatives: list[tuple[str, float]]  # the likeliest tokens of that distribution, best first
-
-
-@dataclass
-class TextEvent:
-    sample: int
-    text: str  # new text for this sample; "" while a partial character or a possible stop sequence waits
-    token: TokenInfo | None  # None only for the last piece of text held back for a stop sequence
-
-
-@dataclass
-class Summary:
-    texts: list[str]
-    tokens: list[int]  # generated per sample
-    stop_reasons: list[str]  # per sample: a key of STOP_REASONS
-    prompt_tokens: int
-    prompt_tokens_cut: int
-    time_to_first_token: float
-    tokens_per_second: float
-    seconds: float
-    seed: int
-    forward_steps: int
-    warnings: list[str] = field(default_factory=list)  # what was changed in the request (a cut prompt, …)
-    notes: list[str] = field(default_factory=list)  # how the model works that shaped the text (its context)
-    # What TokenInfo.prob is: "sampled", the distribution the token was drawn from (after the controls), or
-    # "model", the model's own before the controls (what an engine such as vLLM reports by default).
-    probabilities: str = "sampled"
-
-    def stop_description(self) -> str:
-        """Why it stopped, in words; per sample when the samples stopped for different reasons."""
-        reasons = list(dict.fromkeys(self.stop_reasons))
-        if len(reasons) == 1:
-            return STOP_REASONS.get(reasons[0], reasons[0])
-        return "; ".join(f"sample {i + 1}: {STOP_REASONS.get(r, r)}" for i, r in enumerate(self.stop_reasons))
-
-
-STOP_REASONS = {
-    "length": "reached the maximum number of new tokens",
-    "end_of_text": "the model ended the text",
-    "stop_sequence": "a stop sequence appeared",
-    "cancelled": "stopped by request",
-    "no_allowed_token": "the settings left no token it may write (try a larger no-repeat n-gram size)",
-}
 
 
 def stream(
@@ -108,11 +57,11 @@ def stream(
     if engines.is_remote(loaded):
         yield from engines.stream(loaded, settings, cancel, prompt_ids)
         return
-    run = _Run(loaded, settings, cancel or threading.Event(), prompt_ids)
+    run = Run(loaded, settings, cancel or threading.Event(), prompt_ids)
     yield from run.events()
 
 
-class _Run:
+class Run:
     """The state of one request: its own random generator, cache, decoders and clocks."""
 
     def __init__(self, loaded: LoadedModel, settings: GenerationSettings, cancel: threading.Event,
@@ -162,12 +111,12 @@ class _Run:
     @torch.inference_mode()
     def events(self) -> Iterator[TextEvent | Summary]:
         s = self.settings
-        clock = _Clock()
+        clock = Clock()
         ids, cut = self.prompt_ids()
         samples = [_Sample(self.tokenizer, ids, s.stop) for _ in range(s.num_samples)]
         all_ids = torch.tensor([ids] * len(samples), dtype=torch.long, device=self.device)
         ttft = None
-        logits, cache = self._prefill(all_ids)
+        logits, cache = self.prefill(all_ids)
         for step in range(s.max_new_tokens if logits is not None else 0):
             next_ids, probs = self._pick(logits, all_ids, samples)
             if next_ids is None:
@@ -183,7 +132,7 @@ class _Run:
                 break  # no forward step for a token that will not be drawn
             if self.cancel.is_set():
                 break
-            logits, cache = self._next_logits(all_ids, next_ids, cache)
+            logits, cache = self.next_logits(all_ids, next_ids, cache)
         ended = "cancelled" if self.cancel.is_set() or logits is None else "length"
         for row, sample in enumerate(samples):
             tail = sample.finish(ended)  # text held back for a stop sequence that never came
@@ -202,7 +151,7 @@ class _Run:
 
     def _pick(self, logits: torch.Tensor, all_ids: torch.Tensor, samples: list[_Sample]):
         """The next token of every sample and the distribution it came from; (None, None) if none can go on."""
-        scores = _apply(self.pipeline, all_ids, logits)
+        scores = apply_processors(self.pipeline, all_ids, logits)
         blocked = torch.isneginf(scores).all(dim=-1)
         if blocked.any():
             # The rules left a sample no token at all (say, no-repeat size 1 after every character was used):
@@ -221,7 +170,7 @@ class _Run:
         piece, new_text = sample.add(token_id)
         return TextEvent(row, new_text, self._token_info(token_id, probs, piece))
 
-    def _next_logits(self, all_ids: torch.Tensor, next_ids: torch.Tensor, cache):
+    def next_logits(self, all_ids: torch.Tensor, next_ids: torch.Tensor, cache):
         if self.context is not None and cache.get_seq_length() + 1 > self.context:
             # The text outgrew the context: start over from its most recent half (one prefill per
             # context/2 tokens, instead of re-reading a full window for every token).
@@ -233,7 +182,7 @@ class _Run:
             return self._forward(all_ids[:, -(self.context // 2):], self._new_cache())
         return self._forward(next_ids[:, None], cache)
 
-    def _prefill(self, input_ids: torch.Tensor):
+    def prefill(self, input_ids: torch.Tensor):
         """The prompt's forward pass; (None, None) if cancelled first.
 
         A recurrent model reads a long prompt in pieces, checking for a stop between them, so that even a
@@ -345,7 +294,7 @@ class _Suppress(LogitsProcessor):
         return scores
 
 
-def _apply(processors: list[LogitsProcessor], ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+def apply_processors(processors: list[LogitsProcessor], ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
     # LogitsProcessorList would inspect every processor's signature on every call (~0.2 ms a step).
     for processor in processors:
         scores = processor(ids, scores)
@@ -356,7 +305,7 @@ class _Sample:
     """One continuation of the prompt: its text so far, its token count, and why it ended."""
 
     def __init__(self, tokenizer, prompt_ids: list[int], stops: tuple[str, ...]):
-        self.decoder = _IncrementalDecoder(tokenizer, prompt_ids)
+        self.decoder = IncrementalDecoder(tokenizer, prompt_ids)
         self.stops = _StopMatcher(stops)
         self.text = ""
         self.tokens = 0
@@ -379,29 +328,7 @@ class _Sample:
         return tail
 
 
-class _Clock:
-    """Wall time of a run minus the time it spent suspended at a yield (waiting for its consumer).
-
-    So a model's tokens/s is its own, whether the reader is a fast CLI, a browser, or a comparison that
-    advances several models in turn. `with clock:` around a yield leaves that time out.
-    """
-
-    def __init__(self):
-        self.start = time.perf_counter()
-        self.suspended = 0.0
-        self._since = 0.0
-
-    def active(self) -> float:
-        return time.perf_counter() - self.start - self.suspended
-
-    def __enter__(self) -> None:
-        self._since = time.perf_counter()
-
-    def __exit__(self, *exc) -> None:
-        self.suspended += time.perf_counter() - self._since
-
-
-class _IncrementalDecoder:
+class IncrementalDecoder:
     """Text for each new token, right even when a character spans several tokens (byte-level BPE).
 
     Decodes a short window before the new token and emits only what it adds; a window that ends in an

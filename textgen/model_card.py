@@ -166,4 +166,3 @@ def plot_loss(out: Path) -> None:
     plt.close(fig)
 
 
-_plot_loss = plot_loss  # the older name

@@ -39,17 +39,9 @@ from textgen import architectures
 from textgen.data import random_windows, read_text, split_text
 from textgen.devices import configure_cpu_threads, pick_device, pick_mixed_precision
 from textgen.evaluate import score_text
-from textgen.model_card import (  # noqa: F401  (re-exported: the card and lineage lived here before)
-    _cli_args,
-    _commands_text,
-    _plot_loss,
-    earlier_stages,
-    plot_loss,
-    train_command,
-    write_model_card,
-)
+from textgen.model_card import earlier_stages, plot_loss, write_model_card
 from textgen.tokenization import train_bpe_tokenizer, train_char_tokenizer
-from textgen.train_config import RECIPES, SIZE_FIELDS, TrainConfig, lr_at  # noqa: F401  (re-exported)
+from textgen.train_config import SIZE_FIELDS, TrainConfig, lr_at
 
 STATE_DIR = "training_state"
 # The batch generators of processes 1..N-1 of a data-parallel run (process 0's stays in optimizer.safetensors,

@@ -17,8 +17,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # only for annotations: the page imports this module before torch is loaded
     from textgen.catalog import Catalog
-    from textgen.generation import TokenInfo
-    from textgen.playground import Live, ScoreRow
+    from textgen.events import Live, ScoreRow, TokenInfo
 
 # The token view. Every token is a span shaded by its probability (--p, 0..1); its alternatives travel in a
 # compact attribute and are drawn into ONE pop-up by TOKEN_JS when a token is hovered, focused or tapped, so
