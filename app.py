@@ -12,9 +12,10 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import logging
 import os
+import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 import gradio as gr
@@ -22,6 +23,7 @@ import gradio as gr
 from textgen.catalog import ASSETS, GPT2_FAMILY, HUB_IDS, Catalog, ModelEntry
 from textgen.settings import CONTROLS, PRESETS, SLIDERS, Control, Limits, RequestError, matching_preset, preset_values
 from textgen.startup import LazyPlayground
+from ui import step as view
 from ui.render import (
     SCORE_COLUMNS,
     TOKEN_CSS,
@@ -313,11 +315,8 @@ def chat_tab(playground: Playground | LazyPlayground) -> list:
         note = model_note(entry.title, entry.description, info, why)
         if why or (info is None and known[name] is not False):
             return note
-        from textgen.chat import chat_unsupported_reason  # imports torch: only now, never while the page starts
-
         # Loaded: its tokenizer says. Not loaded and known to have no template: say so before it loads.
-        loaded = playground.manager.get(name) if info is not None else SimpleNamespace(tokenizer=None, entry=entry)
-        reason = chat_unsupported_reason(loaded)
+        reason = playground.chat_unsupported_reason(name)
         return note + (f"  \n⚠️ {reason}" if reason else "")
 
     with gr.Row():
@@ -540,20 +539,9 @@ STEP_DRAWS = 200  # draws of "Sample many"
 def step_tab(playground: Playground | LazyPlayground) -> list:
     """Watch a model choose its next token: the candidates stage by stage as the sliders move (no forward pass),
     one token sampled, picked by hand, taken back or written N at a time, and a look inside the model."""
-    import logging
-
-    from textgen.settings import InvalidRequest
-    from ui import step as view
-
     catalog, limits = playground.catalog, playground.limits
     controls = {name: CONTROLS[name].bounded(limits) for name in STEP_CONTROLS}
-
-    def open_step(model: str, prompt: str):
-        from textgen.explain import open_session
-
-        return open_session(playground.manager, model, prompt, playground.limits)
-
-    book = view.StepBook(open_step)
+    book = view.StepBook(lambda model, prompt: playground.open_step(model, prompt))
 
     gr.Markdown(view.INTRO)
     with gr.Row():
@@ -610,7 +598,7 @@ def step_tab(playground: Playground | LazyPlayground) -> list:
         """Run one request: a bad value or model is a clear message, never a traceback."""
         try:
             return work()
-        except (RequestError, InvalidRequest) as err:
+        except RequestError as err:
             raise _fail(err) from None
         except Exception as err:
             logging.getLogger("textgen").exception("the Step by step tab failed")
@@ -636,15 +624,17 @@ def step_tab(playground: Playground | LazyPlayground) -> list:
         return "“" + (token or {}).get("shown", "") + "”"
 
     def start_step(request: gr.Request, prompt, model, *values):
-        def work():
-            from textgen.explain import parse_controls
+        while (waiting := playground.starting()) is not None:  # the first seconds after the server started
+            yield gr.skip(), f"⏳ {waiting}", gr.skip()
+            time.sleep(1)
 
-            parse_controls(chosen(values), limits)  # a bad control is reported before the model runs
+        def work():
+            playground.step_controls(chosen(values))  # a bad control is reported before the model runs
             state = book.get(_session(request), model, prompt, fresh=True)
             with state.lock:
                 title = state.session.loaded.entry.title
                 return shown_state(state, values, f"{title} has read your prompt. Here is what it wants next.")
-        return attempt(work)
+        yield attempt(work)
 
     def redraw(request: gr.Request, prompt, model, *values):
         """A slider moved: the bars again from the kept logits, with no forward pass (none if nothing is open)."""
@@ -745,28 +735,11 @@ def step_tab(playground: Playground | LazyPlayground) -> list:
     # -- inside the model --
 
     def look_inside(request: gr.Request, prompt, model):
-        from textgen.explain import activations, attention, interesting_units
-
         def work():
             state = book.get(_session(request), model, prompt)
             with state.lock:
-                loaded, text_now = state.session.loaded, state.text
-                inside: dict = {"text": text_now, "loaded": loaded}
-                try:
-                    inside["attention"] = attention(loaded, text_now, -1, limits)
-                except InvalidRequest as err:
-                    inside["attention_note"] = str(err)
-                except Exception as err:  # a Hugging Face model that cannot report attention in its own way
-                    logging.getLogger("textgen").warning("no attention from %s: %s", model, err)
-                    inside["attention_note"] = f"{loaded.entry.title} could not report where it looks"
-                try:
-                    found = interesting_units(loaded, text_now, limits=limits)
-                    inside["units"] = found["units"]
-                    inside["values"] = activations(loaded, text_now, limits=limits)["values"]
-                    inside["tokens"] = found["tokens"]
-                except InvalidRequest as err:
-                    inside["units_note"] = str(err)
-                title = loaded.entry.title
+                inside = playground.look_inside(state.session.loaded, state.text)
+                title, text_now = state.session.loaded.entry.title, state.text
             book.keep_look(_session(request), inside)
             chars = len(text_now)
             note = f"Looked inside **{title}**, at the text so far ({chars:,} character{'s' * (chars != 1)})."
@@ -808,14 +781,12 @@ def step_tab(playground: Playground | LazyPlayground) -> list:
 
     def look_from(request: gr.Request, query, layer, head):
         """Attention from another token of the text (one forward pass over the text up to it)."""
-        from textgen.explain import attention
-
         def work():
             inside = inside_of(request)
             if "attention" not in inside:
                 return gr.skip(), gr.skip()
             # The model the look was taken with (the text may have started again since, with another model).
-            found = attention(inside["loaded"], inside["text"], query, limits)
+            found = playground.attention_from(inside["loaded"], inside["text"], query)
             inside["attention"] = found
             layer_ = int(layer) if layer is not None and -1 <= int(layer) < found["layers"] else -1
             head_ = int(head) if head is not None and -1 <= int(head) < found["heads"] else -1
@@ -856,17 +827,8 @@ def step_tab(playground: Playground | LazyPlayground) -> list:
         applies them ("model" first, then each control that is on; "greedy" closes when temperature is 0). Each
         stage lists the same tokens (the model's top_n) with their probability in that stage (0 when removed)."""
         def work():
-            from textgen.catalog import UnknownModelError
-            from textgen.explain import next_token_json, parse_controls
-            from textgen.loading import ModelLoadError
-
-            settings = parse_controls(dict(zip(STEP_CONTROLS, (temperature, top_k, top_p, min_p, repetition_penalty,
-                                                               no_repeat_ngram_size), strict=True)), limits)
-            try:
-                loaded = playground.manager.get(model)
-            except (UnknownModelError, ModelLoadError) as err:
-                raise RequestError(str(err)) from None
-            result = next_token_json(loaded, prompt, settings, top_n, limits)
+            values = (temperature, top_k, top_p, min_p, repetition_penalty, no_repeat_ngram_size)
+            result = playground.next_token(model, prompt, dict(zip(STEP_CONTROLS, values, strict=True)), top_n)
             return {k: result[k] for k in ("model", "prompt", "prompt_tokens", "prompt_tokens_cut", "stages",
                                            "warnings")}
         return attempt(work)

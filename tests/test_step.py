@@ -3,6 +3,7 @@ model, and its page handlers called as Gradio calls them (one browser session, o
 
 from __future__ import annotations
 
+import inspect
 import re
 from types import SimpleNamespace
 
@@ -164,7 +165,15 @@ def test_an_empty_prompt_starts_from_scratch_as_generation_does(served):
 
 
 def handler(served, name: str):
-    return next(fn.fn for fn in served.demo.fns.values() if fn.name == name)
+    """The page's handler `name` as a plain function; one that streams (Start shows the start-up's progress
+    first) gives its last update, which is what the page shows in the end."""
+    fn = next(fn.fn for fn in served.demo.fns.values() if fn.name == name)
+
+    def last_update(*args):
+        out = fn(*args)
+        return list(out)[-1] if inspect.isgenerator(out) else out
+
+    return last_update
 
 
 def request(session: str):

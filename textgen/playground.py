@@ -27,76 +27,21 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import torch
 
-from textgen import engines
+from textgen import engines, explain
 from textgen.catalog import UnknownModelError
+from textgen.chat import chat_stream, chat_unsupported_reason
 from textgen.evaluate import score_text
-from textgen.generation import Summary, TextEvent, TokenInfo, stream
+from textgen.events import Live, ScoreRow, Summary, TextEvent
+from textgen.generation import stream
 from textgen.loading import LoadedModel, ModelLoadError, ModelManager
 from textgen.settings import GenerationSettings, InvalidRequest, Limits, RequestError, clean_text
 
 log = logging.getLogger("textgen")
 MAX_QUEUED_SESSIONS = 10_000
-
-
-@dataclass
-class Live:
-    """One model's output while it streams, and its numbers, all on one clock: seconds since `started`
-    (the moment the request began), so the figures shown while it writes and at the end agree."""
-
-    name: str
-    title: str
-    started: float = field(default_factory=time.perf_counter)
-    text: str = ""
-    tokens: list[TokenInfo] = field(default_factory=list)
-    summary: Summary | None = None
-    status: str = ""  # what it is doing before the first token ("Loading LSTM…")
-    error: str | None = None  # why this model could not write, for the person who asked
-    load_seconds: float | None = None  # set when this request had to load the model first
-    first_token_at: float | None = None
-    last_token_at: float | None = None
-
-    @property
-    def done(self) -> bool:
-        return self.summary is not None or self.error is not None
-
-    def add(self, event: TextEvent | Summary) -> None:
-        if isinstance(event, Summary):
-            self.summary = event
-            self.text = event.texts[0]
-            return
-        if event.sample != 0:
-            return
-        if event.token is not None:
-            now = time.perf_counter() - self.started
-            self.first_token_at = now if self.first_token_at is None else self.first_token_at
-            self.last_token_at = now
-            self.tokens.append(event.token)
-        self.text += event.text
-
-    @property
-    def tokens_per_second(self) -> float:
-        """Tokens after the first over the time they took to arrive (the first token's wait is its own number)."""
-        if len(self.tokens) < 2 or not self.last_token_at or self.last_token_at <= self.first_token_at:
-            return 0.0
-        return (len(self.tokens) - 1) / (self.last_token_at - self.first_token_at)
-
-
-@dataclass
-class ScoreRow:
-    """One model's surprise at a text; `error` instead of numbers when that model could not score it."""
-
-    name: str
-    title: str
-    nats_per_char: float | None = None
-    bits_per_char: float | None = None
-    ppl_per_token: float | None = None
-    tokens: int | None = None
-    unknown_chars: str = ""
-    error: str | None = None
 
 
 class Playground:
@@ -164,8 +109,6 @@ class Playground:
         has a chat template is known only once it is loaded: one without is refused then, in words. When old
         messages had to be left out to fit the model's context, the note saying so is in the Summary's warnings.
         """
-        from textgen.chat import chat_stream  # chat builds on this module's engine, not the reverse
-
         stopped = self._stopped_while_queued(session)
         entry = self._entry(name)
         live = Live(entry.name, entry.title)
@@ -258,6 +201,62 @@ class Playground:
         if all(row.error for row in rows):
             raise RequestError(" ".join(dict.fromkeys(row.error for row in rows)))
         return rows
+
+    # -- the step-by-step view (textgen.explain), reached only through here ------------------------------------
+
+    def step_controls(self, controls: dict) -> GenerationSettings:
+        """The step view's sampling controls, checked (RequestError naming a bad one)."""
+        with self._errors("the request"):
+            return explain.parse_controls(controls, self.limits)
+
+    def open_step(self, name: object, prompt: object) -> explain.StepSession:
+        """A text to write one token at a time on a catalogued model (the model reads the prompt once)."""
+        with self._errors("the step view"):
+            return explain.open_session(self.manager, name, prompt, self.limits)
+
+    def next_token(self, name: object, prompt: object, controls: dict, top_n: int = 10) -> dict:
+        """The next-token candidates after `prompt`, stage by stage (see explain.next_token_json)."""
+        with self._errors("the step view"):
+            settings = explain.parse_controls(controls, self.limits)  # a bad control fails before any load
+            return explain.next_token_json(self.manager.get(name), prompt, settings, top_n, self.limits)
+
+    def look_inside(self, loaded, text: str) -> dict:
+        """What fits the model to show of `text`: where a Transformer looks ("attention") and what a recurrent
+        model remembers ("units", "values", "tokens"); for what does not apply, a plain note instead
+        ("attention_note", "units_note")."""
+        inside: dict = {"text": text, "loaded": loaded}
+        with self._errors("the step view"):
+            try:
+                inside["attention"] = explain.attention(loaded, text, -1, self.limits)
+            except InvalidRequest as err:
+                inside["attention_note"] = str(err)
+            except Exception as err:  # a Hugging Face model that cannot report attention in its own way
+                log.warning("no attention from %s: %s", loaded.entry.name, err)
+                inside["attention_note"] = f"{loaded.entry.title} could not report where it looks"
+            try:
+                found = explain.interesting_units(loaded, text, limits=self.limits)
+                inside["units"] = found["units"]
+                inside["values"] = explain.activations(loaded, text, limits=self.limits)["values"]
+                inside["tokens"] = found["tokens"]
+            except InvalidRequest as err:
+                inside["units_note"] = str(err)
+        return inside
+
+    def attention_from(self, loaded, text: str, query: object) -> dict:
+        """Attention from another token of `text` (one forward pass over the text up to it)."""
+        with self._errors("the step view"):
+            return explain.attention(loaded, text, query, self.limits)
+
+    def chat_unsupported_reason(self, name: str) -> str | None:
+        """Why this model cannot chat, in one line; None if it can. Loaded, its tokenizer says; not loaded, the
+        answer is only right for a model known to have no template (the page asks only then)."""
+        if self.manager.is_loaded(name):
+            return chat_unsupported_reason(self.manager.get(name))
+        return chat_unsupported_reason(SimpleNamespace(tokenizer=None, entry=self._entry(name)))
+
+    def starting(self) -> str | None:
+        """None: a Playground is built, so nothing is starting (textgen.startup.LazyPlayground says otherwise)."""
+        return None
 
     def unavailable(self) -> dict[str, str]:
         """The catalog's models that cannot be used here, with why, in a few words for the pickers."""

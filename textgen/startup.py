@@ -1,57 +1,179 @@
-"""Serving the page before torch is imported.
+"""Serving the page before torch is imported, and the one way in to the models while they start.
 
 `import gradio` takes ~7 s here and torch + transformers ~5-8 s more. The page needs neither to be built:
 it needs the catalog and the limits. So `app.py` serves the page first and `LazyPlayground` builds the real
-`Playground` (importing torch, transformers and our models) in a background thread; a request that arrives
-before it is ready waits for it.
+`Playground` (importing torch, transformers, our models and every module a request can need) in one background
+thread. Every request reaches the models through it: it waits until the start-up has finished, so no request
+thread ever imports torch or transformers itself (transformers' lazy module is not safe to import from two
+threads at once: a request that did so while the start-up thread was importing got "cannot import name
+'DynamicCache' from 'transformers'", and a start-up thread that lost that race failed for good).
 
     playground = LazyPlayground(catalog, Limits.from_env())
-    demo = build_demo(playground)          # uses playground.catalog and playground.limits only
+    demo = build_demo(playground)          # uses playground.catalog, .limits and .parse only
     demo.launch(prevent_thread_lock=True)
-    playground.start()                     # now import the heavy parts
+    playground.start()                     # now import the heavy parts, in one thread
+    playground.starting()                  # "The models are still starting (about 6 s)…", or None once ready
+
+A start-up that fails is tried again (`attempts` times, the reason in the log for the operator); requests wait
+through the retries. Only when every try of a round has failed does a request get an error, in plain words, and
+the next request starts a new round: a failure is never kept for ever.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from textgen.catalog import Catalog
-from textgen.settings import Limits, RequestError
+from textgen.events import Live
+from textgen.settings import GenerationSettings, InvalidRequest, Limits, RequestError
 
 if TYPE_CHECKING:
+    from textgen.events import ScoreRow
     from textgen.playground import Playground
+
+log = logging.getLogger("textgen")
+
+ATTEMPTS = 3  # start-up tries in a round before requests are told it failed
+RETRY_PAUSE = 1.0  # seconds before the second try; twice that before the third
+USUAL_SECONDS = 8.0  # what a start-up takes here before one has been measured (2 cores, nothing else running)
+SHOW_WAIT_EVERY = 1.0  # seconds between the "still starting" updates a waiting request hands the page
+
+
+def build_playground(catalog: Catalog, limits: Limits, device: str | None) -> Playground:
+    """The real Playground: torch, transformers, our models and every module a request uses, imported here."""
+    from textgen.devices import configure_cpu_threads
+    from textgen.loading import ModelManager
+    from textgen.playground import Playground  # imports generation, chat, explain, evaluate and engines
+
+    configure_cpu_threads()
+    return Playground(ModelManager(catalog, device=device), limits)
+
+
+def timing_file() -> Path:
+    """Where the last start-up's duration is kept, so the next start can say how long it usually takes."""
+    base = os.environ.get("TEXTGEN_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache") / "textgen"
+    return Path(base).expanduser() / "startup.json"
+
+
+def usual_seconds() -> float:
+    try:
+        seconds = float(json.loads(timing_file().read_text())["seconds"])
+        return seconds if 0 < seconds < 600 else USUAL_SECONDS
+    except (OSError, ValueError, KeyError, TypeError):
+        return USUAL_SECONDS
+
+
+def _remember(seconds: float) -> None:
+    try:
+        path = timing_file()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"seconds": round(seconds, 2)}))
+    except OSError:  # a read-only cache only costs the estimate
+        pass
 
 
 class LazyPlayground:
-    """A Playground built in the background; every attribute but `catalog` and `limits` waits for it."""
+    """A Playground built in the background. `catalog`, `limits`, `parse`, `unavailable` and `model_info` answer
+    at once; `generate`, `chat`, `compare` and `score` show that the models are starting while they wait; every
+    other attribute waits for the Playground."""
 
-    def __init__(self, catalog: Catalog, limits: Limits, device: str | None = None):
+    def __init__(self, catalog: Catalog, limits: Limits, device: str | None = None, attempts: int = ATTEMPTS,
+                 retry_pause: float = RETRY_PAUSE, build: Callable[..., Playground] | None = None):
         self.catalog = catalog
         self.limits = limits
         self._device = device
-        self._ready = threading.Event()
-        self._started = threading.Lock()
-        self._thread: threading.Thread | None = None
+        self._attempts = max(1, attempts)
+        self._retry_pause = retry_pause
+        self._build = build or build_playground
+        self._changed = threading.Condition()
+        self._state = "idle"  # idle -> starting -> ready, or -> failed (and starting again on the next request)
         self._playground: Playground | None = None
         self._error: Exception | None = None
+        self._failures = 0  # failed tries in this round
+        self._pending: list[tuple[str, str]] = []  # queued/stop calls that came before the Playground, in order
+        self._started_at = 0.0
+        self._usual = usual_seconds()
+
+    # -- start-up --------------------------------------------------------------------------------------------
 
     def start(self) -> None:
-        with self._started:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._build, name="textgen-startup", daemon=True)
-                self._thread.start()
+        """Start building in the background (once; again after a round that failed)."""
+        with self._changed:
+            if self._state in ("starting", "ready"):
+                return
+            self._state, self._failures, self._started_at = "starting", 0, time.monotonic()
+        threading.Thread(target=self._run, name="textgen-startup", daemon=True).start()
 
-    def wait(self) -> Playground:
-        self.start()  # harmless if already started; makes the playground usable without an explicit start()
-        self._ready.wait()
-        if self._error is not None:
-            raise RequestError(f"the model server failed to start: {self._error}")
-        return self._playground
+    def _run(self) -> None:
+        for attempt in range(1, self._attempts + 1):
+            try:
+                playground = self._build(self.catalog, self.limits, self._device)
+            except Exception as err:  # reported to the operator here, to visitors only if every try fails
+                log.warning("starting the models failed (try %d of %d): %s: %s", attempt, self._attempts,
+                            type(err).__name__, err, exc_info=attempt == self._attempts)
+                with self._changed:
+                    self._failures, self._error = attempt, err
+                if attempt < self._attempts:
+                    time.sleep(self._retry_pause * attempt)
+                continue
+            seconds = time.monotonic() - self._started_at
+            with self._changed:
+                for what, session in self._pending:
+                    getattr(playground, what)(session)
+                self._pending.clear()
+                self._playground, self._state, self._error = playground, "ready", None
+                self._changed.notify_all()
+            log.info("the models are ready to load (start-up took %.1f s)", seconds)
+            if attempt == 1:  # a retried start says nothing about the usual time
+                _remember(seconds)
+            return
+        with self._changed:
+            self._state = "failed"
+            self._changed.notify_all()
+
+    def wait(self, timeout: float | None = None) -> Playground:
+        """The Playground, once built; RequestError in plain words if every try of this round failed."""
+        self.start()  # harmless while starting; after a failed round, a new request tries again
+        with self._changed:
+            self._changed.wait_for(lambda: self._state in ("ready", "failed"), timeout)
+            if self._state == "ready":
+                return self._playground
+            if self._state == "failed":
+                raise RequestError(f"the models could not be started on this server (tried {self._attempts} "
+                                   "times; the server's log says why). Try again in a minute.")
+        raise RequestError("the models are still starting; try again in a few seconds")
 
     @property
     def ready(self) -> bool:
-        return self._ready.is_set() and self._error is None
+        return self._state == "ready"
+
+    def starting(self) -> str | None:
+        """What a request waiting for the start-up shows; None once the models are ready (or the round failed)."""
+        with self._changed:
+            if self._state in ("ready", "failed"):  # failed: the request's wait() says so, in words
+                return None
+            elapsed = time.monotonic() - self._started_at if self._state == "starting" else 0.0
+            retrying = self._failures > 0
+        left = self._usual * (1 + (retrying and 1)) - elapsed
+        when = f"about {max(1, round(left))} s" if left > 0 else f"it usually takes about {round(self._usual)} s"
+        why = "a first try failed, so it is trying again; " if retrying else ""
+        return f"The server has just started and the models are still starting ({why}{when})…"
+
+    # -- what answers at once ----------------------------------------------------------------------------------
+
+    def parse(self, prompt: object, **controls: object) -> GenerationSettings:
+        """As Playground.parse: the request's values checked, without waiting for the models."""
+        try:
+            return GenerationSettings.parse(prompt, self.limits, **controls)
+        except InvalidRequest as err:
+            raise RequestError(str(err)) from None
 
     def unavailable(self) -> dict[str, str]:
         """As Playground.unavailable; before the models can load, from the catalog's own checks."""
@@ -62,18 +184,67 @@ class LazyPlayground:
     def model_info(self, name: str) -> dict | None:
         return self._playground.model_info(name) if self.ready else None
 
+    def queued(self, session: str) -> None:
+        """As Playground.queued; before the models are ready it is kept, and told to the Playground once built."""
+        self._tell("queued", session)
+
+    def stop(self, session: str) -> int:
+        """As Playground.stop; a Stop before the models are ready ends that session's waiting request when it
+        starts (the Playground's own rule for a request stopped while queued)."""
+        return self._tell("stop", session) or 0
+
+    def _tell(self, what: str, session: str):
+        with self._changed:
+            if self._state != "ready":
+                self._pending.append((what, session))
+                return None
+        return getattr(self._playground, what)(session)
+
+    # -- what shows that it waits ------------------------------------------------------------------------------
+
+    def generate(self, name: object, settings: GenerationSettings, session: str = "", every: float = 0.0
+                 ) -> Iterator[Live]:
+        yield from self._waiting(lambda: [self._placeholder(name)], single=True)
+        yield from self.wait().generate(name, settings, session, every)
+
+    def chat(self, name: object, messages: object, system: object, settings: GenerationSettings, session: str = "",
+             every: float = 0.0) -> Iterator[Live]:
+        yield from self._waiting(lambda: [self._placeholder(name)], single=True)
+        yield from self.wait().chat(name, messages, system, settings, session, every)
+
+    def compare(self, names: object, settings: GenerationSettings, session: str = "", every: float = 0.0
+                ) -> Iterator[list[Live]]:
+        yield from self._waiting(lambda: [self._placeholder(n) for n in (names if isinstance(names, list) else [])])
+        yield from self.wait().compare(names, settings, session, every)
+
+    def score(self, names: object, text: object, progress: Callable[[float, str], None] | None = None
+              ) -> list[ScoreRow]:
+        self.start()
+        while (message := self.starting()) is not None and progress is not None:
+            progress(0.0, message)
+            self._wait_a_little()
+        return self.wait().score(names, text, progress)
+
     def __getattr__(self, name: str):
         return getattr(self.wait(), name)
 
-    def _build(self) -> None:
-        try:
-            from textgen.devices import configure_cpu_threads
-            from textgen.loading import ModelManager
-            from textgen.playground import Playground
+    def _waiting(self, lives: Callable[[], list], single: bool = False) -> Iterator:
+        """While the models start: every SHOW_WAIT_EVERY s, the placeholders with the start-up message."""
+        self.start()  # after a failed round, this request starts a new one
+        while (message := self.starting()) is not None:
+            shown = lives()
+            for live in shown:
+                live.status = message
+            if shown:
+                yield shown[0] if single else shown
+            self._wait_a_little()
 
-            configure_cpu_threads()
-            self._playground = Playground(ModelManager(self.catalog, device=self._device), self.limits)
-        except Exception as err:  # reported to every request, rather than killing a thread silently
-            self._error = err
-        finally:
-            self._ready.set()
+    def _wait_a_little(self) -> None:
+        with self._changed:
+            self._changed.wait_for(lambda: self._state != "starting", SHOW_WAIT_EVERY)
+
+    def _placeholder(self, name: object) -> Live:
+        from textgen.events import Live  # torch-free to build, but only reached while waiting
+
+        title = self.catalog.get(name).title if isinstance(name, str) and name in self.catalog else str(name)
+        return Live(str(name), title)
