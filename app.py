@@ -22,7 +22,7 @@ import gradio as gr
 
 from textgen.catalog import ASSETS, GPT2_FAMILY, HUB_IDS, Catalog, ModelEntry
 from textgen.settings import CONTROLS, PRESETS, SLIDERS, Control, Limits, RequestError, matching_preset, preset_values
-from textgen.startup import LazyPlayground
+from textgen.startup import LazyPlayground, for_page
 from ui import step as view
 from ui.render import (
     SCORE_COLUMNS,
@@ -933,8 +933,6 @@ def main(argv: list[str] | None = None) -> None:
                         help="an OpenAI-compatible inference engine (vLLM) whose models join the catalog, e.g. "
                              "http://127.0.0.1:8000/v1 (repeatable; also $TEXTGEN_ENGINES, comma-separated)")
     args = parser.parse_args(argv)
-    from textgen import engines  # torch-free, like the catalog
-
     try:  # the operator's mistakes (a bad --model, catalog file or TEXTGEN_* value) in one line, not a traceback
         catalog = Catalog.default(args.model, args.catalog, engines=args.engine)  # an engine that is down waits
         limits = Limits.from_env()
@@ -942,8 +940,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(str(err))
     # The page is served first; torch, transformers and the models load right after, in the background.
     playground = LazyPlayground(catalog, limits, device=args.device)
-    # With engines, the page's queue also has room for their requests (textgen/engines.py: for_page).
-    demo, _ = serve(engines.for_page(playground, catalog), args.port, quiet=False)
+    # With engines, the page's queue also has room for their requests (textgen/startup.py: for_page).
+    demo, _ = serve(for_page(playground, catalog), args.port, quiet=False)
     playground.start()
     demo.block_thread()
 

@@ -5,8 +5,8 @@
     python benchmarks/engine.py --engine http://127.0.0.1:8000/v1 --model NAME --tokens 500 --runs 6 --json
     python benchmarks/engine.py --fake                              # tests/fake_engine.py: the client's own cost
 
-Both paths send the very same request (textgen.engines builds the body: prompt, seed, the page's controls, logprobs
-= 5 alternatives, streaming), so the server writes the same tokens for each; what differs is the clients.
+Both paths send the very same request (textgen/remote/backend.py builds the body: prompt, seed, the page's controls,
+logprobs = 5 alternatives, streaming), so the server writes the same tokens for each; what differs is the clients.
   app   Playground.generate (what the page runs, without Gradio): engine client, TokenInfo per token, Live;
         with --page, `python app.py --engine URL` in its own process and its /generate, through Gradio's REST
         routes read with http.client (Gradio's queue and every streamed update included)
@@ -48,10 +48,11 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from api_rate import CONTROLS, api_run, start_app, stop_app  # noqa: E402  (the page's API, timed alike)
 
-from textgen import engines  # noqa: E402
+from textgen import catalog as catalog_module  # noqa: E402
 from textgen.catalog import Catalog  # noqa: E402
 from textgen.loading import ModelManager  # noqa: E402
 from textgen.playground import Playground  # noqa: E402
+from textgen.remote import backend, client  # noqa: E402
 from textgen.settings import Limits  # noqa: E402
 
 PROMPT = "First Citizen:\n"
@@ -197,11 +198,11 @@ def main() -> None:
         fake = FakeEngine(tokens=[f" t{i}" for i in range(args.tokens)], delay=0.002).start()
         url, model_id = fake.url, fake.model
     elif args.engine:
-        url, model_id = engines.normalise_url(args.engine), args.model
+        url, model_id = client.normalise_url(args.engine), args.model
     else:
         parser.error("give --engine URL, --start-vllm or --fake")
     try:
-        entries = engines.discover([url])
+        entries = catalog_module.discover([url])
         entry = next(e for e in entries if e.origin == "engine" and (model_id is None or e.model_id == model_id))
         playground = Playground(ModelManager(Catalog(entries), device="cpu"), Limits(max_new_tokens=10_000))
         app(playground, entry.name, playground.parse("warm up", max_new_tokens=20, seed=1))  # the engine's warm-up
@@ -209,7 +210,7 @@ def main() -> None:
         # so that every run streams --tokens tokens (what is measured is the stream, not the words).
         for seed in range(1, 21):
             settings = playground.parse(PROMPT, **CONTROLS, seed=seed, max_new_tokens=args.tokens)
-            body = engines._RemoteRun(playground.manager.get(entry.name), settings, threading.Event(), None).body()
+            body = backend._RemoteRun(playground.manager.get(entry.name), settings, threading.Event(), None).body()
             if bare(url, body)[2] == args.tokens:
                 break
         if args.page:

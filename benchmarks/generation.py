@@ -35,6 +35,7 @@ from textgen.devices import configure_cpu_threads
 from textgen.events import Summary
 from textgen.generation import stream
 from textgen.loading import LoadedModel, load_model
+from textgen.models import contract
 from textgen.settings import GenerationSettings
 
 TEMPERATURE, TOP_P = 0.8, 0.95
@@ -78,24 +79,16 @@ def run_engine(loaded: LoadedModel, ids: list[int], n: int) -> tuple[float, floa
 
 @torch.inference_mode()
 def run_bare(loaded: LoadedModel, ids: list[int], n: int) -> tuple[float, float]:
-    model, stateful = loaded.model, getattr(loaded.model, "_is_stateful", False)
+    model = loaded.model
     gen = torch.Generator().manual_seed(1)
     warpers = [TemperatureLogitsWarper(TEMPERATURE), TopPLogitsWarper(TOP_P)]
     start = time.perf_counter()
     x = torch.tensor([ids])
-    cache = None
+    memory = contract.start_memory(model, 1)
     first = None
     all_ids = x
     for _ in range(n):
-        if stateful:
-            out = model(input_ids=x, state=cache, logits_to_keep=1)
-            cache = out.state
-        else:
-            from transformers import DynamicCache
-
-            cache = cache if cache is not None else DynamicCache(config=model.config)
-            out = model(input_ids=x, past_key_values=cache, use_cache=True, logits_to_keep=1)
-        scores = out.logits[:, -1].float()
+        scores, memory = contract.step(model, x, memory)  # the same step the playground's loop takes
         for w in warpers:
             scores = w(all_ids, scores)
         x = torch.multinomial(torch.softmax(scores, -1), 1, generator=gen)

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import GenerationMixin, PretrainedConfig, PreTrainedModel
+from transformers import PretrainedConfig
 from transformers.utils import ModelOutput
 
 from textgen.models.common import causal_lm_loss
+from textgen.models.contract import TextgenModel
 
 
 class BigramConfig(PretrainedConfig):
@@ -30,23 +31,21 @@ class BigramConfig(PretrainedConfig):
 class BigramOutput(ModelOutput):
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
-    state: None = None  # no memory: the engine's "stateful" path feeds one token a step and passes this back
+    state: None = None  # no memory; transformers' generate hands this back at the next step
 
 
-class BigramForCausalLM(PreTrainedModel, GenerationMixin):
+class BigramForCausalLM(TextgenModel):
+    """The written contract (textgen/models/contract.py) of a model with no memory and no attention."""
+
     config_class = BigramConfig
     base_model_prefix = "bigram"
     main_input_name = "input_ids"
-    _is_stateful = True  # nothing to carry but the last token, which the engine feeds anyway
+    memory = "none"  # the next token depends on the newest one only, which every step is handed
 
     def __init__(self, config: BigramConfig):
         super().__init__(config)
         self.table = nn.Embedding(config.vocab_size, config.vocab_size)  # row i: logits of what follows token i
         self.post_init()
-
-    @classmethod
-    def _supports_default_dynamic_cache(cls) -> bool:
-        return False
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.table
@@ -58,6 +57,10 @@ class BigramForCausalLM(PreTrainedModel, GenerationMixin):
             logits = logits[:, -logits_to_keep:]
         loss = causal_lm_loss(logits, labels) if labels is not None else None
         return BigramOutput(loss=loss, logits=logits, state=None)
+
+    def step(self, input_ids: torch.LongTensor, memory: None, all_logits: bool = False) -> tuple[torch.Tensor, None]:
+        logits = self.table(input_ids).float()  # (B, T, V)
+        return (logits if all_logits else logits[:, -1]), None
 
     def prepare_inputs_for_generation(self, input_ids: torch.LongTensor, **kwargs) -> dict:
         return {"input_ids": input_ids[:, -1:], "logits_to_keep": 1}

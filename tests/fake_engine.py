@@ -1,4 +1,4 @@
-"""A small fake OpenAI-compatible inference engine on 127.0.0.1, for the tests of textgen/engines.py.
+"""A small fake OpenAI-compatible inference engine on 127.0.0.1, for the tests of textgen/remote.
 
 It answers GET /v1/models and POST /v1/completions the way vLLM does (server-sent events in chunked HTTP/1.1,
 `logprobs` with tokens, token_logprobs and top_logprobs, `echo` for scoring), and can be told to misbehave:

@@ -1,4 +1,4 @@
-"""Models on an inference engine (textgen/engines.py), against a fake OpenAI-compatible server (tests/fake_engine.py)
+"""Models on an inference engine (textgen/remote), against a fake OpenAI-compatible server (tests/fake_engine.py)
 started on 127.0.0.1 by each test: the catalog, streaming with the page's controls, Stop, every way an engine can
 fail, scoring, the API key, and the separate concurrency of engine and local models. Fast: no real engine here
 (tests/test_vllm.py has the real vLLM).
@@ -18,12 +18,14 @@ from pathlib import Path
 import pytest
 from fake_engine import FakeEngine
 
-from textgen import cli, engines
+from textgen import catalog as catalog_module
+from textgen import cli, startup
 from textgen.catalog import Catalog, entry_for_source
 from textgen.events import Summary, TextEvent
 from textgen.generation import stream
 from textgen.loading import ModelManager
 from textgen.playground import Playground
+from textgen.remote import backend, client, discovery
 from textgen.settings import GenerationSettings, Limits, RequestError
 
 
@@ -36,9 +38,9 @@ def quick_engines(monkeypatch):
     monkeypatch.setenv("TEXTGEN_ENGINE_FIRST_TOKEN_TIMEOUT", "1")
     monkeypatch.setenv("TEXTGEN_ENGINE_TOKEN_TIMEOUT", "1")
     monkeypatch.setenv("TEXTGEN_ENGINE_RETRY", "0.2")
-    engines._ENGINES.clear()  # what an engine said in another test is not this one's
+    discovery._ENGINES.clear()  # what an engine said in another test is not this one's
     yield
-    engines._ENGINES.clear()
+    discovery._ENGINES.clear()
 
 
 @pytest.fixture
@@ -56,7 +58,7 @@ def dead_url() -> str:
 
 def playground_with(model_dirs, urls: list[str], limits: Limits | None = None) -> Playground:
     """A playground over a tiny local GRU and the models of these engines."""
-    entries = [entry_for_source(str(model_dirs["gru"]), name="gru"), *engines.discover(urls)]
+    entries = [entry_for_source(str(model_dirs["gru"]), name="gru"), *catalog_module.discover(urls)]
     return Playground(ModelManager(Catalog(entries, engines=urls), device="cpu"), limits or Limits())
 
 
@@ -87,9 +89,9 @@ def test_a_name_that_clashes_is_made_unique(fake, model_dirs):
 
 def test_engine_urls_from_flags_and_the_environment(monkeypatch):
     monkeypatch.setenv("TEXTGEN_ENGINES", "http://a:8000/v1/, http://b:9000")
-    assert engines.engine_urls(["http://c:1/v1"]) == ["http://c:1/v1", "http://a:8000/v1", "http://b:9000/v1"]
+    assert client.engine_urls(["http://c:1/v1"]) == ["http://c:1/v1", "http://a:8000/v1", "http://b:9000/v1"]
     with pytest.raises(ValueError, match="http://127.0.0.1:8000/v1"):
-        engines.engine_urls(["ftp://nope"])
+        client.engine_urls(["ftp://nope"])
 
 
 def test_catalog_file_entries_name_one_model_of_an_engine(tmp_path, fake):
@@ -200,7 +202,7 @@ def test_a_character_split_across_tokens_shows_whole(fake, model_dirs):
 
 
 def test_text_holds_a_trailing_replacement_character_until_the_next_piece():
-    text = engines._Text()
+    text = backend._Text()
     assert text.push("ab\ufffd") == "ab"
     assert text.push("\ufffdc") == "\ufffd\ufffdc"  # no byte came to complete it: shown as it is
     assert text.push("d\ufffd") == "d" and text.flush() == "\ufffd" and text.text == "ab\ufffd\ufffdcd\ufffd"
@@ -298,7 +300,7 @@ def test_the_api_key_is_sent_and_never_shown(fake, model_dirs, monkeypatch, capl
     with pytest.raises(RequestError) as err:
         run(playground, "fake-model", max_new_tokens=2)
     assert "refused this server's credentials" in str(err.value)
-    shown = str(err.value) + caplog.text + repr(playground.manager.get("fake-model")) + repr(engines._ENGINES)
+    shown = str(err.value) + caplog.text + repr(playground.manager.get("fake-model")) + repr(discovery._ENGINES)
     assert "sk-" not in shown and "TEXTGEN_ENGINE_API_KEY" in caplog.text  # the operator is told which setting
 
 
@@ -394,17 +396,17 @@ def test_engine_requests_do_not_take_the_local_slots(fake, model_dirs):
 def test_the_page_gets_room_for_engine_requests(fake, model_dirs, monkeypatch):
     monkeypatch.setenv("TEXTGEN_ENGINE_CONCURRENCY", "3")
     playground = playground_with(model_dirs, [fake.url], Limits(concurrency=2))
-    page = engines.for_page(playground, playground.catalog)
+    page = startup.for_page(playground, playground.catalog)
     assert page.limits.concurrency == 5 and playground.limits.concurrency == 2
     assert page.catalog is playground.catalog and page.unavailable() == {}
     local_only = Playground(ModelManager(Catalog([entry_for_source(str(model_dirs["gru"]))]), device="cpu"))
-    assert engines.for_page(local_only, local_only.catalog) is local_only
+    assert startup.for_page(local_only, local_only.catalog) is local_only
 
 
 def test_a_remote_model_has_no_weights_here(fake, model_dirs):
     playground = playground_with(model_dirs, [fake.url])
     loaded = playground.manager.get("fake-model")
-    assert engines.is_remote(loaded) and loaded.nbytes == 0 and loaded.context == 256
+    assert backend.is_remote(loaded) and loaded.nbytes == 0 and loaded.context == 256
     assert playground.model_info("fake-model") is None
-    with pytest.raises(engines.EngineError, match="runs on an inference engine"):
+    with pytest.raises(client.EngineError, match="runs on an inference engine"):
         loaded.tokenizer  # noqa: B018

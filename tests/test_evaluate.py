@@ -66,8 +66,8 @@ def test_recurrent_score_carries_state_across_chunks(char_tokenizer, tiny_text):
 
     model = make_tiny("lstm", len(char_tokenizer), seed=2)
     ids = torch.tensor(encode(char_tokenizer, CONTEXT).ids + encode(char_tokenizer, tiny_text).ids)
-    one_chunk = evaluate._nll_recurrent(model, ids, 1, None, chunk=len(ids))
-    small_chunks = evaluate._nll_recurrent(model, ids, 1, None, chunk=50)
+    one_chunk = evaluate._nll_carried(model, ids, 1, None, chunk=len(ids))
+    small_chunks = evaluate._nll_carried(model, ids, 1, None, chunk=50)
     assert small_chunks == pytest.approx(one_chunk, rel=1e-5)
 
 

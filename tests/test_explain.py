@@ -482,7 +482,7 @@ def test_our_transformer_computes_weights_only_when_asked_and_gets_the_same_logi
 def test_a_recurrent_model_has_no_attention_and_a_transformer_no_units(manager):
     with pytest.raises(InvalidRequest, match="no attention"):
         attention(manager.get("lstm"), "First Citizen")
-    with pytest.raises(InvalidRequest, match="no recurrent units"):
+    with pytest.raises(InvalidRequest, match="no memory units"):
         interesting_units(manager.get("transformer"), PLAY)
     with pytest.raises(InvalidRequest, match="at least"):
         activations(manager.get("lstm"), "short")

@@ -318,7 +318,7 @@ def test_attention_for_transformers(served, model):
     assert "Looked inside" in note
     assert len(layers["choices"]) >= 3 and len(heads["choices"]) >= 3 and query["maximum"] > 10
     assert "Looking from token" in shading and "sg-query" in shading and shading.count("sg-key") > 10
-    assert "no recurrent units" in heat and units["choices"] == []  # the one-line "not for this model"
+    assert "no memory units" in heat and units["choices"] == []  # the one-line "not for this model"
     # Another head: drawn again from the weights already read.
     one_head = handler(served, "attention_again")(who, 0, 1)
     assert "layer 1, head 2" in one_head and one_head != shading

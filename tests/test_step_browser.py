@@ -180,7 +180,7 @@ def test_inside_the_models(page_url, browser, tmp_path):
     page.locator("#step-look").click()
     view = page.locator("#step-attention")
     assert _wait_for(lambda: "Looking from token" in view.inner_text(), 30)
-    assert "no recurrent units" in page.locator("#step-heat").inner_text()
+    assert "no memory units" in page.locator("#step-heat").inner_text()
     keys = view.locator(".sg-key")
     n = keys.count()  # the prompt's tokens: 62 characters, fewer tokens for a BPE model
     keys.nth(n // 3).click()

@@ -24,10 +24,11 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from textgen import engines
+from textgen import catalog as catalog_module
 from textgen.catalog import Catalog, entry_for_source
 from textgen.loading import ModelManager
 from textgen.playground import Playground
+from textgen.remote import discovery
 from textgen.settings import Limits, RequestError
 from textgen.tokenization import train_bpe_tokenizer
 
@@ -123,14 +124,14 @@ def _kill(server: subprocess.Popen) -> None:
 @pytest.fixture(scope="module")
 def playground(vllm, model_dirs) -> Playground:
     url, _ = vllm
-    engines._ENGINES.clear()
-    entries = [entry_for_source(str(model_dirs["gru"]), name="gru"), *engines.discover([url])]
+    discovery._ENGINES.clear()
+    entries = [entry_for_source(str(model_dirs["gru"]), name="gru"), *catalog_module.discover([url])]
     return Playground(ModelManager(Catalog(entries, engines=[url]), device="cpu"), Limits(max_new_tokens=2000))
 
 
 def test_the_engines_model_is_in_the_catalog(vllm):
     url, _ = vllm
-    engines._ENGINES.clear()
+    discovery._ENGINES.clear()
     catalog = Catalog.default(shipped_dir=Path("/nonexistent"), include_gpt2=False, engines=[url])
     entry = catalog.get("tiny")
     assert entry.origin == "engine" and entry.model_id == "tiny" and entry.title.startswith("tiny (on 127.0.0.1:")
@@ -196,5 +197,5 @@ def test_engine_killed_mid_stream_gives_a_clear_error_and_local_models_go_on(pla
     assert str(err.value).startswith("tiny (on 127.0.0.1:") and "could not write" in str(err.value)
     lives = list(playground.generate("gru", playground.parse("First", max_new_tokens=10, seed=1), session="kill"))
     assert lives[-1].summary.tokens == [10]  # a local model still writes
-    engines.engine(url).models(max_age=0)  # the picker's next look (after TEXTGEN_ENGINE_RETRY) asks again
+    discovery.engine(url).models(max_age=0)  # the picker's next look (after TEXTGEN_ENGINE_RETRY) asks again
     assert "cannot be reached" in playground.unavailable()["tiny"]

@@ -12,7 +12,7 @@ Hub repository or a path on disk. The operator decides what is in the catalog:
   JSON file (`--catalog FILE` or `$TEXTGEN_CATALOG`) holding a list of
   `{"name": ..., "source": <hub id or directory>, "description": ...}`. A source may also be a `.gguf` file
   or a folder holding one: it is converted once to safetensors on first load (see textgen/gguf.py).
-- models served by an inference engine such as vLLM (textgen/engines.py): `--engine URL` flags of the app and
+- models served by an inference engine such as vLLM (textgen/remote): `--engine URL` flags of the app and
   the CLI and `$TEXTGEN_ENGINES` add every model the engine serves; a catalog file entry
   `{"name": ..., "engine": URL, "model": <the engine's model id>, "description": ...}` adds one.
 """
@@ -23,13 +23,17 @@ import json
 import os
 import re
 import socket
+import sys
 import threading
 import time
 import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from textgen import architectures, gguf
+from textgen.remote import discovery
+from textgen.remote.client import engine_urls, label, normalise_url
 
 # The shipped models and examples: the repository's assets/ beside the package, or after `pip install .` the copy
 # installed inside it (pyproject.toml maps assets/ to textgen.assets), so `textgen models` works from any folder.
@@ -65,7 +69,7 @@ class ModelEntry:
     description: str
     source: str  # a local directory or a Hugging Face Hub id; an engine's base URL for origin "engine"
     # "shipped" | "hub" | "local" | "gguf" (a local GGUF file, converted once on first load) | "engine" (served by
-    # an inference engine: textgen/engines.py)
+    # an inference engine: textgen/remote)
     origin: str
     model_id: str = ""  # the engine's name for the model (origin "engine"); "" for an engine not yet answering
 
@@ -95,9 +99,7 @@ class ModelEntry:
         if self.is_local:
             return None if self.available_offline() else "its files are missing"
         if self.origin == "engine":  # what the engine last said (asked again at most every 30 s)
-            from textgen import engines
-
-            return engines.unavailable_reason(self)
+            return discovery.unavailable_reason(self.source, self.model_id)
         if self.origin == "hub" and not self.available_offline() and (hub_offline() or not hub_reachable()):
             return NEEDS_DOWNLOAD
         return None
@@ -134,7 +136,7 @@ class Catalog:
     def __init__(self, entries: list[ModelEntry], engines: list[str] | None = None):
         self._entries: dict[str, ModelEntry] = {}
         # Engines whose model lists join the catalog (`--engine`): one that did not answer at start adds its models
-        # later (textgen.engines.refresh), so entries can come and go while the app runs, hence the lock.
+        # later (Catalog.refresh_engines), so entries can come and go while the app runs, hence the lock.
         self.engines = list(engines or [])
         self._lock = threading.Lock()
         for entry in entries:
@@ -187,10 +189,8 @@ class Catalog:
         include_gpt2: bool = True,
         engines: list[str] | None = None,
     ) -> Catalog:
-        """`engines`: base URLs of inference engines whose models join (textgen/engines.py), besides
+        """`engines`: base URLs of inference engines whose models join (textgen/remote), besides
         $TEXTGEN_ENGINES; each is asked for its models now, with a short timeout."""
-        from textgen import engines as engine_mod
-
         entries = shipped_entries(shipped_dir)
         if include_gpt2:
             entries += [ModelEntry(name, title, desc, HUB_IDS[name], "hub")
@@ -201,9 +201,24 @@ class Catalog:
         catalog_file = catalog_file or os.environ.get("TEXTGEN_CATALOG")
         if catalog_file:
             entries += entries_from_file(Path(catalog_file))
-        engine_urls = engine_mod.engine_urls(engines)
-        entries += engine_mod.discover(engine_urls)
-        return cls(entries, engines=engine_urls)
+        urls = engine_urls(engines)
+        entries += discover(urls)
+        return cls(entries, engines=urls)
+
+    def refresh_engines(self) -> None:
+        """Add the models of `self.engines` that answered since the catalog was made (asked at most every
+        TEXTGEN_ENGINE_RETRY seconds); an engine's placeholder goes once its models are in."""
+        for url in self.engines:
+            models = discovery.engine(url).models()
+            if models is None:
+                continue
+            known = {(e.source, e.model_id) for e in self if e.origin == "engine"}
+            for mid, info in models.items():
+                if (url, mid) not in known:
+                    self.add(engine_entry(url, mid, info=info))
+            for entry in list(self):
+                if entry.origin == "engine" and entry.source == url and not entry.model_id:
+                    self.remove(entry.name)
 
 
 def shipped_entries(directory: Path) -> list[ModelEntry]:
@@ -246,12 +261,10 @@ def entries_from_file(path: Path) -> list[ModelEntry]:
     base = path.parent
     entries = []
     for item in items:
-        if "engine" in item:  # one model of an inference engine, known without asking it (textgen/engines.py)
-            from textgen import engines
-
+        if "engine" in item:  # one model of an inference engine, known without asking it (textgen/remote)
             if not isinstance(item.get("model"), str) or not item["model"]:
                 raise ValueError(f"{path}: an 'engine' entry needs the engine's 'model' id")
-            entries.append(engines.model_entry(str(item["engine"]), item["model"], name=item.get("name"),
+            entries.append(engine_entry(str(item["engine"]), item["model"], name=item.get("name"),
                                                description=item.get("description")))
             continue
         source = str(item["source"])
@@ -295,3 +308,44 @@ def _gguf_entry(path: Path, name: str) -> ModelEntry:
     # A file name such as "SmolLM2-135M-Instruct.Q4_1" makes a fine catalog name once odd characters go.
     name = re.sub(r"[^A-Za-z0-9._-]", "-", name).strip("-._")[:64] or "gguf-model"
     return ModelEntry(name, title, description, str(path), "gguf")
+
+
+# -- models on inference engines (textgen/remote) -----------------------------------------------------------------
+
+
+def engine_entry(url: str, model_id: str, name: str | None = None, description: str | None = None,
+                 info: dict | None = None) -> ModelEntry:
+    """The catalog entry of one model on an engine; `info` is the engine's own description of it, if known."""
+    url = normalise_url(url)
+    where = label(url)
+    context = (info or {}).get("max_model_len")
+    about = f"{model_id}, served by the inference engine at {where}"
+    about += f" (context {context:,} tokens)." if isinstance(context, int) else "."
+    return ModelEntry(discovery.catalog_name(name or model_id), f"{name or model_id} (on {where})",
+                      description or about, url, "engine", model_id=model_id)
+
+
+def placeholder_entry(url: str) -> ModelEntry:
+    """Stands for the models of an engine that did not answer at start, until it does."""
+    url = normalise_url(url)
+    where = label(url)
+    return ModelEntry(discovery.catalog_name(f"engine-{where}"), f"Models on {where}",
+                      f"The models of the inference engine at {where}, listed here once it answers.", url, "engine")
+
+
+def engine_entries(url: str) -> list[ModelEntry]:
+    """The catalog entries of an engine: one per model it serves, or a placeholder while it cannot be reached."""
+    eng = discovery.engine(url)
+    models = eng.models(max_age=0)
+    if models is None:
+        print(f"textgen: {eng.answer.detail}; its models are listed once it answers", file=sys.stderr)
+        return [placeholder_entry(url)]
+    return [engine_entry(url, mid, info=info) for mid, info in models.items()]
+
+
+def discover(urls: list[str]) -> list[ModelEntry]:
+    """Entries for several engines, asked at the same time (so one unreachable engine costs one timeout)."""
+    if not urls:
+        return []
+    with ThreadPoolExecutor(max_workers=min(8, len(urls))) as pool:
+        return [entry for entries in pool.map(engine_entries, urls) for entry in entries]

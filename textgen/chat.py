@@ -38,10 +38,10 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
-from textgen import engines
 from textgen.events import Summary, TextEvent
 from textgen.generation import stream
 from textgen.loading import LoadedModel
+from textgen.remote import backend as remote
 from textgen.settings import GenerationSettings, InvalidRequest, Limits, clean_text
 
 ROLES = ("user", "assistant")
@@ -68,7 +68,7 @@ class ChatPrompt:
 def chat_unsupported_reason(loaded: LoadedModel) -> str | None:
     """None when the model can chat (its tokenizer has a chat template); else one line saying why not. A model on
     an engine is given the benefit of the doubt: its tokenizer is over there, and the engine says so if not."""
-    if engines.is_remote(loaded):
+    if remote.is_remote(loaded):
         return None
     template = getattr(loaded.tokenizer, "chat_template", None)
     if template:
@@ -174,7 +174,7 @@ def chat_stream(
     note about left-out messages, when there is one, is also among the Summary's warnings.
     """
     warnings: list[str] = []
-    if engines.is_remote(loaded):
+    if remote.is_remote(loaded):
         # The engine has the model's chat template and fits the conversation to its context itself: it is sent
         # the cleaned messages as they are.
         system, turns = _clean_messages(messages, system, limits or Limits.from_env(), warnings)
@@ -182,7 +182,7 @@ def chat_stream(
         prompt = ChatPrompt(ids=(), text="", messages=tuple(conversation), dropped=0, note=None,
                             reply_room=settings.max_new_tokens, stops=())
         yield prompt
-        yield from engines.chat(loaded, conversation, reply_settings(settings, prompt, warnings), cancel)
+        yield from remote.chat(loaded, conversation, reply_settings(settings, prompt, warnings), cancel)
         return
     prompt = build_chat_prompt(loaded, messages, system, settings.max_new_tokens, limits, warnings)
     yield prompt

@@ -20,16 +20,10 @@ from torch.nn import functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from textgen.events import Score
+from textgen.models.contract import context_length, start_memory, step
 from textgen.tokenization import encode
 
 CONTEXT = "\n"
-
-
-def context_length(model: PreTrainedModel) -> int | None:
-    """How many tokens the model can look at, or None when it has no limit (recurrent models)."""
-    if getattr(model, "_is_stateful", False):
-        return None
-    return getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
 
 
 @torch.inference_mode()
@@ -71,18 +65,18 @@ def _total_nll(
     device = model.device
     ctx = context_length(model)
     if ctx is None:
-        return _nll_recurrent(model, ids.to(device), first_scored, progress)
+        return _nll_carried(model, ids.to(device), first_scored, progress)
     return _nll_windows(model, ids.to(device), first_scored, ctx, batch_size, progress)
 
 
-def _nll_recurrent(model, ids, first_scored, progress, chunk: int = 1024) -> float:
-    # Exact: the state carries everything before each chunk, so no context is ever cut.
-    total, state = 0.0, None
+def _nll_carried(model, ids, first_scored, progress, chunk: int = 1024) -> float:
+    # A model without a context limit (recurrent, or memoryless): exact, its memory carries everything before
+    # each chunk, so no context is ever cut.
+    total, memory = 0.0, start_memory(model, 1)
     for start in range(0, len(ids) - 1, chunk):
         piece = ids[start : start + chunk + 1]
-        out = model(input_ids=piece[None, :-1], state=state)
-        state = out.state
-        nll = F.cross_entropy(out.logits[0].float(), piece[1:], reduction="none")
+        logits, memory = step(model, piece[None, :-1], memory, all_logits=True)
+        nll = F.cross_entropy(logits[0], piece[1:], reduction="none")
         keep = torch.arange(start + 1, start + len(piece), device=ids.device) >= first_scored
         total += nll[keep].sum().item()
         if progress:

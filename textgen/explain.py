@@ -46,9 +46,11 @@ from typing import Any
 
 import torch
 
+from textgen.catalog import UnknownModelError
 from textgen.events import STOP_REASONS
 from textgen.generation import IncrementalDecoder, Run, apply_processors, draw, sampling_stages
 from textgen.loading import LoadedModel, ModelLoadError, ModelManager
+from textgen.models import contract
 from textgen.settings import CONTROLS, GenerationSettings, InvalidRequest, Limits, RequestError
 
 __all__ = [
@@ -436,8 +438,6 @@ def next_token_json(loaded: LoadedModel, prompt: str, controls: Controls = None,
 def open_session(manager: ModelManager, name: object, prompt: object, limits: Limits | None = None) -> StepSession:
     """A StepSession on a catalogued model, for the page: every error a user can cause comes out as
     RequestError with generation's message (unknown model, broken checkpoint, too long a prompt)."""
-    from textgen.catalog import UnknownModelError
-
     try:
         return StepSession(manager.get(name), prompt, limits)
     except (UnknownModelError, ModelLoadError, InvalidRequest) as err:
@@ -459,9 +459,11 @@ def attention(loaded: LoadedModel, text: str, query: int = -1, limits: Limits | 
     (same BOS, same cut to the context). Works for our Transformer and Hugging Face models that can return
     attention weights (GPT-2 among them); InvalidRequest for a recurrent model, which has none.
     """
-    if getattr(loaded.model, "_is_stateful", False):
-        raise InvalidRequest(f"{loaded.entry.title} has no attention: it reads one token at a time and carries "
-                             "a memory along instead (see its units)")
+    model = loaded.model
+    if contract.is_ours(model) and not model.has_attention:
+        instead = (" it reads one token at a time and carries a memory along instead (see its units)" if model.has_units
+                   else " it does not look back over the text the way a Transformer does")
+        raise InvalidRequest(f"{loaded.entry.title} has no attention to show:{instead}")
     ids = _text_ids(loaded, text, limits)
     query = _whole("query", query, -len(ids), len(ids) - 1) % len(ids)
     batch = torch.tensor([ids[: query + 1]], dtype=torch.long, device=loaded.device)
@@ -474,6 +476,8 @@ def attention(loaded: LoadedModel, text: str, query: int = -1, limits: Limits | 
 
 @torch.inference_mode()
 def _attention_weights(model, batch: torch.Tensor) -> torch.Tensor:
+    if contract.is_ours(model):
+        return model.attention_weights(batch)
     out = model(input_ids=batch, output_attentions=True, use_cache=False)
     attentions = out.attentions
     if not attentions and getattr(model.config, "_attn_implementation", "eager") != "eager":
@@ -611,27 +615,21 @@ def _correlations(values: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
 def _unit_values(loaded: LoadedModel, text: str, layer: int, state: str,
                  limits: Limits | None) -> tuple[torch.Tensor, list[int], int, str]:
     model = loaded.model
-    if not getattr(model, "_is_stateful", False) or not hasattr(model, "rnn"):
-        raise InvalidRequest(f"{loaded.entry.title} has no recurrent units to look at (try the RNN, LSTM or GRU)")
+    if not (contract.is_ours(model) and model.has_units):
+        raise InvalidRequest(f"{loaded.entry.title} has no memory units to look at: only a recurrent model (RNN, "
+                             "LSTM or GRU) keeps its memory in units from token to token")
     if state not in ("cell", "hidden"):
         raise InvalidRequest(f"state must be 'cell' or 'hidden', got {state!r:.40}")
-    layers = model.rnn.num_layers
+    layers = model.unit_layers
     layer = _whole("layer", layer, -layers, layers - 1) % layers
-    if model.cell != "lstm":
-        state = "hidden"  # an RNN's or GRU's only state
+    if state not in model.unit_states:
+        state = model.unit_states[0]  # an RNN's or GRU's only state
     ids = _text_ids(loaded, text, limits)
     if len(ids) < MIN_UNIT_TOKENS:
         raise InvalidRequest(f"give at least {MIN_UNIT_TOKENS} characters of text to compare the units with")
     ids = ids[:MAX_UNIT_TOKENS]
     batch = torch.tensor([ids], dtype=torch.long, device=loaded.device)
-    rows, carried = [], None
-    # One token at a time through the model's own step (the generation path), keeping the state after each:
-    # nn.LSTM over the whole text gives only the last layer's h per token, never c or a lower layer.
-    for t in range(len(ids)):
-        carried = model(input_ids=batch[:, t : t + 1], state=carried).state
-        h = carried[1 if state == "cell" else 0] if model.cell == "lstm" else carried
-        rows.append(h[layer, 0])
-    return torch.stack(rows).float().cpu(), ids, layer, state
+    return model.unit_values(batch, layer, state).float().cpu(), ids, layer, state
 
 
 def _text_ids(loaded: LoadedModel, text: str, limits: Limits | None) -> list[int]:

@@ -26,7 +26,6 @@ import threading
 from collections.abc import Iterator
 
 import torch
-from transformers import DynamicCache
 from transformers.generation.logits_process import (
     LogitsProcessor,
     MinPLogitsWarper,
@@ -37,9 +36,10 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
-from textgen import engines
 from textgen.events import Clock, Summary, TextEvent, TokenInfo
 from textgen.loading import LoadedModel
+from textgen.models import contract
+from textgen.remote import backend as remote
 from textgen.settings import GenerationSettings
 from textgen.tokenization import encode
 
@@ -52,10 +52,10 @@ def stream(
 
     `prompt_ids`, when given, is the prompt as ready-made token ids with their special tokens (a chat
     template's, see textgen.chat): used as they are, instead of encoding `settings.prompt` and adding a BOS.
-    A model served by an inference engine (textgen.engines.RemoteModel) streams from there, as the same events.
+    A model served by an inference engine (textgen.remote.backend.RemoteModel) streams from there, as the same events.
     """
-    if engines.is_remote(loaded):
-        yield from engines.stream(loaded, settings, cancel, prompt_ids)
+    if remote.is_remote(loaded):
+        yield from remote.stream(loaded, settings, cancel, prompt_ids)
         return
     run = Run(loaded, settings, cancel or threading.Event(), prompt_ids)
     yield from run.events()
@@ -74,7 +74,7 @@ class Run:
         self.notes: list[str] = []
         self.seed = settings.seed if settings.seed is not None else secrets.randbelow(2**31)
         self.rng = torch.Generator(device=self.device).manual_seed(self.seed)
-        self.stateful = getattr(self.model, "_is_stateful", False)
+        self.memory_tokens = 0  # tokens the memory holds, to keep within the context
         self.context = loaded.context
         self.forward_steps = 0
         self.eos_ids = end_of_text_ids(self.model, self.tokenizer)
@@ -171,7 +171,7 @@ class Run:
         return TextEvent(row, new_text, self._token_info(token_id, probs, piece))
 
     def next_logits(self, all_ids: torch.Tensor, next_ids: torch.Tensor, cache):
-        if self.context is not None and cache.get_seq_length() + 1 > self.context:
+        if self.context is not None and self.memory_tokens + 1 > self.context:
             # The text outgrew the context: start over from its most recent half (one prefill per
             # context/2 tokens, instead of re-reading a full window for every token).
             # Not a warning: nothing is wrong with the request, this is how a Transformer works. Said once.
@@ -179,33 +179,32 @@ class Run:
                     "most recent part of the text")
             if note not in self.notes:
                 self.notes.append(note)
-            return self._forward(all_ids[:, -(self.context // 2):], self._new_cache())
+            return self._forward(all_ids[:, -(self.context // 2):], self._new_memory(len(all_ids)))
         return self._forward(next_ids[:, None], cache)
 
     def prefill(self, input_ids: torch.Tensor):
         """The prompt's forward pass; (None, None) if cancelled first.
 
-        A recurrent model reads a long prompt in pieces, checking for a stop between them, so that even a
-        10,000-character prompt stops within one piece (the state carries across: same result).
+        A model without a context limit reads a long prompt in pieces, checking for a stop between them, so that
+        even a 10,000-character prompt stops within one piece (its memory carries across: same result).
         """
-        step = PREFILL_CHUNK if self.stateful else input_ids.shape[1]
-        logits, cache = None, self._new_cache()
-        for start in range(0, input_ids.shape[1], step):
+        piece = PREFILL_CHUNK if self.context is None else input_ids.shape[1]
+        logits, memory = None, self._new_memory(len(input_ids))
+        for start in range(0, input_ids.shape[1], piece):
             if self.cancel.is_set():
                 return None, None
-            logits, cache = self._forward(input_ids[:, start : start + step], cache)
-        return logits, cache
+            logits, memory = self._forward(input_ids[:, start : start + piece], memory)
+        return logits, memory
 
-    def _new_cache(self):
-        return None if self.stateful else DynamicCache(config=self.model.config)
+    def _new_memory(self, batch_size: int):
+        self.memory_tokens = 0
+        return contract.start_memory(self.model, batch_size)
 
-    def _forward(self, input_ids: torch.Tensor, cache):
+    def _forward(self, input_ids: torch.Tensor, memory):
+        """One step of the model over `input_ids` (B, T): the last position's logits (B, V) and the new memory."""
         self.forward_steps += 1
-        if self.stateful:
-            out = self.model(input_ids=input_ids, state=cache, logits_to_keep=1)
-            return out.logits[:, -1].float(), out.state
-        out = self.model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
-        return out.logits[:, -1].float(), out.past_key_values
+        self.memory_tokens += input_ids.shape[1]
+        return contract.step(self.model, input_ids, memory)
 
     def _token_info(self, token_id: int, probs: torch.Tensor, piece: str | None = None) -> TokenInfo:
         k = self.settings.alternatives

@@ -27,7 +27,8 @@ import textgen.models  # noqa: F401  (registers our architectures with the Auto 
 from textgen import catalog, gguf
 from textgen.catalog import ASSETS, Catalog, ModelEntry, UnknownModelError, entry_for_source
 from textgen.devices import pick_device, pick_dtype
-from textgen.evaluate import context_length
+from textgen.models.contract import context_length
+from textgen.remote.backend import RemoteModel
 from textgen.settings import Limits
 
 # from_pretrained swaps process-wide functions (weight tying, some torch initialisers) for no-ops while it
@@ -107,10 +108,8 @@ def load_model(
 ) -> LoadedModel:
     """Load one catalog entry; raises ModelLoadError with a message a user can act on. `progress` hears the
     steps of a GGUF file's one-time conversion. A model served by an inference engine has nothing to load here:
-    it comes back as a RemoteModel (textgen.engines), which `generation.stream` sends to the engine."""
+    it comes back as a RemoteModel (textgen.remote.backend), which `generation.stream` sends to the engine."""
     if entry.origin == "engine":
-        from textgen.engines import RemoteModel
-
         return RemoteModel(entry)
     device = device or pick_device()
     dtype = pick_dtype(device)

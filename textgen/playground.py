@@ -31,13 +31,15 @@ from types import SimpleNamespace
 
 import torch
 
-from textgen import engines, explain
+from textgen import explain
 from textgen.catalog import UnknownModelError
 from textgen.chat import chat_stream, chat_unsupported_reason
 from textgen.evaluate import score_text
 from textgen.events import Live, ScoreRow, Summary, TextEvent
 from textgen.generation import stream
 from textgen.loading import LoadedModel, ModelLoadError, ModelManager
+from textgen.remote import backend as remote
+from textgen.remote.client import EngineError, engine_concurrency
 from textgen.settings import GenerationSettings, InvalidRequest, Limits, RequestError, clean_text
 
 log = logging.getLogger("textgen")
@@ -59,7 +61,7 @@ class Playground:
         # the reading of a stream, so it must neither wait for nor hold up the local models. (The page's queue
         # admits both together: app.py gives it room for TEXTGEN_CONCURRENCY + TEXTGEN_ENGINE_CONCURRENCY.)
         self._local_slots = threading.BoundedSemaphore(self.limits.concurrency)
-        self._engine_slots = threading.BoundedSemaphore(engines.engine_concurrency())
+        self._engine_slots = threading.BoundedSemaphore(engine_concurrency())
 
     # -- requests ----------------------------------------------------------------------------------------
 
@@ -87,7 +89,7 @@ class Playground:
                every: float) -> Iterator[Live]:
         """Feed one model's events into `live`, handing it on at the page's pace, inside a compute slot (local or
         engine) and with its failures in words. `events` starts the run once the slot is held."""
-        with self._slot(engines.is_remote(loaded), cancel), self._errors(live.title):
+        with self._slot(remote.is_remote(loaded), cancel), self._errors(live.title):
             pace = _Pace(every)
             for event in events():
                 if not isinstance(event, (TextEvent, Summary)):
@@ -136,11 +138,11 @@ class Playground:
         with self._signal(session, stopped) as cancel:  # before loading, as in generate
             yield lives
             runs: dict[int, Iterator[TextEvent | Summary]] = {}
-            remote = True
+            on_engines = True
             for i, live in enumerate(lives):
                 try:
                     loaded = self._load(live)
-                    remote = remote and engines.is_remote(loaded)
+                    on_engines = on_engines and remote.is_remote(loaded)
                     runs[i] = stream(loaded, settings, cancel)
                 except RequestError as err:
                     live.error = str(err)
@@ -148,7 +150,7 @@ class Playground:
                 raise RequestError(" ".join(dict.fromkeys(live.error for live in lives)))
             yield lives
             pace = _Pace(every)
-            with self._slot(remote, cancel):  # one slot for the whole comparison, as it is one page request
+            with self._slot(on_engines, cancel):  # one slot for the whole comparison, as it is one page request
                 while runs:
                     for i in list(runs):
                         try:
@@ -189,8 +191,8 @@ class Playground:
             try:
                 loaded = self._load(Live(entry.name, entry.title))
                 with self._errors(entry.title):
-                    if engines.is_remote(loaded):  # the engine scores it (or says it cannot)
-                        score = engines.score(loaded, text)
+                    if remote.is_remote(loaded):  # the engine scores it (or says it cannot)
+                        score = remote.score(loaded, text)
                     else:
                         score = score_text(loaded.model, loaded.tokenizer, text, progress=report)
                 row.nats_per_char, row.bits_per_char = score.nats_per_char, score.bits_per_char
@@ -260,7 +262,7 @@ class Playground:
 
     def unavailable(self) -> dict[str, str]:
         """The catalog's models that cannot be used here, with why, in a few words for the pickers."""
-        engines.refresh(self.catalog)  # an engine down at start lists its models once it answers
+        self.catalog.refresh_engines()  # an engine down at start lists its models once it answers
         reasons = {name: self.manager.unavailable(name) for name in self.catalog.names()}
         return {name: why for name, why in reasons.items() if why}
 
@@ -309,15 +311,15 @@ class Playground:
 
     def _entry(self, name: object):
         if isinstance(name, str) and name not in self.catalog:
-            engines.refresh(self.catalog)  # perhaps a model of an engine that answers now
+            self.catalog.refresh_engines()  # perhaps a model of an engine that answers now
         with self._errors("the request"):
             return self.catalog.get(name)
 
     @contextmanager
-    def _slot(self, remote: bool, cancel: threading.Event):
+    def _slot(self, on_engine: bool, cancel: threading.Event):
         """Hold a local compute slot, or an engine slot, while a run computes. A Stop while waiting for one ends
         the wait (the run then stops before its first step)."""
-        slots = self._engine_slots if remote else self._local_slots
+        slots = self._engine_slots if on_engine else self._local_slots
         while not slots.acquire(timeout=0.1):
             if cancel.is_set():
                 yield
@@ -358,7 +360,7 @@ class Playground:
             raise
         except (InvalidRequest, UnknownModelError) as err:
             raise RequestError(str(err)) from None
-        except (ModelLoadError, engines.EngineError) as err:
+        except (ModelLoadError, EngineError) as err:
             log.warning("model not available: %s", err.detail)
             raise RequestError(str(err)) from None
         except (torch.OutOfMemoryError, MemoryError):

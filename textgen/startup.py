@@ -27,11 +27,13 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from textgen.catalog import Catalog
 from textgen.events import Live
+from textgen.remote.client import engine_concurrency
 from textgen.settings import GenerationSettings, InvalidRequest, Limits, RequestError
 
 if TYPE_CHECKING:
@@ -248,3 +250,29 @@ class LazyPlayground:
 
         title = self.catalog.get(name).title if isinstance(name, str) and name in self.catalog else str(name)
         return Live(str(name), title)
+
+
+# -- the page's view of the service -----------------------------------------------------------------------
+
+
+class _PageView:
+    """A playground as the page sees it: the same object, except that `limits.concurrency` (what the page's queue
+    lets run at once) also counts the engine slots. The playground keeps its own limits and holds local runs to
+    TEXTGEN_CONCURRENCY with its own semaphore, engine runs to TEXTGEN_ENGINE_CONCURRENCY with another."""
+
+    def __init__(self, playground, limits):
+        self._playground = playground
+        self.limits = limits
+
+    def __getattr__(self, name: str):
+        return getattr(self._playground, name)
+
+
+def for_page(playground, catalog):
+    """What app.py serves: `playground` itself without engines; with engines, a view whose page queue has room for
+    the engine requests beside the local ones (so that a slow engine never takes a local model's turn)."""
+    if not (getattr(catalog, "engines", None) or any(e.origin == "engine" for e in catalog)):
+        return playground
+    limits = playground.limits
+    return _PageView(playground, replace(limits, concurrency=limits.concurrency + engine_concurrency()))
+

@@ -14,6 +14,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from transformers.utils import logging as _hf_logging
 
 from textgen import architectures as _registry
+from textgen.models.contract import TextgenModel
 from textgen.models.recurrent import (
     GRUConfig,
     GRUForCausalLM,
@@ -36,6 +37,9 @@ ARCHITECTURES = _registry.RegistryView(lambda arch: arch.classes())
 def register_with_auto(arch: _registry.Architecture) -> None:
     """Let AutoConfig/AutoModelForCausalLM load `arch`'s checkpoints (by their config.json model_type)."""
     config_cls, model_cls = arch.classes()
+    if not issubclass(model_cls, TextgenModel):
+        raise TypeError(f"{arch.name}: {model_cls.__name__} must derive from textgen.models.contract.TextgenModel "
+                        "(the written contract of our architectures: memory, context, one step)")
     if config_cls.model_type != arch.model_type:
         raise ValueError(f"{arch.name}: {config_cls.__name__}.model_type is {config_cls.model_type!r}, "
                          f"the registry says {arch.model_type!r}")
@@ -57,6 +61,7 @@ __all__ = [
     "RecurrentConfig",
     "RecurrentLM",
     "TransformerConfig",
+    "TextgenModel",
     "TransformerForCausalLM",
     "register_with_auto",
 ]

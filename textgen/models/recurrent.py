@@ -13,11 +13,12 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import GenerationMixin, PretrainedConfig, PreTrainedModel
+from transformers import PretrainedConfig
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from textgen.models.common import causal_lm_loss
+from textgen.models.contract import TextgenModel
 
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 
@@ -61,13 +62,14 @@ class RecurrentOutput(ModelOutput):
 _TORCH_RNN = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
 
-class RecurrentLM(PreTrainedModel, GenerationMixin):
-    """Embedding -> stacked RNN/LSTM/GRU -> linear head over the vocabulary."""
+class RecurrentLM(TextgenModel):
+    """Embedding -> stacked RNN/LSTM/GRU -> linear head over the vocabulary. Its memory is the hidden state
+    (and an LSTM's cell state) of every layer, carried from token to token."""
 
     config_class = RecurrentConfig
     base_model_prefix = "recurrent"
     main_input_name = "input_ids"
-    _is_stateful = True  # tells generate (and our engine) that the cache is a hidden state, not keys/values
+    memory = "state"
 
     def __init__(self, config: RecurrentConfig):
         super().__init__(config)
@@ -86,10 +88,6 @@ class RecurrentLM(PreTrainedModel, GenerationMixin):
         self.drop = nn.Dropout(config.dropout)
         self.head = nn.Linear(config.hidden_size, config.vocab_size)
         self.post_init()
-
-    @classmethod
-    def _supports_default_dynamic_cache(cls) -> bool:
-        return False  # our cache is the recurrent state, never a key/value cache
 
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, nn.RNNBase):
@@ -134,6 +132,32 @@ class RecurrentLM(PreTrainedModel, GenerationMixin):
         logits = self.head(out)
         loss = causal_lm_loss(logits, labels) if labels is not None else None
         return RecurrentOutput(loss=loss, logits=logits, state=state)
+
+    # -- the contract (textgen/models/contract.py) --
+
+    def step(self, input_ids: torch.LongTensor, memory: State | None, all_logits: bool = False
+             ) -> tuple[torch.Tensor, State]:
+        out = self(input_ids=input_ids, state=memory, logits_to_keep=0 if all_logits else 1)
+        return (out.logits if all_logits else out.logits[:, -1]).float(), out.state
+
+    @property
+    def unit_layers(self) -> int:
+        return self.rnn.num_layers
+
+    @property
+    def unit_states(self) -> tuple[str, ...]:
+        return ("cell", "hidden") if self.cell == "lstm" else ("hidden",)
+
+    def unit_values(self, input_ids: torch.LongTensor, layer: int, state: str) -> torch.Tensor:
+        """Every unit of one layer after each token of `input_ids` (1, T): (T, hidden_size). One token at a time
+        through the generation step, keeping the state after each: nn.LSTM over the whole text gives only the last
+        layer's h per token, never c or a lower layer."""
+        rows, carried = [], None
+        for t in range(input_ids.shape[1]):
+            carried = self(input_ids=input_ids[:, t : t + 1], state=carried).state
+            h = carried[1 if state == "cell" else 0] if self.cell == "lstm" else carried
+            rows.append(h[layer, 0])
+        return torch.stack(rows)
 
     def _step(self, x: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
         """One token through every layer, for generation.

@@ -12,12 +12,13 @@ import math
 import torch
 from torch import nn
 from torch.nn import functional as F
-from transformers import DynamicCache, GenerationMixin, PretrainedConfig, PreTrainedModel
+from transformers import DynamicCache, PretrainedConfig
 from transformers import initialization as init
 from transformers.cache_utils import Cache
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from textgen.models.common import causal_lm_loss
+from textgen.models.contract import TextgenModel
 
 
 class TransformerConfig(PretrainedConfig):
@@ -119,10 +120,13 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
-class TransformerForCausalLM(PreTrainedModel, GenerationMixin):
+class TransformerForCausalLM(TextgenModel):
+    """A GPT-style decoder. Its memory is a key/value cache of every token it has read, at most n_positions."""
+
     config_class = TransformerConfig
     base_model_prefix = "transformer"
     main_input_name = "input_ids"
+    memory = "cache"
     _tied_weights_keys = {"lm_head.weight": "wte.weight"}
 
     def __init__(self, config: TransformerConfig):
@@ -150,6 +154,24 @@ class TransformerForCausalLM(PreTrainedModel, GenerationMixin):
 
     def get_output_embeddings(self) -> nn.Linear:
         return self.lm_head
+
+    # -- the contract (textgen/models/contract.py) --
+
+    def context_length(self) -> int:
+        return self.config.n_positions
+
+    def start_memory(self, batch_size: int) -> Cache:
+        return DynamicCache(config=self.config)
+
+    def step(self, input_ids: torch.LongTensor, memory: Cache | None, all_logits: bool = False
+             ) -> tuple[torch.Tensor, Cache]:
+        out = self(input_ids=input_ids, past_key_values=memory, use_cache=True, logits_to_keep=0 if all_logits else 1)
+        return (out.logits if all_logits else out.logits[:, -1]).float(), out.past_key_values
+
+    def attention_weights(self, input_ids: torch.LongTensor) -> torch.Tensor:
+        """(layers, heads, T): where each head looks from the last token of `input_ids` (1, T)."""
+        attentions = self(input_ids=input_ids, output_attentions=True, use_cache=False).attentions
+        return torch.stack([a[0, :, -1, :].float() for a in attentions])
 
     def forward(
         self,

@@ -1,0 +1,120 @@
+"""The written contract of our architectures, and the one place any model takes a step.
+
+    from textgen.models.contract import TextgenModel, context_length, start_memory, step
+    memory = start_memory(model, batch_size=1)
+    logits, memory = step(model, ids, memory)          # (B, V): what comes after the last token of ids
+    logits, memory = step(model, next_ids, memory)     # one more token, reading only the new one
+
+An architecture is one model file (a transformers config class and a model class deriving from `TextgenModel`)
+and one entry in `textgen/architectures.py`. Generation, evaluation, the step-by-step views and the benchmarks
+read a model only through what this module defines, never through private flags, so a new architecture of any
+kind (recurrent, attention, or neither) trains, evaluates, writes its card, generates and shows in every picker.
+
+What the model class says:
+
+- `memory`: what it carries from one token to the next while writing,
+  "state": a fixed-size hidden state (RNN, LSTM, GRU): it reads texts of any length;
+  "cache": keys and values of every token so far (a Transformer): it reads at most `context_length()` tokens;
+  "none": nothing at all (a bigram model): the next token depends only on the tokens it is handed.
+- `context_length()`: how many tokens it can look at; None for no limit ("state" and "none" models).
+- `start_memory(batch_size)`: the memory before the first token (None when it starts empty).
+- `step(input_ids, memory, all_logits=False)`: read `input_ids` (B, T) after what `memory` holds; return the
+  logits of the last position (B, V), or of every position (B, T, V) with `all_logits`, and the memory after them.
+  A "none" model is handed only the new tokens too: whatever it needs of the past it must keep in its memory.
+- `forward(input_ids, labels=None)`: training's call, transformers' convention (an output with `.loss`, `.logits`).
+- Optional, for the step-by-step views (each says plainly when a model does not offer it):
+  `attention_weights(input_ids)` -> (layers, heads, T): where each head looks from the last token;
+  `unit_layers`, `unit_states` and `unit_values(input_ids, layer, state)` -> (T, units): a recurrent model's memory
+  units after each token.
+
+Hugging Face models that are not ours (GPT-2, Llama, anything `from_pretrained` loads) take their step here too,
+through their key/value cache: `step`, `start_memory`, `context_length` and `memory_kind` below cover both.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from transformers import DynamicCache, GenerationMixin, PreTrainedModel
+
+MEMORY_KINDS = ("state", "cache", "none")
+
+
+class TextgenModel(PreTrainedModel, GenerationMixin):
+    """The base class of our architectures: the contract above, with the defaults of a model with no extras."""
+
+    memory: ClassVar[str] = "state"  # one of MEMORY_KINDS
+    unit_layers: ClassVar[int] = 0  # layers of memory units the units view can show (0: none)
+    unit_states: ClassVar[tuple[str, ...]] = ()  # their kinds, e.g. ("cell", "hidden") for an LSTM
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.memory not in MEMORY_KINDS:
+            raise TypeError(f"{cls.__name__}.memory must be one of {MEMORY_KINDS}, not {cls.memory!r}")
+        # transformers' generate reads these two: a model without a key/value cache carries its own memory
+        # (an output field named `state`) and must not be handed a DynamicCache.
+        cls._is_stateful = cls.memory != "cache"
+
+    @classmethod
+    def _supports_default_dynamic_cache(cls) -> bool:
+        return cls.memory == "cache"
+
+    def context_length(self) -> int | None:
+        return None
+
+    def start_memory(self, batch_size: int) -> Any:
+        return None
+
+    def step(self, input_ids: torch.LongTensor, memory: Any, all_logits: bool = False) -> tuple[torch.Tensor, Any]:
+        raise NotImplementedError(f"{type(self).__name__} must define step(input_ids, memory, all_logits)")
+
+    @property
+    def has_attention(self) -> bool:
+        return type(self).attention_weights is not TextgenModel.attention_weights
+
+    @property
+    def has_units(self) -> bool:
+        return self.unit_layers > 0 and type(self).unit_values is not TextgenModel.unit_values
+
+    def attention_weights(self, input_ids: torch.LongTensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def unit_values(self, input_ids: torch.LongTensor, layer: int, state: str) -> torch.Tensor:
+        raise NotImplementedError
+
+
+# -- any model, ours or Hugging Face's ------------------------------------------------------------------------------
+
+
+def is_ours(model: object) -> bool:
+    return isinstance(model, TextgenModel)
+
+
+def memory_kind(model: PreTrainedModel) -> str:
+    """"state", "cache" or "none" (see TextgenModel.memory); a Hugging Face model keeps a key/value cache."""
+    return model.memory if is_ours(model) else "cache"
+
+
+def context_length(model: PreTrainedModel) -> int | None:
+    """How many tokens the model can look at, or None when it has no limit (recurrent and memoryless models)."""
+    if is_ours(model):
+        return model.context_length()
+    config = model.config
+    return getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+
+
+def start_memory(model: PreTrainedModel, batch_size: int = 1) -> Any:
+    """The memory before the first token: ours say; a Hugging Face model gets an empty key/value cache."""
+    return model.start_memory(batch_size) if is_ours(model) else DynamicCache(config=model.config)
+
+
+def step(model: PreTrainedModel, input_ids: torch.LongTensor, memory: Any, all_logits: bool = False
+         ) -> tuple[torch.Tensor, Any]:
+    """The model reads `input_ids` (B, T) after `memory`: (logits (B, V) of the last position, or (B, T, V) with
+    `all_logits`; the memory after them)."""
+    if is_ours(model):
+        return model.step(input_ids, memory, all_logits)
+    out = model(input_ids=input_ids, past_key_values=memory, use_cache=True, logits_to_keep=0 if all_logits else 1)
+    logits = out.logits if all_logits else out.logits[:, -1]
+    return logits.float(), out.past_key_values
