@@ -6,8 +6,9 @@
 Ten chunks spread over the file (5% of it) are held out for validation. The learning rate warms up, then
 follows a cosine down to a tenth of its peak over the run's length, measured in steps or in seconds, whichever
 limit is set (with a time budget the schedule still ends exactly when the time is up). The checkpoint with the
-best validation loss is kept in `--out` as a Hugging Face directory (config, safetensors weights, tokenizer),
-with `loss.csv` and `loss.png` beside it. `--resume` continues an interrupted run from `--out`.
+best validation loss is kept in `--out`/training_state/best while it trains, and moves into `--out` as a Hugging
+Face directory (config, safetensors weights, tokenizer) only with its model card, summary, `loss.csv` and
+`loss.png`: a run that fails or is stopped never leaves weights without them. `--resume` continues an interrupted run from `--out`.
 Device placement and mixed precision are accelerate's, so `accelerate launch -m textgen train ...` runs
 on several GPUs, and `python -m torch.distributed.run --nproc_per_node 2 -m textgen train ...` on several CPU
 processes (data-parallel: one model, each process its own windows, the effective batch is batch x processes).
@@ -44,6 +45,10 @@ from textgen.tokenization import train_bpe_tokenizer, train_char_tokenizer
 from textgen.train_config import SIZE_FIELDS, TrainConfig, lr_at
 
 STATE_DIR = "training_state"
+# The best checkpoint so far, inside STATE_DIR: it moves into OUT only once its card and summary are written, so
+# that OUT never holds weights without them (a run that fails or is stopped leaves OUT as it was; --resume goes on).
+BEST_DIR = "best"
+MODEL_FILES = ("model.safetensors", "generation_config.json", "config.json")  # config.json last: it makes a model
 # The batch generators of processes 1..N-1 of a data-parallel run (process 0's stays in optimizer.safetensors,
 # where a one-process run keeps it: its state files are the same as before multi-process training existed).
 PROCESS_RNG_FILE = "process_rng.safetensors"
@@ -234,6 +239,7 @@ class Trainer:
                 json.dumps({**summary, "config": asdict(cfg)}, indent=2))
             plot_loss(self.out)
             write_model_card(self.out, cfg, summary, n_params)
+            self._publish_best()
         acc.wait_for_everyone()  # the others end with process 0, once its files are written
         # Let go of the data-parallel wrapper (its reducer keeps gloo work alive) before the process group ends:
         # left to the interpreter's exit, that work was seen to abort a process ("terminate called without an
@@ -247,7 +253,7 @@ class Trainer:
     def final_validation(self) -> dict:
         """The kept (best) checkpoint scored over every character of every held-out chunk, and of the last
         chunk (the file's tail) alone, which earlier cards reported."""
-        best = AutoModelForCausalLM.from_pretrained(self.out).to(self.accelerator.device).eval()
+        best = AutoModelForCausalLM.from_pretrained(self._best_dir()).to(self.accelerator.device).eval()
         scores = [score_text(best, self.tokenizer, chunk) for chunk in self.val_texts]
         chars = sum(s.chars for s in scores)
         nats = sum(s.nats_per_char * s.chars for s in scores) / chars
@@ -311,9 +317,18 @@ class Trainer:
                 w.writerow(["step", "seconds", "train_loss", "val_loss", "lr"])
             w.writerow([self.step, round(self.elapsed, 1), round(train_loss, 4), round(val_loss, 4), f"{lr:.3g}"])
 
+    def _best_dir(self) -> Path:
+        return self.out / STATE_DIR / BEST_DIR
+
     def _save_best(self) -> None:
         model = self.accelerator.unwrap_model(self.model)
-        model.save_pretrained(self.out)
+        model.save_pretrained(self._best_dir())
+
+    def _publish_best(self) -> None:
+        """The finished model into OUT, beside its card: weights first, config.json (what makes a model) last."""
+        for name in MODEL_FILES:
+            if (self._best_dir() / name).is_file():
+                (self._best_dir() / name).replace(self.out / name)
 
     def _save_state(self) -> None:
         """Everything --resume needs, rewritten at every validation; weights in safetensors, no pickles.
