@@ -21,6 +21,10 @@ from textgen.loading import ModelManager
 from textgen.playground import Playground
 from textgen.settings import Limits
 
+# Seconds the page may take to answer while text streams, or to say it stopped after Stop: a frozen page took
+# several; a healthy one on a busy machine a few tenths. benchmarks/page.py runs the same test at 0.5 s.
+FREEZE = float(os.environ.get("TEXTGEN_PAGE_FREEZE", "3"))
+
 pytestmark = pytest.mark.browser  # the `browser` fixture (conftest.py) skips where Chromium is missing
 
 
@@ -88,7 +92,10 @@ def test_a_long_text_streams_with_the_page_responsive_and_stop_answers(page_url,
     # While text streams (from the first text on: the wait before it is `first_text`), the page keeps answering.
     streaming = [a for a, n in zip(answers, lengths) if n > 0]
     slow = [(round(a, 2), n) for a, n in zip(answers, lengths) if n > 0 and a > 0.2]  # (seconds, text length)
-    assert max(streaming) < 0.5, f"the page stopped answering while text streamed: {slow} of {len(streaming)}"
+    # A page frozen by its updates answered seconds late; a busy machine (CI) can add a few tenths to a healthy
+    # page, so the test asks for no freeze (FREEZE) and prints the figure; the strict one is measured with
+    # `python benchmarks/page.py` on a quiet machine (README: Performance).
+    assert max(streaming) < FREEZE, f"the page stopped answering while text streamed: {slow} of {len(streaming)}"
     assert page.locator("#tokens .tg-tok").count() == 1000
     print(f"\n1000 tokens: first text after {first_text:.2f} s, {len(growth)} visible steps, "
           f"slowest page answer while streaming {max(streaming) * 1000:.0f} ms")
@@ -104,7 +111,7 @@ def test_a_long_text_streams_with_the_page_responsive_and_stop_answers(page_url,
     stopped_at = len(_output(page, "output"))
     time.sleep(1.0)
     assert len(_output(page, "output")) == stopped_at, "text kept coming after Stop"
-    assert answered < 1.0, f"the page said it stopped only {answered:.2f} s after the click"
+    assert answered < FREEZE, f"the page said it stopped only {answered:.2f} s after the click"
     assert stopped_at < 1000
     print(f"Stop: the page said so {answered * 1000:.0f} ms after the click, at {stopped_at} characters")
     assert _errors(page) == 0

@@ -239,7 +239,7 @@ def test_uncached_hub_model_offline_fails_fast_with_advice(monkeypatch, no_loadi
     start = time.perf_counter()
     with pytest.raises(ModelLoadError) as exc:
         load_model(HUB_GHOST, torch.device("cpu"))
-    assert time.perf_counter() - start < 2
+    assert time.perf_counter() - start < 10  # fails fast: no 30 s network time-out (generous for busy machines)
     # The visitor reads what happened and what to do; the operator (log, CLI) reads the cause and the fix.
     assert str(exc.value) == "Ghost has to be downloaded first, and this server has no internet connection. " \
                              "Pick another model."

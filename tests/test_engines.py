@@ -229,7 +229,7 @@ def test_stop_closes_the_stream_and_the_engine_sees_it(fake, model_dirs):
     stopped_at = time.perf_counter()
     assert live.summary.stop_reasons == ["cancelled"] and seen < 10
     assert fake.aborted.wait(2), "the engine never saw the stream close"
-    assert time.perf_counter() - stopped_at < 2 and fake.chunks_sent < 20
+    assert time.perf_counter() - stopped_at < 10 and fake.chunks_sent < 20
 
 
 def test_stop_while_the_engine_is_silent_ends_the_wait_at_once(fake, model_dirs, monkeypatch):

@@ -424,7 +424,7 @@ def test_a_converted_gguf_is_not_converted_again(gguf_copy, cache, monkeypatch):
     monkeypatch.setattr(textgen.gguf, "_convert", refuse)
     start = time.perf_counter()
     assert converted_folder(gguf_copy) == folder
-    assert time.perf_counter() - start < 0.5
+    assert time.perf_counter() - start < 10  # a conversion takes ~30 s; this only reads the folder
 
 
 def test_a_changed_file_is_converted_again(chat_dirs, gguf_copy, cache):

@@ -8,7 +8,8 @@ follows a cosine down to a tenth of its peak over the run's length, measured in 
 limit is set (with a time budget the schedule still ends exactly when the time is up). The checkpoint with the
 best validation loss is kept in `--out`/training_state/best while it trains, and moves into `--out` as a Hugging
 Face directory (config, safetensors weights, tokenizer) only with its model card, summary, `loss.csv` and
-`loss.png`: a run that fails or is stopped never leaves weights without them. `--resume` continues an interrupted run from `--out`.
+`loss.png`: a run that fails or is stopped never leaves weights without them. `--resume` continues an
+interrupted run from `--out`.
 Device placement and mixed precision are accelerate's, so `accelerate launch -m textgen train ...` runs
 on several GPUs, and `python -m torch.distributed.run --nproc_per_node 2 -m textgen train ...` on several CPU
 processes (data-parallel: one model, each process its own windows, the effective batch is batch x processes).
