@@ -403,6 +403,25 @@ def test_top_k_limits_the_alternatives_and_contains_the_choice(manager):
         assert info.prob in [p for _, p in info.alternatives]
 
 
+def test_top_p_draws_only_from_the_likeliest_tokens_that_make_up_p(manager):
+    loaded = manager.get("lstm")
+    controls = {"max_new_tokens": 30, "seed": 4, "temperature": 1.0, "alternatives": 10}
+    events, _ = generate(loaded, top_p=0.2, **controls)
+    everything, _ = generate(loaded, top_p=1.0, **controls)
+    assert token_ids(events) != token_ids(everything)  # the same seed draws otherwise once top-p cuts the tail
+    assert all(len(e.token.alternatives) == 10 for e in everything)  # nothing cut: every token has a chance
+    cut = [e.token for e in events if len(e.token.alternatives) < 10]
+    assert len(cut) > len(events) / 2  # mostly, fewer than 10 tokens make up 20%
+    for info in cut:  # then the alternatives are all there is to draw from, and they share 100% again
+        assert sum(p for _, p in info.alternatives) == pytest.approx(1.0, abs=1e-4)
+        assert info.prob in [p for _, p in info.alternatives]
+    # A top-p smaller than the likeliest token's share keeps that token alone: the greedy text.
+    tight, _ = generate(loaded, top_p=0.01, **controls)
+    greedy, _ = generate(loaded, temperature=0, max_new_tokens=30)
+    assert token_ids(tight) == token_ids(greedy)
+    assert all(len(e.token.alternatives) == 1 for e in tight)
+
+
 def test_greedy_choice_is_the_first_alternative(manager):
     loaded = manager.get("gru")
     events, _ = generate(loaded, max_new_tokens=20, temperature=0)
