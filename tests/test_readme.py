@@ -66,3 +66,13 @@ def test_every_file_the_layout_names_exists():
 
     missing = [p for p in paths if not exists(p)]
     assert not missing, f"the README's Layout names files that are not there: {missing}"
+
+
+def test_the_layout_names_every_module_of_the_project():
+    layout = README.split("## Layout", 1)[1]
+    modules = [p for p in [*(ROOT / "textgen").rglob("*.py"), *(ROOT / "ui").glob("*.py")]
+               if p.name != "__init__.py" or p.parent.name in ("models",)]
+    named = set(re.findall(r"`([\w./-]+)`", layout))
+    missing = [str(m.relative_to(ROOT)) for m in modules
+               if str(m.relative_to(ROOT)) not in named and m.name not in named]
+    assert not missing, f"the README's Layout leaves out: {missing}"

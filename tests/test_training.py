@@ -213,12 +213,12 @@ def test_validation_chunks_are_spread_over_the_file_and_never_trained_on():
     assert split_text(text, 0.05, chunks=1).val == [text[-len(split_text(text, 0.05, 1).val[0]):]]
 
 
-def test_card_reports_the_spread_chunks_and_the_tail_apart(config):
+def test_card_reports_the_held_out_stretches_and_the_tail_apart(config):
     summary = train(replace(config, val_chunks=4))
     assert summary["val_chunks"] == 4 and summary["tail_chars"] < summary["val_chars"]
     card = (Path(config.out) / "README.md").read_text()
     assert f"{summary['val_nats_per_char']:.4f} nats/char" in card
-    assert f"{summary['tail_nats_per_char']:.4f} nats/char" in card and "4 chunks spread" in card
+    assert f"{summary['tail_nats_per_char']:.4f} nats/char" in card and "4 stretches spread" in card
 
 
 def test_tensorboard_logs_losses_through_accelerate(config):

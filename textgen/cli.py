@@ -16,7 +16,7 @@ from textgen.train_config import TrainConfig  # torch-free: `--help` and `models
 # (_train_default_words): the architecture's recipe values where the recipe decides.
 TRAIN_HELP = {
     "arch": "model architecture",
-    "data": "UTF-8 text file to train on (--val-fraction of it, in chunks spread over the file, is held out)",
+    "data": "UTF-8 text file to train on (--val-fraction of it, in stretches spread over the file, is held out)",
     "out": "directory for the best checkpoint, tokenizer, loss.csv/png and model card",
     "tokenizer": "char: one token per character; bpe: byte-level BPE",
     "bpe_vocab_size": "how many tokens the BPE tokenizer learns (only with --tokenizer bpe)",
@@ -39,7 +39,7 @@ TRAIN_HELP = {
     "eval_interval": "validate, and keep the checkpoint if it is the best so far, every this many steps",
     "eval_batches": "batches of held-out windows in each quick validation",
     "val_fraction": "share of the file held out for validation",
-    "val_chunks": "held-out chunks spread over the file (1: only its tail)",
+    "val_chunks": "held-out stretches of consecutive text spread over the file (1: only its tail)",
     "seed": "random seed of the first weights and of the batches",
     "threads": "CPU threads for torch",
     "init_from": "start from this checkpoint's weights and tokenizer, with a fresh optimizer and schedule",

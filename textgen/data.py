@@ -1,7 +1,7 @@
 """Text files in, batches of token ids out.
 
     from textgen.data import read_text, split_text
-    split = split_text(read_text("shakespeare.txt"), val_fraction=0.05, chunks=10)   # split.train, split.val
+    split = split_text(read_text("shakespeare.txt"), val_fraction=0.1, chunks=3)   # split.train, split.val
 """
 
 from __future__ import annotations

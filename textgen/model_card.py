@@ -51,9 +51,10 @@ def write_model_card(out: Path, cfg: TrainConfig, summary: dict, n_params: int) 
     minutes = [s["train_seconds"] / 60 for s in stages] + [summary["train_seconds"] / 60]
     time_text = " + ".join(f"{m:.1f}" for m in minutes) + " min" + (f" ({sum(minutes):.1f} in all)" if stages else "")
     steps_text = " + ".join(f"{n:,}" for n in [*(s["steps"] for s in stages), summary["steps"]])
-    held_out = f"{cfg.val_fraction:.0%} held out for validation in {cfg.val_chunks} chunks spread over the file"
+    held_out = f"{cfg.val_fraction:.0%} held out for validation in {cfg.val_chunks} stretches spread over the file"
     tail = (f"{summary.get('tail_nats_per_char', float('nan')):.4f} nats/char over {summary.get('tail_chars', 0):,} "
-            "chars (the last chunk alone: what earlier cards called the held-out tail)")
+            "chars (the last held-out piece alone, at the file's end)")
+    heldback_row = heldback_line(summary)
     processes = summary.get("processes", 1)
     hardware = describe_hardware() + (f", {processes} processes" if processes > 1 else "")
     batch_row = ""
@@ -79,12 +80,21 @@ A {n_params / 1e6:.2f}M-parameter {cfg.arch} trained by `textgen` on `{Path(cfg.
 {batch_row}| training time | {time_text} on {hardware} |
 | validation loss | {nats:.4f} nats/char ({bits:.4f} bits/char) over {summary.get("val_chars", 0):,} held-out chars |
 | of which the file's tail | {tail} |
-
+{heldback_row}
 {_commands_text(cfg, stages, processes)}
 
 The loss curve (of the last run) is `loss.csv` / `loss.png`.
 """
     (out / "README.md").write_text(text)
+
+
+def heldback_line(summary: dict) -> str:
+    """The card's row for the held-back plays, when the maintainers have measured the model there ('' if not)."""
+    nats = summary.get("heldback_nats_per_char")
+    if not isinstance(nats, (int, float)):
+        return ""
+    return (f"| unseen plays | {nats:.3f} nats/char on the held-back plays after the training file (tiny "
+            "Shakespeare's last 10%, never trained or validated on; measured by the maintainers) |\n")
 
 
 def _commands_text(cfg: TrainConfig, stages: list[dict], processes: int = 1) -> str:
@@ -103,10 +113,12 @@ def _commands_text(cfg: TrainConfig, stages: list[dict], processes: int = 1) -> 
 def _cli_args(cfg: TrainConfig) -> list[str]:
     # Every resolved value that differs from TrainConfig's own default, recipe values included, so that the
     # command still reproduces the model if the recipes change.
+    # The split is always written: which text was held out is part of what the model is (its default changed once).
     defaults = TrainConfig()
     args = []
     for name, value in asdict(cfg).items():
-        if name == "resume" or value is None or (value == getattr(defaults, name) and name != "arch"):
+        always = name in ("arch", "val_fraction", "val_chunks")
+        if name == "resume" or value is None or (value == getattr(defaults, name) and not always):
             continue
         flag = f"--{name.replace('_', '-')}"
         if isinstance(value, bool):  # on/off flags: --tensorboard / --no-tensorboard

@@ -164,7 +164,8 @@ class LazyPlayground:
             elapsed = time.monotonic() - self._started_at if self._state == "starting" else 0.0
             retrying = self._failures > 0
         left = self._usual * (1 + (retrying and 1)) - elapsed
-        when = f"about {max(1, round(left))} s" if left > 0 else f"it usually takes about {round(self._usual)} s"
+        when = (f"about {max(1, round(left))} s" if left > 0
+                else f"taking longer than the usual {round(self._usual)} s on this server")
         why = "a first try failed, so it is trying again; " if retrying else ""
         return f"The server has just started and the models are still starting ({why}{when})…"
 

@@ -3,7 +3,7 @@
     python -m textgen train --arch transformer --data ../shared/data/tinyshakespeare_train.txt \
         --out runs/transformer --time-budget 240
 
-Ten chunks spread over the file (5% of it) are held out for validation. The learning rate warms up, then
+Three stretches of consecutive text (10% of the file) are held out for validation. The learning rate warms up, then
 follows a cosine down to a tenth of its peak over the run's length, measured in steps or in seconds, whichever
 limit is set (with a time budget the schedule still ends exactly when the time is up). The checkpoint with the
 best validation loss is kept in `--out`/training_state/best while it trains, and moves into `--out` as a Hugging
@@ -49,6 +49,9 @@ STATE_DIR = "training_state"
 # The best checkpoint so far, inside STATE_DIR: it moves into OUT only once its card and summary are written, so
 # that OUT never holds weights without them (a run that fails or is stopped leaves OUT as it was; --resume goes on).
 BEST_DIR = "best"
+# Held-out pieces at least this long are whole stretches of scenes (textgen.train_config: the default split), whose
+# score predicts unseen text; the page's default model is chosen by it (app.default_model).
+BLOCK_CHARS = 20_000
 MODEL_FILES = ("model.safetensors", "generation_config.json", "config.json")  # config.json last: it makes a model
 # The batch generators of processes 1..N-1 of a data-parallel run (process 0's stays in optimizer.safetensors,
 # where a one-process run keeps it: its state files are the same as before multi-process training existed).
@@ -258,9 +261,12 @@ class Trainer:
         scores = [score_text(best, self.tokenizer, chunk) for chunk in self.val_texts]
         chars = sum(s.chars for s in scores)
         nats = sum(s.nats_per_char * s.chars for s in scores) / chars
-        return {"val_nats_per_char": round(nats, 4), "val_bits_per_char": round(nats / math.log(2), 4),
-                "val_chars": chars, "val_chunks": len(scores), "tail_nats_per_char": round(scores[-1].nats_per_char, 4),
-                "tail_chars": scores[-1].chars}
+        result = {"val_nats_per_char": round(nats, 4), "val_bits_per_char": round(nats / math.log(2), 4),
+                  "val_chars": chars, "val_chunks": len(scores),
+                  "tail_nats_per_char": round(scores[-1].nats_per_char, 4), "tail_chars": scores[-1].chars}
+        if min(s.chars for s in scores) >= BLOCK_CHARS:  # whole stretches of scenes: the measure of new text
+            result["blocks_nats_per_char"] = result["val_nats_per_char"]
+        return result
 
     def _ids(self, text: str) -> torch.Tensor:
         return torch.tensor(self.tokenizer(text, add_special_tokens=False)["input_ids"], dtype=torch.long)
