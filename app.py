@@ -26,6 +26,7 @@ from textgen.startup import LazyPlayground, for_page
 from ui import step as view
 from ui.render import (
     SCORE_COLUMNS,
+    STOPPED,
     TOKEN_CSS,
     TOKEN_JS,
     TokenView,
@@ -727,8 +728,7 @@ def step_tab(playground: Playground | LazyPlayground) -> list:
             result = state.session.run(n, controls_, seed=seed_)
             tokens = result["tokens"][:-1] if result["stop_reason"] == "end_of_text" else result["tokens"]
             state.written += [view.Written(t["text"], t["prob"]) for t in tokens]
-            why = {"length": "the number you set", "end_of_text": "the model ended the text",
-                   "no_allowed_token": "the settings left no token it may write"}[result["stop_reason"]]
+            why = STOPPED[result["stop_reason"]]
             note = f"Wrote {len(tokens)} token{'s' * (len(tokens) != 1)} (seed {result['seed']}); stopped: {why}."
             return shown_state(state, values[:-2], note)
         return opened(request, model, prompt, act)

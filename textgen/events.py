@@ -12,6 +12,7 @@ page read them, so it imports neither torch nor any other module of textgen.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -159,3 +160,12 @@ class Score:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def shown(text: str) -> str:
+    """A token's text as a person can see it: a space as ␣, a newline as ↵, a tab as ⇥, nothing as ∅, and any
+    other control character as its code (\\x1b), never raw. The one rule for the page, the step view and the CLI."""
+    if text == "":
+        return "∅"
+    out = text.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥")
+    return re.sub(r"[\x00-\x1f\x7f]", lambda m: f"\\x{ord(m.group()):02x}", out)

@@ -47,7 +47,7 @@ from typing import Any
 import torch
 
 from textgen.catalog import UnknownModelError
-from textgen.events import STOP_REASONS
+from textgen.events import STOP_REASONS, shown
 from textgen.generation import IncrementalDecoder, Run, apply_processors, draw, sampling_stages
 from textgen.loading import LoadedModel, ModelLoadError, ModelManager
 from textgen.models import contract
@@ -80,14 +80,6 @@ STAGE_CONTROL = {"repetition_penalty": "repetition_penalty", "no_repeat_ngram": 
                  "temperature": "temperature", "top_k": "top_k", "top_p": "top_p", "min_p": "min_p"}
 _MODEL_HELP = "What the model itself would write next, before any control changes it."
 _GREEDY_HELP = "Temperature 0: the model always writes its likeliest token, so that one gets everything."
-
-
-def shown(text: str) -> str:
-    """A token's text made visible: a space as ␣, a newline as ↵, a tab as ⇥, nothing as ∅."""
-    if text == "":
-        return "∅"
-    out = text.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥")
-    return re.sub(r"[\x00-\x1f\x7f]", lambda m: f"\\x{ord(m.group()):02x}", out)
 
 
 def parse_controls(controls: Controls, limits: Limits | None = None) -> GenerationSettings:

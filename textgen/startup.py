@@ -133,7 +133,7 @@ class LazyPlayground:
                 self._playground, self._state, self._error = playground, "ready", None
                 self._changed.notify_all()
             log.info("the models are ready to load (start-up took %.1f s)", seconds)
-            if attempt == 1:  # a retried start says nothing about the usual time
+            if attempt == 1 and seconds >= 0.5:  # a retried start, or one with everything imported, says nothing
                 _remember(seconds)
             return
         with self._changed:

@@ -15,6 +15,8 @@ import html
 import json
 from typing import TYPE_CHECKING
 
+from textgen.events import shown  # torch-free: the one rule for showing a token's text
+
 if TYPE_CHECKING:  # only for annotations: the page imports this module before torch is loaded
     from textgen.catalog import Catalog
     from textgen.events import Live, ScoreRow, TokenInfo
@@ -134,11 +136,6 @@ def legend(branching: bool = False) -> str:
             '<span style="background:hsla(60,75%,50%,.35)">so-so</span> '
             '<span style="background:hsla(120,75%,50%,.35)">likely</span>. '
             f"Hover over, tap or tab to a token to see what else the model considered{more}.</div>")
-
-def shown(text: str) -> str:
-    """A token as a person can see it: a space as ␣, a newline as ↵, a tab as ⇥ (our char models write many)."""
-    return text.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥") or "∅"
-
 
 def _attr(value: str) -> str:
     """Text for a single-quoted HTML attribute (JSON's double quotes then need no escaping: smaller)."""

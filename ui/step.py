@@ -18,7 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ui.render import shown, token_span
+from textgen.events import shown
+from ui.render import token_span
 
 # -- words for the reader ------------------------------------------------------------------------------------
 
