@@ -189,7 +189,9 @@ class Trainer:
                   f"effective batch {batch} windows of {cfg.block_size} tokens")
         self._start_tracking()
         tokens_per_step = self.effective_batch_size * cfg.block_size
-        bar = tqdm(total=100, disable=not acc.is_main_process, bar_format=BAR_FORMAT)
+        # `initial`: a resumed run's bar starts where it stopped, and tqdm measures its rate (so the time left)
+        # from the progress made since, not from 0% in the first seconds.
+        bar = tqdm(total=100, initial=100 * self.progress(), disable=not acc.is_main_process, bar_format=BAR_FORMAT)
         t0, last_report, loss_ema = time.perf_counter() - self.elapsed, time.perf_counter(), None
         tokens_since = 0
         self.model.train()
