@@ -226,13 +226,13 @@ def write_tab(playground: Playground | LazyPlayground) -> list:
     # Each page request is announced the moment it is clicked (queue=False), so that Stop also ends a
     # request still waiting in the queue: it ends as soon as it starts, before computing anything.
     run = {"fn": generate, "inputs": inputs, "outputs": outputs, "concurrency_id": "generation",
-           "concurrency_limit": limits.concurrency, "show_progress": "hidden"}
+           "concurrency_limit": limits.writers, "show_progress": "hidden"}
     gen = go.click(**_announce(playground), js=SHOW_OUTPUT_JS).then(**run, api_name="generate")
     gen.then(describe, model, note, queue=False, api_visibility="private")
     submitted = prompt.submit(**_announce(playground)).then(**run, api_visibility="private")
     branched = probs.branch(branch, [*inputs, branch_log], [branches, branch_text, branch_stats, branch_log],
                             api_visibility="private", concurrency_id="generation",
-                            concurrency_limit=limits.concurrency, show_progress="hidden")
+                            concurrency_limit=limits.writers, show_progress="hidden")
     _stop_button(playground, halt, [gen, submitted, branched], api_name="stop")
     model.change(describe, model, note, queue=False, api_visibility="private")
     style.change(pick_style, style, sliders, queue=False, api_visibility="private")
@@ -420,7 +420,7 @@ def chat_tab(playground: Playground | LazyPlayground) -> list:
     private = {"queue": False, "api_visibility": "private"}
     taking = {"fn": take, "inputs": [message, chatbot], "outputs": [message, asked, history, send, clear], **private}
     run = {"fn": chat, "inputs": [asked, history, model, system, *sliders, seed], "outputs": [chatbot, stats, probs],
-           "concurrency_id": "generation", "concurrency_limit": limits.concurrency, "show_progress": "hidden"}
+           "concurrency_id": "generation", "concurrency_limit": limits.writers, "show_progress": "hidden"}
     sent = send.click(**taking).success(**run, api_name="chat")
     submitted = message.submit(**taking).success(**run, api_visibility="private")
     for event in (sent, submitted):
@@ -495,7 +495,7 @@ def compare_tab(playground: Playground | LazyPlayground) -> list:
             raise _fail(err) from None
 
     run = {"fn": compare, "inputs": [prompt, models, temperature, length, seed], "outputs": [*boxes, *numbers],
-           "concurrency_id": "generation", "concurrency_limit": limits.concurrency, "show_progress": "hidden"}
+           "concurrency_id": "generation", "concurrency_limit": limits.writers, "show_progress": "hidden"}
     compared = go.click(**_announce(playground)).then(**run, api_name="compare")
     _stop_button(playground, halt, [compared], api_visibility="private")
     examples = _examples()
@@ -930,7 +930,11 @@ def serve(playground: Playground | LazyPlayground, port: int, **launch) -> tuple
     """Build the page and serve it in the background on 127.0.0.1:port; returns the page and its URL.
     The one way tests and benchmarks start the app (close it with `demo.close()`)."""
     demo = build_demo(playground)
-    demo.launch(server_port=port, prevent_thread_lock=True, **{"quiet": True, **LAUNCH_KWARGS, **launch})
+    # A worker thread for every page request that may be in progress (Gradio's default is 40): a request waiting
+    # for its place in a model's scheduler holds one while it waits.
+    threads = {"max_threads": max(40, playground.limits.writers + 8)}
+    demo.launch(server_port=port, prevent_thread_lock=True,
+                **{"quiet": True, **LAUNCH_KWARGS, **threads, **launch})
     return demo, f"http://127.0.0.1:{port}/"
 
 

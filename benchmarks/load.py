@@ -3,6 +3,10 @@
     python benchmarks/load.py --clients 16 --requests 32 --time-limit 120
     python benchmarks/load.py --clients 4 --requests 8 --max-new-tokens 20 --models lstm transformer --json
     python benchmarks/load.py --url http://127.0.0.1:7860/ --models lstm gru   # an app started elsewhere
+    python benchmarks/load.py --clients 16 --requests 16 --models lstm --seeds 16 --batching both
+    python benchmarks/load.py --build-gpt2-shaped /tmp/gpt2-shaped     # GPT-2 small's shape, random weights
+    python benchmarks/load.py --model /tmp/gpt2-shaped --models gpt2-shaped --clients 8 --requests 8 \
+        --max-new-tokens 50 --seeds 8 --batching both   # a Hugging Face model folder, added to the catalog
 
 Without --url it starts the app in this process, on 127.0.0.1 and a free port, over the shipped models
 (assets/models; no GPT-2, nothing downloaded). In-process, the clients share the server's CPU and Python;
@@ -21,6 +25,10 @@ Reports completed / failed / hung requests, p50 and p95 of the time to the first
 first token, queueing included) and of the total latency, tokens per second over the whole run (tokens
 read from each answer's stats, "**N** tokens"), the machine's load average and torch threads, and whether
 every seeded output equals its baseline. With --json, one JSON object on the last line.
+
+`--batching both` (in-process only) runs everything twice in one go, each on a freshly started app: first with
+batching off (TEXTGEN_MAX_BATCH=1: one request's rows a step, the others wait their turn), then on (the
+default), and ends with the two side by side.
 
 Exit status: 0 when every request completed with its baseline text; 1 when any failed, hung or differed,
 or a model could not be used; 2 when there was nothing to run.
@@ -106,9 +114,13 @@ class Report:
     cpus: int | None = None
     torch_threads: int | None = None
     server_concurrency: int | None = None
+    batching: str = "on"  # "off": TEXTGEN_MAX_BATCH=1 for this run
+    max_batch: int | None = None
     baseline_seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
     per_model: dict[str, dict] = field(default_factory=dict)
+    alone_latencies: list[float] = field(default_factory=list)  # the baseline's, one per distinct request
+    alone_latency_p50: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -154,10 +166,10 @@ def percentile(values: list[float], p: float) -> float | None:
 # -- the server ------------------------------------------------------------------------------------------
 
 
-def start_server(threads: int | None):
-    """The app in this process, on loopback, over the shipped models.
+def start_server(threads: int | None, models: list[str] | None = None):
+    """The app in this process, on loopback, over the shipped models and the folders in `models`.
 
-    Returns its url, the demo (to close), the catalog names, torch threads and the server's concurrency limit.
+    Returns its url, the demo (to close), the catalog names, torch threads and the playground's limits.
     """
     import torch
 
@@ -168,10 +180,28 @@ def start_server(threads: int | None):
     from textgen.playground import Playground
 
     configure_cpu_threads(threads)
-    catalog = Catalog.default(include_gpt2=False)
+    catalog = Catalog.default(models or [], include_gpt2=False)
     playground = Playground(ModelManager(catalog))
     demo, url = app.serve(playground, free_port())
-    return url, demo, catalog.names(), torch.get_num_threads(), playground.limits.concurrency
+    return url, demo, catalog.names(), torch.get_num_threads(), playground.limits
+
+
+def build_gpt2_shaped(folder: Path) -> None:
+    """A Hugging Face GPT-2 of GPT-2 small's shape (12 layers of 768, 12 heads, 50,257 tokens, 124M parameters),
+    random weights, saved with save_pretrained: what `--model DIR` serves. Its tokenizer knows the words "t0" to
+    "t50255", so a prompt of ours reads as one unknown token and the text is numbered words."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    config = GPT2Config()
+    torch.manual_seed(0)
+    GPT2LMHeadModel(config).save_pretrained(folder)
+    vocab = {f"t{i}": i for i in range(config.vocab_size - 1)}
+    vocab["<|endoftext|>"] = config.vocab_size - 1
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<|endoftext|>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>").save_pretrained(folder)
 
 
 def shipped_names() -> list[str]:
@@ -183,8 +213,10 @@ def shipped_names() -> list[str]:
 # -- the run ---------------------------------------------------------------------------------------------
 
 
-def baseline(url: str, specs: list[Spec], timeout: float, log) -> tuple[dict[Spec, str], dict[str, str]]:
-    """Each distinct request alone, in turn: the text it writes, and the models that could not be used."""
+def baseline(url: str, specs: list[Spec], timeout: float, log, latencies: list[float]
+             ) -> tuple[dict[Spec, str], dict[str, str]]:
+    """Each distinct request alone, in turn: the text it writes, and the models that could not be used (each
+    one's latency appended to `latencies`)."""
     from gradio_client import Client
 
     client = Client(url, verbose=False)
@@ -199,6 +231,7 @@ def baseline(url: str, specs: list[Spec], timeout: float, log) -> tuple[dict[Spe
             log(f"  cannot use model {spec.model!r}: {broken[spec.model]}")
             continue
         texts[spec] = result.text
+        latencies.append(result.latency)
         log(f"  {spec.model:<14} seed {spec.seed:<4} alone: {result.tokens} tokens in {result.latency:.2f} s")
     return texts, broken
 
@@ -291,7 +324,8 @@ def print_table(report: Report) -> None:
     load_after = " ".join(f"{x:.2f}" for x in report.load_average_after)
     threads = report.torch_threads if report.torch_threads is not None else "unknown (external server)"
     print(f"machine: {report.cpus} CPUs; load average (1/5/15 min) {load_before} before, {load_after} after; "
-          f"torch threads {threads}; server concurrency {report.server_concurrency or 'unknown'}")
+          f"torch threads {threads}; server concurrency {report.server_concurrency or 'unknown'}; "
+          f"batching {report.batching} (rows a step: {report.max_batch or 'unknown'})")
     print(f"models: {', '.join(report.models) or 'none'}; baseline (each distinct request alone) "
           f"{report.baseline_seconds:.1f} s")
     for model, why in report.skipped_models.items():
@@ -329,42 +363,79 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds after which a running request counts as hung")
     parser.add_argument("--max-new-tokens", type=int, default=100)
     parser.add_argument("--models", nargs="+", help="catalog names (default: every shipped model)")
+    parser.add_argument("--model", action="append", default=[], metavar="DIR",
+                        help="add a model folder to the in-process app's catalog (as app.py --model)")
     parser.add_argument("--seeds", type=int, default=2, help="distinct seeds per model")
     parser.add_argument("--url", help="an app already running, e.g. http://127.0.0.1:7860/ (default: start one here)")
     parser.add_argument("--threads", type=int, help="torch CPU threads of the in-process server ($TEXTGEN_THREADS, 1)")
+    parser.add_argument("--batching", choices=["on", "off", "both"], default="on",
+                        help="in-process: batching on (the default), off (TEXTGEN_MAX_BATCH=1), or both in turn")
+    parser.add_argument("--build-gpt2-shaped", metavar="DIR", type=Path,
+                        help="write a random-weight model of GPT-2 small's shape into DIR, then exit")
     parser.add_argument("--json", action="store_true", help="end with one JSON object on the last line")
     args = parser.parse_args(argv)
+    if args.build_gpt2_shaped:
+        build_gpt2_shaped(args.build_gpt2_shaped)
+        print(f"wrote {args.build_gpt2_shaped}: serve it with --model {args.build_gpt2_shaped}")
+        return 0
     if args.clients < 1 or args.requests < 1 or args.max_new_tokens < 1 or args.seeds < 1:
         parser.error("--clients, --requests, --max-new-tokens and --seeds must be at least 1")
+    if args.url and not args.url.startswith(("http://127.0.0.1", "http://localhost", "http://[::1]")):
+        parser.error("--url must be a loopback address (http://127.0.0.1:PORT/)")
+    if args.url and (args.batching != "on" or args.model):
+        parser.error("--batching off/both and --model need the in-process app (leave out --url)")
+    modes = ["off", "on"] if args.batching == "both" else [args.batching]
+    reports = []
+    for mode in modes:
+        saved = os.environ.get("TEXTGEN_MAX_BATCH")
+        if mode == "off":
+            os.environ["TEXTGEN_MAX_BATCH"] = "1"
+        try:
+            reports.append(run_once(args, mode))
+        finally:
+            if saved is None:
+                os.environ.pop("TEXTGEN_MAX_BATCH", None)
+            else:
+                os.environ["TEXTGEN_MAX_BATCH"] = saved
+        if reports[-1] is None:
+            return 2
+    if len(reports) == 2:
+        print_side_by_side(*reports)
+    if args.json:
+        print(json.dumps([asdict(r) for r in reports] if len(reports) > 1 else asdict(reports[0])))
+    return 0 if all(r.ok for r in reports) else 1
+
+
+def run_once(args, mode: str) -> Report | None:
+    """One baseline and load run against one app (started here unless --url); its report, printed."""
 
     def log(line: str) -> None:
         print(line, flush=True)
 
     load_before = list(os.getloadavg())
-    demo, threads, concurrency = None, None, None
+    demo, threads, limits = None, None, None
     if args.url:
         url = args.url
-        if not url.startswith(("http://127.0.0.1", "http://localhost", "http://[::1]")):
-            parser.error("--url must be a loopback address (http://127.0.0.1:PORT/)")
         models = args.models or shipped_names()
     else:
-        log("starting the app in this process…")
-        url, demo, names, threads, concurrency = start_server(args.threads)
+        log(f"starting the app in this process (batching {mode})…")
+        url, demo, names, threads, limits = start_server(args.threads, args.model)
         models = args.models or names
     if not models:
         log("no models: assets/models holds none, and --models named none")
-        return 2
+        return None
 
     report = Report(url=url, in_process=demo is not None, models=list(models), skipped_models={},
                     clients=args.clients, requests=args.requests, max_new_tokens=args.max_new_tokens,
                     time_limit=args.time_limit, load_average_before=load_before, cpus=os.cpu_count(),
-                    torch_threads=threads, server_concurrency=concurrency)
+                    torch_threads=threads, server_concurrency=limits.writers if limits else None,
+                    batching=mode, max_batch=limits.max_batch if limits else None)
     try:
         distinct = [Spec(models[j % len(models)], 1 + j, PROMPTS[j % len(PROMPTS)], args.max_new_tokens)
                     for j in range(len(models) * args.seeds)]
         log(f"baseline: {len(distinct)} distinct requests, each alone…")
         started = time.monotonic()
-        alone, broken = baseline(url, distinct, args.request_timeout, log)
+        alone, broken = baseline(url, distinct, args.request_timeout, log, report.alone_latencies)
         report.baseline_seconds = time.monotonic() - started
         report.skipped_models = broken
         report.models = [m for m in models if m not in broken]
@@ -374,21 +445,35 @@ def main(argv: list[str] | None = None) -> int:
             report.not_started = args.requests
             report.load_average_after = list(os.getloadavg())
             print_table(report)
-            if args.json:
-                print(json.dumps(asdict(report)))
-            return 2
+            return report
         work = [usable[i % len(usable)] for i in range(args.requests)]  # round-robin over models and seeds
         log(f"load: {args.requests} requests from {args.clients} clients…")
         results, elapsed = load(url, work, args.clients, args.time_limit, args.request_timeout)
         report.load_average_after = list(os.getloadavg())
         summarise(report, results, alone, elapsed)
+        report.alone_latency_p50 = percentile(report.alone_latencies, 50)
     finally:
         if demo is not None:
             demo.close()
     print_table(report)
-    if args.json:
-        print(json.dumps(asdict(report)))
-    return 0 if report.ok else 1
+    return report
+
+
+def print_side_by_side(off: Report, on: Report) -> None:
+    print()
+    print(f"batching off and on, {on.clients} clients, {on.requests} requests of {on.max_new_tokens} tokens:")
+    print(f"{'':<34}{'off':>10}{'on':>10}")
+    rows = [("total tokens/s", off.tokens_per_second, on.tokens_per_second, "{:.1f}"),
+            ("first text p50 (s)", off.first_update_p50, on.first_update_p50, "{:.3f}"),
+            ("first text p95 (s)", off.first_update_p95, on.first_update_p95, "{:.3f}"),
+            ("whole burst (s)", off.seconds, on.seconds, "{:.2f}"),
+            ("one request alone, p50 (s)", off.alone_latency_p50, on.alone_latency_p50, "{:.3f}")]
+    for label, a, b, form in rows:
+        print(f"{label:<34}{'-' if a is None else form.format(a):>10}{'-' if b is None else form.format(b):>10}")
+    print(f"{'seeded texts equal to alone':<34}{off.seeded_same:>7}/{off.seeded_same + off.seeded_different:<2}"
+          f"{on.seeded_same:>7}/{on.seeded_same + on.seeded_different:<2}")
+    if off.tokens_per_second:
+        print(f"batching on: {on.tokens_per_second / off.tokens_per_second:.2f}x the tokens/s of batching off")
 
 
 if __name__ == "__main__":

@@ -374,23 +374,24 @@ def test_the_pages_chat_answers_with_an_engine_model(fake, model_dirs):
 # -- concurrency --------------------------------------------------------------------------------------------------
 
 
-def test_engine_requests_do_not_take_the_local_slots(fake, model_dirs):
-    playground = playground_with(model_dirs, [fake.url], Limits(concurrency=1))
-    local = playground.generate("gru", playground.parse("Once", max_new_tokens=50), session="a")
-    while not next(local).tokens:  # the local model holds the one local slot, suspended mid-text
-        pass
-    done = []
-    worker = threading.Thread(target=lambda: done.append(run(playground, "fake-model", max_new_tokens=3)))
-    worker.start()
-    worker.join(5)
-    assert done and done[0][1].tokens == [3], "an engine request waited for the local slot"
-    other = threading.Thread(target=lambda: done.append(run(playground, "gru", max_new_tokens=3)))
-    other.start()
-    other.join(0.5)
-    assert other.is_alive(), "a second local run did not wait for the local slot"
-    local.close()  # frees the slot
-    other.join(10)
-    assert not other.is_alive() and done[1][1].tokens == [3]
+def test_engine_requests_never_wait_for_a_full_local_model(fake, model_dirs):
+    playground = playground_with(model_dirs, [fake.url], Limits(max_batch=1))
+    slow = playground.manager.get("gru").model.register_forward_pre_hook(lambda module, args: time.sleep(0.05))
+    try:
+        local = playground.generate("gru", playground.parse("Once", max_new_tokens=1000), session="a")
+        while not next(local).tokens:  # the local model writes its one row
+            pass
+        done = []
+        worker = threading.Thread(target=lambda: done.append(run(playground, "fake-model", max_new_tokens=3)))
+        worker.start()
+        worker.join(5)
+        assert done and done[0][1].tokens == [3], "an engine request waited for the local model"
+        second = playground.generate("gru", playground.parse("Twice", max_new_tokens=3), session="b")
+        assert "waiting for a free place (you are next)" in next(second).status  # a second local one waits
+        local.close()  # its reader leaves: the row is free
+        assert list(second)[-1].summary.tokens == [3]
+    finally:
+        slow.remove()
 
 
 def test_the_page_gets_room_for_engine_requests(fake, model_dirs, monkeypatch):

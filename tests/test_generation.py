@@ -121,32 +121,28 @@ def test_top_k_of_one_samples_the_greedy_text(manager):
 
 
 def test_cancel_from_another_thread_stops_before_the_next_forward_step(manager):
+    """Stop pressed while the model is mid-step: that token is the last, no forward step follows it. (The run
+    does not wait for its reader, textgen.batching: Stop is measured against the model's steps.)"""
     loaded = manager.get("lstm")
-    cancel, reached, k = threading.Event(), threading.Event(), 10
-    result = {}
+    cancel, k = threading.Event(), 10
+    steps: list[int] = []
 
-    def consume():
-        events = []
-        for event in stream(loaded, GenerationSettings.parse("First", max_new_tokens=500, seed=1), cancel):
-            events.append(event)
-            if len(events) == k:
-                reached.set()
-                cancel.wait(timeout=10)  # the set happens while this request is mid-stream
-        result["events"] = events
+    def hook(module, args, kwargs, output):
+        steps.append(1)
+        if len(steps) == k:
+            threading.Thread(target=cancel.set).start()
+            assert cancel.wait(timeout=10)  # set while this step is still being taken
 
-    with count_forwards(loaded.model) as forwards:
-        consumer = threading.Thread(target=consume)
-        consumer.start()
-        assert reached.wait(timeout=10)
-        at_cancel = len(forwards)
-        threading.Thread(target=cancel.set).start()
-        consumer.join(timeout=10)
-    assert not consumer.is_alive()
-    summary = result["events"][-1]
-    assert len(forwards) == at_cancel  # within one token: the token being read ends the run, no step follows
+    handle = loaded.model.register_forward_hook(hook, with_kwargs=True)
+    try:
+        events = list(stream(loaded, GenerationSettings.parse("First", max_new_tokens=500, seed=1), cancel))
+    finally:
+        handle.remove()
+    summary = events[-1]
+    assert len(steps) == k  # within one token: the token being read ends the run, no step follows
     assert summary.stop_reasons == ["cancelled"]
-    assert summary.tokens[0] < 500
-    assert summary.forward_steps == len(forwards)
+    assert summary.tokens[0] == k  # the prompt's step and k - 1 more each gave one token
+    assert summary.forward_steps == len(steps)
 
 
 def test_cancel_set_before_the_start_runs_no_forward_step(manager):

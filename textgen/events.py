@@ -90,6 +90,21 @@ class Clock:
         self.suspended += time.perf_counter() - self._since
 
 
+@dataclass(frozen=True)
+class Waiting:
+    """A request waits for a place at its model (textgen.batching): `ahead` requests are before it; `over` when
+    its turn has come."""
+
+    ahead: int
+    over: bool = False
+
+    def words(self) -> str:
+        if self.over:
+            return ""
+        ahead = "you are next" if self.ahead == 0 else f"{self.ahead} ahead of you"
+        return f"⏳ Many people are writing with this model right now; waiting for a free place ({ahead})…"
+
+
 @dataclass
 class Live:
     """One model's output while it streams, and its numbers, all on one clock: seconds since `started`
@@ -106,12 +121,21 @@ class Live:
     load_seconds: float | None = None  # set when this request had to load the model first
     first_token_at: float | None = None
     last_token_at: float | None = None
+    waited: float | None = None  # seconds it waited for a place at the model (part of the first token's wait)
+    waiting_since: float | None = None
 
     @property
     def done(self) -> bool:
         return self.summary is not None or self.error is not None
 
-    def add(self, event: TextEvent | Summary) -> None:
+    def add(self, event: TextEvent | Summary | Waiting) -> None:
+        if isinstance(event, Waiting):
+            now = time.perf_counter() - self.started
+            self.waiting_since = now if self.waiting_since is None else self.waiting_since
+            if event.over:
+                self.waited = now - self.waiting_since
+            self.status = event.words()
+            return
         if isinstance(event, Summary):
             self.summary = event
             self.text = event.texts[0]

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from typing import Any
 
 import torch
 from transformers.generation.logits_process import (
@@ -36,7 +37,8 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
-from textgen.events import Clock, Summary, TextEvent, TokenInfo
+from textgen.batching import Forward, step_together
+from textgen.events import Clock, Summary, TextEvent, TokenInfo, Waiting
 from textgen.loading import LoadedModel
 from textgen.models import contract
 from textgen.remote import backend as remote
@@ -47,22 +49,29 @@ from textgen.tokenization import encode
 def stream(
     loaded: LoadedModel, settings: GenerationSettings, cancel: threading.Event | None = None,
     prompt_ids: list[int] | None = None,
-) -> Iterator[TextEvent | Summary]:
+) -> Iterator[TextEvent | Summary | Waiting]:
     """Generate for one request; yields TextEvents as tokens arrive, then one Summary.
 
     `prompt_ids`, when given, is the prompt as ready-made token ids with their special tokens (a chat
     template's, see textgen.chat): used as they are, instead of encoding `settings.prompt` and adding a BOS.
-    A model served by an inference engine (textgen.remote.backend.RemoteModel) streams from there, as the same events.
+    A local model writes through its scheduler (textgen.batching), together with everyone else's requests to
+    it; while every place there is taken, `Waiting` says how many are ahead. A model served by an inference
+    engine (textgen.remote.backend.RemoteModel) streams from there, as the same events.
     """
     if remote.is_remote(loaded):
         yield from remote.stream(loaded, settings, cancel, prompt_ids)
         return
     run = Run(loaded, settings, cancel or threading.Event(), prompt_ids)
-    yield from run.events()
+    yield from loaded.scheduler.submit(run.steps(), rows=settings.num_samples)
 
 
 class Run:
-    """The state of one request: its own random generator, cache, decoders and clocks."""
+    """The state of one request: its own random generator, memory, decoders and clocks.
+
+    `steps()` is the request as a step coroutine: it never calls the model, it yields a `Forward` whenever it
+    needs a step and is sent the answer, so a scheduler can answer many requests with one forward pass
+    (textgen.batching). `events()` answers its steps itself, for one request on its own.
+    """
 
     def __init__(self, loaded: LoadedModel, settings: GenerationSettings, cancel: threading.Event,
                  prompt_ids: list[int] | None = None):
@@ -108,15 +117,27 @@ class Run:
 
     # -- the loop ----------------------------------------------------------------------------------------
 
-    @torch.inference_mode()
     def events(self) -> Iterator[TextEvent | Summary]:
+        """The request's events, its model steps taken here, one at a time (the scheduler batches them)."""
+        steps, reply = self.steps(), None
+        while True:
+            try:
+                item = steps.send(reply)
+            except StopIteration:
+                return
+            reply = self._answer(item) if isinstance(item, Forward) else None
+            if not isinstance(item, Forward):
+                yield item
+
+    @torch.inference_mode()
+    def steps(self) -> Generator[TextEvent | Summary | Forward, Any, None]:
         s = self.settings
         clock = Clock()
         ids, cut = self.prompt_ids()
         samples = [_Sample(self.tokenizer, ids, s.stop) for _ in range(s.num_samples)]
         all_ids = torch.tensor([ids] * len(samples), dtype=torch.long, device=self.device)
         ttft = None
-        logits, cache = self.prefill(all_ids)
+        logits, cache = yield from self.prefill_steps(all_ids)
         for step in range(s.max_new_tokens if logits is not None else 0):
             next_ids, probs = self._pick(logits, all_ids, samples)
             if next_ids is None:
@@ -132,7 +153,7 @@ class Run:
                 break  # no forward step for a token that will not be drawn
             if self.cancel.is_set():
                 break
-            logits, cache = self.next_logits(all_ids, next_ids, cache)
+            logits, cache = yield from self.next_steps(all_ids, next_ids, cache)
         ended = "cancelled" if self.cancel.is_set() or logits is None else "length"
         for row, sample in enumerate(samples):
             tail = sample.finish(ended)  # text held back for a stop sequence that never came
@@ -170,7 +191,8 @@ class Run:
         piece, new_text = sample.add(token_id)
         return TextEvent(row, new_text, self._token_info(token_id, probs, piece))
 
-    def next_logits(self, all_ids: torch.Tensor, next_ids: torch.Tensor, cache):
+    def next_steps(self, all_ids: torch.Tensor, next_ids: torch.Tensor, cache):
+        """The step after `next_ids` (one token a row); at the context's end, a new start from the recent half."""
         if self.context is not None and self.memory_tokens + 1 > self.context:
             # The text outgrew the context: start over from its most recent half (one prefill per
             # context/2 tokens, instead of re-reading a full window for every token).
@@ -179,32 +201,55 @@ class Run:
                     "most recent part of the text")
             if note not in self.notes:
                 self.notes.append(note)
-            return self._forward(all_ids[:, -(self.context // 2):], self._new_memory(len(all_ids)))
-        return self._forward(next_ids[:, None], cache)
+            return (yield from self._forward(all_ids[:, -(self.context // 2):], self._new_memory(len(all_ids))))
+        return (yield from self._forward(next_ids[:, None], cache))
 
-    def prefill(self, input_ids: torch.Tensor):
-        """The prompt's forward pass; (None, None) if cancelled first.
+    def prefill_steps(self, input_ids: torch.Tensor):
+        """The prompt's forward steps; (None, None) if cancelled first.
 
         A model without a context limit reads a long prompt in pieces, checking for a stop between them, so that
-        even a 10,000-character prompt stops within one piece (its memory carries across: same result).
+        even a 10,000-character prompt stops within one piece (its memory carries across: same result), and a
+        scheduler can take other requests' steps in between.
         """
         piece = PREFILL_CHUNK if self.context is None else input_ids.shape[1]
         logits, memory = None, self._new_memory(len(input_ids))
         for start in range(0, input_ids.shape[1], piece):
             if self.cancel.is_set():
                 return None, None
-            logits, memory = self._forward(input_ids[:, start : start + piece], memory)
+            logits, memory = yield from self._forward(input_ids[:, start : start + piece], memory)
         return logits, memory
+
+    def prefill(self, input_ids: torch.Tensor):
+        """`prefill_steps`, its steps taken here: (logits, memory) after the prompt (the step view's start)."""
+        return self._drive(self.prefill_steps(input_ids))
+
+    def next_logits(self, all_ids: torch.Tensor, next_ids: torch.Tensor, cache):
+        """`next_steps`, its step taken here: (logits, memory) after `next_ids`."""
+        return self._drive(self.next_steps(all_ids, next_ids, cache))
+
+    def _drive(self, steps):
+        reply = None
+        try:
+            while True:
+                reply = self._answer(steps.send(reply))
+        except StopIteration as done:
+            return done.value
+
+    @torch.inference_mode()
+    def _answer(self, ask: Forward):
+        # The scheduler's own function, so that a step taken here is the one a batch would take.
+        return step_together(self.model, [ask])[0]
 
     def _new_memory(self, batch_size: int):
         self.memory_tokens = 0
         return contract.start_memory(self.model, batch_size)
 
     def _forward(self, input_ids: torch.Tensor, memory):
-        """One step of the model over `input_ids` (B, T): the last position's logits (B, V) and the new memory."""
+        """One step of the model over `input_ids` (B, T), asked of whoever drives this run: the last position's
+        logits (B, V) and the new memory."""
         self.forward_steps += 1
         self.memory_tokens += input_ids.shape[1]
-        return contract.step(self.model, input_ids, memory)
+        return (yield Forward(input_ids, memory))
 
     def _token_info(self, token_id: int, probs: torch.Tensor, piece: str | None = None) -> TokenInfo:
         k = self.settings.alternatives

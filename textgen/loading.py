@@ -25,6 +25,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 import textgen.models  # noqa: F401  (registers our architectures with the Auto classes)
 from textgen import catalog, gguf
+from textgen.batching import Scheduler
 from textgen.catalog import ASSETS, Catalog, ModelEntry, UnknownModelError, entry_for_source
 from textgen.devices import pick_device, pick_dtype
 from textgen.models.contract import context_length
@@ -35,6 +36,7 @@ from textgen.settings import Limits
 # builds a model and puts them back afterwards; two loads at once can put back the wrong ones and break
 # every later load. Loads are quick next to generation, so they take turns.
 _LOAD_LOCK = threading.Lock()
+_SCHEDULERS_LOCK = threading.Lock()
 
 
 class ModelLoadError(RuntimeError):
@@ -63,6 +65,7 @@ class LoadedModel:
     device: torch.device
     load_seconds: float
     _token_text: dict[int, str] = field(default_factory=dict, repr=False)
+    _scheduler: Scheduler | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
@@ -87,6 +90,14 @@ class LoadedModel:
         bare = self.tokenizer("a", add_special_tokens=False)["input_ids"]
         full = self.tokenizer("a", add_special_tokens=True)["input_ids"]
         return list(full[: full.index(bare[0])]) if bare and bare[0] in full else []
+
+    @property
+    def scheduler(self) -> Scheduler:
+        """The one scheduler of this model (textgen.batching): every local generation with it goes through it."""
+        with _SCHEDULERS_LOCK:  # two first requests at once must not make two (two threads stepping one model)
+            if self._scheduler is None:
+                self._scheduler = Scheduler(self.model, Limits.from_env())
+            return self._scheduler
 
     def token_text(self, token_id: int) -> str:
         """One token as text, memoised (the probability view decodes the same few ids over and over)."""

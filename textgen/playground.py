@@ -35,7 +35,7 @@ from textgen import explain
 from textgen.catalog import UnknownModelError
 from textgen.chat import chat_stream, chat_unsupported_reason
 from textgen.evaluate import score_text
-from textgen.events import Live, ScoreRow, Summary, TextEvent
+from textgen.events import Live, ScoreRow, Summary, TextEvent, Waiting
 from textgen.generation import stream
 from textgen.loading import LoadedModel, ModelLoadError, ModelManager
 from textgen.remote import backend as remote
@@ -57,10 +57,10 @@ class Playground:
         self._queued: dict[str, deque[int]] = {}
         self._stops: dict[str, int] = {}
         self._lock = threading.Lock()
-        # Local compute and engine requests have separate slots: a model on an engine costs this machine only
-        # the reading of a stream, so it must neither wait for nor hold up the local models. (The page's queue
-        # admits both together: app.py gives it room for TEXTGEN_CONCURRENCY + TEXTGEN_ENGINE_CONCURRENCY.)
-        self._local_slots = threading.BoundedSemaphore(self.limits.concurrency)
+        # Engine requests hold a slot while they stream: a model on an engine costs this machine only the
+        # reading of a stream, so it must neither wait for nor hold up the local models. Local models need no
+        # slot: each one's scheduler (textgen.batching) writes every request together, up to TEXTGEN_MAX_BATCH
+        # rows, and queues the rest. (The page's queue admits both: app.py gives it room for all of them.)
         self._engine_slots = threading.BoundedSemaphore(engine_concurrency())
 
     # -- requests ----------------------------------------------------------------------------------------
@@ -92,6 +92,10 @@ class Playground:
         with self._slot(remote.is_remote(loaded), cancel), self._errors(live.title):
             pace = _Pace(every)
             for event in events():
+                if isinstance(event, Waiting):  # its place in the model's queue, or that its turn has come
+                    live.add(event)
+                    yield live
+                    continue
                 if not isinstance(event, (TextEvent, Summary)):
                     continue  # (a chat's ChatPrompt: what the model reads; its note comes again with the Summary)
                 before = len(live.tokens)
@@ -317,9 +321,12 @@ class Playground:
 
     @contextmanager
     def _slot(self, on_engine: bool, cancel: threading.Event):
-        """Hold a local compute slot, or an engine slot, while a run computes. A Stop while waiting for one ends
-        the wait (the run then stops before its first step)."""
-        slots = self._engine_slots if on_engine else self._local_slots
+        """Hold an engine slot while a run streams from an engine (a local run needs none: its model's scheduler
+        admits it). A Stop while waiting for one ends the wait (the run then stops before its first step)."""
+        if not on_engine:
+            yield
+            return
+        slots = self._engine_slots
         while not slots.acquire(timeout=0.1):
             if cancel.is_set():
                 yield
@@ -347,6 +354,8 @@ class Playground:
             loaded = self.manager.get(live.name)
         if not was_loaded:
             live.load_seconds = time.perf_counter() - start
+        if not remote.is_remote(loaded):
+            loaded.scheduler.set_limits(self.limits)  # this playground's operator sets the batch and its queue
         live.status = ""
         return loaded
 

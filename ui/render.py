@@ -199,7 +199,8 @@ def stats_markdown(live: Live) -> str:
         return live.status or "Waiting for the first token…"
     parts = [f"**{len(live.tokens)}** tokens"]
     if live.first_token_at is not None:
-        parts.append(f"first token after **{_ms(live.first_token_at)}**")
+        waited = f" ({_ms(live.waited)} of it waiting for a free place)" if live.waited else ""
+        parts.append(f"first token after **{_ms(live.first_token_at)}**{waited}")
     if len(live.tokens) > 1:
         parts.append(f"**{live.tokens_per_second:.0f}** tokens/s")
     if live.summary is None:

@@ -21,6 +21,9 @@ What the model class says:
 - `step(input_ids, memory, all_logits=False)`: read `input_ids` (B, T) after what `memory` holds; return the
   logits of the last position (B, V), or of every position (B, T, V) with `all_logits`, and the memory after them.
   A "none" model is handed only the new tokens too: whatever it needs of the past it must keep in its memory.
+- `memory_batch_dim`: where the rows (one per text being written) sit in a "state" memory's tensors (0 unless
+  said; 1 for torch's RNNs, whose state is (layers, B, hidden)). It lets several requests' memories be stepped
+  as one batch (`join_memory`, `split_memory`, used by textgen.batching); a "cache" model is stepped alone.
 - `forward(input_ids, labels=None)`: training's call, transformers' convention (an output with `.loss`, `.logits`).
 - Optional, for the step-by-step views (each says plainly when a model does not offer it):
   `attention_weights(input_ids)` -> (layers, heads, T): where each head looks from the last token;
@@ -47,6 +50,7 @@ class TextgenModel(PreTrainedModel, GenerationMixin):
     memory: ClassVar[str] = "state"  # one of MEMORY_KINDS
     unit_layers: ClassVar[int] = 0  # layers of memory units the units view can show (0: none)
     unit_states: ClassVar[tuple[str, ...]] = ()  # their kinds, e.g. ("cell", "hidden") for an LSTM
+    memory_batch_dim: ClassVar[int] = 0  # the rows' dimension in a "state" memory's tensors
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
@@ -107,6 +111,36 @@ def context_length(model: PreTrainedModel) -> int | None:
 def start_memory(model: PreTrainedModel, batch_size: int = 1) -> Any:
     """The memory before the first token: ours say; a Hugging Face model gets an empty key/value cache."""
     return model.start_memory(batch_size) if is_ours(model) else DynamicCache(config=model.config)
+
+
+def can_batch(model: PreTrainedModel) -> bool:
+    """Whether several requests' memories can be joined into one batch: ours with a fixed-size state or none.
+    (A key/value cache grows with each text's length; rows of different lengths would need padding and masks.)"""
+    return is_ours(model) and model.memory in ("state", "none")
+
+
+def join_memory(model: PreTrainedModel, memories: list[Any]) -> Any:
+    """One memory holding the rows of `memories` in order (for `can_batch` models)."""
+    return _map_tensors(lambda *parts: torch.cat(parts, dim=model.memory_batch_dim), *memories)
+
+
+def split_memory(model: PreTrainedModel, memory: Any, sizes: list[int]) -> list[Any]:
+    """`memory`'s rows back as one memory per request, `sizes[i]` rows each (extra rows at the end dropped)."""
+    dim, out, start = model.memory_batch_dim, [], 0
+    for size in sizes:
+        out.append(_map_tensors(lambda t, start=start, size=size: t.narrow(dim, start, size), memory))
+        start += size
+    return out
+
+
+def _map_tensors(fn, *trees: Any) -> Any:
+    """`fn` applied across the tensors of memories of one shape: a tensor, a tuple or list of them, or None."""
+    first = trees[0]
+    if first is None:
+        return None
+    if isinstance(first, torch.Tensor):
+        return fn(*trees)
+    return type(first)(_map_tensors(fn, *parts) for parts in zip(*trees))
 
 
 def step(model: PreTrainedModel, input_ids: torch.LongTensor, memory: Any, all_logits: bool = False

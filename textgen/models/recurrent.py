@@ -70,6 +70,7 @@ class RecurrentLM(TextgenModel):
     base_model_prefix = "recurrent"
     main_input_name = "input_ids"
     memory = "state"
+    memory_batch_dim = 1  # torch's RNN state: (layers, B, hidden), an LSTM's a pair of those
 
     def __init__(self, config: RecurrentConfig):
         super().__init__(config)

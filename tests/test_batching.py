@@ -1,0 +1,187 @@
+"""Many requests to one model at once: written together, one forward pass a token, each exactly as alone."""
+
+import threading
+
+import pytest
+import torch
+
+from textgen.batching import Busy, Forward, Scheduler, step_together
+from textgen.events import Summary, TextEvent, Waiting
+from textgen.generation import Run, stream
+from textgen.models import contract
+from textgen.settings import GenerationSettings, Limits
+
+# Sixteen requests as a class would send them: different prompts, controls, seeds, lengths and sample counts.
+REQUESTS = [
+    dict(prompt=prompt, seed=seed, **controls)
+    for seed, (prompt, controls) in enumerate([
+        ("ROMEO:", dict(max_new_tokens=60)),
+        ("JULIET:", dict(max_new_tokens=45, temperature=0.7)),
+        ("First Citizen:", dict(max_new_tokens=80, top_k=5)),
+        ("", dict(max_new_tokens=30, top_p=0.8)),
+        ("KING HENRY", dict(max_new_tokens=70, min_p=0.1, temperature=1.3)),
+        ("O, ", dict(max_new_tokens=50, repetition_penalty=1.3)),
+        ("What", dict(max_new_tokens=64, no_repeat_ngram_size=3)),
+        ("Good morrow", dict(max_new_tokens=90, stop=["\n\n"])),
+        ("Thou", dict(max_new_tokens=40, temperature=0)),
+        ("Hark", dict(max_new_tokens=55, num_samples=3)),
+        ("My lord", dict(max_new_tokens=20, num_samples=2, temperature=0.9)),
+        ("Now is the winter", dict(max_new_tokens=100, top_k=40, top_p=0.95)),
+        ("To be", dict(max_new_tokens=35, temperature=0.5, repetition_penalty=1.1)),
+        ("A horse", dict(max_new_tokens=75, stop=["."])),
+        ("Speak", dict(max_new_tokens=10)),
+        ("MENENIUS:", dict(max_new_tokens=66, alternatives=3)),
+    ], start=1)
+]
+
+
+def settings_of(request: dict) -> GenerationSettings:
+    controls = dict(request)
+    return GenerationSettings.parse(controls.pop("prompt"), **controls)
+
+
+def written(events) -> tuple[list[int], list[str]]:
+    summary = events[-1]
+    assert isinstance(summary, Summary)
+    return [e.token.id for e in events if isinstance(e, TextEvent) and e.token is not None], summary.texts
+
+
+def all_at_once(loaded, requests: list[dict], cancels=None) -> list[list]:
+    """Every request in its own thread, released together; each one's events."""
+    results: list = [None] * len(requests)
+    start = threading.Barrier(len(requests))
+
+    def one(i: int) -> None:
+        start.wait()
+        results[i] = list(stream(loaded, settings_of(requests[i]), cancels[i] if cancels else None))
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(requests))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not any(thread.is_alive() for thread in threads)
+    return results
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru"])
+def test_sixteen_requests_at_once_write_exactly_what_each_writes_alone(manager, name):
+    loaded = manager.get(name)
+    alone = [written(list(stream(loaded, settings_of(r)))) for r in REQUESTS]
+    loaded.scheduler.batch_rows.clear()
+    together = [written(events) for events in all_at_once(loaded, REQUESTS)]
+    assert together == alone
+    # ...and they really were written together: most steps took rows of several requests.
+    rows = loaded.scheduler.batch_rows
+    assert max(rows) > 8, rows
+    assert sum(n for size, n in rows.items() if size > 1) > sum(rows.values()) / 2, rows
+
+
+def test_the_padding_keeps_a_row_the_same_in_a_batch_of_any_size(manager):
+    """The rule the exactness rests on (textgen.batching): a row's logits do not depend on how many rows share
+    the step, nor on what the other rows hold."""
+    model = manager.get("lstm").model
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, model.config.vocab_size, (13, 9), generator=generator)
+    with torch.inference_mode():
+        _, memory = contract.step(model, ids, contract.start_memory(model, 13))
+        rows = contract.split_memory(model, memory, [1] * 13)
+        last = ids[:, -1:]
+        alone = [step_together(model, [Forward(last[i : i + 1], rows[i])])[0] for i in range(13)]
+        for size in (2, 3, 5, 8, 13):
+            together = step_together(model, [Forward(last[i : i + 1], rows[i]) for i in range(size)])
+            for (logits, state), (logits_alone, state_alone) in zip(together, alone):
+                assert torch.equal(logits, logits_alone)
+                assert all(torch.equal(a, b) for a, b in zip(state, state_alone))
+
+
+def test_stop_ends_one_request_and_leaves_the_others_as_they_would_be_alone(manager):
+    loaded = manager.get("lstm")
+    requests = [dict(prompt=p, seed=s, max_new_tokens=600) for s, p in enumerate(["A", "B", "C", "D"], start=7)]
+    alone = [written(list(stream(loaded, settings_of(r)))) for r in requests[1:]]
+    cancels = [threading.Event() for _ in requests]
+    threading.Timer(0.05, cancels[0].set).start()  # Stop, pressed while all four are writing
+    results = all_at_once(loaded, requests, cancels)
+    stopped = results[0][-1]
+    assert stopped.stop_reasons == ["cancelled"] and stopped.tokens[0] < 600
+    assert [written(events) for events in results[1:]] == alone
+
+
+def test_a_reader_that_goes_away_leaves_the_batch_and_the_others_finish(manager):
+    loaded = manager.get("gru")
+    settings = GenerationSettings.parse("ROMEO:", max_new_tokens=400, seed=3)
+    reference = written(list(stream(loaded, settings)))
+    gone = stream(loaded, GenerationSettings.parse("JULIET:", max_new_tokens=1000, seed=4))
+    next(gone)  # it is writing...
+    with_it = threading.Thread(target=lambda: result.append(written(list(stream(loaded, settings)))))
+    result: list = []
+    with_it.start()
+    gone.close()  # ...and its page is closed
+    with_it.join(timeout=60)
+    assert result == [reference]
+    deadline = threading.Event()
+    for _ in range(100):  # the scheduler notices at its next round and has nothing left to do
+        if loaded.scheduler.load == (0, 0):
+            break
+        deadline.wait(0.05)
+    assert loaded.scheduler.load == (0, 0)
+
+
+def test_a_full_model_queues_requests_says_their_place_then_refuses_more(manager, monkeypatch):
+    loaded = manager.get("rnn")
+    scheduler = Scheduler(loaded.model, Limits(max_batch=1, max_waiting=1))
+    monkeypatch.setattr(loaded, "_scheduler", scheduler)
+    first = stream(loaded, GenerationSettings.parse("A", max_new_tokens=1000, seed=1))
+    next(first)  # writing: the only row there is
+    second = stream(loaded, GenerationSettings.parse("B", max_new_tokens=5, seed=2))
+    assert next(second) == Waiting(0)  # its place: next
+    third = stream(loaded, GenerationSettings.parse("C", max_new_tokens=5, seed=3))
+    with pytest.raises(Busy, match="try again in a moment"):
+        next(third)
+    first.close()  # the first one's reader leaves: the second one's turn
+    rest = list(second)
+    assert rest[0] == Waiting(0, over=True)
+    assert isinstance(rest[-1], Summary) and rest[-1].tokens == [5]
+
+
+def test_a_long_prompt_is_read_in_pieces_between_the_others_steps(manager):
+    loaded = manager.get("lstm")
+    order: list[int] = []  # the input length of each forward step, in order
+    handle = loaded.model.register_forward_hook(
+        lambda module, args, kwargs, out: order.append(kwargs["input_ids"].shape[1]), with_kwargs=True)
+    try:
+        writing = stream(loaded, GenerationSettings.parse("ROMEO:", max_new_tokens=1000, seed=1))
+        next(writing)
+        long_prompt = list(stream(loaded, GenerationSettings.parse("a b c d " * 400, max_new_tokens=3, seed=2)))
+        writing.close()
+    finally:
+        handle.remove()
+    assert isinstance(long_prompt[-1], Summary)
+    pieces = [i for i, length in enumerate(order) if length > 1][1:]  # the first is "ROMEO:" itself
+    assert len(pieces) >= 12  # 3,200 characters, 256 a piece
+    assert all(1 in order[a + 1 : b] for a, b in zip(pieces, pieces[1:]))  # decode steps came in between
+
+
+def test_a_failing_step_fails_its_requests_in_words_and_the_model_serves_the_next(manager, monkeypatch):
+    loaded = manager.get("rnn")
+    real_step, failures = contract.step, []
+
+    def broken_once(model, input_ids, memory, all_logits=False):
+        if input_ids.shape[1] == 1 and not failures:
+            failures.append(1)
+            raise RuntimeError("a broken kernel")
+        return real_step(model, input_ids, memory, all_logits)
+
+    monkeypatch.setattr(contract, "step", broken_once)
+    with pytest.raises(RuntimeError, match="a broken kernel"):
+        list(stream(loaded, GenerationSettings.parse("A", max_new_tokens=20, seed=1)))
+    events = list(stream(loaded, GenerationSettings.parse("A", max_new_tokens=20, seed=1)))
+    assert events[-1].tokens == [20]
+
+
+def test_the_step_view_takes_the_same_steps_as_a_batch(manager):
+    """Run.events answers its own steps through the same padded step: the same text as through the scheduler."""
+    loaded = manager.get("gru")
+    settings = GenerationSettings.parse("JULIET:", max_new_tokens=50, seed=11, temperature=0.8)
+    direct = list(Run(loaded, settings, threading.Event()).events())
+    assert written(direct) == written(list(stream(loaded, settings)))

@@ -1,0 +1,282 @@
+"""Many requests to one model, one forward pass a token: the scheduler behind every local generation.
+
+    scheduler = Scheduler(loaded.model, Limits())
+    for item in scheduler.submit(run.steps(), rows=1):   # run: a textgen.generation.Run
+        ...                                              # Waiting while it waits, then its TextEvents and Summary
+
+Why: writing one token is bound by reading the weights, so sixteen rows cost little more than one (the shipped
+LSTM, one thread: 0.6 ms a step for 1 row, 1.6 ms for 4, 3.1 ms for 16). Gradio's `batch=True` cannot stream,
+and transformers' continuous batching has no recurrent models and no per-request alternatives, so this is ours.
+
+How (vLLM's engine core and TGI's router, in small): a request is a *step coroutine*
+(`textgen.generation.Run.steps`) that yields its events and, whenever it needs the model, a `Forward`; it never
+calls the model itself. One thread per model drives every admitted request to its next `Forward`, then answers:
+- the decode steps (one new token a row) of every request are joined into one batch (`step_together`);
+- a prompt (several tokens) is read alone, one piece per round (a recurrent model reads 256 tokens a piece), so a
+  long prompt holds the others up for one piece at a time, never for the whole prompt;
+- a request that ends, is stopped or whose reader went away leaves at once; a new one joins at the next round.
+Each request keeps its own controls, random generator, probabilities and Stop: only the forward pass is shared,
+and a slow reader never slows the batch (its events wait in its own queue).
+
+Exactness: a matrix product rounds differently for fewer than 4 rows (a matrix-vector kernel) than for 4 or more,
+and with 2 threads also for some counts that are not a multiple of 4. `step_together` pads every decode batch to a
+multiple of 4 rows, a request alone included, so a seeded request writes bit for bit the same text alone as in
+any batch (tests/test_batching.py checks it on the shipped recurrent models). The price: a request alone pays
+for 4 rows (the LSTM's step 1.6 ms instead of 0.6).
+
+Models with a key/value cache (Transformers: ours and Hugging Face's) are not batched yet: rows of different
+lengths need padding, attention masks and position ids, which our Transformer's attention does not take. The
+scheduler steps them one request at a time in turn, so they share the machine fairly and show the queue.
+"""
+
+from __future__ import annotations
+
+__all__ = ["Busy", "Forward", "Scheduler", "step_together"]
+
+import atexit
+import logging
+import queue
+import threading
+import weakref
+from collections import Counter, deque
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from textgen.events import Waiting
+from textgen.models import contract
+from textgen.settings import Limits, RequestError
+
+log = logging.getLogger("textgen")
+PAD_ROWS = 4  # decode batches are padded to a multiple of this many rows (see Exactness above)
+
+
+@dataclass
+class Forward:
+    """A model step a request asks for: read `input_ids` (rows, T) after `memory`; answered with
+    (logits (rows, V) of the last position, the memory after them)."""
+
+    input_ids: torch.Tensor
+    memory: Any
+
+    @property
+    def is_decode(self) -> bool:
+        return self.input_ids.shape[1] == 1
+
+
+class Busy(RequestError):
+    """Every place at this model is taken, in the batch and in its queue."""
+
+
+def step_together(model, asks: list[Forward]) -> list[tuple[torch.Tensor, Any]]:
+    """Answer several requests' decode steps with one forward pass (or one request's step of any length).
+
+    The only place a local model takes a generation step: alone or in a batch, a request's rows go through the
+    same padded batch shape, so they come out the same.
+    """
+    if len(asks) == 1 and not (asks[0].is_decode and contract.can_batch(model)):
+        return [contract.step(model, asks[0].input_ids, asks[0].memory)]
+    sizes = [ask.input_ids.shape[0] for ask in asks]
+    ids = torch.cat([ask.input_ids for ask in asks])  # (rows, 1)
+    memory = contract.join_memory(model, [ask.memory for ask in asks])
+    pad = -len(ids) % PAD_ROWS
+    if pad:  # copies of the first row, thrown away after the step
+        first = contract.split_memory(model, memory, [1])[0]
+        ids = torch.cat([ids, ids[:1].expand(pad, -1)])
+        memory = contract.join_memory(model, [memory, *[first] * pad])
+    logits, memory = contract.step(model, ids, memory)  # (rows + pad, V)
+    return list(zip(logits[: sum(sizes)].split(sizes), contract.split_memory(model, memory, sizes)))
+
+
+_END = object()
+_SCHEDULERS: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    for scheduler in list(_SCHEDULERS):
+        scheduler.close()
+
+
+class _Request:
+    """One request inside the scheduler: its step coroutine, the step it waits for, and its reader's queue."""
+
+    def __init__(self, steps: Generator, rows: int):
+        self.steps, self.rows = steps, rows
+        self.out: queue.SimpleQueue = queue.SimpleQueue()
+        self.ask: Forward | None = None  # the step it waits for
+        self.reply: tuple[torch.Tensor, Any] | None = None  # the answer to its last step, to send it
+        self.gone = False  # its reader stopped reading (a closed page): it leaves without finishing
+        self.ahead: int | None = None  # the place last told to its reader while it waits
+
+    def advance(self) -> bool:
+        """Run the request to its next Forward (its events go to its reader); False once it has ended."""
+        while self.ask is None:
+            try:
+                item = self.steps.send(self.reply)
+            except StopIteration:
+                self.out.put(_END)
+                return False
+            except Exception as err:  # its reader raises it, and says it in words (textgen.playground)
+                self.out.put(err)
+                return False
+            self.reply = None
+            if isinstance(item, Forward):
+                self.ask = item
+            else:
+                self.out.put(item)
+        return True
+
+
+class Scheduler:
+    """Every request to one model, advanced together: at most `limits.max_batch` rows a step, and at most
+    `limits.max_waiting` requests waiting for a place (more are told the model is busy).
+
+    Thread-safe; its thread runs while there is work and ends when there is none (a later request starts it
+    again), so a model that is unloaded leaves no thread behind. `batch_rows` counts the rows of each decode
+    step taken (before padding), for the benchmarks.
+    """
+
+    def __init__(self, model, limits: Limits | None = None):
+        self.model = model
+        self.set_limits(limits or Limits.from_env())
+        self.batches = contract.can_batch(model)
+        self.batch_rows: Counter[int] = Counter()
+        self._lock = threading.Lock()
+        self._waiting: deque[_Request] = deque()
+        self._active: list[_Request] = []
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        _SCHEDULERS.add(self)
+
+    def close(self) -> None:
+        """End every request (their readers get no more) and wait for the thread to finish its round: torch must
+        not be mid-step in a thread when the interpreter exits (it aborts the process)."""
+        with self._lock:
+            self._closed = True
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout=10)
+
+    def submit(self, steps: Generator, rows: int = 1) -> Iterator:
+        """What the request `steps` yields (Waiting while it waits for a place), in the reader's thread.
+
+        Raises Busy when every place is taken. A reader that stops reading (closes this iterator) takes the
+        request out at the scheduler's next round.
+        """
+        request = _Request(steps, rows)
+        with self._lock:
+            if self._closed:
+                steps.close()
+                raise RequestError("the server is shutting down")
+            if len(self._waiting) >= self.max_waiting and (self._active or self._waiting):
+                steps.close()
+                raise Busy("so many people are writing with this model right now that there is no place left; "
+                           "try again in a moment")
+            self._waiting.append(request)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="textgen-scheduler", daemon=True)
+                self._thread.start()
+        try:
+            while (item := request.out.get()) is not _END:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            request.gone = True
+
+    def set_limits(self, limits: Limits) -> None:
+        """The operator's limits (the playground that serves this model applies its own); taken from the next round."""
+        self.max_rows, self.max_waiting = limits.max_batch, limits.max_waiting
+
+    @property
+    def load(self) -> tuple[int, int]:
+        """(rows being written, requests waiting) right now."""
+        with self._lock:
+            return sum(r.rows for r in self._active), len(self._waiting)
+
+    # -- the scheduler's thread ------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            with self._lock:
+                if self._closed:
+                    for request in [*self._active, *self._waiting]:
+                        request.steps.close()
+                        request.out.put(_END)
+                    self._active, self._waiting = [], deque()
+                self._admit()
+                if not self._active:
+                    self._thread = None  # nothing left: a new request starts a new thread
+                    return
+                active = list(self._active)
+            try:
+                self._round(active)
+            except BaseException:  # a bug here must not leave readers waiting forever
+                log.exception("the scheduler failed")
+                for request in active:
+                    request.out.put(RuntimeError("the model's scheduler failed"))
+                with self._lock:
+                    self._active = [r for r in self._active if r not in active]
+
+    def _admit(self) -> None:
+        """Move waiting requests into the batch while their rows fit (the first always fits an empty batch);
+        tell the others their place when it changed. Called with the lock held."""
+        rows = sum(r.rows for r in self._active)
+        while self._waiting and (self._waiting[0].gone or not self._active
+                                 or rows + self._waiting[0].rows <= self.max_rows):
+            request = self._waiting.popleft()
+            if request.gone:
+                request.steps.close()
+                continue
+            self._active.append(request)
+            rows += request.rows
+            if request.ahead is not None:  # it was told to wait: its turn has come
+                request.out.put(Waiting(0, over=True))
+        for ahead, request in enumerate(self._waiting):
+            if request.ahead != ahead:
+                request.ahead = ahead
+                request.out.put(Waiting(ahead))
+
+    @torch.inference_mode()
+    def _round(self, active: list[_Request]) -> None:
+        """Drive every request to its next step, take the steps, hand back the answers."""
+        asking, ended = [], []
+        for request in active:
+            if request.gone:
+                request.steps.close()
+                ended.append(request)
+            elif request.advance():
+                asking.append(request)
+            else:
+                ended.append(request)
+        if ended:
+            with self._lock:
+                self._active = [r for r in self._active if r not in ended]
+        for group in self._groups(asking):
+            try:
+                replies = step_together(self.model, [r.ask for r in group])
+            except Exception as err:  # out of memory, a broken model: each request's reader says it
+                for request in group:
+                    request.steps.close()
+                    request.out.put(err)
+                with self._lock:
+                    self._active = [r for r in self._active if r not in group]
+                continue
+            if len(group) > 1 or group[0].ask.is_decode:
+                self.batch_rows[sum(r.rows for r in group)] += 1
+            for request, reply in zip(group, replies):
+                request.ask, request.reply = None, reply
+
+    def _groups(self, asking: list[_Request]) -> list[list[_Request]]:
+        """Which steps go together this round: every decode step in one batch, and the oldest prompt's next
+        piece alone (the other prompts wait a round). A model that cannot batch takes each request alone."""
+        if not self.batches:
+            return [[r] for r in asking]
+        # A one-token prompt is a decode-shaped first step with no memory yet: it goes alone, as a prompt does.
+        joins = [r.ask.is_decode and (r.ask.memory is not None or self.model.memory == "none") for r in asking]
+        decode = [r for r, join in zip(asking, joins) if join]
+        prompt = next((r for r, join in zip(asking, joins) if not join), None)
+        return ([[prompt]] if prompt else []) + ([decode] if decode else [])
