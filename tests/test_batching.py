@@ -185,3 +185,32 @@ def test_the_step_view_takes_the_same_steps_as_a_batch(manager):
     settings = GenerationSettings.parse("JULIET:", max_new_tokens=50, seed=11, temperature=0.8)
     direct = list(Run(loaded, settings, threading.Event()).events())
     assert written(direct) == written(list(stream(loaded, settings)))
+
+
+def test_requests_with_the_same_controls_are_sampled_together_and_exactly_as_alone(manager, monkeypatch):
+    """A class on the page's default style: one set of controls, sixteen prompts and seeds. Their controls are
+    applied to all their rows at once (prompts of different lengths included), and each text is as alone."""
+    import textgen.batching as batching
+
+    loaded = manager.get("lstm")
+    requests = [dict(prompt="ROMEO:\n" * (1 + i % 5), seed=i, max_new_tokens=40, temperature=0.8, top_p=0.95,
+                     repetition_penalty=1.3) for i in range(16)]
+    alone = [written(list(stream(loaded, settings_of(r)))) for r in requests]
+    sizes: list[int] = []
+    real = batching.process_together
+    monkeypatch.setattr(batching, "process_together", lambda asks: sizes.append(len(asks)) or real(asks))
+    assert [written(events) for events in all_at_once(loaded, requests)] == alone
+    assert max(sizes) == 16 and sum(s > 1 for s in sizes) > len(sizes) / 2, sizes
+
+
+def test_the_no_repeat_rule_is_applied_to_each_request_alone(manager, monkeypatch):
+    import textgen.batching as batching
+
+    loaded = manager.get("gru")
+    requests = [dict(prompt="To be", seed=i, max_new_tokens=30, no_repeat_ngram_size=2) for i in range(4)]
+    alone = [written(list(stream(loaded, settings_of(r)))) for r in requests]
+    sizes: list[int] = []
+    real = batching.process_together
+    monkeypatch.setattr(batching, "process_together", lambda asks: sizes.append(len(asks)) or real(asks))
+    assert [written(events) for events in all_at_once(loaded, requests)] == alone
+    assert set(sizes) == {1}

@@ -37,7 +37,7 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
-from textgen.batching import Forward, step_together
+from textgen.batching import Forward, Process, process_together, step_together
 from textgen.events import Clock, Summary, TextEvent, TokenInfo, Waiting
 from textgen.loading import LoadedModel
 from textgen.models import contract
@@ -89,6 +89,7 @@ class Run:
         self.eos_ids = end_of_text_ids(self.model, self.tokenizer)
         # The stages' processors only: the names are for textgen.explain; the loop wants a plain list.
         self.pipeline = [processor for _, processor in sampling_stages(settings, self.tokenizer, self.eos_ids)]
+        self.sampling_key = sampling_key(settings)
 
     # -- prompt ------------------------------------------------------------------------------------------
 
@@ -125,8 +126,8 @@ class Run:
                 item = steps.send(reply)
             except StopIteration:
                 return
-            reply = self._answer(item) if isinstance(item, Forward) else None
-            if not isinstance(item, Forward):
+            reply = self._answer(item) if isinstance(item, (Forward, Process)) else None
+            if reply is None:
                 yield item
 
     @torch.inference_mode()
@@ -139,7 +140,7 @@ class Run:
         ttft = None
         logits, cache = yield from self.prefill_steps(all_ids)
         for step in range(s.max_new_tokens if logits is not None else 0):
-            next_ids, probs = self._pick(logits, all_ids, samples)
+            next_ids, probs = yield from self._pick(logits, all_ids, samples)
             if next_ids is None:
                 break
             ttft = clock.active() if ttft is None else ttft
@@ -172,7 +173,7 @@ class Run:
 
     def _pick(self, logits: torch.Tensor, all_ids: torch.Tensor, samples: list[_Sample]):
         """The next token of every sample and the distribution it came from; (None, None) if none can go on."""
-        scores = apply_processors(self.pipeline, all_ids, logits)
+        scores = yield Process(self.sampling_key, self.pipeline, all_ids, logits)
         blocked = torch.isneginf(scores).all(dim=-1)
         if blocked.any():
             # The rules left a sample no token at all (say, no-repeat size 1 after every character was used):
@@ -236,8 +237,10 @@ class Run:
             return done.value
 
     @torch.inference_mode()
-    def _answer(self, ask: Forward):
-        # The scheduler's own function, so that a step taken here is the one a batch would take.
+    def _answer(self, ask: Forward | Process):
+        # The scheduler's own functions, so that a step taken here is the one a batch would take.
+        if isinstance(ask, Process):
+            return process_together([ask])[0]
         return step_together(self.model, [ask])[0]
 
     def _new_memory(self, batch_size: int):
@@ -304,6 +307,15 @@ def sampling_stages(
     return stages
 
 
+def sampling_key(settings: GenerationSettings) -> tuple | None:
+    """What makes two requests' controls the same (textgen.batching processes such requests together); None for
+    controls that read each text's exact sequence of tokens (the no-repeat rule), which are applied alone."""
+    s = settings
+    if s.no_repeat_ngram_size:
+        return None
+    return (s.repetition_penalty, s.greedy, s.temperature, s.top_k, s.top_p, s.min_p)
+
+
 def draw(scores: torch.Tensor, greedy: bool, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """The engine's choice from processed scores (batch x vocab): one token per row, and the distribution.
 
@@ -336,13 +348,6 @@ class _Suppress(LogitsProcessor):
         scores = scores.clone()
         scores[:, self.token_id] = float("-inf")
         return scores
-
-
-def apply_processors(processors: list[LogitsProcessor], ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-    # LogitsProcessorList would inspect every processor's signature on every call (~0.2 ms a step).
-    for processor in processors:
-        scores = processor(ids, scores)
-    return scores
 
 
 class _Sample:
