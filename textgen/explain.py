@@ -46,9 +46,10 @@ from typing import Any
 
 import torch
 
+from textgen.batching import apply_processors
 from textgen.catalog import UnknownModelError
 from textgen.events import STOP_REASONS, shown
-from textgen.generation import IncrementalDecoder, Run, apply_processors, draw, sampling_stages
+from textgen.generation import IncrementalDecoder, Run, draw, sampling_stages
 from textgen.loading import LoadedModel, ModelLoadError, ModelManager
 from textgen.models import contract
 from textgen.settings import CONTROLS, GenerationSettings, InvalidRequest, Limits, RequestError
