@@ -57,7 +57,7 @@ from textgen.settings import preset_values  # noqa: E402
 
 PROMPTS = ["ROMEO:\n", "First Citizen:\n", "JULIET:\nO ", "KING RICHARD III:\nNow is the winter"]
 SAMPLING = preset_values("Balanced")  # the page's first style; the controls it leaves alone stay off
-TOKENS = re.compile(r"\*\*(\d+)\*\* tokens")
+TOKENS = re.compile(r"\*\*(\d+)\*\* tokens?\b")
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from ui.render import score_records
 STEP_SECONDS = 0.1  # the LSTM below is slowed to this per forward step, longer than a request's round trip, so
 # "how many more steps after the signal" measures the server and not the network
 # The stats line under a finished text: "**15** tokens · first token after **40 ms** · **9** tokens/s · stopped: …"
-STATS = re.compile(r"^\*\*(\d+)\*\* tokens · first token after \*\*\d+(\.\d)? m?s\*\*"
+STATS = re.compile(r"^\*\*(\d+)\*\* tokens? · first token after \*\*\d+(\.\d)? m?s\*\*"
                    r"(?: \(\d+(?:\.\d)? m?s of it waiting for a free place\))? · \*\*\d+\*\* tokens/s · "
                    r"stopped: (.+) · seed (\d+) *$", re.MULTILINE)
 

@@ -64,7 +64,7 @@ def all_at_once(loaded, requests: list[dict], cancels=None) -> list[list]:
     return results
 
 
-@pytest.mark.parametrize("name", ["lstm", "gru"])
+@pytest.mark.parametrize("name", ["lstm", "gru", "rnn", "transformer"])
 def test_sixteen_requests_at_once_write_exactly_what_each_writes_alone(manager, name):
     loaded = manager.get(name)
     alone = [written(list(stream(loaded, settings_of(r)))) for r in REQUESTS]
@@ -177,6 +177,18 @@ def test_a_failing_step_fails_its_requests_in_words_and_the_model_serves_the_nex
         list(stream(loaded, GenerationSettings.parse("A", max_new_tokens=20, seed=1)))
     events = list(stream(loaded, GenerationSettings.parse("A", max_new_tokens=20, seed=1)))
     assert events[-1].tokens == [20]
+
+
+def test_a_transformers_texts_keep_their_own_caches_in_a_batch(manager):
+    """Our Transformer batches its decode steps with a cache per text (`step_rows`): texts of very different
+    lengths, one of them past the context (refilled from its recent half), each exactly as alone."""
+    loaded = manager.get("transformer")
+    requests = [dict(prompt="ROMEO:", seed=1, max_new_tokens=150), dict(prompt="O" * 40, seed=2, max_new_tokens=20),
+                dict(prompt="", seed=3, max_new_tokens=60, num_samples=2), dict(prompt="What", seed=4, max_new_tokens=5)]
+    alone = [written(list(stream(loaded, settings_of(r)))) for r in requests]
+    loaded.scheduler.batch_rows.clear()
+    assert [written(events) for events in all_at_once(loaded, requests)] == alone
+    assert max(loaded.scheduler.batch_rows) > 1
 
 
 def test_the_step_view_takes_the_same_steps_as_a_batch(manager):

@@ -144,7 +144,7 @@ def test_stats_while_waiting_and_while_writing():
     assert stats_markdown(Live("lstm", "LSTM")) == "Waiting for the first token…"
     loading = Live("lstm", "LSTM", status="Loading LSTM (first use, a few seconds)…")
     assert stats_markdown(loading) == "Loading LSTM (first use, a few seconds)…"
-    assert stats_markdown(writing(1)) == "**1** tokens · first token after **40 ms** · writing…"
+    assert stats_markdown(writing(1)) == "**1** token · first token after **40 ms** · writing…"
     # 160 tokens after the first in 0.4 s: 400 tokens/s (the first token's wait is its own number)
     assert stats_markdown(writing(161)) == "**161** tokens · first token after **40 ms** · **400** tokens/s · writing…"
     assert stats_markdown(writing(3, first=1.5, last=2.5)) == ("**3** tokens · first token after **1.5 s** · "
@@ -229,3 +229,9 @@ def test_score_records_add_a_problem_column_only_when_a_model_failed():
     assert [r[SCORE_COLUMNS["error"]] for r in records] == ["", "needs a download"]
     assert records[1][SCORE_COLUMNS["nats_per_char"]] is None and records[1]["Tokens"] is None
     assert list(records[0]) == list(SCORE_COLUMNS.values())
+
+
+def test_the_first_tokens_wait_says_how_much_of_it_was_waiting_for_a_place():
+    live = writing(3, first=1.5, last=2.5)
+    live.waited = 1.2
+    assert "first token after **1.5 s** (1.2 s of it waiting for a free place)" in stats_markdown(live)

@@ -117,8 +117,12 @@ def step_together(model, asks: list[Forward]) -> list[tuple[torch.Tensor, Any]]:
         return [contract.step(model, asks[0].input_ids, asks[0].memory)]
     sizes = [ask.input_ids.shape[0] for ask in asks]
     ids = torch.cat([ask.input_ids for ask in asks])  # (rows, 1)
-    memory = contract.join_memory(model, [ask.memory for ask in asks])
     pad = -len(ids) % PAD_ROWS
+    if contract.has_step_rows(model):  # each text keeps its own cache (a Transformer): the model joins the rows
+        ids = torch.cat([ids, ids[:1].expand(pad, -1)])
+        logits, memories = model.step_rows(ids, [ask.memory for ask in asks], sizes)
+        return list(zip(logits[: sum(sizes)].split(sizes), memories))
+    memory = contract.join_memory(model, [ask.memory for ask in asks])
     if pad:  # copies of the first row, thrown away after the step
         first = contract.split_memory(model, memory, [1])[0]
         ids = torch.cat([ids, ids[:1].expand(pad, -1)])

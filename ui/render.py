@@ -197,7 +197,7 @@ def stats_markdown(live: Live) -> str:
         return f"⚠️ {live.error}"
     if live.first_token_at is None and live.summary is None:
         return live.status or "Waiting for the first token…"
-    parts = [f"**{len(live.tokens)}** tokens"]
+    parts = [f"**{len(live.tokens)}** token{'' if len(live.tokens) == 1 else 's'}"]
     if live.first_token_at is not None:
         waited = f" ({_ms(live.waited)} of it waiting for a free place)" if live.waited else ""
         parts.append(f"first token after **{_ms(live.first_token_at)}**{waited}")

@@ -24,6 +24,11 @@ What the model class says:
 - `memory_batch_dim`: where the rows (one per text being written) sit in a "state" memory's tensors (0 unless
   said; 1 for torch's RNNs, whose state is (layers, B, hidden)). It lets several requests' memories be stepped
   as one batch (`join_memory`, `split_memory`, used by textgen.batching); a "cache" model is stepped alone.
+- Optional, for a "cache" model to be batched: `step_rows(input_ids, memories, sizes)`: one new token for each
+  row of `input_ids` (N, 1), where the first `sizes[0]` rows continue `memories[0]`, the next `sizes[1]`
+  `memories[1]`, and so on (rows past them are padding, to be ignored); returns the logits (N, V) and the
+  memories, each row's result what `step` would give it alone at the same N. Each text keeps its own cache, so
+  no padding or mask is needed however their lengths differ.
 - `forward(input_ids, labels=None)`: training's call, transformers' convention (an output with `.loss`, `.logits`).
 - Optional, for the step-by-step views (each says plainly when a model does not offer it):
   `attention_weights(input_ids)` -> (layers, heads, T): where each head looks from the last token;
@@ -73,6 +78,10 @@ class TextgenModel(PreTrainedModel, GenerationMixin):
     def step(self, input_ids: torch.LongTensor, memory: Any, all_logits: bool = False) -> tuple[torch.Tensor, Any]:
         raise NotImplementedError(f"{type(self).__name__} must define step(input_ids, memory, all_logits)")
 
+    def step_rows(self, input_ids: torch.LongTensor, memories: list[Any], sizes: list[int]
+                  ) -> tuple[torch.Tensor, list[Any]]:
+        raise NotImplementedError
+
     @property
     def has_attention(self) -> bool:
         return type(self).attention_weights is not TextgenModel.attention_weights
@@ -114,9 +123,13 @@ def start_memory(model: PreTrainedModel, batch_size: int = 1) -> Any:
 
 
 def can_batch(model: PreTrainedModel) -> bool:
-    """Whether several requests' memories can be joined into one batch: ours with a fixed-size state or none.
-    (A key/value cache grows with each text's length; rows of different lengths would need padding and masks.)"""
-    return is_ours(model) and model.memory in ("state", "none")
+    """Whether several requests' decode steps can be taken as one batch: ours with a fixed-size state or none
+    (their memories are joined, `join_memory`), or with a cache and `step_rows` (each text keeps its own)."""
+    return is_ours(model) and (model.memory in ("state", "none") or has_step_rows(model))
+
+
+def has_step_rows(model: PreTrainedModel) -> bool:
+    return is_ours(model) and type(model).step_rows is not TextgenModel.step_rows
 
 
 def join_memory(model: PreTrainedModel, memories: list[Any]) -> Any:

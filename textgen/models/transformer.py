@@ -168,6 +168,40 @@ class TransformerForCausalLM(TextgenModel):
         out = self(input_ids=input_ids, past_key_values=memory, use_cache=True, logits_to_keep=0 if all_logits else 1)
         return (out.logits if all_logits else out.logits[:, -1]).float(), out.past_key_values
 
+    def step_rows(self, input_ids: torch.LongTensor, memories: list[Cache], sizes: list[int]
+                  ) -> tuple[torch.Tensor, list[Cache]]:
+        """One new token for several texts at once (textgen.batching), each with its own cache.
+
+        Why this way rather than one padded cache with an attention mask: every layer that mixes no tokens
+        (embeddings, layer norms, the linear layers, the MLP: nearly all the weights) runs once over all rows,
+        which is what batching saves; attention, the only part that reads the past, runs text by text against
+        that text's own cache, exactly as the text alone would. So a text comes out bit for bit the same in any
+        batch, with no padding of caches to a common length, no masks and no copying of caches to join them.
+        Rows past sum(sizes) are padding (textgen.batching pads to a multiple of 4): they get no attention.
+        """
+        n, C = input_ids.shape[0], self.config.n_embd
+        H = self.config.n_head
+        lengths = [memory.get_seq_length() for memory in memories]
+        if max(lengths) + 1 > self.config.n_positions:
+            raise ValueError(f"{max(lengths) + 1} tokens exceed this model's context of {self.config.n_positions}")
+        pos = torch.tensor([p for length, size in zip(lengths, sizes) for p in [length] * size]
+                           + [0] * (n - sum(sizes)), device=input_ids.device)
+        x = self.wte(input_ids) + self.wpe(pos)[:, None]  # (N, 1, C)
+        for block in self.blocks:
+            attn = block.attn
+            q, k, v = attn.qkv(block.ln_1(x)).split(C, dim=2)
+            q, k, v = (t.view(n, 1, H, C // H).transpose(1, 2) for t in (q, k, v))  # (N, H, 1, D)
+            y = torch.zeros_like(q)
+            start = 0
+            for memory, size in zip(memories, sizes):
+                rows = slice(start, start + size)
+                keys, values = memory.update(k[rows], v[rows], attn.layer_idx)
+                y[rows] = F.scaled_dot_product_attention(q[rows], keys, values)
+                start += size
+            x = x + attn.proj(y.transpose(1, 2).reshape(n, 1, C))
+            x = x + block.mlp(block.ln_2(x))
+        return self.lm_head(self.ln_f(x))[:, -1].float(), memories
+
     def attention_weights(self, input_ids: torch.LongTensor) -> torch.Tensor:
         """(layers, heads, T): where each head looks from the last token of `input_ids` (1, T)."""
         attentions = self(input_ids=input_ids, output_attentions=True, use_cache=False).attentions
