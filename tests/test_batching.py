@@ -184,7 +184,8 @@ def test_a_transformers_texts_keep_their_own_caches_in_a_batch(manager):
     lengths, one of them past the context (refilled from its recent half), each exactly as alone."""
     loaded = manager.get("transformer")
     requests = [dict(prompt="ROMEO:", seed=1, max_new_tokens=150), dict(prompt="O" * 40, seed=2, max_new_tokens=20),
-                dict(prompt="", seed=3, max_new_tokens=60, num_samples=2), dict(prompt="What", seed=4, max_new_tokens=5)]
+                dict(prompt="", seed=3, max_new_tokens=60, num_samples=2),
+                dict(prompt="What", seed=4, max_new_tokens=5)]
     alone = [written(list(stream(loaded, settings_of(r)))) for r in requests]
     loaded.scheduler.batch_rows.clear()
     assert [written(events) for events in all_at_once(loaded, requests)] == alone
