@@ -113,14 +113,17 @@ def step_together(model, asks: list[Forward]) -> list[tuple[torch.Tensor, Any]]:
     The only place a local model takes a generation step: alone or in a batch, a request's rows go through the
     same padded batch shape, so they come out the same.
     """
-    if len(asks) == 1 and not (asks[0].is_decode and contract.can_batch(model)):
+    # Our models take a decode step alone through the batch's shape too (that is what makes them exact); a
+    # Hugging Face model, which cannot be exact in a batch anyway, keeps its faster step alone.
+    exact = contract.is_ours(model) and contract.can_batch(model)
+    if len(asks) == 1 and not (asks[0].is_decode and exact):
         return [contract.step(model, asks[0].input_ids, asks[0].memory)]
     sizes = [ask.input_ids.shape[0] for ask in asks]
     ids = torch.cat([ask.input_ids for ask in asks])  # (rows, 1)
     pad = -len(ids) % PAD_ROWS
-    if contract.has_step_rows(model):  # each text keeps its own cache (a Transformer): the model joins the rows
+    if contract.memory_kind(model) == "cache":  # each text keeps its own cache: the model joins the rows
         ids = torch.cat([ids, ids[:1].expand(pad, -1)])
-        logits, memories = model.step_rows(ids, [ask.memory for ask in asks], sizes)
+        logits, memories = contract.step_rows(model, ids, [ask.memory for ask in asks], sizes)
         return list(zip(logits[: sum(sizes)].split(sizes), memories))
     memory = contract.join_memory(model, [ask.memory for ask in asks])
     if pad:  # copies of the first row, thrown away after the step
@@ -333,13 +336,21 @@ class Scheduler:
             for request, reply in zip(group, replies):
                 request.ask, request.reply = None, reply
 
+    def _joins(self, memory) -> bool:
+        kind = contract.memory_kind(self.model)
+        if kind == "none":
+            return True
+        if kind == "state" or contract.is_ours(self.model):
+            return memory is not None
+        return contract.joinable_caches([memory])  # a Hugging Face model's: plain and filled
+
     def _groups(self, asking: list[_Request]) -> list[list[_Request]]:
         """Which steps go together this round: every decode step in one batch, and the oldest prompt's next
         piece alone (the other prompts wait a round). A model that cannot batch takes each request alone."""
         if not self.batches:
             return [[r] for r in asking]
         # A one-token prompt is a decode-shaped first step with no memory yet: it goes alone, as a prompt does.
-        joins = [r.ask.is_decode and (r.ask.memory is not None or self.model.memory == "none") for r in asking]
+        joins = [r.ask.is_decode and self._joins(r.ask.memory) for r in asking]
         decode = [r for r, join in zip(asking, joins) if join]
         prompt = next((r for r, join in zip(asking, joins) if not join), None)
         return ([[prompt]] if prompt else []) + ([decode] if decode else [])

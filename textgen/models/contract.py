@@ -124,12 +124,77 @@ def start_memory(model: PreTrainedModel, batch_size: int = 1) -> Any:
 
 def can_batch(model: PreTrainedModel) -> bool:
     """Whether several requests' decode steps can be taken as one batch: ours with a fixed-size state or none
-    (their memories are joined, `join_memory`), or with a cache and `step_rows` (each text keeps its own)."""
-    return is_ours(model) and (model.memory in ("state", "none") or has_step_rows(model))
+    (their memories are joined, `join_memory`) or with `step_rows`; Hugging Face models (`step_rows` below)."""
+    if not is_ours(model):
+        return True
+    return model.memory in ("state", "none") or has_step_rows(model)
 
 
 def has_step_rows(model: PreTrainedModel) -> bool:
-    return is_ours(model) and type(model).step_rows is not TextgenModel.step_rows
+    """Whether `step_rows` batches this model's decode steps: ours that define it, and Hugging Face models."""
+    return type(model).step_rows is not TextgenModel.step_rows if is_ours(model) else True
+
+
+def step_rows(model: PreTrainedModel, input_ids: torch.LongTensor, memories: list[Any], sizes: list[int]
+              ) -> tuple[torch.Tensor, list[Any]]:
+    """One new token for several texts, each with its own memory (see TextgenModel.step_rows): ours say how;
+    a Hugging Face model's caches are joined, left-padded to the longest, and split again after the step."""
+    if is_ours(model):
+        return model.step_rows(input_ids, memories, sizes)
+    return _padded_step(model, input_ids, memories, sizes)
+
+
+def _padded_step(model: PreTrainedModel, input_ids: torch.LongTensor, memories: list[DynamicCache],
+                 sizes: list[int]) -> tuple[torch.Tensor, list[DynamicCache]]:
+    """A Hugging Face model's decode step over texts of different lengths, as `generate` batches them: one cache
+    padded on the left, an attention mask that hides the padding and each row's own positions.
+
+    Why this and not a paged or static cache: the texts join and leave at every token, and a request keeps its
+    own cache between steps (Stop, the step view's undo); joining costs one copy of the caches a step, about a
+    tenth of the step itself for GPT-2 small at 8 rows. Unlike our own models, a row's numbers are not exactly
+    those of the text alone (attention over padded lengths rounds differently), so a sampled text can differ
+    from the same request alone: README, Performance, says how often.
+    """
+    n = input_ids.shape[0]
+    lengths = [memory.get_seq_length() for memory in memories]
+    longest = max(lengths)
+    row_lengths = [length for length, size in zip(lengths, sizes) for _ in range(size)]
+    row_lengths += [longest] * (n - len(row_lengths))  # padding rows: attend to the longest text's slot
+    joined = DynamicCache()
+    for layer in range(len(memories[0].layers)):
+        keys, values = [], []
+        for memory, length in zip(memories, lengths):
+            pad = (0, 0, longest - length, 0)  # left, on the sequence dimension of (rows, heads, T, head size)
+            keys.append(torch.nn.functional.pad(memory.layers[layer].keys, pad))
+            values.append(torch.nn.functional.pad(memory.layers[layer].values, pad))
+        extra = n - sum(sizes)
+        if extra:
+            keys.append(keys[0][:1].expand(extra, -1, -1, -1))
+            values.append(values[0][:1].expand(extra, -1, -1, -1))
+        joined.update(torch.cat(keys), torch.cat(values), layer)
+    positions = torch.arange(longest + 1, device=input_ids.device)
+    starts = torch.tensor([longest - length for length in row_lengths], device=input_ids.device)
+    mask = (positions[None, :] >= starts[:, None]).long()  # (rows, longest + 1): 0 over the padding
+    position_ids = torch.tensor(row_lengths, device=input_ids.device)[:, None]
+    out = model(input_ids=input_ids, past_key_values=joined, attention_mask=mask, position_ids=position_ids,
+                use_cache=True, logits_to_keep=1)
+    new, start = [], 0
+    for memory, length, size in zip(memories, lengths, sizes):
+        cache = DynamicCache()
+        for layer, joined_layer in enumerate(out.past_key_values.layers):
+            rows, keep = slice(start, start + size), slice(longest - length, None)
+            cache.update(joined_layer.keys[rows, :, keep].contiguous(), joined_layer.values[rows, :, keep].contiguous(),
+                         layer)
+        new.append(cache)
+        start += size
+    return out.logits[:, -1].float(), new
+
+
+def joinable_caches(memories: list[Any]) -> bool:
+    """Whether Hugging Face caches can be joined by `_padded_step`: plain ones, every layer filled (no sliding
+    windows, which keep only their last tokens)."""
+    return all(isinstance(m, DynamicCache) and m.layers and all(
+        type(layer).__name__ == "DynamicLayer" and layer.is_initialized for layer in m.layers) for m in memories)
 
 
 def join_memory(model: PreTrainedModel, memories: list[Any]) -> Any:
