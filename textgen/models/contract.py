@@ -179,7 +179,7 @@ def _padded_step(model: PreTrainedModel, input_ids: torch.LongTensor, memories: 
     out = model(input_ids=input_ids, past_key_values=joined, attention_mask=mask, position_ids=position_ids,
                 use_cache=True, logits_to_keep=1)
     new, start = [], 0
-    for memory, length, size in zip(memories, lengths, sizes):
+    for length, size in zip(lengths, sizes):
         cache = DynamicCache()
         for layer, joined_layer in enumerate(out.past_key_values.layers):
             rows, keep = slice(start, start + size), slice(longest - length, None)
