@@ -164,6 +164,7 @@ def test_a_long_prompt_is_read_in_pieces_between_the_others_steps(manager):
 
 def test_a_failing_step_fails_its_requests_in_words_and_the_model_serves_the_next(manager, monkeypatch):
     loaded = manager.get("rnn")
+    monkeypatch.setattr(loaded, "_scheduler", Scheduler(loaded.model))  # no other test's request in its batch
     real_step, failures = contract.step, []
 
     def broken_once(model, input_ids, memory, all_logits=False):

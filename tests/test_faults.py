@@ -218,7 +218,9 @@ def test_an_unexpected_failure_fails_one_request_and_does_not_poison_the_model(c
     playground = fresh(catalog)
     loaded = playground.manager.get(model)
     hook = FailingForward(RuntimeError("simulated kernel failure"), at=5)  # mid-stream, state and cache in use
-    loaded.model.register_forward_pre_hook(hook)
+    # On the output layer: every step of every model ends there, batched or not (a Transformer's batched
+    # decode step does not go through its forward).
+    loaded.model.get_output_embeddings().register_forward_pre_hook(hook)
 
     with caplog.at_level(logging.ERROR, logger="textgen"), pytest.raises(RequestError) as err:
         write(playground, model)

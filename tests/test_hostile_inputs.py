@@ -194,7 +194,7 @@ def serve_or_refuse(playground: Playground, prompt, model, values: dict) -> str:
     assert len(summary.tokens) == request.num_samples
     assert all(n <= request.max_new_tokens for n in summary.tokens)
     assert live.text == summary.texts[0]
-    assert f"**{len(live.tokens)}** tokens" in stats_markdown(live)
+    assert f"**{len(live.tokens)}** token" in stats_markdown(live)
     assert playground.running() == 0
     return "served"
 
