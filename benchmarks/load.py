@@ -3,7 +3,7 @@
     python benchmarks/load.py --clients 16 --requests 32 --time-limit 120
     python benchmarks/load.py --clients 4 --requests 8 --max-new-tokens 20 --models lstm transformer --json
     python benchmarks/load.py --url http://127.0.0.1:7860/ --models lstm gru   # an app started elsewhere
-    python benchmarks/load.py --clients 16 --requests 16 --models lstm --seeds 16 --batching both
+    python benchmarks/load.py --clients 16 --requests 16 --models lstm --seeds 16 --batching both --rest
     python benchmarks/load.py --build-gpt2-shaped /tmp/gpt2-shaped     # GPT-2 small's shape, random weights
     python benchmarks/load.py --model /tmp/gpt2-shaped --models gpt2-shaped --clients 8 --requests 8 \
         --max-new-tokens 50 --seeds 8 --batching both   # a Hugging Face model folder, added to the catalog
@@ -52,7 +52,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.helpers import free_port, generate_args, updates  # noqa: E402  (shared with the tests)
+from tests.helpers import free_port, generate_args, rest_call, updates  # noqa: E402  (shared with the tests)
 from textgen.settings import preset_values  # noqa: E402
 
 PROMPTS = ["ROMEO:\n", "First Citizen:\n", "JULIET:\nO ", "KING RICHARD III:\nNow is the winter"]
@@ -130,7 +130,28 @@ class Report:
 # -- the client side -------------------------------------------------------------------------------------
 
 
+def run_rest_request(url: str, spec: Spec, timeout: float) -> Result:
+    """As `run_request`, through Gradio's REST routes with http.client (--rest): what any HTTP client gets,
+    without gradio_client's own cost (130-170 ms before it hands over a first update, and its threads)."""
+    start, first, outputs = time.perf_counter(), None, None
+    try:
+        for at, outputs in rest_call(url, "generate", list(spec.args()), timeout):
+            if first is None and outputs and outputs[0]:
+                first = at
+    except Exception as err:  # the server's message (RestError), or the connection
+        return Result(spec, "failed", first, time.perf_counter() - start, error=_one_line(err))
+    latency = time.perf_counter() - start
+    if not outputs:
+        return Result(spec, "failed", first, latency, error="no answer")
+    text, stats = outputs[0], outputs[1]
+    match = TOKENS.search(stats or "")
+    return Result(spec, "completed", first if first is not None else latency, latency,
+                  int(match.group(1)) if match else 0, text)
+
+
 def run_request(client, spec: Spec, timeout: float) -> Result:
+    if isinstance(client, str):  # --rest: the client is the url
+        return run_rest_request(client, spec, timeout)
     start = time.perf_counter()
     job = client.submit(*spec.args(), api_name="/generate")
     first = None
@@ -213,13 +234,13 @@ def shipped_names() -> list[str]:
 # -- the run ---------------------------------------------------------------------------------------------
 
 
-def baseline(url: str, specs: list[Spec], timeout: float, log, latencies: list[float]
+def baseline(url: str, specs: list[Spec], timeout: float, log, latencies: list[float], rest: bool = False
              ) -> tuple[dict[Spec, str], dict[str, str]]:
     """Each distinct request alone, in turn: the text it writes, and the models that could not be used (each
     one's latency appended to `latencies`)."""
     from gradio_client import Client
 
-    client = Client(url, verbose=False)
+    client = url if rest else Client(url, verbose=False)
     texts: dict[Spec, str] = {}
     broken: dict[str, str] = {}
     for spec in specs:
@@ -236,7 +257,8 @@ def baseline(url: str, specs: list[Spec], timeout: float, log, latencies: list[f
     return texts, broken
 
 
-def load(url: str, work: list[Spec], clients: int, time_limit: float, timeout: float) -> tuple[list[Result], float]:
+def load(url: str, work: list[Spec], clients: int, time_limit: float, timeout: float, rest: bool = False
+         ) -> tuple[list[Result], float]:
     """`clients` threads taking the requests of `work` in turn; stops starting new ones after `time_limit` s."""
     from gradio_client import Client
 
@@ -250,7 +272,7 @@ def load(url: str, work: list[Spec], clients: int, time_limit: float, timeout: f
     def worker() -> None:
         nonlocal next_index
         try:
-            client = Client(url, verbose=False)
+            client = url if rest else Client(url, verbose=False)
         finally:
             ready.wait()
         go.wait()
@@ -372,6 +394,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="in-process: batching on (the default), off (TEXTGEN_MAX_BATCH=1), or both in turn")
     parser.add_argument("--build-gpt2-shaped", metavar="DIR", type=Path,
                         help="write a random-weight model of GPT-2 small's shape into DIR, then exit")
+    parser.add_argument("--rest", action="store_true",
+                        help="clients read the REST routes with http.client instead of gradio_client")
     parser.add_argument("--json", action="store_true", help="end with one JSON object on the last line")
     args = parser.parse_args(argv)
     if args.build_gpt2_shaped:
@@ -435,7 +459,7 @@ def run_once(args, mode: str) -> Report | None:
                     for j in range(len(models) * args.seeds)]
         log(f"baseline: {len(distinct)} distinct requests, each alone…")
         started = time.monotonic()
-        alone, broken = baseline(url, distinct, args.request_timeout, log, report.alone_latencies)
+        alone, broken = baseline(url, distinct, args.request_timeout, log, report.alone_latencies, args.rest)
         report.baseline_seconds = time.monotonic() - started
         report.skipped_models = broken
         report.models = [m for m in models if m not in broken]
@@ -448,7 +472,7 @@ def run_once(args, mode: str) -> Report | None:
             return report
         work = [usable[i % len(usable)] for i in range(args.requests)]  # round-robin over models and seeds
         log(f"load: {args.requests} requests from {args.clients} clients…")
-        results, elapsed = load(url, work, args.clients, args.time_limit, args.request_timeout)
+        results, elapsed = load(url, work, args.clients, args.time_limit, args.request_timeout, args.rest)
         report.load_average_after = list(os.getloadavg())
         summarise(report, results, alone, elapsed)
         report.alone_latency_p50 = percentile(report.alone_latencies, 50)
