@@ -217,11 +217,12 @@ def test_compare_writes_the_models_at_the_same_time_not_one_after_another(served
     done = [next(i for i, (_, stats) in enumerate(outputs) if "stopped:" in stats[m]) for m in range(2)]
     assert first_text[0] < done[1] and first_text[1] < done[0], (first_text, done)
     assert [finished(stats)[0] for stats in outputs[-1][1]] == [12, 12]
-    # On the server, the models' forward steps take turns (12 each: the prompt, then a step a token).
+    # On the server each model writes in its own scheduler, at the same time: their forward steps (12 each: the
+    # prompt, then a step a token) interleave, in whatever order the two threads take them.
     assert len(rnn_steps.times) == 12
     order = [model for _, model in sorted([(t, "lstm") for t in lstm_steps.times[-12:]] +
                                           [(t, "rnn") for t in rnn_steps.times])]
-    assert sum(a != b for a, b in zip(order, order[1:])) >= 20, order  # one after another would switch once
+    assert sum(a != b for a, b in zip(order, order[1:])) >= 6, order  # one after another would switch once
 
 
 def test_perplexity_scores_each_model(served):
