@@ -259,3 +259,19 @@ def test_a_hugging_face_model_writes_several_requests_together(manager):
     results = all_at_once(loaded, requests)
     assert all(events[-1].tokens[0] == 30 or events[-1].stop_reasons == ["end_of_text"] for events in results)
     assert max(loaded.scheduler.batch_rows) > 1
+
+
+def test_the_step_view_steps_the_model_in_its_scheduler_too(manager):
+    """One way to the model: the step-by-step view's forward steps are taken by the model's scheduler thread,
+    in turn with the texts being written, never from the request's own thread."""
+    from textgen import explain
+
+    loaded = manager.get("gru")
+    threads: set[str] = set()
+    handle = loaded.model.register_forward_pre_hook(lambda module, args: threads.add(threading.current_thread().name))
+    try:
+        session = explain.StepSession(loaded, "ROMEO:")
+        session.run(5, {"seed": 1})
+    finally:
+        handle.remove()
+    assert threads == {"textgen-scheduler"}

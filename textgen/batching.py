@@ -234,6 +234,19 @@ class Scheduler:
         finally:
             request.gone = True
 
+    def call(self, steps: Generator) -> Any:
+        """Run a step coroutine that only asks for steps (no events) to its end, in turn with everyone else's
+        requests; its return value. The step-by-step view's forward steps come this way, so they wait their turn
+        in the batch like any text being written instead of stepping the model from their own thread."""
+        result = []
+
+        def keep() -> Generator:
+            result.append((yield from steps))
+
+        for _ in self.submit(keep()):
+            pass  # its place while it waits: the step view shows its own "working…"
+        return result[0]
+
     def set_limits(self, limits: Limits) -> None:
         """The operator's limits (the playground that serves this model applies its own); taken from the next round."""
         self.max_rows, self.max_waiting = limits.max_batch, limits.max_waiting

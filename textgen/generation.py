@@ -221,20 +221,17 @@ class Run:
         return logits, memory
 
     def prefill(self, input_ids: torch.Tensor):
-        """`prefill_steps`, its steps taken here: (logits, memory) after the prompt (the step view's start)."""
+        """`prefill_steps`, its steps taken in turn by the scheduler: (logits, memory) after the prompt (the step
+        view's start)."""
         return self._drive(self.prefill_steps(input_ids))
 
     def next_logits(self, all_ids: torch.Tensor, next_ids: torch.Tensor, cache):
-        """`next_steps`, its step taken here: (logits, memory) after `next_ids`."""
+        """`next_steps`, its step taken in turn by the scheduler: (logits, memory) after `next_ids`."""
         return self._drive(self.next_steps(all_ids, next_ids, cache))
 
     def _drive(self, steps):
-        reply = None
-        try:
-            while True:
-                reply = self._answer(steps.send(reply))
-        except StopIteration as done:
-            return done.value
+        """The step coroutine `steps` run to its end by the model's scheduler, with everyone else's requests."""
+        return self.loaded.scheduler.call(steps)
 
     @torch.inference_mode()
     def _answer(self, ask: Forward | Process):
