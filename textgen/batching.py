@@ -21,12 +21,13 @@ and a slow reader never slows the batch (its events wait in its own queue).
 Exactness: a matrix product rounds differently for fewer than 4 rows (a matrix-vector kernel) than for 4 or more,
 and with 2 threads also for some counts that are not a multiple of 4. `step_together` pads every decode batch to a
 multiple of 4 rows, a request alone included, so a seeded request writes bit for bit the same text alone as in
-any batch (tests/test_batching.py checks it on the shipped recurrent models). The price: a request alone pays
+any batch (tests/test_batching.py checks it on the four shipped models). The price: a request alone pays
 for 4 rows (the LSTM's step 1.6 ms instead of 0.6).
 
-Models with a key/value cache (Transformers: ours and Hugging Face's) are not batched yet: rows of different
-lengths need padding, attention masks and position ids, which our Transformer's attention does not take. The
-scheduler steps them one request at a time in turn, so they share the machine fairly and show the queue.
+Models with a key/value cache: each text keeps its own cache. Our Transformer's `step_rows` runs the shared
+layers over all rows and attention text by text (exact, as above); a Hugging Face model's caches are joined
+left-padded for the step, with a mask (`contract.step_rows`: equal to float precision, not bit for bit). A
+cache that cannot be joined (a sliding window's) is stepped alone, one such request after another.
 """
 
 from __future__ import annotations
