@@ -381,3 +381,10 @@ def test_the_text_view_has_its_own_pop_up_without_branching():
     assert "BRANCHING" not in script and "pinned && false" in script  # nothing to branch to here
     out = view.text_html("<i>A", [view.Written("b", 0.5, [("b", 0.5), ("c", 0.2)])])
     assert "&lt;i&gt;A" in out and "class=tg-tok" in out
+
+
+def test_before_start_the_bars_say_press_start_in_bold_not_with_asterisks():
+    from ui.step import bars_html
+
+    note = bars_html([])
+    assert "<b>Start</b>" in note and "*" not in note

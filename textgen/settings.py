@@ -117,7 +117,8 @@ CONTROL_TABLE: tuple[Control, ...] = (
             "Drop tokens less likely than this fraction of the likeliest one. 0 turns it off.",
             0.0, 1.0, 0.01, 0.0, presets=(("Precise", 0.0), ("Balanced", 0.0), ("Creative", 0.05))),
     Control("max_new_tokens", "Max new tokens",
-            "How much to write at most (a token is a character for our models, about ¾ of a word for GPT-2).",
+            "How much to write at most (a token is a letter for our RNN, LSTM and GRU, a word or part of one for our "
+            "Transformer and GPT-2: about ¾ of a word).",
             1, None, 1, 200, whole=True, limit="max_new_tokens"),
     Control("num_samples", "Samples", "How many different continuations to write.", 1, None, 1, 1, whole=True,
             limit="max_samples"),

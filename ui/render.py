@@ -243,7 +243,7 @@ SCORE_COLUMNS = {
     "title": "Model",
     "nats_per_char": "Surprise per character (nats, lower is better)",
     "bits_per_char": "Bits per character",
-    "ppl_per_token": "Perplexity per token",
+    "ppl_per_token": "Perplexity per token (depends on the model's tokens: compare models per character)",
     "tokens": "Tokens",
     "unknown_chars": "Characters it does not know",
     "error": "Problem",
@@ -260,7 +260,8 @@ def score_records(rows: list[ScoreRow]) -> list[dict]:
             SCORE_COLUMNS["bits_per_char"]: None if row.bits_per_char is None else round(row.bits_per_char, 3),
             SCORE_COLUMNS["ppl_per_token"]: None if row.ppl_per_token is None else round(row.ppl_per_token, 2),
             SCORE_COLUMNS["tokens"]: row.tokens,
-            SCORE_COLUMNS["unknown_chars"]: row.unknown_chars,
+            # "none" rather than an empty cell, which reads as a missing number; a failed row stays empty
+            SCORE_COLUMNS["unknown_chars"]: row.unknown_chars or ("none" if row.error is None else ""),
         }
         if any(r.error for r in rows):
             record[SCORE_COLUMNS["error"]] = row.error or ""

@@ -12,6 +12,7 @@ store of open step sessions. Free of torch and Gradio, like ui/render.py, so the
 from __future__ import annotations
 
 import html
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -24,8 +25,9 @@ from ui.render import token_span
 # -- words for the reader ------------------------------------------------------------------------------------
 
 INTRO = (
-    "A language model writes one small piece of text at a time, called a **token** (a letter for our own models, "
-    "a word or part of one for GPT-2). Press **Start** to see which tokens it could write next after your prompt "
+    "A language model writes one small piece of text at a time, called a **token**: a letter for our RNN, LSTM "
+    "and GRU, a word or part of one for our Transformer and GPT-2. Press **Start** to see which tokens it could "
+    "write next after your prompt "
     "and how likely each is; then move the sliders, or write a token, and look again."
 )
 BARS_HELP = (
@@ -150,7 +152,9 @@ def bars_html(stages: list[dict], counts: dict | None = None) -> str:
     is greyed out and struck through. `counts` (StepSession.sample_many's result) adds, beside the last
     stage's bars, how often each token came up in that many draws."""
     if not stages:
-        return f"<p class=sg-note>{NO_SESSION}</p>"
+        # NO_SESSION is Markdown (the status line shows it as such); here it goes into HTML, bold as bold.
+        note = re.sub(r"[*][*](.+?)[*][*]", r"<b>\1</b>", html.escape(NO_SESSION))
+        return f"<p class=sg-note>{note}</p>"
     drawn = {c["id"]: c["count"] for c in counts["counts"]} if counts and counts.get("draws") else {}
     draws = counts["draws"] if drawn else 0
     cards = []
