@@ -513,7 +513,9 @@ def perplexity_tab(playground: Playground | LazyPlayground) -> list:
     """How surprised each model is by a text, per character: a chart and a table."""
     catalog, limits = playground.catalog, playground.limits
     gr.Markdown("Paste a text and see how surprised each model is by it: lower is less surprised. "
-                "Surprise is measured per character, so models that split text differently compare fairly.")
+                "Surprise is measured per character, so models that split text differently compare fairly. "
+                "Perplexity per token depends on how a model cuts text into tokens (letters, or pieces of words): "
+                "compare models by the per-character columns.")
     text = gr.Textbox(label="Text", lines=6, elem_id="ppl-text",
                       value="Now is the winter of our discontent\nMade glorious summer by this sun of York;")
     ours = [e.name for e in catalog if e.origin == "shipped"][: limits.max_compare]

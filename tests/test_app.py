@@ -18,7 +18,7 @@ import app
 from textgen.loading import ModelManager
 from textgen.playground import Playground
 from textgen.settings import Limits
-from ui.render import score_records
+from ui.render import SCORE_COLUMNS, score_records
 
 STEP_SECONDS = 0.1  # the LSTM below is slowed to this per forward step, longer than a request's round trip, so
 # "how many more steps after the signal" measures the server and not the network
@@ -233,7 +233,7 @@ def test_perplexity_scores_each_model(served):
     assert [dict(zip(table["headers"], row)) for row in table["data"]] == expected
     titles = [playground.catalog.get(name).title for name in ("lstm", "gru")]
     assert [r["Model"] for r in expected] == titles
-    assert all(r["Surprise per character (nats, lower is better)"] > 0 for r in expected)
+    assert all(r[SCORE_COLUMNS["nats_per_char"]] > 0 for r in expected)
     assert all(f'"{title}"' in str(plot).replace("'", '"') for title in titles)  # a bar for each model
 
 

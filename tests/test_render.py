@@ -220,9 +220,9 @@ def test_score_records_round_for_reading_and_name_the_columns():
                      unknown_chars="你")]
     assert score_records(rows) == [{"Model": "LSTM", SCORE_COLUMNS["nats_per_char"]: 1.235,
                                     "Bits per character": 1.781, SCORE_COLUMNS["ppl_per_token"]: 3.46, "Tokens": 12,
-                                    "Characters it does not know": "你"}]
+                                    "Unknown characters": "你"}]
     known = score_records([ScoreRow("gru", "GRU", 1.0, 1.44, 2.7, 5)])[0]
-    assert known["Characters it does not know"] == "none"  # a value in every cell, not a blank
+    assert known["Unknown characters"] == "none"  # a value in every cell, not a blank
 
 
 def test_score_records_add_a_problem_column_only_when_a_model_failed():

@@ -241,11 +241,11 @@ def model_choices(catalog: Catalog, unavailable: dict[str, str] | None = None) -
 
 SCORE_COLUMNS = {
     "title": "Model",
-    "nats_per_char": "Surprise per character (nats, lower is better)",
+    "nats_per_char": "Surprise per character (nats)",
     "bits_per_char": "Bits per character",
-    "ppl_per_token": "Perplexity per token (depends on the model's tokens: compare models per character)",
+    "ppl_per_token": "Perplexity per token",
     "tokens": "Tokens",
-    "unknown_chars": "Characters it does not know",
+    "unknown_chars": "Unknown characters",
     "error": "Problem",
 }
 
