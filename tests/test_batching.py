@@ -275,3 +275,16 @@ def test_the_step_view_steps_the_model_in_its_scheduler_too(manager):
     finally:
         handle.remove()
     assert threads == {"textgen-scheduler"}
+
+
+def test_a_hugging_face_batch_of_long_texts_is_cut_so_that_its_joined_cache_stays_bounded(manager, monkeypatch):
+    import textgen.batching as batching
+
+    loaded = manager.get("tiny-gpt2")
+    monkeypatch.setattr(batching, "PADDED_PLACES", 60)  # rows x longest text: two texts of ~25 tokens at most
+    monkeypatch.setattr(loaded, "_scheduler", Scheduler(loaded.model))
+    requests = [dict(prompt="ROMEO " * 4, seed=i, max_new_tokens=12) for i in range(4)]
+    results = all_at_once(loaded, requests)
+    assert all(isinstance(events[-1], Summary) for events in results)
+    rows = loaded.scheduler.batch_rows
+    assert max(rows) <= 2 and sum(rows.values()) > 0, rows

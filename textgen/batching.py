@@ -52,6 +52,9 @@ from textgen.settings import Limits, RequestError
 
 log = logging.getLogger("textgen")
 PAD_ROWS = 4  # decode batches are padded to a multiple of this many rows (see Exactness above)
+# A Hugging Face model's batch holds rows x its longest text in one joined cache for the step: at most this many
+# token places (GPT-2 small: 73 KB a place, so 600 MB), or the batch is cut into groups of similar lengths.
+PADDED_PLACES = 8192
 
 
 @dataclass
@@ -367,4 +370,22 @@ class Scheduler:
         joins = [r.ask.is_decode and self._joins(r.ask.memory) for r in asking]
         decode = [r for r, join in zip(asking, joins) if join]
         prompt = next((r for r, join in zip(asking, joins) if not join), None)
-        return ([[prompt]] if prompt else []) + ([decode] if decode else [])
+        groups = [[prompt]] if prompt else []
+        if decode and contract.memory_kind(self.model) == "cache" and not contract.is_ours(self.model):
+            return groups + self._padded_groups(decode)
+        return groups + ([decode] if decode else [])
+
+    @staticmethod
+    def _padded_groups(decode: list[_Request]) -> list[list[_Request]]:
+        """Decode steps of a Hugging Face model in groups whose joined cache (rows x longest text) stays within
+        PADDED_PLACES: shortest texts first, so that a long text does not pad many short ones."""
+        groups: list[list[_Request]] = [[]]
+        rows = 0
+        for request in sorted(decode, key=lambda r: r.ask.memory.get_seq_length()):
+            length = request.ask.memory.get_seq_length() + 1
+            if groups[-1] and (rows + request.rows) * length > PADDED_PLACES:
+                groups.append([])
+                rows = 0
+            groups[-1].append(request)
+            rows += request.rows
+        return groups
