@@ -87,8 +87,9 @@ class Playground:
 
     def _write(self, live: Live, loaded, events: Callable[[], Iterator], cancel: threading.Event,
                every: float) -> Iterator[Live]:
-        """Feed one model's events into `live`, handing it on at the page's pace, inside a compute slot (local or
-        engine) and with its failures in words. `events` starts the run once the slot is held."""
+        """Feed one model's events into `live`, handing it on at the page's pace (its place in the model's queue at
+        once), inside an engine slot for an engine's model, and with its failures in words. `events` starts the
+        run once the slot is held."""
         with self._slot(remote.is_remote(loaded), cancel), self._errors(live.title):
             pace = _Pace(every, self.running)
             for event in events():
