@@ -288,3 +288,26 @@ def test_a_hugging_face_batch_of_long_texts_is_cut_so_that_its_joined_cache_stay
     assert all(isinstance(events[-1], Summary) for events in results)
     rows = loaded.scheduler.batch_rows
     assert max(rows) <= 2 and sum(rows.values()) > 0, rows
+
+
+def test_caches_that_cannot_be_joined_still_take_turns_every_round(manager, monkeypatch):
+    """A Hugging Face model whose caches cannot be joined (a sliding window's) steps each text alone, but every
+    text every round: three at once all advance together, none waits for another to finish."""
+    loaded = manager.get("tiny-gpt2")
+    monkeypatch.setattr(contract, "joinable_caches", lambda memories: False)
+    monkeypatch.setattr(loaded, "_scheduler", Scheduler(loaded.model))
+    lengths: list[int] = []
+
+    def hook(module, args, kwargs):
+        cache = kwargs.get("past_key_values")
+        lengths.append(cache.get_seq_length() if cache is not None else 0)
+
+    handle = loaded.model.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        results = all_at_once(loaded, [dict(prompt="ROMEO", seed=i, max_new_tokens=20) for i in range(3)])
+    finally:
+        handle.remove()
+    assert all(isinstance(events[-1], Summary) for events in results)
+    # One after another, each text's cache would grow to its end before the next began: few drops in length.
+    drops = sum(later < earlier for earlier, later in zip(lengths, lengths[1:]))
+    assert drops >= 10, lengths

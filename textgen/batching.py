@@ -27,7 +27,7 @@ for 4 rows (the LSTM's step 1.6 ms instead of 0.6).
 Models with a key/value cache: each text keeps its own cache. Our Transformer's `step_rows` runs the shared
 layers over all rows and attention text by text (exact, as above); a Hugging Face model's caches are joined
 left-padded for the step, with a mask (`contract.step_rows`: equal to float precision, not bit for bit). A
-cache that cannot be joined (a sliding window's) is stepped alone, one such request after another.
+cache that cannot be joined (a sliding window's) is stepped alone, each such request every round.
 """
 
 from __future__ import annotations
@@ -362,15 +362,15 @@ class Scheduler:
         return contract.joinable_caches([memory])  # a Hugging Face model's: plain and filled
 
     def _groups(self, asking: list[_Request]) -> list[list[_Request]]:
-        """Which steps go together this round: every decode step in one batch, and the oldest prompt's next
-        piece alone (the other prompts wait a round). A model that cannot batch takes each request alone."""
+        """Which steps go together this round: every decode step that can join in one batch, each one that
+        cannot (a first step with no memory yet, a sliding-window cache) alone, and the oldest prompt's next piece
+        alone (the other prompts wait a round). A model that cannot batch takes each request alone."""
         if not self.batches:
             return [[r] for r in asking]
-        # A one-token prompt is a decode-shaped first step with no memory yet: it goes alone, as a prompt does.
-        joins = [r.ask.is_decode and self._joins(r.ask.memory) for r in asking]
-        decode = [r for r, join in zip(asking, joins) if join]
-        prompt = next((r for r, join in zip(asking, joins) if not join), None)
-        groups = [[prompt]] if prompt else []
+        decode = [r for r in asking if r.ask.is_decode and self._joins(r.ask.memory)]
+        lone = [[r] for r in asking if r.ask.is_decode and not self._joins(r.ask.memory)]
+        prompt = next((r for r in asking if not r.ask.is_decode), None)
+        groups = lone + ([[prompt]] if prompt else [])
         if decode and contract.memory_kind(self.model) == "cache" and not contract.is_ours(self.model):
             return groups + self._padded_groups(decode)
         return groups + ([decode] if decode else [])
