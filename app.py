@@ -182,8 +182,12 @@ def write_tab(playground: Playground | LazyPlayground) -> list:
                                        _session(request), every=PACE)
             else:
                 runs = playground.generate(model, settings, _session(request), every=PACE)
+            live = None
             for live in runs:
                 yield live.text, stats_markdown(live), view.render(live.tokens)
+            if live is not None and not chat and _asks_an_assistant(catalog, model, prompt, live.text):
+                yield gr.skip(), f"{stats_markdown(live)}  \n💡 {ASK_WITH_TEMPLATE.format(title=live.title)}", \
+                    gr.skip()
         except RequestError as err:
             yield gr.skip(), f"⚠️ {err}", gr.skip()  # no stale "Loading…" line under the error
             raise _fail(err) from None
@@ -248,6 +252,19 @@ CHAT_EXAMPLES = ["What is the capital of France?", "Write a short poem about the
 # The reply's token view: the look Write's #tokens gets from TOKEN_CSS, scoped to this component.
 CHAT_TOKENS_CSS = ("font-family: ui-monospace, SFMono-Regular, Menlo, monospace; white-space: pre-wrap; "
                    "line-height: 1.9; font-size: 0.95em; overflow-wrap: anywhere;")
+
+
+# Under Write's numbers when a question went to an assistant as plain text (it continues the text, or ends at once).
+ASK_WITH_TEMPLATE = ("{title} is an assistant: to have it answer a question, tick **Use the model's chat template** "
+                     "above, or ask it in the Chat tab.")
+
+
+def _asks_an_assistant(catalog: Catalog, model: object, prompt: object, text: str) -> bool:
+    """Whether a Write text looks like a question put to a chat model without its template: the model has one,
+    and the prompt ends with a question mark or the model wrote nothing."""
+    if not isinstance(model, str) or model not in catalog or chat_template_known(catalog.get(model)) is not True:
+        return False
+    return not text.strip() or (isinstance(prompt, str) and prompt.rstrip().endswith("?"))
 
 
 def chat_template_known(entry: ModelEntry) -> bool | None:
@@ -391,7 +408,10 @@ def chat_tab(playground: Playground | LazyPlayground) -> list:
             shown = True
             view = TokenView()
             for live in playground.chat(model, asked, system, settings, _session(request), every=PACE):
-                reply = [{"role": "assistant", "content": live.text}] if live.text else []
+                # Before the first word, what the reply waits for (a first use's preparation, its place in the
+                # queue) is said in the conversation itself, where the person is looking.
+                reply = ([{"role": "assistant", "content": live.text}] if live.text else
+                         [{"role": "assistant", "content": f"⏳ *{live.status}*"}] if live.status else [])
                 yield [*asked, *reply], stats_markdown(live), view.render(live.tokens)
         except RequestError as err:
             yield past if shown else gr.skip(), f"⚠️ {err}", gr.skip()  # the question goes back to the box
@@ -961,6 +981,8 @@ def main(argv: list[str] | None = None) -> None:
     # With engines, the page's queue also has room for their requests (textgen/startup.py: for_page).
     demo, _ = serve(for_page(playground, catalog), args.port, quiet=False)
     playground.start()
+    if os.environ.get("TEXTGEN_PREPARE", "1") != "0":  # SmolLM2's one-time conversion, before a visitor asks
+        playground.prepare_when_ready()
     demo.block_thread()
 
 

@@ -145,7 +145,9 @@ def start_app(*flags: str, script: str = "app.py", env: dict | None = None, outp
               timeout: float = 120) -> tuple[str, subprocess.Popen]:
     """`python SCRIPT FLAGS` on a free port, as people run it, once its page answers: (URL, process)."""
     port = free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", **(env or {}),
+    # TEXTGEN_PREPARE=0: no test server converts SmolLM2 in the background unless the test asks (its own cache).
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "TEXTGEN_PREPARE": "0",
+           **(env or {}),
            "GRADIO_SERVER_PORT": str(port)}
     server = subprocess.Popen([sys.executable, script, *flags], cwd=ROOT, env=env, stdout=output,
                               stderr=subprocess.STDOUT, start_new_session=True)

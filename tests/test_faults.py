@@ -277,10 +277,10 @@ def test_stop_pressed_while_the_model_loads_is_kept_and_no_token_is_computed(cat
     loading, stopped = threading.Event(), threading.Event()
     real_get = playground.manager.get
 
-    def slow_get(name):  # a first-use load that takes a while (a download, a big checkpoint)
+    def slow_get(name, progress=None):  # a first-use load that takes a while (a download, a big checkpoint)
         loading.set()
         assert stopped.wait(10)
-        return real_get(name)
+        return real_get(name, progress)
 
     monkeypatch.setattr(playground.manager, "get", slow_get)
     request = playground.parse("First Citizen:", max_new_tokens=50, seed=1)

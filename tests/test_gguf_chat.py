@@ -345,6 +345,18 @@ def test_the_reply_never_contains_the_templates_special_tokens(chat_model):
     assert "<|" not in summary.texts[0]
 
 
+def test_special_tokens_show_as_words_in_the_token_view_never_as_markup(chat_model):
+    # Write without the chat template: the assistant ends its turn at once (what a newcomer met with SmolLM2).
+    with ForcedTokens(chat_model.model, [IM_END]):
+        events = list(stream(chat_model, GenerationSettings.parse("What is 2 + 2?", temperature=0,
+                                                                    max_new_tokens=5, seed=1)))
+    tokens = [e.token for e in events if isinstance(e, TextEvent)]
+    assert events[-1].texts == [""] and events[-1].stop_reasons == ["end_of_text"]
+    assert [t.text for t in tokens] == ["⟨end of text⟩"]
+    assert not any("<|" in alt for t in tokens for alt, _ in t.alternatives)
+    assert chat_model.token_label(IM_START) == "⟨start⟩" and chat_model.token_text(IM_START) == "<|im_start|>"
+
+
 def test_the_cut_note_is_reported_with_the_summary(chat_model):
     history = [user("what is the weather like today?"), assistant("It is sunny and warm.")] * 6
     events = list(chat_stream(chat_model, [*history, user("Hi")], None, greedy(4)))
@@ -468,6 +480,32 @@ def test_a_half_written_conversion_is_never_used(gguf_copy, cache, monkeypatch):
     loaded = load_model(entry_for_source(str(gguf_copy)), torch.device("cpu"))
     assert is_converted(folder, fingerprint(gguf_copy)) and loaded.n_params > 0
     assert not dead.exists()
+
+
+def test_a_first_chat_that_must_prepare_the_file_says_what_it_waits_for_in_words(gguf_copy, cache):
+    from textgen.loading import ModelManager
+    from textgen.playground import Playground
+
+    playground = Playground(ModelManager(Catalog([entry_for_source(str(gguf_copy), name="tiny")]), device="cpu"))
+    lives = [(live.status, live.text) for live in playground.chat("tiny", [user("Hi")], None, greedy(3))]
+    waiting = [status for status, text in lives if status and not text]
+    # Converted in a child process (it imports torch first: several seconds), the steps heard from it
+    assert any("Preparing Tiny Chat" in w and "first use only" in w and "s so far" in w for w in waiting), waiting
+    assert is_converted(cache_dir(gguf_copy, cache), fingerprint(gguf_copy))
+    assert lives[-1][0] == ""  # once loaded, no status is left over
+
+
+def test_the_server_prepares_the_file_in_the_background_before_anyone_asks(gguf_copy, cache):
+    from textgen.loading import ModelManager, needs_preparing
+    from textgen.playground import Playground
+
+    entry = entry_for_source(str(gguf_copy), name="tiny")
+    playground = Playground(ModelManager(Catalog([entry]), device="cpu"))
+    assert needs_preparing(entry)
+    playground.prepare().join(120)
+    assert not needs_preparing(entry) and not playground.manager.is_loaded("tiny")  # made, not loaded
+    lives = list(playground.chat("tiny", [user("Hi")], None, greedy(3)))
+    assert not any("Preparing" in live.status for live in lives)  # its first chat only loads the copy
 
 
 @needs_gguf

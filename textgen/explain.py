@@ -368,8 +368,7 @@ class StepSession:
         return seed, torch.Generator(device=self.loaded.device).manual_seed(seed)
 
     def _token_text(self, token_id: int) -> dict:
-        text = self.loaded.token_text(token_id)
-        return {"id": token_id, "text": text, "shown": shown(text)}
+        return _token_dict(self.loaded, token_id)
 
 
 def _snapshot(logits: torch.Tensor, cache: Any) -> _Snapshot:
@@ -634,8 +633,10 @@ def _text_ids(loaded: LoadedModel, text: str, limits: Limits | None) -> list[int
 
 
 def _token_dict(loaded: LoadedModel, token_id: int) -> dict:
+    """A token for the views: its id, its text, and how a person sees it (a special token as its label)."""
     text = loaded.token_text(token_id)
-    return {"id": token_id, "text": text, "shown": shown(text)}
+    label = loaded.token_label(token_id)
+    return {"id": token_id, "text": text, "shown": label if label != text else shown(text)}
 
 
 def _rounded(t: torch.Tensor, digits: int = 5) -> Any:

@@ -39,7 +39,7 @@ from transformers.generation.logits_process import (
 
 from textgen.batching import Forward, Process, process_together, step_together
 from textgen.events import Clock, Summary, TextEvent, TokenInfo, Waiting
-from textgen.loading import LoadedModel
+from textgen.loading import LoadedModel, end_of_text_ids
 from textgen.models import contract
 from textgen.remote import backend as remote
 from textgen.settings import GenerationSettings
@@ -256,9 +256,10 @@ class Run:
         alternatives = []
         if k:
             top_p, top_i = probs.topk(min(k, probs.shape[-1]))
-            alternatives = [(self.loaded.token_text(i), round(p, 5))
+            alternatives = [(self.loaded.token_label(i), round(p, 5))
                             for p, i in zip(top_p.tolist(), top_i.tolist()) if p > 0]
-        text = piece if piece is not None else self.loaded.token_text(token_id)
+        label = self.loaded.token_label(token_id)  # a special token's plain words, never raw markup
+        text = piece if piece is not None and label == self.loaded.token_text(token_id) else label
         return TokenInfo(token_id, text, round(float(probs[token_id]), 5), alternatives)
 
 
@@ -323,15 +324,6 @@ def draw(scores: torch.Tensor, greedy: bool, rng: torch.Generator) -> tuple[torc
     if greedy:
         return scores.argmax(dim=-1), probs
     return torch.multinomial(probs, 1, generator=rng).squeeze(1), probs
-
-
-def end_of_text_ids(model, tokenizer) -> frozenset[int]:
-    """Every token that ends a text: the tokenizer's EOS and those of the model's generation config (chat
-    models such as Llama 3 or Qwen list several, end-of-turn among them)."""
-    ids = {tokenizer.eos_token_id}
-    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids.update(configured if isinstance(configured, (list, tuple)) else [configured])
-    return frozenset(i for i in ids if isinstance(i, int))
 
 
 class _Suppress(LogitsProcessor):

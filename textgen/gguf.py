@@ -33,6 +33,8 @@ import re
 import secrets
 import shutil
 import struct
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -261,6 +263,93 @@ def converted_folder(path: str | Path, progress: Progress | None = None, root: P
     return folder
 
 
+def needs_conversion(path: str | Path, root: Path | None = None) -> bool:
+    """Whether this file's fast-loading copy is still to make (False for a missing file: nothing to make)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        return False
+    resolved = path.resolve()
+    return not is_converted(cache_dir(resolved, root), fingerprint(resolved))
+
+
+def convert_in_child(path: str | Path, progress: Progress | None = None, root: Path | None = None,
+                     label: str | None = None) -> None:
+    """Make the cached copy of a GGUF file in a child process when it is still to make; then `converted_folder`
+    returns it at once. Raises nothing: when the child cannot run or fails, `converted_folder` converts in this
+    process, which raises the reason in words (GGUFError).
+
+    Why a child: reading a GGUF file goes through `from_pretrained`, which cannot run beside another model's load
+    in the same process (textgen/loading.py takes turns), so converting in the server would hold every other first
+    load back for the half minute it takes. In a child, the server keeps loading and writing with the other models,
+    and the ~1 GB the reading needs is given back when the child ends. `progress` hears the child's steps.
+    """
+    if needs_conversion(path, root):
+        _run_child(Path(path).expanduser().resolve(), progress, root, label)
+
+
+def expected_seconds(path: str | Path, root: Path | None = None) -> float:
+    """About how long preparing this file takes here: the pace of earlier conversions in the cache (their stamps
+    keep their seconds), else SECONDS_PER_MB; and the child's start (it imports torch and transformers)."""
+    paces = []
+    for stamp in (root or cache_root()).glob(f"*/{STAMP}"):
+        try:
+            done = json.loads(stamp.read_text(encoding="utf-8"))
+            paces.append(float(done["seconds"]) / (float(done["size"]) / 2**20))
+        except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError):
+            continue
+    pace = sum(paces) / len(paces) if paces else SECONDS_PER_MB
+    try:
+        size_mb = Path(path).stat().st_size / 2**20
+    except OSError:
+        size_mb = 0.0
+    return CHILD_START_SECONDS + pace * size_mb
+
+
+# 0.38-0.59 s per MB measured here (SmolLM2's 94 MB file in 37-58 s on 2 busy cores), and ~7 s to start a child.
+SECONDS_PER_MB = 0.5
+CHILD_START_SECONDS = 7.0
+_PROGRESS = "progress: "  # the child's lines that the parent hands to `progress`; the rest go to its log
+
+
+def _run_child(path: Path, progress: Progress | None, root: Path | None, label: str | None) -> None:
+    command = [sys.executable, "-m", "textgen.gguf", str(path), "--label", label or path.name]
+    if root:
+        command += ["--root", str(root)]
+    env = {**os.environ, "TEXTGEN_THREADS": os.environ.get("TEXTGEN_THREADS", "1"), "TQDM_DISABLE": "1"}
+    try:
+        # Its stderr (transformers' progress bars, a traceback) goes to the server's own, for the operator.
+        child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env,
+                                 cwd=Path(__file__).resolve().parents[1])
+    except OSError:
+        return  # the caller converts in this process
+    for line in child.stdout:
+        if line.startswith(_PROGRESS) and progress:
+            progress(line[len(_PROGRESS):].rstrip("\n"))
+    child.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m textgen.gguf FILE`: convert one GGUF file into the cache (the app's child process)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Convert a GGUF file into textgen's cache of fast-loading copies")
+    parser.add_argument("file")
+    parser.add_argument("--label", help="the model's name in the progress lines")
+    parser.add_argument("--root", help="the cache folder (default: $TEXTGEN_CACHE/gguf)")
+    args = parser.parse_args(argv)
+    from textgen.devices import configure_cpu_threads
+
+    configure_cpu_threads()
+    try:
+        folder = converted_folder(args.file, lambda message: print(_PROGRESS + message, flush=True),
+                                  Path(args.root) if args.root else None, args.label)
+    except GGUFError as err:
+        print(f"error: {err}", flush=True)
+        return 1
+    print(f"converted: {folder}", flush=True)
+    return 0
+
+
 # -- converting ----------------------------------------------------------------------------------------------
 
 
@@ -287,8 +376,8 @@ def _convert(path: Path, folder: Path, stamp: dict[str, object], progress: Progr
             bar.update(1)  # the step before is done
         bar.set_postfix_str(steps[i])
         if progress:
-            progress(f"Preparing {label} for fast loading (first use only, about a minute): "
-                     f"{steps[i]} ({i + 1}/{len(steps)})…")
+            progress(f"Preparing {label} for fast loading (first use only): {steps[i]}, step {i + 1} of "
+                     f"{len(steps)}")
 
     # The folder is given as the place to look and the file by name: both stay on this machine.
     where = {"pretrained_model_name_or_path": str(path.parent), "gguf_file": path.name, "local_files_only": True}
@@ -410,3 +499,7 @@ def _file_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

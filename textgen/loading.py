@@ -108,10 +108,55 @@ class LoadedModel:
                 self._token_text[token_id] = text
         return text
 
+    @cached_property
+    def _special_ids(self) -> dict[int, str]:
+        """Special token id -> its plain-words label (what `token_label` shows instead of raw markup)."""
+        tok = self.tokenizer
+        ids = set(getattr(tok, "all_special_ids", []) or [])
+        ids |= {i for i, t in getattr(tok, "added_tokens_decoder", {}).items() if getattr(t, "special", False)}
+        ends = end_of_text_ids(self.model, tok)
+        return {i: special_label(self.token_text(i), i in ends, i == tok.bos_token_id, i == tok.pad_token_id,
+                                 i == tok.unk_token_id) for i in ids if i is not None}
+
+    def token_label(self, token_id: int) -> str:
+        """One token as a visitor reads it: its text, except that a special token (the end of a text, a chat
+        template's markers) shows as plain words in angle quotes, "⟨end of text⟩", never as raw markup such as
+        <|im_end|>. For the views only: what the model writes is always `token_text`."""
+        label = self._special_ids.get(token_id)
+        return label if label is not None else self.token_text(token_id)
+
     def info(self) -> dict:
         return {"name": self.name, "title": self.entry.title, "parameters": self.n_params,
                 "context": self.context, "device": str(self.device), "dtype": str(self.model.dtype),
                 "load_seconds": round(self.load_seconds, 2)}
+
+
+def end_of_text_ids(model, tokenizer) -> frozenset[int]:
+    """Every token that ends a text: the tokenizer's EOS and those of the model's generation config (chat
+    models such as Llama 3 or Qwen list several, end-of-turn among them)."""
+    ids = {tokenizer.eos_token_id}
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids.update(configured if isinstance(configured, (list, tuple)) else [configured])
+    return frozenset(i for i in ids if isinstance(i, int))
+
+
+def special_label(text: str, end: bool = False, start: bool = False, padding: bool = False,
+                  unknown: bool = False) -> str:
+    """The words a special token is shown as (see LoadedModel.token_label); SPECIAL_LABELS lists them all."""
+    name = text.lower()
+    if end or "end" in name or "eot" in name or name == "</s>":
+        return SPECIAL_LABELS["end"]
+    if unknown or "unk" in name:
+        return SPECIAL_LABELS["unknown"]
+    if padding or "pad" in name:
+        return SPECIAL_LABELS["padding"]
+    if start or "start" in name or "bos" in name or name == "<s>":
+        return SPECIAL_LABELS["start"]
+    return SPECIAL_LABELS["marker"]
+
+
+SPECIAL_LABELS = {"end": "⟨end of text⟩", "start": "⟨start⟩", "padding": "⟨padding⟩", "unknown": "⟨unknown⟩",
+                  "marker": "⟨marker⟩"}
 
 
 def load_model(
@@ -131,9 +176,12 @@ def load_model(
     if device.type == "cuda" and _bigger_than_gpu(entry):
         kwargs["device_map"] = "auto"  # accelerate spreads it over GPUs (and CPU) when one GPU is too small
     try:
+        source = entry.source
+        if entry.origin == "gguf":  # loads from its safetensors copy, made on first use in a child process
+            # outside the turns below, so that other models load meanwhile (textgen/gguf.py)
+            gguf.convert_in_child(entry.source, progress, label=entry.title)
         with _LOAD_LOCK:
-            source = entry.source
-            if entry.origin == "gguf":  # loads from its safetensors copy, made on first use (textgen/gguf.py)
+            if entry.origin == "gguf":  # at once now; converted here only when the child could not
                 source = str(gguf.converted_folder(entry.source, progress, label=entry.title))
             tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=False)
             model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
@@ -151,6 +199,23 @@ def load_model(
             from err
     model.eval()
     return LoadedModel(entry, model, tokenizer, model.device, time.perf_counter() - start)
+
+
+def needs_preparing(entry: ModelEntry) -> bool:
+    """Whether the model needs one-time work before its first load: a GGUF file whose fast-loading copy is not
+    made yet (textgen/gguf.py)."""
+    return entry.origin == "gguf" and gguf.needs_conversion(entry.source)
+
+
+def prepare_model(entry: ModelEntry, progress: Callable[[str], None] | None = None) -> None:
+    """Do that one-time work now (in a child process; errors come at the load, in words); nothing for the others."""
+    if entry.origin == "gguf":
+        gguf.convert_in_child(entry.source, progress, label=entry.title)
+
+
+def preparation_seconds(entry: ModelEntry) -> float | None:
+    """About how long `prepare_model` takes here for a model that needs it; None for the others."""
+    return gguf.expected_seconds(entry.source) if needs_preparing(entry) else None
 
 
 class ModelManager:
@@ -185,11 +250,9 @@ class ModelManager:
             with self._lock:
                 if entry.name in self._loaded:
                     return self._loaded[entry.name]
-            if progress:
-                progress(f"Loading {entry.title} (first use)…")
             try:
                 try:
-                    # progress (the steps of a GGUF file's one-time conversion) only when someone listens
+                    # progress hears the steps of a one-time preparation (a GGUF file's conversion), if any
                     loaded = load_model(entry, self.device, **({"progress": progress} if progress else {}))
                 except ModelMemoryError:
                     self.clear()  # free every other model and try once more before giving up

@@ -37,13 +37,21 @@ from textgen.chat import chat_stream, chat_unsupported_reason
 from textgen.evaluate import score_text
 from textgen.events import Live, ScoreRow, Summary, TextEvent, Waiting
 from textgen.generation import stream
-from textgen.loading import LoadedModel, ModelLoadError, ModelManager
+from textgen.loading import (
+    LoadedModel,
+    ModelLoadError,
+    ModelManager,
+    needs_preparing,
+    preparation_seconds,
+    prepare_model,
+)
 from textgen.remote import backend as remote
 from textgen.remote.client import EngineError, engine_concurrency
 from textgen.settings import GenerationSettings, InvalidRequest, Limits, RequestError, clean_text
 
 log = logging.getLogger("textgen")
 MAX_QUEUED_SESSIONS = 10_000
+LOADING_UPDATE_EVERY = 1.0  # seconds between the updates a request waiting for its model's first load hands on
 
 
 class Playground:
@@ -56,6 +64,9 @@ class Playground:
         # oldest first, and its Stop count now. A Stop pressed while a request waits ends it when it starts.
         self._queued: dict[str, deque[int]] = {}
         self._stops: dict[str, int] = {}
+        # name -> (its preparation's latest step in words, when it began, seconds it usually takes): one-time work
+        # before a model's first use (textgen.loading.prepare_model), by prepare() or by a first request.
+        self._preparing: dict[str, tuple[str, float, float | None]] = {}
         self._lock = threading.Lock()
         # Engine requests hold a slot while they stream: a model on an engine costs this machine only the
         # reading of a stream, so it must neither wait for nor hold up the local models. Local models need no
@@ -79,10 +90,7 @@ class Playground:
         # The stop signal exists before the model loads: Stop pressed during a first-use load (a download,
         # say) is kept, and the run then ends before its first forward step.
         with self._signal(session, stopped) as cancel:
-            if not self.manager.is_loaded(entry.name):
-                live.status = f"Loading {entry.title} (first use, a few seconds)…"
-                yield live
-            loaded = self._load(live)
+            loaded = yield from self._loading(live)
             yield from self._write(live, loaded, lambda: stream(loaded, settings, cancel), cancel, every)
 
     def _write(self, live: Live, loaded, events: Callable[[], Iterator], cancel: threading.Event,
@@ -120,10 +128,7 @@ class Playground:
         entry = self._entry(name)
         live = Live(entry.name, entry.title)
         with self._signal(session, stopped) as cancel:  # before loading, as in generate
-            if not self.manager.is_loaded(entry.name):
-                live.status = f"Loading {entry.title} (first use, a few seconds)…"
-                yield live
-            loaded = self._load(live)
+            loaded = yield from self._loading(live)
             yield from self._write(live, loaded, lambda: chat_stream(loaded, messages, system, settings, cancel,
                                                                      self.limits), cancel, every)
 
@@ -347,12 +352,84 @@ class Playground:
             raise RequestError(f"pick between {minimum} and {self.limits.max_compare} models")
         return [self._entry(n) for n in names]
 
-    def _load(self, live: Live) -> LoadedModel:
+    # -- first use -------------------------------------------------------------------------------------------
+
+    def prepare(self) -> threading.Thread:
+        """Do the one-time work some models need before their first use (a GGUF file's fast-loading copy, half a
+        minute for SmolLM2) now, one model after another in a background thread, so that a first visitor does not
+        wait for it; a request for such a model meanwhile shows how far it has got. The app calls this when the
+        server starts (unless TEXTGEN_PREPARE=0)."""
+
+        def work() -> None:
+            for entry in self.catalog:
+                if needs_preparing(entry):
+                    log.info("preparing %s for its first use", entry.name)
+                    try:
+                        prepare_model(entry, self._preparing_progress(entry.name))
+                    except Exception as err:  # its first use will say why, in words; the operator hears it here
+                        log.warning("preparing %s failed: %s: %s", entry.name, type(err).__name__, err)
+                    finally:
+                        self._preparing.pop(entry.name, None)
+
+        thread = threading.Thread(target=work, name="textgen-prepare", daemon=True)
+        thread.start()
+        return thread
+
+    def _preparing_progress(self, name: str) -> Callable[[str], None]:
+        """A progress callback that keeps the latest step of `name`'s preparation, and since when it runs."""
+        entry = self.catalog.get(name)
+        expected = preparation_seconds(entry)
+
+        def hear(message: str) -> None:
+            started = self._preparing.get(name, (None, time.monotonic(), None))[1]
+            self._preparing[name] = (message, started, expected)
+
+        return hear
+
+    def _loading(self, live: Live) -> Iterator[Live]:
+        """`yield from` it for `live`'s model: loaded here, and while a first use takes, `live` handed on about every
+        second with what it waits for and how long it has left (a GGUF file's preparation takes half a minute)."""
+        if self.manager.is_loaded(live.name):
+            return self._load(live)
+        done: dict[str, object] = {}
+
+        def work() -> None:
+            try:
+                done["model"] = self._load(live, self._preparing_progress(live.name))
+            except BaseException as err:  # handed to the request below
+                done["error"] = err
+
+        worker = threading.Thread(target=work, name=f"textgen-load-{live.name}", daemon=True)
+        started = time.monotonic()
+        worker.start()
+        while True:
+            live.status = self._loading_words(live, time.monotonic() - started)
+            yield live
+            worker.join(LOADING_UPDATE_EVERY)
+            if not worker.is_alive():
+                break
+        self._preparing.pop(live.name, None)
+        if "error" in done:
+            raise done["error"]
+        return done["model"]
+
+    def _loading_words(self, live: Live, elapsed: float) -> str:
+        step = self._preparing.get(live.name)
+        if step is None:
+            waited = f" {elapsed:.0f} s so far" if elapsed >= 2 else ""
+            return f"Loading {live.title} (first use, a few seconds)…{waited}"
+        message, since, expected = step
+        so_far = time.monotonic() - since
+        left = (f", about {max(1, round(expected - so_far))} s left" if expected and so_far < expected
+                else ", nearly done" if expected else "")
+        return f"{message} · {so_far:.0f} s so far{left}…"
+
+    def _load(self, live: Live, progress: Callable[[str], None] | None = None) -> LoadedModel:
         """The model of `live`, loading it if needed (the time it took goes in `live.load_seconds`)."""
         start = time.perf_counter()
         was_loaded = self.manager.is_loaded(live.name)
         with self._errors(live.title):
-            loaded = self.manager.get(live.name)
+            loaded = self.manager.get(live.name, progress)
         if not was_loaded:
             live.load_seconds = time.perf_counter() - start
         if not remote.is_remote(loaded):

@@ -150,6 +150,13 @@ def matching_preset(values: dict[str, float]) -> str | None:
     return None
 
 
+# Chat's own starting values: a small assistant answers plain questions most often right when it samples close to
+# its first choice and is not pushed off the words of the question (a repetition penalty also penalises the
+# prompt's tokens: "the capital of France is" was steered away from "France"). Measured in
+# benchmarks/chat_accuracy.py.
+CHAT_STYLE: dict[str, float] = {"temperature": 0.2, "top_k": 20, "top_p": 0.9, "min_p": 0.0, "repetition_penalty": 1.0}
+
+
 MIN_TEMPERATURE = 0.01
 _BAD_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 

@@ -12,6 +12,7 @@ threads at once: a request that did so while the start-up thread was importing g
     demo = build_demo(playground)          # uses playground.catalog, .limits and .parse only
     demo.launch(prevent_thread_lock=True)
     playground.start()                     # now import the heavy parts, in one thread
+    playground.prepare_when_ready()        # then make SmolLM2's fast-loading copy, if not made yet
     playground.starting()                  # "The models are still starting (about 6 s)…", or None once ready
 
 A start-up that fails is tried again (`attempts` times, the reason in the log for the operator); requests wait
@@ -139,6 +140,17 @@ class LazyPlayground:
         with self._changed:
             self._state = "failed"
             self._changed.notify_all()
+
+    def prepare_when_ready(self) -> None:
+        """`Playground.prepare` (the one-time work of models such as SmolLM2), once the start-up has built it."""
+
+        def work() -> None:
+            try:
+                self.wait().prepare()
+            except RequestError:  # the start-up failed: the requests say so, and the log says why
+                pass
+
+        threading.Thread(target=work, name="textgen-prepare-when-ready", daemon=True).start()
 
     def wait(self, timeout: float | None = None) -> Playground:
         """The Playground, once built; RequestError in plain words if every try of this round failed."""
