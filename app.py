@@ -166,6 +166,7 @@ def write_tab(playground: Playground | LazyPlayground) -> list:
                 branch_text = gr.Textbox(label="Branch", lines=8, elem_id="branch-output", buttons=["copy"])
                 branch_stats = gr.Markdown("", elem_id="branch-stats")
                 branch_log = gr.Markdown("", elem_id="branch-log")
+                last_branch = gr.State("")  # the branch shown above, in one line: it joins the log when the next starts
     examples = _examples()
     if examples:
         gr.Examples([[e["prompt"]] for e in examples], inputs=[prompt], label="Examples")
@@ -194,22 +195,27 @@ def write_tab(playground: Playground | LazyPlayground) -> list:
 
     @gpu
     def branch(evt: gr.EventData, request: gr.Request, prompt, model, *values):
-        """Write on from a token of the text with another token in its place (the original stays as it is)."""
-        values, seed, log = values[:-3], values[-3], values[-1]  # (the chat-template box, values[-2], is not used:
-        data = getattr(evt, "_data", None) or {}  # a branch writes on from the plain text)
+        """Write on from a token of the text with another token in its place (the original stays as it is). The
+        branch before it, if any, moves to the list of earlier branches as this one starts."""
+        values, seed, log, last = values[:-4], values[-4], values[-2], values[-1]  # (values[-3], the chat-template
+        data = getattr(evt, "_data", None) or {}  # box, is not used: a branch writes on from the plain text)
         prefix, alt, original = (str(data.get(k, "")) for k in ("prefix", "alt", "original"))
         start = f"{prefix[-60:]}[{alt}]"
         label = f"Branch at token {int(data.get('index', 0)) + 1}: “{alt}” instead of “{original}”"
+        log = (f"{log}\n{last}" if log else f"Earlier branches:\n{last}") if last else log
         try:
             settings = playground.parse(f"{prompt}{prefix}{alt}", seed=seed, **dict(zip(SLIDERS, values, strict=True)))
             for live in playground.generate(model, settings, _session(request), every=PACE):
                 yield gr.Accordion(open=True), gr.update(label=label, value=f"…{start}{live.text}"), \
-                    stats_markdown(live), gr.skip()
-            done = f"- {label}: …{start}{live.text[:80]}…".replace("\n", "↵")
-            yield gr.skip(), gr.skip(), gr.skip(), f"{log}\n{done}" if log else f"Earlier branches:\n{done}"
+                    stats_markdown(live), log, ""
+            yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), f"- {label}: …{start}{live.text[:80]}…".replace("\n", "↵")
         except RequestError as err:
-            yield gr.Accordion(open=True), gr.skip(), f"⚠️ {err}", gr.skip()
+            yield gr.Accordion(open=True), gr.skip(), f"⚠️ {err}", log, ""
             raise _fail(err) from None
+
+    def forget_branches():
+        """A new text: the branches of the old one go (they branched from tokens that are no longer there)."""
+        return gr.update(value="", label="Branch"), "", "", ""
 
     def describe(name: str) -> str:
         if name not in catalog:
@@ -234,9 +240,13 @@ def write_tab(playground: Playground | LazyPlayground) -> list:
     gen = go.click(**_announce(playground), js=SHOW_OUTPUT_JS).then(**run, api_name="generate")
     gen.then(describe, model, note, queue=False, api_visibility="private")
     submitted = prompt.submit(**_announce(playground)).then(**run, api_visibility="private")
-    branched = probs.branch(branch, [*inputs, branch_log], [branches, branch_text, branch_stats, branch_log],
+    branched = probs.branch(branch, [*inputs, branch_log, last_branch],
+                            [branches, branch_text, branch_stats, branch_log, last_branch],
                             api_visibility="private", concurrency_id="generation",
                             concurrency_limit=limits.writers, show_progress="hidden")
+    for started in (go.click, prompt.submit):
+        started(forget_branches, None, [branch_text, branch_stats, branch_log, last_branch], queue=False,
+                api_visibility="private")
     _stop_button(playground, halt, [gen, submitted, branched], api_name="stop")
     model.change(describe, model, note, queue=False, api_visibility="private")
     style.change(pick_style, style, sliders, queue=False, api_visibility="private")

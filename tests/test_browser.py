@@ -258,8 +258,23 @@ def test_branch_from_a_token_writes_on_and_keeps_the_original(page_url, browser,
     assert _wait_for(lambda: f"[{picked.replace('␣', ' ').replace('↵', chr(10))}]" in branch.input_value(), 5), \
         (picked, branch.input_value())
     assert _output(page, "output") == original, "the original text must stay as it was"
-    # The log line comes in the update after the branch's last words: wait for it as a person would.
-    assert _wait_for(lambda: "Earlier branches" in page.locator("#branch-log").inner_text(), 10)
-    page.screenshot(path=str(tmp_path / "branch.png"), full_page=True)
+    # The branch is where the person is looking: the page went to it.
+    assert _wait_for(lambda: page.evaluate(
+        "(() => { const r = document.getElementById('branch-output').getBoundingClientRect();"
+        " return r.top >= 0 && r.top < window.innerHeight; })()"), 10)
+    assert "Earlier branches" not in page.locator("#branch-log").inner_text()  # the current one is not "earlier"
+    page.screenshot(path=str(tmp_path / "branch.png"))
+    # A second branch: the first moves to the list of earlier ones.
+    first = branch.input_value()
+    token.click()
+    assert _wait_for(choice.is_visible, 15) or (token.click() or _wait_for(choice.is_visible, 5))
+    choice.click()
+    assert _wait_for(lambda: "Earlier branches" in page.locator("#branch-log").inner_text(), 30)
+    assert _wait_for(lambda: "stopped" in page.locator("#branch-stats").inner_text(), 60)
+    log = page.locator("#branch-log").inner_text()
+    assert first[:20].replace("\n", "↵").lstrip("…") in log.replace("\n", "↵") and log.count("Branch at token") == 1
+    # A new text: the old text's branches go.
+    page.locator("#generate").click()
+    assert _wait_for(lambda: branch.input_value() == "" and page.locator("#branch-log").inner_text() == "", 30)
     assert _errors(page) == 0
     page.close()

@@ -41,9 +41,14 @@ TOKEN_CSS = """
   white-space: pre; }
 .tg-pop b { font-weight: 700; }
 .tg-pop .tg-none { opacity: .7; font-style: italic; white-space: normal; }
-.tg-pop .tg-branch { font: inherit; text-align: left; width: 100%; cursor: pointer; border: 0; border-radius: 4px;
-  background: transparent; color: inherit; padding: 1px 4px; margin: 1px -4px; }
-.tg-pop .tg-branch:hover, .tg-pop .tg-branch:focus { background: rgba(59, 130, 246, .18); }
+/* The heading wraps inside the pop-up (its lines of tokens keep their spacing: white-space pre). */
+.tg-pop .tg-head { white-space: normal; opacity: .7; margin-bottom: 2px; }
+/* The other words, when they can be picked, look like buttons: a border, a fill, an arrow. */
+.tg-pop .tg-branch { font: inherit; text-align: left; width: 100%; cursor: pointer; border-radius: 4px;
+  border: 1px solid var(--border-color-primary, #ccc); background: var(--button-secondary-background-fill, #f3f4f6);
+  color: inherit; padding: 2px 6px; margin: 3px 0; }
+.tg-pop .tg-branch::before { content: "↪ "; opacity: .6; }
+.tg-pop .tg-branch:hover, .tg-pop .tg-branch:focus { background: rgba(59, 130, 246, .18); border-color: #3b82f6; }
 .tg-legend { font-size: 0.85em; opacity: 0.85; margin-bottom: 6px; }
 .tg-legend span { padding: 0 6px; border-radius: 3px; }
 """
@@ -68,16 +73,23 @@ function branchFrom(tok, alt) {
   const index = before.length;
   hide(); pinned = false;
   trigger('branch', {index: index, prefix: before.join(''), alt: raw(alt), original: tok.textContent});
+  // The branch is written below the text, often under the bottom of a laptop's screen: go where it appears,
+  // and again once its box has opened and grown (the first words come a moment later).
+  const go = () => document.getElementById('branch-output')?.scrollIntoView({behavior: 'smooth', block: 'center'});
+  go(); setTimeout(go, 900);
 }
+const special = t => t.startsWith('⟨') && t.endsWith('⟩');  // "⟨end of text⟩": a label, not text to write on
 function show(tok) {
   if (current) current.classList.remove('tg-on');
   current = tok; tok.classList.add('tg-on');
   pop.replaceChildren();
   const head = document.createElement('div');
+  head.className = 'tg-head';
   head.textContent = pinned && BRANCHING ? 'HEADING (pick one to write on from there):' : 'HEADING:';
-  head.style.opacity = '0.7'; pop.appendChild(head);
+  pop.appendChild(head);
   for (const [chosen, text, pct] of JSON.parse(tok.dataset.a || '[]')) {
-    const line = document.createElement(pinned && BRANCHING && !chosen ? 'button' : (chosen ? 'b' : 'div'));
+    const pickable = pinned && BRANCHING && !chosen && !special(text);
+    const line = document.createElement(pickable ? 'button' : (chosen ? 'b' : 'div'));
     line.textContent = text + '  ' + pct; line.style.display = 'block';
     if (line.tagName === 'BUTTON') {
       line.className = 'tg-branch'; line.title = 'Write on from here with this token instead';
