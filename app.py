@@ -793,9 +793,8 @@ def step_tab(playground: Playground | LazyPlayground) -> list:
                        gr.update(choices=view.head_choices(a["heads"]), value=-1),
                        gr.update(minimum=0, maximum=max(len(a["tokens"]) - 1, 1), value=a["query"]),
                        view.attention_html(a))
-            else:
-                att = (gr.update(choices=view.layer_choices(0), value=-1), gr.update(choices=view.head_choices(0),
-                       value=-1), gr.skip(), f"<p class=sg-legend>{inside['attention_note']}.</p>")
+            else:  # no attention to show: the controls go back to nothing (not the last Transformer's values)
+                att = (*no_attention()[:3], f"<p class=sg-legend>{inside['attention_note']}.</p>")
             if "units" in inside:
                 first = inside["units"][0] if inside["units"] else None
                 number = first["unit"] if first else None
@@ -805,6 +804,15 @@ def step_tab(playground: Playground | LazyPlayground) -> list:
                 uni = (gr.update(choices=[], value=None), None, f"<p class=sg-legend>{inside['units_note']}.</p>")
             return note, *att, *uni
         return attempt(work)
+
+    def no_attention() -> tuple:
+        """The attention controls and view with nothing to show."""
+        return (gr.update(choices=view.layer_choices(0), value=-1), gr.update(choices=view.head_choices(0), value=-1),
+                gr.update(minimum=0, maximum=1, value=0), "")
+
+    def forget_inside():
+        """Another model: what was seen inside the last one goes (its layers, heads and units are not this one's)."""
+        return "", *no_attention(), gr.update(choices=[], value=None), None, ""
 
     def inside_of(request) -> dict:
         look = book.look(_session(request))
@@ -897,6 +905,7 @@ def step_tab(playground: Playground | LazyPlayground) -> list:
     look_outputs = [inside_note, att_layer, att_head, att_query, attention_view, units, unit, heat]
     look.click(look_inside, [prompt, model], **{**step, "outputs": look_outputs})
     private = {"api_visibility": "private", "show_progress": "hidden"}
+    model.input(forget_inside, None, look_outputs, queue=False, **private)
     for picker in (att_layer, att_head):
         picker.input(attention_again, [att_layer, att_head], attention_view, queue=False, **private)
     att_query.input(look_from, [att_query, att_layer, att_head], [att_query, attention_view],
@@ -934,16 +943,18 @@ def build_demo(playground: Playground | LazyPlayground) -> gr.Blocks:
         gr.Markdown("# textgen playground\nType a beginning, pick a model, and watch it write, one token at a "
                     "time. Our own small models learned only Shakespeare; GPT-2 learned from the web.")
         pickers = []
-        with gr.Tab("Write"):
-            pickers += write_tab(playground)
-        with gr.Tab("Step by step"):
-            pickers += step_tab(playground)
-        with gr.Tab("Chat"):
-            pickers += chat_tab(playground)
-        with gr.Tab("Compare"):
-            pickers += compare_tab(playground)
-        with gr.Tab("Perplexity"):
-            pickers += perplexity_tab(playground)
+        # "wrap": on a phone the tabs that do not fit go to a second row, not behind a "⋯" menu nobody opens.
+        with gr.Tabs(overflow_behavior="wrap", elem_id="tabs"):
+            with gr.Tab("Write"):
+                pickers += write_tab(playground)
+            with gr.Tab("Step by step"):
+                pickers += step_tab(playground)
+            with gr.Tab("Chat"):
+                pickers += chat_tab(playground)
+            with gr.Tab("Compare"):
+                pickers += compare_tab(playground)
+            with gr.Tab("Perplexity"):
+                pickers += perplexity_tab(playground)
 
         def mark_unavailable():
             """Every picker says which models cannot be used here, and why (checked when the page opens)."""
@@ -955,7 +966,20 @@ def build_demo(playground: Playground | LazyPlayground) -> gr.Blocks:
     return demo
 
 
-LAUNCH_KWARGS = {"css": TOKEN_CSS, "show_error": True, "footer_links": ["api"]}
+# On a phone the step view's sliders fold away until asked for, so that Start is on the first screen with the
+# prompt (on a laptop they stay open: moving them is the point). The tab is drawn when first opened, hence the watch.
+PHONE_JS = """() => {
+  if (window.innerWidth >= 700) return;
+  const watch = new MutationObserver(() => {
+    const head = document.querySelector('#step-controls > .label-wrap');
+    if (!head) return;
+    watch.disconnect();
+    // After the tab has finished drawing: a click while it is still being built is undone by it.
+    setTimeout(() => { if (head.classList.contains('open')) head.click(); }, 400);
+  });
+  watch.observe(document.body, {childList: true, subtree: true});
+}"""
+LAUNCH_KWARGS = {"css": TOKEN_CSS, "js": PHONE_JS, "show_error": True, "footer_links": ["api"]}
 
 
 def serve(playground: Playground | LazyPlayground, port: int, **launch) -> tuple[gr.Blocks, str]:

@@ -388,3 +388,14 @@ def test_before_start_the_bars_say_press_start_in_bold_not_with_asterisks():
 
     note = bars_html([])
     assert "<b>Start</b>" in note and "*" not in note
+
+
+def test_a_units_map_is_coloured_on_the_units_own_range_not_around_zero():
+    from ui.step import heat_html
+
+    tokens = [{"text": t, "shown": t} for t in ("ROMEO", ":", " ", "hi")]
+    page = heat_html(tokens, [-0.06, -7.6, -3.83, -7.6], unit=5)  # always below zero, highest at the name
+    shades = re.findall(r"title='[^']*' style='background:hsla\((\d+),80%,50%,([\d.]+)\)'", page)  # the tokens
+    assert shades[0] == ("0", "0.80") and shades[1] == ("215", "0.80")  # the name red, the lowest blue
+    assert float(shades[2][1]) < 0.05  # half-way: white
+    assert "-7.60 to -0.06" in page and "highest in this text" in page

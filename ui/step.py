@@ -251,22 +251,24 @@ def head_choices(heads: int) -> list[tuple[str, int]]:
     return [("All heads (average)", -1)] + [(f"Head {i + 1}", i) for i in range(heads)]
 
 
-HEAT_LEGEND = ("<p class=sg-legend><span style='background:hsla(215,80%,50%,.6)'>below zero</span> "
-               "<span style='border:1px solid #ccc'>near zero</span> "
-               "<span style='background:hsla(0,80%,50%,.6)'>above zero</span></p>")
+HEAT_LEGEND = ("<p class=sg-legend><span style='background:hsla(215,80%,50%,.6)'>lowest in this text</span> "
+               "<span style='border:1px solid #ccc'>in between</span> "
+               "<span style='background:hsla(0,80%,50%,.6)'>highest in this text</span></p>")
 
 
 def heat_html(tokens: list[dict], values: list[float], unit: int, guess: str | None = None) -> str:
-    """One unit's value after each token, as colour over the text: red above zero, blue below, scaled to the
-    unit's largest value in this text."""
-    scale = max((abs(v) for v in values), default=0.0) or 1.0
+    """One unit's value after each token, as colour over the text, on the unit's own range here: red where it is
+    highest, blue where lowest, white half-way. Its own range, not zero: a unit that runs from -7.6 to -0.06 and
+    rises at speaker names shows the names red, where a scale around zero painted everything blue and them white."""
+    low, high = min(values, default=0.0), max(values, default=0.0)
+    middle, half = (low + high) / 2, (high - low) / 2 or 1.0
     spans = []
     for i, (tok, v) in enumerate(zip(tokens, values)):
-        hue = 0 if v >= 0 else 215
+        where = (v - middle) / half  # -1 at the lowest, +1 at the highest
+        hue = 0 if where >= 0 else 215
         tip = html.escape(f"token {i}, {tok['shown']}: {v:+.3f}", quote=True)
-        spans.append(f"<span title='{tip}' style='background:hsla({hue},80%,50%,{0.8 * abs(v) / scale:.2f})'>"
+        spans.append(f"<span title='{tip}' style='background:hsla({hue},80%,50%,{0.8 * abs(where):.2f})'>"
                      f"{_token_html(tok['text'])}</span>")
-    low, high = min(values, default=0.0), max(values, default=0.0)
     about = f" It {html.escape(guess)}." if guess else ""
     head = (f"<p class=sg-legend><b>Unit {unit}</b> goes from {low:+.2f} to {high:+.2f} over this text.{about}</p>")
     return f"{head}{HEAT_LEGEND}<div class=sg-text>{''.join(spans)}</div>"
