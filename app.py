@@ -21,7 +21,19 @@ from typing import TYPE_CHECKING
 import gradio as gr
 
 from textgen.catalog import ASSETS, GPT2_FAMILY, HUB_IDS, Catalog, ModelEntry
-from textgen.settings import CONTROLS, PRESETS, SLIDERS, Control, Limits, RequestError, matching_preset, preset_values
+from textgen.settings import (
+    CHAT_STYLE,
+    CHAT_STYLE_NAME,
+    CHAT_SYSTEM_PROMPT,
+    CONTROLS,
+    PRESETS,
+    SLIDERS,
+    Control,
+    Limits,
+    RequestError,
+    matching_preset,
+    preset_values,
+)
 from textgen.startup import LazyPlayground, for_page
 from ui import step as view
 from ui.render import (
@@ -338,8 +350,8 @@ def chat_tab(playground: Playground | LazyPlayground) -> list:
     # Models known to chat first, then those whose template is known only once they load; never the others.
     offered = Catalog([e for e in catalog if known[e.name]] + [e for e in catalog if known[e.name] is None])
     left_out = [e.title for e in catalog if known[e.name] is False]
+    chat_styles = [CHAT_STYLE_NAME, *PRESETS]  # Chat's own first: measured on plain questions (textgen/settings.py)
     first = next(iter(offered.names()), None)
-    precise = preset_values("Precise")  # small chat models repeat themselves at temperature 0; Precise samples
 
     def choices(unavailable: dict[str, str] | None = None) -> list[tuple[str, str]]:
         return [(label + ("" if known[name] is not None else " · can it chat? its engine says when asked"
@@ -386,15 +398,17 @@ def chat_tab(playground: Playground | LazyPlayground) -> list:
             if left_out:
                 gr.Markdown(f"Not offered here, because they have no chat template (they continue text rather than "
                             f"answer messages; use them in Write): {', '.join(left_out)}.", elem_id="chat-left-out")
-            system = gr.Textbox(label="System prompt (optional)", lines=2, elem_id="chat-system",
-                                placeholder="For example: You are a helpful assistant. Answer in one sentence.",
-                                info="Instructions the model reads before the conversation. Empty: the model's own.")
-            style = gr.Radio(list(PRESETS), value="Precise", label="Style", elem_id="chat-preset",
-                             info="Presets for the sliders below; moving a slider by hand clears it")
+            system = gr.Textbox(CHAT_SYSTEM_PROMPT, label="System prompt (optional)", lines=2,
+                                elem_id="chat-system",
+                                info="Instructions the model reads before the conversation; a small assistant "
+                                     "answers right more often with this one. Empty: the model's own.")
+            style = gr.Radio(chat_styles, value=CHAT_STYLE_NAME, label="Style", elem_id="chat-preset",
+                             info=f"Presets for the sliders below ({CHAT_STYLE_NAME}: close to the model's first "
+                                  "choice, for questions); moving a slider by hand clears it")
             with gr.Accordion("Sampling controls", open=False, elem_id="chat-controls"):
                 sliders = [slider(controls[name], f"chat-{name}") for name in SLIDERS]
                 for name, s in zip(SLIDERS, sliders, strict=True):
-                    s.value = precise.get(name, s.value)
+                    s.value = CHAT_STYLE.get(name, s.value)
                 seed = lenient(gr.Number(-1, precision=0, label="Seed", elem_id="chat-seed",
                                          info="The same seed gives the same reply again. -1 picks one at random."))
     gr.Examples([[e] for e in CHAT_EXAMPLES], inputs=[message], label="Examples")
@@ -441,11 +455,14 @@ def chat_tab(playground: Playground | LazyPlayground) -> list:
         return unlocked, unlocked, unlocked
 
     def pick_style(style: str):
-        values = preset_values(style)
+        values = CHAT_STYLE if style == CHAT_STYLE_NAME else preset_values(style)
         return [values.get(name, gr.skip()) for name in SLIDERS]
 
     def moved(*values):
-        return matching_preset(dict(zip(SLIDERS, values, strict=True)))
+        now = dict(zip(SLIDERS, values, strict=True))
+        if all(abs(float(now[n]) - v) < 1e-9 for n, v in CHAT_STYLE.items()):
+            return CHAT_STYLE_NAME
+        return matching_preset(now)
 
     private = {"queue": False, "api_visibility": "private"}
     taking = {"fn": take, "inputs": [message, chatbot], "outputs": [message, asked, history, send, clear], **private}
