@@ -484,3 +484,9 @@ def test_load_model_passes_trust_remote_code_false_to_both_loaders(model_dirs, m
         monkeypatch.setattr(auto, "from_pretrained", record)
     load_model(entry_for_source(str(model_dirs["transformer"])), torch.device("cpu"))
     assert sorted(seen) == [("AutoModelForCausalLM", False), ("AutoTokenizer", False)]
+
+
+def test_a_loaded_model_says_what_its_tokens_are(manager):
+    # The page explains "token" for the model in use: letters for a character model, word pieces for a BPE one.
+    assert manager.get("lstm").info()["tokens"] == "letters"
+    assert manager.get("tiny-gpt2").info()["tokens"] == "word pieces"

@@ -194,6 +194,10 @@ def test_model_note_escapes_and_describes():
         "**LSTM**: An LSTM.  \n3.46M parameters · context no limit (recurrent) · on cpu")
     info = {"parameters": 124_439_808, "context": 1024, "device": "cuda:0"}
     assert model_note("GPT-2", "GPT-2.", info).endswith("124.44M parameters · context 1,024 tokens · on cuda:0")
+    # What a token is, said for the model in use (a loaded model's info has it)
+    info = {**info, "tokens": "word pieces"}
+    assert "context 1,024 tokens · its tokens are word pieces · on cuda:0" in model_note("GPT-2", "GPT-2.", info)
+
 
 
 def test_model_note_of_an_unavailable_model_says_so_instead_of_its_numbers():

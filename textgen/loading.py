@@ -125,10 +125,18 @@ class LoadedModel:
         label = self._special_ids.get(token_id)
         return label if label is not None else self.token_text(token_id)
 
+    @cached_property
+    def token_kind(self) -> str:
+        """What one of its tokens is, in words a visitor reads: "letters" for a character tokenizer (our RNN, LSTM
+        and GRU), else "word pieces" (BPE: our Transformer, GPT-2, SmolLM2)."""
+        vocab = self.tokenizer.get_vocab()
+        single = sum(len(t) == 1 for t in vocab)
+        return "letters" if vocab and single >= 0.9 * len(vocab) else "word pieces"
+
     def info(self) -> dict:
         return {"name": self.name, "title": self.entry.title, "parameters": self.n_params,
                 "context": self.context, "device": str(self.device), "dtype": str(self.model.dtype),
-                "load_seconds": round(self.load_seconds, 2)}
+                "load_seconds": round(self.load_seconds, 2), "tokens": self.token_kind}
 
 
 def end_of_text_ids(model, tokenizer) -> frozenset[int]:

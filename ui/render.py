@@ -238,7 +238,8 @@ def model_note(title: str, description: str, info: dict | None = None, unavailab
         return note + f"  \n⚠️ Not available on this server: {html.escape(unavailable)}. Pick another model."
     if info:
         ctx = "no limit (recurrent)" if info.get("context") is None else f"{info['context']:,} tokens"
-        note += f"  \n{info['parameters'] / 1e6:.2f}M parameters · context {ctx} · on {info['device']}"
+        tokens = f" · its tokens are {info['tokens']}" if info.get("tokens") else ""
+        note += f"  \n{info['parameters'] / 1e6:.2f}M parameters · context {ctx}{tokens} · on {info['device']}"
     return note
 
 
