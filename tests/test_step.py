@@ -383,11 +383,12 @@ def test_the_text_view_has_its_own_pop_up_without_branching():
     assert "&lt;i&gt;A" in out and "class=tg-tok" in out
 
 
-def test_before_start_the_bars_say_press_start_in_bold_not_with_asterisks():
-    from ui.step import bars_html
+def test_before_start_press_start_is_said_once_and_the_bars_say_what_will_appear():
+    from ui.step import INTRO, NO_SESSION, bars_html
 
     note = bars_html([])
-    assert "<b>Start</b>" in note and "*" not in note
+    assert "appear here" in note and "*" not in note and "Start" not in note
+    assert "Start" in NO_SESSION and "Start" not in INTRO  # the line beside the button says it, once
 
 
 def test_a_units_map_is_coloured_on_the_units_own_range_not_around_zero():

@@ -12,7 +12,6 @@ store of open step sessions. Free of torch and Gradio, like ui/render.py, so the
 from __future__ import annotations
 
 import html
-import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -26,9 +25,8 @@ from ui.render import token_span
 
 INTRO = (
     "A language model writes one small piece of text at a time, called a **token**: a letter for our RNN, LSTM "
-    "and GRU, a word or part of one for our Transformer and GPT-2. Press **Start** to see which tokens it could "
-    "write next after your prompt "
-    "and how likely each is; then move the sliders, or write a token, and look again."
+    "and GRU, a word or part of one for our Transformer and GPT-2. This view shows which tokens it could write next "
+    "after your prompt and how likely each is; then move the sliders, or write a token, and look again."
 )
 BARS_HELP = (
     "Each box is one step of the choosing, in the order it happens: what the model itself wants, then what each "
@@ -46,10 +44,12 @@ ATTENTION_HELP = (
 )
 UNITS_HELP = (
     "A recurrent model (RNN, LSTM, GRU) reads one token at a time and keeps a memory of a few hundred numbers, "
-    "called units: pick one to see its value along the text, red above zero and blue below. The list holds units "
-    "that seem to follow something you can see in the text, with a guess at what (a guess, not a proof)."
+    "called units: pick one to see its value along the text, red where it is highest and blue where lowest. The "
+    "list holds units that seem to follow something you can see in the text, with a guess at what (a guess, not "
+    "a proof)."
 )
 NO_SESSION = "Press **Start** to see what the model wants to write after your prompt."
+NO_BARS = "The model's choices for its next token will appear here."
 
 # -- CSS, scoped to each component by gr.HTML's css_template -------------------------------------------------
 
@@ -152,9 +152,7 @@ def bars_html(stages: list[dict], counts: dict | None = None) -> str:
     is greyed out and struck through. `counts` (StepSession.sample_many's result) adds, beside the last
     stage's bars, how often each token came up in that many draws."""
     if not stages:
-        # NO_SESSION is Markdown (the status line shows it as such); here it goes into HTML, bold as bold.
-        note = re.sub(r"[*][*](.+?)[*][*]", r"<b>\1</b>", html.escape(NO_SESSION))
-        return f"<p class=sg-note>{note}</p>"
+        return f"<p class=sg-note>{NO_BARS}</p>"  # (the line above says to press Start: once is enough)
     drawn = {c["id"]: c["count"] for c in counts["counts"]} if counts and counts.get("draws") else {}
     draws = counts["draws"] if drawn else 0
     cards = []
