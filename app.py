@@ -584,7 +584,10 @@ def perplexity_tab(playground: Playground | LazyPlayground) -> list:
         import pandas as pd
 
         records = score_records(rows)
-        scored = pd.DataFrame([r for r in records if r[nats] is not None])
+        # The chart names each model briefly ("GRU", not "GRU (ours, Shakespeare)"): on a phone the full titles ran
+        # into each other under the bars. The table beside it keeps the full titles.
+        title = SCORE_COLUMNS["title"]
+        scored = pd.DataFrame([{**r, title: r[title].split(" (")[0]} for r in records if r[nats] is not None])
         return pd.DataFrame(records), scored
 
     go.click(score, [text, models], [table, chart], api_name="score", concurrency_id="scoring",

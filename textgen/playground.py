@@ -401,23 +401,31 @@ class Playground:
 
         worker = threading.Thread(target=work, name=f"textgen-load-{live.name}", daemon=True)
         started = time.monotonic()
+        preparing = preparation_seconds(self.catalog.get(live.name))  # None: nothing to prepare, only a load
         worker.start()
         while True:
-            live.status = self._loading_words(live, time.monotonic() - started)
+            live.status = self._loading_words(live, time.monotonic() - started, preparing)
             yield live
             worker.join(LOADING_UPDATE_EVERY)
             if not worker.is_alive():
                 break
         self._preparing.pop(live.name, None)
+        live.status = ""  # (the loop may have written its words once more after the worker cleared them)
         if "error" in done:
             raise done["error"]
         return done["model"]
 
-    def _loading_words(self, live: Live, elapsed: float) -> str:
+    def _loading_words(self, live: Live, elapsed: float, preparing: float | None) -> str:
+        """What a request waiting for its model's first load shows: the preparation's step and time left when
+        there is one (its own, or the one the server started), else how long the load has taken."""
         step = self._preparing.get(live.name)
+        if step is None and preparing is not None:  # before the preparation's first step is heard
+            step = (f"Preparing {live.title} for fast loading (first use only)", time.monotonic() - elapsed,
+                    preparing)
         if step is None:
-            waited = f" {elapsed:.0f} s so far" if elapsed >= 2 else ""
-            return f"Loading {live.title} (first use, a few seconds)…{waited}"
+            if elapsed < 5:
+                return f"Loading {live.title} (first use, a few seconds)…"
+            return f"Loading {live.title}… {elapsed:.0f} s so far"
         message, since, expected = step
         so_far = time.monotonic() - since
         left = (f", about {max(1, round(expected - so_far))} s left" if expected and so_far < expected

@@ -50,6 +50,11 @@ TOKEN_CSS = """
 .tg-pop .tg-branch::before { content: "↪ "; opacity: .6; }
 .tg-pop .tg-branch:hover, .tg-pop .tg-branch:focus { background: rgba(59, 130, 246, .18); border-color: #3b82f6; }
 .tg-legend { font-size: 0.85em; opacity: 0.85; margin-bottom: 6px; }
+/* Perplexity's table on a phone: the model's name wraps in a narrow first column, so that the numbers show. */
+@media (max-width: 700px) {
+  #ppl-table td:first-child, #ppl-table th:first-child { max-width: 7em; min-width: 6em; white-space: normal; }
+  #ppl-table th { min-width: 5em; }
+}
 .tg-legend span { padding: 0 6px; border-radius: 3px; }
 """
 
