@@ -168,7 +168,8 @@ def test_a_failing_step_fails_its_requests_in_words_and_the_model_serves_the_nex
     real_step, failures = contract.step, []
 
     def broken_once(model, input_ids, memory, all_logits=False):
-        if input_ids.shape[1] == 1 and not failures:
+        # This model's step only: another test's model may still take a last round after its reader left.
+        if model is loaded.model and input_ids.shape[1] == 1 and not failures:
             failures.append(1)
             raise RuntimeError("a broken kernel")
         return real_step(model, input_ids, memory, all_logits)
