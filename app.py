@@ -145,6 +145,7 @@ def write_tab(playground: Playground | LazyPlayground) -> list:
     catalog, limits = playground.catalog, playground.limits
     controls = {name: CONTROLS[name].bounded(limits) for name in SLIDERS}
     first = default_model(catalog)
+    assistants = assistants_of(catalog)  # a question to one of them without its template gets a hint
     with gr.Row():
         with gr.Column(scale=2):
             prompt = gr.Textbox(label="Prompt", lines=4, value="ROMEO:\n", elem_id="prompt",
@@ -198,7 +199,7 @@ def write_tab(playground: Playground | LazyPlayground) -> list:
             live = None
             for live in runs:
                 yield live.text, stats_markdown(live), view.render(live.tokens)
-            if live is not None and not chat and _asks_an_assistant(catalog, model, prompt, live.text):
+            if live is not None and not chat and _asks_an_assistant(assistants, model, prompt, live.text):
                 yield gr.skip(), f"{stats_markdown(live)}  \n💡 {ASK_WITH_TEMPLATE.format(title=live.title)}", \
                     gr.skip()
         except RequestError as err:
@@ -281,10 +282,15 @@ ASK_WITH_TEMPLATE = ("{title} is an assistant: to have it answer a question, tic
                      "above, or ask it in the Chat tab.")
 
 
-def _asks_an_assistant(catalog: Catalog, model: object, prompt: object, text: str) -> bool:
-    """Whether a Write text looks like a question put to a chat model without its template: the model has one,
-    and the prompt ends with a question mark or the model wrote nothing."""
-    if not isinstance(model, str) or model not in catalog or chat_template_known(catalog.get(model)) is not True:
+def assistants_of(catalog: Catalog) -> set[str]:
+    """The models known to have a chat template, by name (read from their files once, when the page is built)."""
+    return {e.name for e in catalog if chat_template_known(e) is True}
+
+
+def _asks_an_assistant(assistants: set[str], model: object, prompt: object, text: str) -> bool:
+    """Whether a Write text looks like a question put to a chat model without its template: the model is one of
+    `assistants`, and the prompt ends with a question mark or the model wrote nothing."""
+    if not isinstance(model, str) or model not in assistants:
         return False
     return not text.strip() or (isinstance(prompt, str) and prompt.rstrip().endswith("?"))
 
