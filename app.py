@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import gradio as gr
 
-from textgen.catalog import ASSETS, GPT2_FAMILY, HUB_IDS, Catalog, ModelEntry
+from textgen.catalog import ASSETS, Catalog
 from textgen.settings import (
     CHAT_STYLE,
     CHAT_STYLE_NAME,
@@ -284,7 +284,7 @@ ASK_WITH_TEMPLATE = ("{title} is an assistant: to have it answer a question, tic
 
 def assistants_of(catalog: Catalog) -> set[str]:
     """The models known to have a chat template, by name (read from their files once, when the page is built)."""
-    return {e.name for e in catalog if chat_template_known(e) is True}
+    return {e.name for e in catalog if e.chat_template_known() is True}
 
 
 def _asks_an_assistant(assistants: set[str], model: object, prompt: object, text: str) -> bool:
@@ -293,39 +293,6 @@ def _asks_an_assistant(assistants: set[str], model: object, prompt: object, text
     if not isinstance(model, str) or model not in assistants:
         return False
     return not text.strip() or (isinstance(prompt, str) and prompt.rstrip().endswith("?"))
-
-
-def chat_template_known(entry: ModelEntry) -> bool | None:
-    """Whether a model has a chat template, as far as its files tell before it is loaded: True, False, or None
-    for a Hub model not downloaded yet (known once it loads). GGUF files are offered: llama.cpp's models made
-    for chat carry their template in the file, and one that does not is refused, in words, when it loads."""
-    if entry.origin == "gguf":
-        return True
-    if entry.origin == "engine":
-        return None  # the template is on the engine, which refuses a chat in words when it has none
-    if entry.origin == "hub":
-        if HUB_IDS.get(entry.name) == entry.source and entry.name in GPT2_FAMILY:
-            return False  # GPT-2 continues text; it was never taught to answer messages
-        try:
-            from huggingface_hub import try_to_load_from_cache
-
-            files = ("tokenizer_config.json", "chat_template.jinja")
-            found = {f: try_to_load_from_cache(entry.source, f) for f in files}
-        except Exception:
-            return None
-        if isinstance(found["chat_template.jinja"], str):
-            return True
-        if not isinstance(found["tokenizer_config.json"], str):
-            return None
-        folder = Path(found["tokenizer_config.json"]).parent
-    else:
-        folder = Path(entry.source)
-    if (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file():
-        return True
-    try:
-        return bool(json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8")).get("chat_template"))
-    except (OSError, ValueError, AttributeError):
-        return False
 
 
 def _chat_messages(history: object) -> list[dict]:
@@ -352,7 +319,7 @@ def chat_tab(playground: Playground | LazyPlayground) -> list:
     view. The conversation lives in the page, one per browser tab; Clear starts a new one."""
     catalog, limits = playground.catalog, playground.limits
     controls = {name: CONTROLS[name].bounded(limits) for name in SLIDERS}
-    known = {e.name: chat_template_known(e) for e in catalog}
+    known = {e.name: e.chat_template_known() for e in catalog}
     # Models known to chat first, then those whose template is known only once they load; never the others.
     offered = Catalog([e for e in catalog if known[e.name]] + [e for e in catalog if known[e.name] is None])
     left_out = [e.title for e in catalog if known[e.name] is False]
@@ -361,7 +328,7 @@ def chat_tab(playground: Playground | LazyPlayground) -> list:
 
     def choices(unavailable: dict[str, str] | None = None) -> list[tuple[str, str]]:
         return [(label + ("" if known[name] is not None else " · can it chat? its engine says when asked"
-                          if catalog.get(name).origin == "engine" else " · can it chat? known once loaded"), name)
+                          if not catalog.get(name).runs_here else " · can it chat? known once loaded"), name)
                 for label, name in model_choices(offered, unavailable)]
 
     def describe(name: str) -> str:

@@ -34,7 +34,8 @@ from textgen.catalog import Catalog, ModelEntry
 from textgen.devices import configure_cpu_threads
 from textgen.events import Summary
 from textgen.generation import stream
-from textgen.loading import LoadedModel, load_model
+from textgen.loading import load_model
+from textgen.local_model import LoadedModel
 from textgen.models import contract
 from textgen.settings import GenerationSettings
 

@@ -243,16 +243,16 @@ def test_picking_a_model_without_a_template_says_why(chat_catalog):
 
 
 def test_which_models_are_known_to_chat_before_loading(chat_catalog, tmp_path):
-    assert app.chat_template_known(chat_catalog.get("tiny-chat")) is True
-    assert app.chat_template_known(chat_catalog.get("lstm")) is False
-    assert app.chat_template_known(chat_catalog.get("tiny-gpt2")) is False
-    assert app.chat_template_known(ModelEntry("gpt2", "GPT-2", "", "openai-community/gpt2", "hub")) is False
-    assert app.chat_template_known(ModelEntry("x", "X", "", "someone/not-downloaded", "hub")) is None
-    assert app.chat_template_known(ModelEntry("g", "G", "", str(tmp_path / "m.gguf"), "gguf")) is True
+    assert chat_catalog.get("tiny-chat").chat_template_known() is True
+    assert chat_catalog.get("lstm").chat_template_known() is False
+    assert chat_catalog.get("tiny-gpt2").chat_template_known() is False
+    assert ModelEntry("gpt2", "GPT-2", "", "openai-community/gpt2", "hub").chat_template_known() is False
+    assert ModelEntry("x", "X", "", "someone/not-downloaded", "hub").chat_template_known() is None
+    assert ModelEntry("g", "G", "", str(tmp_path / "m.gguf"), "gguf").chat_template_known() is True
     # A template given in tokenizer_config.json (older saves) counts as much as chat_template.jinja.
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "tokenizer_config.json").write_text(json.dumps({"chat_template": "{{ messages }}"}))
-    assert app.chat_template_known(ModelEntry("o", "O", "", str(tmp_path / "old"), "local")) is True
+    assert ModelEntry("o", "O", "", str(tmp_path / "old"), "local").chat_template_known() is True
 
 
 # -- the real SmolLM2 -----------------------------------------------------------------------------------------

@@ -22,7 +22,6 @@ from textgen import catalog as catalog_module
 from textgen import cli, startup
 from textgen.catalog import Catalog, entry_for_source
 from textgen.events import Summary, TextEvent
-from textgen.generation import stream
 from textgen.loading import ModelManager
 from textgen.playground import Playground
 from textgen.remote import backend, client, discovery
@@ -165,7 +164,7 @@ def test_stop_sequences_and_samples_go_to_the_engine(fake, model_dirs):
     playground = playground_with(model_dirs, [fake.url])
     loaded = playground.manager.get("fake-model")
     settings = GenerationSettings.parse("Once", stop=["fox"], num_samples=2, alternatives=0, max_new_tokens=20)
-    events = list(stream(loaded, settings))
+    events = list(loaded.stream(settings))
     body = fake.requests[-1]
     assert body["stop"] == ["fox"] and body["n"] == 2 and body["logprobs"] == 1
     summary = events[-1]
@@ -191,7 +190,7 @@ def test_a_character_split_across_tokens_shows_whole(fake, model_dirs):
     assert summary.texts == [" café ok"] and [t.text for t in lives[-1].tokens] == [" caf", "", "é", " ok"]
     # An engine whose text ends in U+FFFD (perhaps a character still to come): not shown before the next piece.
     fake.tokens = fake.texts = [" caf", "\ufffd", "x"]
-    pieces = [e.text for e in stream(playground.manager.get("fake-model"), GenerationSettings.parse("x"))
+    pieces = [e.text for e in playground.manager.get("fake-model").stream(GenerationSettings.parse("x"))
               if isinstance(e, TextEvent)]
     assert pieces == [" caf", "", "\ufffdx"]
     # An engine that gives each token's bytes: the text is rebuilt from them, the character whole.
@@ -239,7 +238,7 @@ def test_stop_while_the_engine_is_silent_ends_the_wait_at_once(fake, model_dirs,
     cancel = threading.Event()
     threading.Timer(0.3, cancel.set).start()
     started = time.perf_counter()
-    events = list(stream(playground.manager.get("fake-model"), GenerationSettings.parse("x"), cancel))
+    events = list(playground.manager.get("fake-model").stream(GenerationSettings.parse("x"), cancel))
     assert time.perf_counter() - started < 1.5
     assert events[-1].stop_reasons == ["cancelled"] and events[-1].tokens == [0]
 
@@ -407,7 +406,7 @@ def test_the_page_gets_room_for_engine_requests(fake, model_dirs, monkeypatch):
 def test_a_remote_model_has_no_weights_here(fake, model_dirs):
     playground = playground_with(model_dirs, [fake.url])
     loaded = playground.manager.get("fake-model")
-    assert backend.is_remote(loaded) and loaded.nbytes == 0 and loaded.context == 256
+    assert not loaded.capabilities.runs_here and loaded.nbytes == 0 and loaded.context == 256
     assert playground.model_info("fake-model") is None
     with pytest.raises(client.EngineError, match="runs on an inference engine"):
         loaded.tokenizer  # noqa: B018

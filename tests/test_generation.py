@@ -287,7 +287,7 @@ def test_a_tokenizer_that_starts_texts_with_a_special_token_gets_it_before_the_p
 def test_a_real_bos_tokenizer_is_detected():
     from tokenizers import processors
 
-    from textgen.loading import LoadedModel
+    from textgen.local_model import LoadedModel
     from textgen.tokenization import train_bpe_tokenizer
 
     tokenizer = train_bpe_tokenizer(["some text for a tokenizer"], vocab_size=270)

@@ -25,7 +25,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 import textgen.gguf
 from textgen.catalog import Catalog, entries_from_file, entry_for_source, packaged_entries
-from textgen.chat import ChatError, ChatPrompt, build_chat_prompt, chat_stream, chat_unsupported_reason
+from textgen.chat import ChatError, ChatPrompt, build_chat_prompt, chat_unsupported_reason
 from textgen.events import Summary, TextEvent
 from textgen.generation import stream
 from textgen.gguf import GGUFError, cache_dir, converted_folder, fingerprint, is_converted, packaged_gguf
@@ -316,7 +316,7 @@ def test_a_model_without_a_chat_template_is_refused_with_a_reason(manager, chat_
     assert reason is not None and "no chat template" in reason and plain.entry.title in reason
     assert chat_unsupported_reason(chat_model) is None
     with pytest.raises(ChatError, match="no chat template"):
-        list(chat_stream(plain, [user("Hello")], None, greedy()))
+        list(plain.chat([user("Hello")], None, greedy()))
 
 
 # -- the reply, through the engine ---------------------------------------------------------------------------
@@ -325,7 +325,7 @@ def test_a_model_without_a_chat_template_is_refused_with_a_reason(manager, chat_
 def test_the_reply_streams_through_the_engine_and_ends_at_end_of_turn(chat_model):
     words = chat_model.tokenizer("Hello, how are you?", add_special_tokens=False)["input_ids"]
     with ForcedTokens(chat_model.model, [*words, IM_END]):
-        events = list(chat_stream(chat_model, [user("Hi")], "Be kind.", greedy(20)))
+        events = list(chat_model.chat([user("Hi")], "Be kind.", greedy(20)))
     prompt, summary = events[0], events[-1]
     assert isinstance(prompt, ChatPrompt) and isinstance(summary, Summary)
     texts = [e for e in events[1:-1] if isinstance(e, TextEvent)]
@@ -339,7 +339,7 @@ def test_the_reply_never_contains_the_templates_special_tokens(chat_model):
     words = chat_model.tokenizer("Hello", add_special_tokens=False)["input_ids"]
     user_turn = chat_model.tokenizer("user\nMore", add_special_tokens=False)["input_ids"]
     with ForcedTokens(chat_model.model, [*words, IM_START, *user_turn]):  # the model starts a new turn itself
-        summary = list(chat_stream(chat_model, [user("Hi")], None, greedy(20)))[-1]
+        summary = list(chat_model.chat([user("Hi")], None, greedy(20)))[-1]
     assert summary.texts == ["Hello"]
     assert summary.stop_reasons == ["stop_sequence"]
     assert "<|" not in summary.texts[0]
@@ -359,7 +359,7 @@ def test_special_tokens_show_as_words_in_the_token_view_never_as_markup(chat_mod
 
 def test_the_cut_note_is_reported_with_the_summary(chat_model):
     history = [user("what is the weather like today?"), assistant("It is sunny and warm.")] * 6
-    events = list(chat_stream(chat_model, [*history, user("Hi")], None, greedy(4)))
+    events = list(chat_model.chat([*history, user("Hi")], None, greedy(4)))
     assert events[0].dropped > 0
     assert events[0].note in events[-1].warnings
 
@@ -369,7 +369,7 @@ def test_stop_before_the_first_token_computes_nothing(chat_model):
 
     cancel = threading.Event()
     cancel.set()
-    summary = list(chat_stream(chat_model, [user("Hi")], None, greedy(), cancel))[-1]
+    summary = list(chat_model.chat([user("Hi")], None, greedy(), cancel))[-1]
     assert summary.tokens == [0] and summary.stop_reasons == ["cancelled"]
 
 
@@ -378,7 +378,7 @@ def test_ready_made_ids_get_no_second_bos(llama_style):
     prompt = build_chat_prompt(llama_style, [user("Hello")])
     assert prompt.text.startswith("<s><|im_start|>system")  # ...and so does its template
     assert list(prompt.ids).count(BOS) == 1 and prompt.ids[0] == BOS
-    summary = list(chat_stream(llama_style, [user("Hello")], None, greedy(2)))[-1]
+    summary = list(llama_style.chat([user("Hello")], None, greedy(2)))[-1]
     assert summary.prompt_tokens == len(prompt.ids)
     # What the text route would have done: the engine adds the tokenizer's BOS before the template's own.
     as_text = list(stream(llama_style, GenerationSettings.parse(prompt.text, temperature=0, max_new_tokens=2)))[-1]
@@ -423,7 +423,7 @@ def test_a_converted_gguf_loads_as_the_original_model(chat_dirs, gguf_copy, cach
         x = torch.tensor([ids])
         torch.testing.assert_close(loaded.model(x).logits, original.model(x).logits, rtol=1e-5, atol=1e-5)
     assert chat_unsupported_reason(loaded) is None
-    reply = list(chat_stream(loaded, [user("Hi")], None, greedy(5)))[-1]
+    reply = list(loaded.chat([user("Hi")], None, greedy(5)))[-1]
     assert reply.prompt_tokens == len(build_chat_prompt(original, [user("Hi")]).ids)
 
 
@@ -598,7 +598,7 @@ def test_smollm2_loads_fast_the_second_time_and_answers_in_english():
     loaded = load_model(entry, torch.device("cpu"))
     assert time.perf_counter() - start < 5
     assert loaded.tokenizer.chat_template and loaded.context == 8192
-    summary = list(chat_stream(loaded, [user("What is the capital of France?")], None, greedy(30)))[-1]
+    summary = list(loaded.chat([user("What is the capital of France?")], None, greedy(30)))[-1]
     reply = summary.texts[0]
     assert "Paris" in reply, reply
     assert "<|" not in reply and summary.stop_reasons[0] in ("end_of_text", "length")

@@ -75,7 +75,47 @@ class ModelEntry:
 
     @property
     def is_local(self) -> bool:
+        """Its files are on this machine (a checkpoint folder or a GGUF file)."""
         return self.origin in ("shipped", "local", "gguf")
+
+    @property
+    def runs_here(self) -> bool:
+        """Its weights load into this process; False for a model an inference engine serves (textgen/remote), whose
+        backend sends each request there. What its backend's `capabilities.runs_here` will say, before it opens."""
+        return self.origin != "engine"
+
+    def chat_template_known(self) -> bool | None:
+        """Whether a model has a chat template, as far as its files tell before it is loaded: True, False, or None
+        for a Hub model not downloaded yet (known once it loads). GGUF files are offered: llama.cpp's models made
+        for chat carry their template in the file, and one that does not is refused, in words, when it loads."""
+        if self.origin == "gguf":
+            return True
+        if not self.runs_here:
+            return None  # the template is on the engine, which refuses a chat in words when it has none
+        if self.origin == "hub":
+            if HUB_IDS.get(self.name) == self.source and self.name in GPT2_FAMILY:
+                return False  # GPT-2 continues text; it was never taught to answer messages
+            try:
+                from huggingface_hub import try_to_load_from_cache  # here: `textgen models` starts without it
+
+                files = ("tokenizer_config.json", "chat_template.jinja")
+                found = {f: try_to_load_from_cache(self.source, f) for f in files}
+            except Exception:
+                return None
+            if isinstance(found["chat_template.jinja"], str):
+                return True
+            if not isinstance(found["tokenizer_config.json"], str):
+                return None
+            folder = Path(found["tokenizer_config.json"]).parent
+        else:
+            folder = Path(self.source)
+        if (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file():
+            return True
+        try:
+            config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+            return bool(config.get("chat_template"))
+        except (OSError, ValueError, AttributeError):
+            return False
 
     def available_offline(self) -> bool:
         """True when loading needs no network: a local directory, or a Hub model already in the cache."""
@@ -98,7 +138,7 @@ class ModelEntry:
         """
         if self.is_local:
             return None if self.available_offline() else "its files are missing"
-        if self.origin == "engine":  # what the engine last said (asked again at most every 30 s)
+        if not self.runs_here:  # what the engine last said (asked again at most every 30 s)
             return discovery.unavailable_reason(self.source, self.model_id)
         if self.origin == "hub" and not self.available_offline() and (hub_offline() or not hub_reachable()):
             return NEEDS_DOWNLOAD
@@ -212,12 +252,12 @@ class Catalog:
             models = discovery.engine(url).models()
             if models is None:
                 continue
-            known = {(e.source, e.model_id) for e in self if e.origin == "engine"}
+            known = {(e.source, e.model_id) for e in self if not e.runs_here}
             for mid, info in models.items():
                 if (url, mid) not in known:
                     self.add(engine_entry(url, mid, info=info))
             for entry in list(self):
-                if entry.origin == "engine" and entry.source == url and not entry.model_id:
+                if not entry.runs_here and entry.source == url and not entry.model_id:
                     self.remove(entry.name)
 
 

@@ -1,16 +1,16 @@
-"""Chat with a model that has a chat template: messages in, a streamed reply out, through the one engine.
+"""Chat with a model that has a chat template: the conversation it reads, fitted to its context.
 
     from textgen.catalog import Catalog
-    from textgen.chat import ChatPrompt, chat_stream, chat_unsupported_reason
+    from textgen.chat import ChatPrompt, chat_unsupported_reason
     from textgen.events import TextEvent
     from textgen.loading import ModelManager
     from textgen.settings import GenerationSettings
 
-    loaded = ModelManager(Catalog.default()).get("smollm2")
-    why = chat_unsupported_reason(loaded)            # None, or one line saying why this model cannot chat
+    backend = ModelManager(Catalog.default()).get("smollm2")
+    why = chat_unsupported_reason(backend)           # None, or one line saying why this model cannot chat
     settings = GenerationSettings.parse("", temperature=0.3, max_new_tokens=200, seed=1)
     messages = [{"role": "user", "content": "What is the capital of France?"}]
-    for event in chat_stream(loaded, messages, "You are a helpful assistant.", settings):
+    for event in backend.chat(messages, "You are a helpful assistant.", settings):
         if isinstance(event, ChatPrompt):            # first, before any token: what the model will read
             print(event.note or "", event.dropped)
         elif isinstance(event, TextEvent):
@@ -19,10 +19,14 @@
             print("\\n", event.stop_description(), event.warnings)
     # The reply is event.texts[0] of the Summary: append {"role": "assistant", "content": it} to the history.
 
-How the prompt reaches the model: the template is applied by transformers (`apply_chat_template` with
+Each backend writes the reply (textgen/backend.py): a model on an inference engine is sent the cleaned messages
+(`clean_messages`) and applies its own template over there; a model here builds its prompt with
+`build_chat_prompt` below. This module only reads a tokenizer (no torch): both kinds use it.
+
+How the prompt reaches a model here: the template is applied by transformers (`apply_chat_template` with
 `add_generation_prompt=True` and `sanitize_control_tokens=True`), and the resulting token ids go to
 `textgen.generation.stream` as they are (its `prompt_ids`). Passing the templated *text* as the prompt
-instead would be wrong twice: the engine adds the model's BOS (`LoadedModel.prompt_start`) in front of a
+instead would be wrong twice: the loop adds the model's BOS (`LoadedModel.prompt_start`) in front of a
 template that already writes one (Llama-style templates: two BOS tokens), and re-encoding the text turns
 control tokens typed by the user ("<|im_end|>") into real ones, which the sanitised ids do not.
 
@@ -34,15 +38,14 @@ oldest turns are left out, never the system prompt or the newest message, and a 
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
-from textgen.events import Summary, TextEvent
-from textgen.generation import stream
-from textgen.loading import LoadedModel
-from textgen.remote import backend as remote
 from textgen.settings import GenerationSettings, InvalidRequest, Limits, clean_text
+
+if TYPE_CHECKING:
+    from textgen.backend import Backend
+    from textgen.local_model import LoadedModel
 
 ROLES = ("user", "assistant")
 MAX_MESSAGES = 200  # older messages than this are left out before anything is tokenised
@@ -65,16 +68,16 @@ class ChatPrompt:
     stops: tuple[str, ...]  # the template's special tokens: the reply ends before any of them
 
 
-def chat_unsupported_reason(loaded: LoadedModel) -> str | None:
-    """None when the model can chat (its tokenizer has a chat template); else one line saying why not. A model on
-    an engine is given the benefit of the doubt: its tokenizer is over there, and the engine says so if not."""
-    if remote.is_remote(loaded):
-        return None
-    template = getattr(loaded.tokenizer, "chat_template", None)
-    if template:
-        return None
-    return (f"{loaded.entry.title} cannot chat: it has no chat template, so it continues text rather than "
-            "answering messages. Use it in Write, or pick a model made for chat.")
+def chat_unsupported_reason(backend: Backend) -> str | None:
+    """None when the model can chat (it has a chat template); else one line saying why not. A model whose
+    template only its server knows (an engine's) is given the benefit of the doubt: the engine says so if not."""
+    return None if backend.capabilities.chat_template is not False else no_template_reason(backend.entry.title)
+
+
+def no_template_reason(title: str) -> str:
+    """What a visitor reads of a model without a chat template (`title` names it)."""
+    return (f"{title} cannot chat: it has no chat template, so it continues text rather than answering messages. "
+            "Use it in Write, or pick a model made for chat.")
 
 
 def build_chat_prompt(
@@ -98,7 +101,7 @@ def build_chat_prompt(
         raise ChatError(why)
     limits = limits or Limits()
     warnings = warnings if warnings is not None else []
-    system, turns = _clean_messages(messages, system, limits, warnings)
+    system, turns = clean_messages(messages, system, limits, warnings)
     skipped = max(0, len(turns) - MAX_MESSAGES)
     turns = turns[skipped:]
     head = [{"role": "system", "content": system}] if system else []
@@ -150,6 +153,17 @@ def build_chat_prompt(
                       stops=_template_stops(loaded.tokenizer, text))
 
 
+def messages_prompt(messages: object, system: object, max_new_tokens: int = 200, limits: Limits | None = None,
+                    warnings: list[str] | None = None) -> ChatPrompt:
+    """The prompt for a backend that applies the chat template itself (an inference engine, which also fits the
+    conversation to its context): the cleaned messages, system prompt first, none left out."""
+    system, turns = clean_messages(messages, system, limits or Limits(), warnings if warnings is not None else [])
+    head = ({"role": "system", "content": system},) if system else ()
+    conversation = (*head, *turns)
+    return ChatPrompt(ids=(), text="", messages=conversation, dropped=0, note=None, reply_room=max_new_tokens,
+                      stops=())
+
+
 def reply_settings(settings: GenerationSettings, prompt: ChatPrompt, warnings: list[str] | None = None
                    ) -> GenerationSettings:
     """The request's settings for a chat reply: one sample, ending before the template's special tokens,
@@ -159,42 +173,14 @@ def reply_settings(settings: GenerationSettings, prompt: ChatPrompt, warnings: l
     return replace(settings, prompt="", num_samples=1, stop=stops, warnings=tuple(notes))
 
 
-def chat_stream(
-    loaded: LoadedModel,
-    messages: object,
-    system: object,
-    settings: GenerationSettings,
-    cancel: threading.Event | None = None,
-    limits: Limits | None = None,
-) -> Iterator[ChatPrompt | TextEvent | Summary]:
-    """Stream the model's reply to the conversation: first the ChatPrompt it reads, then the engine's
-    TextEvents and Summary, as for Write (same controls, Stop, token probabilities and numbers).
-
-    `settings` are the page's controls (`GenerationSettings.parse("", ...)`; its prompt is not used). The
-    note about left-out messages, when there is one, is also among the Summary's warnings.
-    """
-    warnings: list[str] = []
-    if remote.is_remote(loaded):
-        # The engine has the model's chat template and fits the conversation to its context itself: it is sent
-        # the cleaned messages as they are.
-        system, turns = _clean_messages(messages, system, limits or Limits.from_env(), warnings)
-        conversation = [*([{"role": "system", "content": system}] if system else []), *turns]
-        prompt = ChatPrompt(ids=(), text="", messages=tuple(conversation), dropped=0, note=None,
-                            reply_room=settings.max_new_tokens, stops=())
-        yield prompt
-        yield from remote.chat(loaded, conversation, reply_settings(settings, prompt, warnings), cancel)
-        return
-    prompt = build_chat_prompt(loaded, messages, system, settings.max_new_tokens, limits, warnings)
-    yield prompt
-    yield from stream(loaded, reply_settings(settings, prompt, warnings), cancel, prompt_ids=list(prompt.ids))
-
-
 # -- helpers -------------------------------------------------------------------------------------------------
 
 
-def _clean_messages(
+def clean_messages(
     messages: object, system: object, limits: Limits, warnings: list[str]
 ) -> tuple[str | None, list[dict[str, str]]]:
+    """(the system prompt or None, the turns) of a conversation, checked and cleaned; ChatError says what is wrong.
+    Cleaning a text may add lines to `warnings`."""
     if not isinstance(messages, (list, tuple)) or not messages:
         raise ChatError("messages must be a non-empty list of {role, content} messages")
     turns = []

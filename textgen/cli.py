@@ -169,11 +169,11 @@ def cmd_models(args: argparse.Namespace) -> int:
     for entry in Catalog.default(args.add_model, args.catalog, engines=args.engine):
         row = {"name": entry.name, "title": entry.title, "origin": entry.origin, "source": entry.source,
                "offline": entry.available_offline(), "description": entry.description}
-        if entry.origin == "engine":  # whether the engine serves it now, instead of a download
+        if not entry.runs_here:  # whether its engine serves it now, instead of a download
             row.update(offline=False, model=entry.model_id, unavailable=entry.unavailable_reason())
         if args.json:
             print(json.dumps(row))
-        elif entry.origin == "engine":
+        elif not entry.runs_here:
             where = f"not available: {row['unavailable']}" if row["unavailable"] else "served by its engine"
             print(f"{entry.name:<14} {entry.origin:<8} {where:<18} {entry.title}: {entry.description}")
         else:

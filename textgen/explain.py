@@ -50,7 +50,8 @@ from textgen.batching import apply_processors
 from textgen.catalog import UnknownModelError
 from textgen.events import STOP_REASONS, shown
 from textgen.generation import IncrementalDecoder, Run, draw, sampling_stages
-from textgen.loading import LoadedModel, ModelLoadError, ModelManager
+from textgen.loading import ModelLoadError, ModelManager
+from textgen.local_model import LoadedModel
 from textgen.models import contract
 from textgen.settings import CONTROLS, GenerationSettings, InvalidRequest, Limits, RequestError
 

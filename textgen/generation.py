@@ -2,7 +2,7 @@
 causal LM.
 
     settings = GenerationSettings.parse("ROMEO:", temperature=0.8, seed=1)
-    for event in stream(manager.get("lstm"), settings):
+    for event in stream(manager.get("lstm"), settings):   # what LoadedModel.stream does (textgen/local_model.py)
         if isinstance(event, TextEvent):
             print(event.text, end="", flush=True)   # event.token has id, probability, alternatives
         else:
@@ -24,7 +24,7 @@ from __future__ import annotations
 import secrets
 import threading
 from collections.abc import Generator, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers.generation.logits_process import (
@@ -39,11 +39,12 @@ from transformers.generation.logits_process import (
 
 from textgen.batching import Forward, Process, process_together, step_together
 from textgen.events import Clock, Summary, TextEvent, TokenInfo, Waiting
-from textgen.loading import LoadedModel, end_of_text_ids
 from textgen.models import contract
-from textgen.remote import backend as remote
 from textgen.settings import GenerationSettings
-from textgen.tokenization import encode
+from textgen.tokenization import encode, end_of_text_ids
+
+if TYPE_CHECKING:
+    from textgen.local_model import LoadedModel
 
 
 def stream(
@@ -55,12 +56,8 @@ def stream(
     `prompt_ids`, when given, is the prompt as ready-made token ids with their special tokens (a chat
     template's, see textgen.chat): used as they are, instead of encoding `settings.prompt` and adding a BOS.
     A local model writes through its scheduler (textgen.batching), together with everyone else's requests to
-    it; while every place there is taken, `Waiting` says how many are ahead. A model served by an inference
-    engine (textgen.remote.backend.RemoteModel) streams from there, as the same events.
+    it; while every place there is taken, `Waiting` says how many are ahead.
     """
-    if remote.is_remote(loaded):
-        yield from remote.stream(loaded, settings, cancel, prompt_ids)
-        return
     run = Run(loaded, settings, cancel or threading.Event(), prompt_ids)
     yield from loaded.scheduler.submit(run.steps(), rows=settings.num_samples)
 

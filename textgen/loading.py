@@ -1,8 +1,12 @@
-"""Loading catalogued models: lazily, once, safely, onto the best device, within a memory budget.
+"""Opening catalogued models as backends: lazily, once, safely, onto the best device, within a memory budget.
 
     manager = ModelManager(Catalog.default())
-    loaded = manager.get("lstm")        # loads on first use, cached afterwards
-    loaded.model, loaded.tokenizer, loaded.context, loaded.n_params
+    backend = manager.get("lstm")       # loads on first use, cached afterwards (textgen/backend.py says what it can do)
+    backend.model, backend.tokenizer, backend.context, backend.n_params   # a local model's weights
+
+`load_model` is the one place that decides which backend a catalog entry opens: a model on an inference engine
+is a RemoteModel (textgen/remote/backend.py), nothing loaded here; every other kind is a LoadedModel
+(textgen/local_model.py), its weights loaded here.
 
 Safety: only catalog entries are loaded; weights only from safetensors (`use_safetensors=True`, never a
 pickle); `trust_remote_code` is never set, so no code from a model repository runs. Our own model
@@ -16,19 +20,17 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import textgen.models  # noqa: F401  (registers our architectures with the Auto classes)
 from textgen import catalog, gguf
-from textgen.batching import Scheduler
+from textgen.backend import Backend
 from textgen.catalog import ASSETS, Catalog, ModelEntry, UnknownModelError, entry_for_source
 from textgen.devices import pick_device, pick_dtype
-from textgen.models.contract import context_length
+from textgen.local_model import LoadedModel
 from textgen.remote.backend import RemoteModel
 from textgen.settings import Limits
 
@@ -36,7 +38,6 @@ from textgen.settings import Limits
 # builds a model and puts them back afterwards; two loads at once can put back the wrong ones and break
 # every later load. Loads are quick next to generation, so they take turns.
 _LOAD_LOCK = threading.Lock()
-_SCHEDULERS_LOCK = threading.Lock()
 
 
 class ModelLoadError(RuntimeError):
@@ -57,123 +58,13 @@ class ModelMemoryError(ModelLoadError):
     """There was not enough memory to load the model."""
 
 
-@dataclass
-class LoadedModel:
-    entry: ModelEntry
-    model: PreTrainedModel
-    tokenizer: PreTrainedTokenizerBase
-    device: torch.device
-    load_seconds: float
-    _token_text: dict[int, str] = field(default_factory=dict, repr=False)
-    _scheduler: Scheduler | None = field(default=None, repr=False)
-
-    @property
-    def name(self) -> str:
-        return self.entry.name
-
-    @property
-    def n_params(self) -> int:
-        return sum(p.numel() for p in self.model.parameters())
-
-    @property
-    def context(self) -> int | None:
-        """Tokens the model can attend to; None for recurrent models, which have no limit."""
-        return context_length(self.model)
-
-    @property
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (*self.model.parameters(), *self.model.buffers()))
-
-    @cached_property
-    def prompt_start(self) -> list[int]:
-        """Special tokens the tokenizer puts before any text (Llama's BOS); [] for ours and GPT-2's."""
-        bare = self.tokenizer("a", add_special_tokens=False)["input_ids"]
-        full = self.tokenizer("a", add_special_tokens=True)["input_ids"]
-        return list(full[: full.index(bare[0])]) if bare and bare[0] in full else []
-
-    @property
-    def scheduler(self) -> Scheduler:
-        """The one scheduler of this model (textgen.batching): every local generation with it goes through it."""
-        with _SCHEDULERS_LOCK:  # two first requests at once must not make two (two threads stepping one model)
-            if self._scheduler is None:
-                self._scheduler = Scheduler(self.model, Limits.from_env())
-            return self._scheduler
-
-    def token_text(self, token_id: int) -> str:
-        """One token as text, memoised (the probability view decodes the same few ids over and over)."""
-        text = self._token_text.get(token_id)
-        if text is None:
-            text = self.tokenizer.decode([token_id])
-            if len(self._token_text) < 200_000:
-                self._token_text[token_id] = text
-        return text
-
-    @cached_property
-    def _special_ids(self) -> dict[int, str]:
-        """Special token id -> its plain-words label (what `token_label` shows instead of raw markup)."""
-        tok = self.tokenizer
-        ids = set(getattr(tok, "all_special_ids", []) or [])
-        ids |= {i for i, t in getattr(tok, "added_tokens_decoder", {}).items() if getattr(t, "special", False)}
-        ends = end_of_text_ids(self.model, tok)
-        return {i: special_label(self.token_text(i), i in ends, i == tok.bos_token_id, i == tok.pad_token_id,
-                                 i == tok.unk_token_id) for i in ids if i is not None}
-
-    def token_label(self, token_id: int) -> str:
-        """One token as a visitor reads it: its text, except that a special token (the end of a text, a chat
-        template's markers) shows as plain words in angle quotes, "⟨end of text⟩", never as raw markup such as
-        <|im_end|>. For the views only: what the model writes is always `token_text`."""
-        label = self._special_ids.get(token_id)
-        return label if label is not None else self.token_text(token_id)
-
-    @cached_property
-    def token_kind(self) -> str:
-        """What one of its tokens is, in words a visitor reads: "letters" for a character tokenizer (our RNN, LSTM
-        and GRU), else "word pieces" (BPE: our Transformer, GPT-2, SmolLM2)."""
-        vocab = self.tokenizer.get_vocab()
-        single = sum(len(t) == 1 for t in vocab)
-        return "letters" if vocab and single >= 0.9 * len(vocab) else "word pieces"
-
-    def info(self) -> dict:
-        return {"name": self.name, "title": self.entry.title, "parameters": self.n_params,
-                "context": self.context, "device": str(self.device), "dtype": str(self.model.dtype),
-                "load_seconds": round(self.load_seconds, 2), "tokens": self.token_kind}
-
-
-def end_of_text_ids(model, tokenizer) -> frozenset[int]:
-    """Every token that ends a text: the tokenizer's EOS and those of the model's generation config (chat
-    models such as Llama 3 or Qwen list several, end-of-turn among them)."""
-    ids = {tokenizer.eos_token_id}
-    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids.update(configured if isinstance(configured, (list, tuple)) else [configured])
-    return frozenset(i for i in ids if isinstance(i, int))
-
-
-def special_label(text: str, end: bool = False, start: bool = False, padding: bool = False,
-                  unknown: bool = False) -> str:
-    """The words a special token is shown as (see LoadedModel.token_label); SPECIAL_LABELS lists them all."""
-    name = text.lower()
-    if end or "end" in name or "eot" in name or name == "</s>":
-        return SPECIAL_LABELS["end"]
-    if unknown or "unk" in name:
-        return SPECIAL_LABELS["unknown"]
-    if padding or "pad" in name:
-        return SPECIAL_LABELS["padding"]
-    if start or "start" in name or "bos" in name or name == "<s>":
-        return SPECIAL_LABELS["start"]
-    return SPECIAL_LABELS["marker"]
-
-
-SPECIAL_LABELS = {"end": "⟨end of text⟩", "start": "⟨start⟩", "padding": "⟨padding⟩", "unknown": "⟨unknown⟩",
-                  "marker": "⟨marker⟩"}
-
-
 def load_model(
     entry: ModelEntry, device: torch.device | None = None, progress: Callable[[str], None] | None = None
-) -> LoadedModel:
+) -> LoadedModel | RemoteModel:
     """Load one catalog entry; raises ModelLoadError with a message a user can act on. `progress` hears the
     steps of a GGUF file's one-time conversion. A model served by an inference engine has nothing to load here:
-    it comes back as a RemoteModel (textgen.remote.backend), which `generation.stream` sends to the engine."""
-    if entry.origin == "engine":
+    it comes back as a RemoteModel (textgen.remote.backend), which sends each request to the engine."""
+    if not entry.runs_here:
         return RemoteModel(entry)
     device = device or pick_device()
     dtype = pick_dtype(device)
@@ -242,12 +133,12 @@ class ModelManager:
             memory_budget_mb = (limits or Limits.from_env()).memory_budget_mb
         self.budget_bytes = int(memory_budget_mb * 2**20)
         self.device = pick_device(device)
-        self._loaded: OrderedDict[str, LoadedModel] = OrderedDict()
+        self._loaded: OrderedDict[str, Backend] = OrderedDict()
         self._lock = threading.Lock()
         self._name_locks: dict[str, threading.Lock] = {}
         self.failed: dict[str, str] = {}  # name -> why its last load failed, in words for visitors
 
-    def get(self, name: str, progress: Callable[[str], None] | None = None) -> LoadedModel:
+    def get(self, name: str, progress: Callable[[str], None] | None = None) -> Backend:
         entry = self.catalog.get(name)  # raises UnknownModelError for anything not catalogued
         with self._lock:
             if entry.name in self._loaded:
@@ -276,7 +167,7 @@ class ModelManager:
 
     def unavailable(self, name: str) -> str | None:
         """Why this model cannot be used here, in a few plain words, or None when it can (or may) be."""
-        if name in self.catalog and self.catalog.get(name).origin == "engine":
+        if name in self.catalog and not self.catalog.get(name).runs_here:
             return self.catalog.get(name).unavailable_reason()  # the engine's state, whether or not used before
         if name in self._loaded:
             return None
@@ -287,7 +178,7 @@ class ModelManager:
     def is_loaded(self, name: str) -> bool:
         return name in self._loaded
 
-    def loaded(self) -> list[LoadedModel]:
+    def loaded(self) -> list[Backend]:
         return list(self._loaded.values())
 
     def unload(self, name: str) -> None:
@@ -308,7 +199,7 @@ class ModelManager:
         _free_memory()
 
 
-def load_for_cli(name_or_dir: str, catalog: Catalog | None = None, device: str | None = None) -> LoadedModel:
+def load_for_cli(name_or_dir: str, catalog: Catalog | None = None, device: str | None = None) -> Backend:
     """The CLI takes a catalog name or, since the operator is the one typing, an existing model directory.
 
     Anything else is refused with the catalog's names, never tried as a Hub id: a typo must not start a

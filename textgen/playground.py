@@ -27,25 +27,21 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from types import SimpleNamespace
 
 import torch
 
 from textgen import explain
+from textgen.backend import Backend
 from textgen.catalog import UnknownModelError
-from textgen.chat import chat_stream, chat_unsupported_reason
-from textgen.evaluate import score_text
+from textgen.chat import chat_unsupported_reason, no_template_reason
 from textgen.events import Live, ScoreRow, Summary, TextEvent, Waiting
-from textgen.generation import stream
 from textgen.loading import (
-    LoadedModel,
     ModelLoadError,
     ModelManager,
     needs_preparing,
     preparation_seconds,
     prepare_model,
 )
-from textgen.remote import backend as remote
 from textgen.remote.client import EngineError, engine_concurrency
 from textgen.settings import GenerationSettings, InvalidRequest, Limits, RequestError, clean_text
 
@@ -91,14 +87,14 @@ class Playground:
         # say) is kept, and the run then ends before its first forward step.
         with self._signal(session, stopped) as cancel:
             loaded = yield from self._loading(live)
-            yield from self._write(live, loaded, lambda: stream(loaded, settings, cancel), cancel, every)
+            yield from self._write(live, loaded, lambda: loaded.stream(settings, cancel), cancel, every)
 
     def _write(self, live: Live, loaded, events: Callable[[], Iterator], cancel: threading.Event,
                every: float) -> Iterator[Live]:
         """Feed one model's events into `live`, handing it on at the page's pace (its place in the model's queue at
         once), inside an engine slot for an engine's model, and with its failures in words. `events` starts the
         run once the slot is held."""
-        with self._slot(remote.is_remote(loaded), cancel), self._errors(live.title):
+        with self._slot(not loaded.capabilities.runs_here, cancel), self._errors(live.title):
             pace = _Pace(every, self.running)
             for event in events():
                 if isinstance(event, Waiting):  # its place in the model's queue, or that its turn has come
@@ -129,8 +125,8 @@ class Playground:
         live = Live(entry.name, entry.title)
         with self._signal(session, stopped) as cancel:  # before loading, as in generate
             loaded = yield from self._loading(live)
-            yield from self._write(live, loaded, lambda: chat_stream(loaded, messages, system, settings, cancel,
-                                                                     self.limits), cancel, every)
+            yield from self._write(live, loaded, lambda: loaded.chat(messages, system, settings, cancel, self.limits),
+                                   cancel, every)
 
     def compare(
         self, names: object, settings: GenerationSettings, session: str = "", every: float = 0.0
@@ -152,8 +148,8 @@ class Playground:
             for i, live in enumerate(lives):
                 try:
                     loaded = self._load(live)
-                    on_engines = on_engines and remote.is_remote(loaded)
-                    runs[i] = stream(loaded, settings, cancel)
+                    on_engines = on_engines and not loaded.capabilities.runs_here
+                    runs[i] = loaded.stream(settings, cancel)
                 except RequestError as err:
                     live.error = str(err)
             if not runs:
@@ -201,10 +197,7 @@ class Playground:
             try:
                 loaded = self._load(Live(entry.name, entry.title))
                 with self._errors(entry.title):
-                    if remote.is_remote(loaded):  # the engine scores it (or says it cannot)
-                        score = remote.score(loaded, text)
-                    else:
-                        score = score_text(loaded.model, loaded.tokenizer, text, progress=report)
+                    score = loaded.score(text, progress=report)
                 row.nats_per_char, row.bits_per_char = score.nats_per_char, score.bits_per_char
                 row.ppl_per_token, row.tokens, row.unknown_chars = score.ppl, score.tokens, score.unknown_chars
             except RequestError as err:
@@ -264,7 +257,7 @@ class Playground:
         answer is only right for a model known to have no template (the page asks only then)."""
         if self.manager.is_loaded(name):
             return chat_unsupported_reason(self.manager.get(name))
-        return chat_unsupported_reason(SimpleNamespace(tokenizer=None, entry=self._entry(name)))
+        return no_template_reason(self._entry(name).title)
 
     def starting(self) -> str | None:
         """None: a Playground is built, so nothing is starting (textgen.startup.LazyPlayground says otherwise)."""
@@ -432,7 +425,7 @@ class Playground:
                 else ", nearly done" if expected else "")
         return f"{message} · {so_far:.0f} s so far{left}…"
 
-    def _load(self, live: Live, progress: Callable[[str], None] | None = None) -> LoadedModel:
+    def _load(self, live: Live, progress: Callable[[str], None] | None = None) -> Backend:
         """The model of `live`, loading it if needed (the time it took goes in `live.load_seconds`)."""
         start = time.perf_counter()
         was_loaded = self.manager.is_loaded(live.name)
@@ -440,8 +433,7 @@ class Playground:
             loaded = self.manager.get(live.name, progress)
         if not was_loaded:
             live.load_seconds = time.perf_counter() - start
-        if not remote.is_remote(loaded):
-            loaded.scheduler.set_limits(self.limits)  # this playground's operator sets the batch and its queue
+        loaded.set_limits(self.limits)  # this playground's operator sets a local model's batch and its queue
         live.status = ""
         return loaded
 

@@ -284,7 +284,7 @@ class _PageView:
 def for_page(playground, catalog):
     """What app.py serves: `playground` itself without engines; with engines, a view whose page queue has room for
     the engine requests beside the local ones (so that a slow engine never takes a local model's turn)."""
-    if not (getattr(catalog, "engines", None) or any(e.origin == "engine" for e in catalog)):
+    if not (getattr(catalog, "engines", None) or any(not e.runs_here for e in catalog)):
         return playground
     limits = playground.limits
     return _PageView(playground, replace(limits, concurrency=limits.concurrency + engine_concurrency()))

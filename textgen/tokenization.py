@@ -91,3 +91,31 @@ def encode(tokenizer: PreTrainedTokenizerBase, text: str) -> Encoded:
         if token_id == unk_id:
             seen.setdefault(text[start:end], None)
     return Encoded(ids, "".join(seen))
+
+
+def end_of_text_ids(model, tokenizer) -> frozenset[int]:
+    """Every token that ends a text: the tokenizer's EOS and those of the model's generation config (chat
+    models such as Llama 3 or Qwen list several, end-of-turn among them)."""
+    ids = {tokenizer.eos_token_id}
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids.update(configured if isinstance(configured, (list, tuple)) else [configured])
+    return frozenset(i for i in ids if isinstance(i, int))
+
+
+def special_label(text: str, end: bool = False, start: bool = False, padding: bool = False,
+                  unknown: bool = False) -> str:
+    """The words a special token is shown as (see LoadedModel.token_label); SPECIAL_LABELS lists them all."""
+    name = text.lower()
+    if end or "end" in name or "eot" in name or name == "</s>":
+        return SPECIAL_LABELS["end"]
+    if unknown or "unk" in name:
+        return SPECIAL_LABELS["unknown"]
+    if padding or "pad" in name:
+        return SPECIAL_LABELS["padding"]
+    if start or "start" in name or "bos" in name or name == "<s>":
+        return SPECIAL_LABELS["start"]
+    return SPECIAL_LABELS["marker"]
+
+
+SPECIAL_LABELS = {"end": "⟨end of text⟩", "start": "⟨start⟩", "padding": "⟨padding⟩", "unknown": "⟨unknown⟩",
+                  "marker": "⟨marker⟩"}

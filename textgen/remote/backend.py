@@ -17,11 +17,13 @@ import math
 import re
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from textgen.backend import Capabilities
 from textgen.catalog import ModelEntry
+from textgen.chat import ChatPrompt, messages_prompt, reply_settings
 from textgen.events import Clock, Score, Summary, TextEvent, TokenInfo
 from textgen.remote.client import (
     Cancelled,
@@ -33,10 +35,7 @@ from textgen.remote.client import (
     sse_events,
 )
 from textgen.remote.discovery import Engine, describe_failure, engine
-
-if TYPE_CHECKING:
-    from textgen.settings import GenerationSettings
-
+from textgen.settings import GenerationSettings, Limits
 
 # Controls the engine applies if it can; one it rejects is dropped, the request retried, and a warning said.
 # (vLLM takes all of these: top_k, min_p and repetition_penalty are its extensions of the OpenAI API.)
@@ -50,15 +49,11 @@ QUIET_FIELDS = ("return_token_ids", "stream_options")
 
 @dataclass
 class RemoteModel:
-    """What `ModelManager.get` gives for an engine's model: no weights, just where it runs.
-
-    It stands in for `LoadedModel`; `textgen.generation.stream` hands it to `stream` below, and
-    `Playground.score` to `score` below.
-    """
+    """What `ModelManager.get` gives for an engine's model: a backend (textgen/backend.py) with no weights, just
+    where it runs. Asking it for weights (the step-by-step view's) is refused in words."""
 
     entry: ModelEntry
     load_seconds: float = 0.0
-    remote = True  # what the dispatchers look for
     nbytes = 0  # it takes no memory here: the memory budget never evicts for it
     n_params = 0
 
@@ -91,22 +86,34 @@ class RemoteModel:
         # its title already names the engine.
         return None
 
+    # -- the backend protocol (textgen/backend.py) ------------------------------------------------------------
 
-def is_remote(loaded: object) -> bool:
-    return getattr(loaded, "remote", False) is True
+    # The engine holds the weights; the probabilities it reports are the model's own, before the controls; only
+    # the engine knows whether the model has a chat template (it refuses a chat in words when it has none).
+    capabilities = Capabilities(runs_here=False, chat_template=None, probabilities="model")
 
+    def set_limits(self, limits: Limits) -> None:
+        pass  # the engine schedules its own requests; this machine only bounds how many stream at once
 
-def stream(model: RemoteModel, settings: GenerationSettings, cancel: threading.Event | None = None,
-           prompt_ids: list[int] | None = None) -> Iterator[TextEvent | Summary]:
-    """As `textgen.generation.stream`, computed by the engine: TextEvents as tokens arrive, then one Summary."""
-    yield from _RemoteRun(model, settings, cancel or threading.Event(), prompt_ids).events()
+    def stream(self, settings: GenerationSettings, cancel: threading.Event | None = None,
+               prompt_ids: list[int] | None = None) -> Iterator[TextEvent | Summary]:
+        """TextEvents as the engine's tokens arrive, then one Summary, from its `/completions`."""
+        yield from _RemoteRun(self, settings, cancel or threading.Event(), prompt_ids).events()
 
+    def chat(self, messages: object, system: object, settings: GenerationSettings,
+             cancel: threading.Event | None = None, limits: Limits | None = None,
+             ) -> Iterator[ChatPrompt | TextEvent | Summary]:
+        """The reply from the engine's `/chat/completions`: the engine applies the model's own chat template and
+        fits the conversation to its context, so it is sent the cleaned messages as they are."""
+        warnings: list[str] = []
+        prompt = messages_prompt(messages, system, settings.max_new_tokens, limits, warnings)
+        yield prompt
+        yield from _RemoteRun(self, reply_settings(settings, prompt, warnings), cancel or threading.Event(), None,
+                              list(prompt.messages)).events()
 
-def chat(model: RemoteModel, messages: list[dict[str, str]], settings: GenerationSettings,
-         cancel: threading.Event | None = None) -> Iterator[TextEvent | Summary]:
-    """The model's reply to `messages` (system first if any, the user's newest last), from the engine's
-    `/chat/completions`: the engine applies the model's own chat template. The same events as `stream`."""
-    yield from _RemoteRun(model, settings, cancel or threading.Event(), None, messages).events()
+    def score(self, text: str, progress: Callable[[float], None] | None = None) -> Score:
+        """As a local model scores (textgen.evaluate), computed by the engine: see `score` below."""
+        return score(self, text)
 
 
 class _RemoteRun:
