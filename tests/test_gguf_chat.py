@@ -312,9 +312,9 @@ def test_a_newest_message_too_long_on_its_own_is_refused(chat_model):
 
 def test_a_model_without_a_chat_template_is_refused_with_a_reason(manager, chat_model):
     plain = manager.get("tiny-gpt2")
-    reason = chat_unsupported_reason(plain)
+    reason = chat_unsupported_reason(plain.capabilities.chat_template, plain.entry.title)
     assert reason is not None and "no chat template" in reason and plain.entry.title in reason
-    assert chat_unsupported_reason(chat_model) is None
+    assert chat_unsupported_reason(chat_model.capabilities.chat_template, "tiny") is None
     with pytest.raises(ChatError, match="no chat template"):
         list(plain.chat([user("Hello")], None, greedy()))
 
@@ -422,7 +422,7 @@ def test_a_converted_gguf_loads_as_the_original_model(chat_dirs, gguf_copy, cach
     with torch.no_grad():
         x = torch.tensor([ids])
         torch.testing.assert_close(loaded.model(x).logits, original.model(x).logits, rtol=1e-5, atol=1e-5)
-    assert chat_unsupported_reason(loaded) is None
+    assert loaded.capabilities.chat_template is True
     reply = list(loaded.chat([user("Hi")], None, greedy(5)))[-1]
     assert reply.prompt_tokens == len(build_chat_prompt(original, [user("Hi")]).ids)
 

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from textgen.catalog import ModelEntry
     from textgen.chat import ChatPrompt
     from textgen.events import Score, Summary, TextEvent, Waiting
     from textgen.settings import GenerationSettings, Limits
@@ -44,11 +43,20 @@ class Capabilities:
     probabilities: str = "sampled"
 
 
+class Entry(Protocol):
+    """What a backend knows of the catalog entry it opened (textgen.catalog.ModelEntry is one)."""
+
+    name: str  # the key the page, the API and the CLI use
+    title: str  # what a visitor reads
+    source: str  # a folder, a Hub id, a file, or an engine's address
+    model_id: str  # the engine's name for it ("" for models here)
+
+
 @runtime_checkable
 class Backend(Protocol):
     """One catalogued model, ready to use. `textgen.loading.ModelManager.get` hands these out."""
 
-    entry: ModelEntry
+    entry: Entry
     load_seconds: float
 
     @property

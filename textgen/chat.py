@@ -39,13 +39,9 @@ oldest turns are left out, never the system prompt or the newest message, and a 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from textgen.settings import GenerationSettings, InvalidRequest, Limits, clean_text
-
-if TYPE_CHECKING:
-    from textgen.backend import Backend
-    from textgen.local_model import LoadedModel
 
 ROLES = ("user", "assistant")
 MAX_MESSAGES = 200  # older messages than this are left out before anything is tokenised
@@ -68,20 +64,28 @@ class ChatPrompt:
     stops: tuple[str, ...]  # the template's special tokens: the reply ends before any of them
 
 
-def chat_unsupported_reason(backend: Backend) -> str | None:
-    """None when the model can chat (it has a chat template); else one line saying why not. A model whose
-    template only its server knows (an engine's) is given the benefit of the doubt: the engine says so if not."""
-    return None if backend.capabilities.chat_template is not False else no_template_reason(backend.entry.title)
-
-
-def no_template_reason(title: str) -> str:
-    """What a visitor reads of a model without a chat template (`title` names it)."""
+def chat_unsupported_reason(chat_template: bool | None, title: str) -> str | None:
+    """None when the model can chat; else one line saying why not. `chat_template` is a backend's capability
+    (textgen/backend.py): a model whose template only its server knows (None, an engine's) is given the benefit of
+    the doubt, and the engine says so if it has none. `title` names the model."""
+    if chat_template is not False:
+        return None
     return (f"{title} cannot chat: it has no chat template, so it continues text rather than answering messages. "
             "Use it in Write, or pick a model made for chat.")
 
 
+class TemplatedModel(Protocol):
+    """What building a prompt reads of a model here (textgen.local_model.LoadedModel is one)."""
+
+    tokenizer: Any  # a transformers tokenizer, with the chat template
+    entry: Any  # its catalog entry: `entry.title` names it in messages
+
+    @property
+    def context(self) -> int | None: ...
+
+
 def build_chat_prompt(
-    loaded: LoadedModel,
+    loaded: TemplatedModel,
     messages: object,
     system: object = None,
     max_new_tokens: int = 200,
@@ -96,7 +100,7 @@ def build_chat_prompt(
     Cleaning the texts may add lines to `warnings`. Raises ChatError (an InvalidRequest) for a model without
     a chat template, malformed messages, or a newest message too long for the model even on its own.
     """
-    why = chat_unsupported_reason(loaded)
+    why = chat_unsupported_reason(bool(getattr(loaded.tokenizer, "chat_template", None)), loaded.entry.title)
     if why:
         raise ChatError(why)
     limits = limits or Limits()

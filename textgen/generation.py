@@ -24,7 +24,7 @@ from __future__ import annotations
 import secrets
 import threading
 from collections.abc import Generator, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 from transformers.generation.logits_process import (
@@ -37,18 +37,37 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
-from textgen.batching import Forward, Process, process_together, step_together
+from textgen.batching import Forward, Process, Scheduler, process_together, step_together
 from textgen.events import Clock, Summary, TextEvent, TokenInfo, Waiting
 from textgen.models import contract
 from textgen.settings import GenerationSettings
 from textgen.tokenization import encode, end_of_text_ids
 
-if TYPE_CHECKING:
-    from textgen.local_model import LoadedModel
+
+class LocalWeights(Protocol):
+    """What the decoding loop reads of a model here (textgen.local_model.LoadedModel is one): its weights,
+    tokenizer and device, its context, the tokens a text starts with, its scheduler and its tokens as text."""
+
+    model: Any  # a transformers PreTrainedModel (ours included)
+    tokenizer: Any  # its transformers tokenizer
+    device: torch.device
+
+    @property
+    def context(self) -> int | None: ...
+
+    @property
+    def prompt_start(self) -> list[int]: ...
+
+    @property
+    def scheduler(self) -> Scheduler: ...
+
+    def token_text(self, token_id: int) -> str: ...
+
+    def token_label(self, token_id: int) -> str: ...
 
 
 def stream(
-    loaded: LoadedModel, settings: GenerationSettings, cancel: threading.Event | None = None,
+    loaded: LocalWeights, settings: GenerationSettings, cancel: threading.Event | None = None,
     prompt_ids: list[int] | None = None,
 ) -> Iterator[TextEvent | Summary | Waiting]:
     """Generate for one request; yields TextEvents as tokens arrive, then one Summary.
@@ -70,7 +89,7 @@ class Run:
     (textgen.batching). `events()` answers its steps itself, for one request on its own.
     """
 
-    def __init__(self, loaded: LoadedModel, settings: GenerationSettings, cancel: threading.Event,
+    def __init__(self, loaded: LocalWeights, settings: GenerationSettings, cancel: threading.Event,
                  prompt_ids: list[int] | None = None):
         self.loaded, self.settings, self.cancel = loaded, settings, cancel
         self.ready_ids = list(prompt_ids or [])

@@ -33,7 +33,7 @@ import torch
 from textgen import explain
 from textgen.backend import Backend
 from textgen.catalog import UnknownModelError
-from textgen.chat import chat_unsupported_reason, no_template_reason
+from textgen.chat import chat_unsupported_reason
 from textgen.events import Live, ScoreRow, Summary, TextEvent, Waiting
 from textgen.loading import (
     ModelLoadError,
@@ -256,8 +256,9 @@ class Playground:
         """Why this model cannot chat, in one line; None if it can. Loaded, its tokenizer says; not loaded, the
         answer is only right for a model known to have no template (the page asks only then)."""
         if self.manager.is_loaded(name):
-            return chat_unsupported_reason(self.manager.get(name))
-        return no_template_reason(self._entry(name).title)
+            loaded = self.manager.get(name)
+            return chat_unsupported_reason(loaded.capabilities.chat_template, loaded.entry.title)
+        return chat_unsupported_reason(False, self._entry(name).title)
 
     def starting(self) -> str | None:
         """None: a Playground is built, so nothing is starting (textgen.startup.LazyPlayground says otherwise)."""
