@@ -20,8 +20,7 @@ from typing import TYPE_CHECKING
 
 import gradio as gr
 
-from textgen.catalog import ASSETS, Catalog
-from textgen.settings import (
+from textgen.core.settings import (
     CHAT_STYLE,
     CHAT_STYLE_NAME,
     CHAT_SYSTEM_PROMPT,
@@ -34,7 +33,8 @@ from textgen.settings import (
     matching_preset,
     preset_values,
 )
-from textgen.startup import LazyPlayground, for_page
+from textgen.service.catalog import ASSETS, Catalog
+from textgen.service.startup import LazyPlayground, for_page
 from ui import step as view
 from ui.render import (
     SCORE_COLUMNS,
@@ -51,7 +51,7 @@ from ui.render import (
 )
 
 if TYPE_CHECKING:
-    from textgen.playground import Playground
+    from textgen.service.playground import Playground
 
 try:  # On a ZeroGPU Space the decorated functions run on a GPU; elsewhere spaces.GPU changes nothing.
     import spaces
@@ -71,7 +71,7 @@ SHOW_OUTPUT_JS = ("() => { if (window.innerWidth < 768) "
 
 
 def lenient(component):
-    """Leave checking this input's value to textgen.settings rather than Gradio.
+    """Leave checking this input's value to textgen.core.settings rather than Gradio.
 
     The API lets anyone send anything; textgen checks every value with a message that names the control.
     Gradio's own checks answer too, but log a server traceback for each bad request. (Not a subclass:
@@ -114,8 +114,8 @@ def _examples() -> list[dict]:
 
 
 # What a shipped model's card reports, best predictor of text it never saw first: the held-back plays (the corpus's
-# last 10%, measured by the maintainers), then whole held-out stretches of scenes (textgen/train.py), then the older
-# short chunks, which read 0.16-0.22 nats/char too good on new plays and ranked the models wrongly.
+# last 10%, measured by the maintainers), then whole held-out stretches of scenes (textgen/training/trainer.py),
+# then the older short chunks, which read 0.16-0.22 nats/char too good on new plays and ranked the models wrongly.
 NEW_TEXT_MEASURES = ("heldback_nats_per_char", "blocks_nats_per_char", "val_nats_per_char")
 
 
@@ -297,7 +297,7 @@ def _asks_an_assistant(assistants: set[str], model: object, prompt: object, text
 
 def _chat_messages(history: object) -> list[dict]:
     """The conversation as plain role/content messages (the Chatbot hands content over as a list of parts), or
-    RequestError. Roles are left to textgen.chat to check."""
+    RequestError. Roles are left to textgen.core.chat to check."""
     if history is None:
         return []
     if not isinstance(history, (list, tuple)):
@@ -323,7 +323,8 @@ def chat_tab(playground: Playground | LazyPlayground) -> list:
     # Models known to chat first, then those whose template is known only once they load; never the others.
     offered = Catalog([e for e in catalog if known[e.name]] + [e for e in catalog if known[e.name] is None])
     left_out = [e.title for e in catalog if known[e.name] is False]
-    chat_styles = [CHAT_STYLE_NAME, *PRESETS]  # Chat's own first: measured on plain questions (textgen/settings.py)
+    # Chat's own style first: measured on plain questions (textgen/core/settings.py)
+    chat_styles = [CHAT_STYLE_NAME, *PRESETS]
     first = next(iter(offered.names()), None)
 
     def choices(unavailable: dict[str, str] | None = None) -> list[tuple[str, str]]:
@@ -1005,7 +1006,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(str(err))
     # The page is served first; torch, transformers and the models load right after, in the background.
     playground = LazyPlayground(catalog, limits, device=args.device)
-    # With engines, the page's queue also has room for their requests (textgen/startup.py: for_page).
+    # With engines, the page's queue also has room for their requests (textgen/service/startup.py: for_page).
     demo, _ = serve(for_page(playground, catalog), args.port, quiet=False)
     playground.start()
     if os.environ.get("TEXTGEN_PREPARE", "1") != "0":  # SmolLM2's one-time conversion, before a visitor asks

@@ -26,7 +26,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from textgen.settings import CHAT_STYLE, CHAT_SYSTEM_PROMPT, preset_values  # noqa: E402
+from textgen.core.settings import CHAT_STYLE, CHAT_SYSTEM_PROMPT, preset_values  # noqa: E402
 
 QUESTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("What is the capital of France?", ("paris",)),
@@ -72,9 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--show", action="store_true", help="print every reply")
     args = parser.parse_args(argv)
 
-    from textgen.catalog import Catalog
-    from textgen.loading import ModelManager
-    from textgen.playground import Playground
+    from textgen.service.catalog import Catalog
+    from textgen.service.loading import ModelManager
+    from textgen.service.playground import Playground
 
     playground = Playground(ModelManager(Catalog.default()))
     print(f"{args.model}: {len(QUESTIONS)} questions x seeds 1-{args.seeds}, {args.tokens} tokens a reply", flush=True)

@@ -48,12 +48,12 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from api_rate import CONTROLS, api_run, start_app, stop_app  # noqa: E402  (the page's API, timed alike)
 
-from textgen import catalog as catalog_module  # noqa: E402
-from textgen.catalog import Catalog  # noqa: E402
-from textgen.loading import ModelManager  # noqa: E402
-from textgen.playground import Playground  # noqa: E402
+from textgen.core.settings import Limits  # noqa: E402
 from textgen.remote import backend, client  # noqa: E402
-from textgen.settings import Limits  # noqa: E402
+from textgen.service import catalog as catalog_module  # noqa: E402
+from textgen.service.catalog import Catalog  # noqa: E402
+from textgen.service.loading import ModelManager  # noqa: E402
+from textgen.service.playground import Playground  # noqa: E402
 
 PROMPT = "First Citizen:\n"
 
@@ -97,7 +97,7 @@ def start_vllm(python: Path, layers: int, width: int) -> tuple[str, subprocess.P
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from textgen.tokenization import train_bpe_tokenizer
+    from textgen.local.tokenization import train_bpe_tokenizer
 
     folder = Path(tempfile.mkdtemp(prefix="textgen-bench-"))
     text = (ROOT / "assets" / "examples.json").read_text() * 20

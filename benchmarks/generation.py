@@ -6,7 +6,7 @@
 
 For each model, the same prompt ids, sampling settings (temperature 0.8, top-p 0.95) and number of new tokens
 (rates count the tokens each path really produced) through three paths, each run `--repeats` times, median kept:
-  engine    textgen.generation.stream, consumed to the end (per-token probabilities, alternatives, text)
+  engine    textgen.local.generation.stream, consumed to the end (per-token probabilities, alternatives, text)
   bare      prefill, then forward one token at a time with the cache/state, warp, sample; nothing else
   generate  model.generate(do_sample=True, ...), the same logits warpers
 The GPT-2 model has random weights (no Hub here) and a stand-in 50257-token vocabulary.
@@ -30,14 +30,14 @@ from transformers.generation.logits_process import TemperatureLogitsWarper, TopP
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
-from textgen.catalog import Catalog, ModelEntry
-from textgen.devices import configure_cpu_threads
-from textgen.events import Summary
-from textgen.generation import stream
-from textgen.loading import load_model
-from textgen.local_model import LoadedModel
+from textgen.core.events import Summary
+from textgen.core.settings import GenerationSettings
+from textgen.local.devices import configure_cpu_threads
+from textgen.local.generation import stream
+from textgen.local.model import LoadedModel
 from textgen.models import contract
-from textgen.settings import GenerationSettings
+from textgen.service.catalog import Catalog, ModelEntry
+from textgen.service.loading import load_model
 
 TEMPERATURE, TOP_P = 0.8, 0.95
 

@@ -53,7 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.helpers import free_port, generate_args, rest_call, updates  # noqa: E402  (shared with the tests)
-from textgen.settings import preset_values  # noqa: E402
+from textgen.core.settings import preset_values  # noqa: E402
 
 PROMPTS = ["ROMEO:\n", "First Citizen:\n", "JULIET:\nO ", "KING RICHARD III:\nNow is the winter"]
 SAMPLING = preset_values("Balanced")  # the page's first style; the controls it leaves alone stay off
@@ -195,10 +195,10 @@ def start_server(threads: int | None, models: list[str] | None = None):
     import torch
 
     import app
-    from textgen.catalog import Catalog
-    from textgen.devices import configure_cpu_threads
-    from textgen.loading import ModelManager
-    from textgen.playground import Playground
+    from textgen.local.devices import configure_cpu_threads
+    from textgen.service.catalog import Catalog
+    from textgen.service.loading import ModelManager
+    from textgen.service.playground import Playground
 
     configure_cpu_threads(threads)
     catalog = Catalog.default(models or [], include_gpt2=False)
@@ -226,7 +226,7 @@ def build_gpt2_shaped(folder: Path) -> None:
 
 
 def shipped_names() -> list[str]:
-    from textgen.catalog import Catalog
+    from textgen.service.catalog import Catalog
 
     return Catalog.default(include_gpt2=False).names()
 

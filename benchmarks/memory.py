@@ -17,10 +17,10 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
 import app  # noqa: E402
-from textgen.catalog import Catalog  # noqa: E402
-from textgen.devices import configure_cpu_threads  # noqa: E402
-from textgen.loading import ModelManager  # noqa: E402
-from textgen.playground import Playground  # noqa: E402
+from textgen.local.devices import configure_cpu_threads  # noqa: E402
+from textgen.service.catalog import Catalog  # noqa: E402
+from textgen.service.loading import ModelManager  # noqa: E402
+from textgen.service.playground import Playground  # noqa: E402
 
 
 def rss_mb() -> float:

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.helpers import free_port, generate_args  # noqa: E402
-from textgen.settings import preset_values  # noqa: E402
+from textgen.core.settings import preset_values  # noqa: E402
 
 PROMPTS = ["ROMEO:\n", "JULIET:\n", "First Citizen:\n", "KING RICHARD III:\n"]
 
@@ -38,10 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     from gradio_client import Client
 
     import app
-    from textgen.catalog import Catalog
-    from textgen.devices import configure_cpu_threads
-    from textgen.loading import ModelManager
-    from textgen.playground import Playground
+    from textgen.local.devices import configure_cpu_threads
+    from textgen.service.catalog import Catalog
+    from textgen.service.loading import ModelManager
+    from textgen.service.playground import Playground
 
     configure_cpu_threads(None)
     demo, url = app.serve(Playground(ModelManager(Catalog.default(include_gpt2=False))), free_port())

@@ -12,9 +12,9 @@ nanoGPT  its README's CPU command (4 layers of 128, 4 heads, context 64, batch 1
          (and its evaluations), and the real run gets `--max_iters` = `--lr_decay_iters` = what fits. Its README's
          fixed 2000 iterations stop after about two minutes here, which compares a shorter run.
 
-Both train on the same text: ours holds out its validation chunks (spread over the file, `textgen.data`), and
+Both train on the same text: ours holds out its validation chunks (spread over the file, `textgen.training.data`), and
 nanoGPT is given the rest as its `input.txt` (its `prepare.py` then keeps its own last 10% for its validation).
-Both are then scored by `textgen.evaluate.score_text`, every character, on those chunks and on `--heldout` (text
+Both are then scored by `textgen.local.evaluate.score_text`, every character, on those chunks and on `--heldout` (text
 neither saw, e.g. the 10% of tiny Shakespeare after the training file). Side by side, one torch thread each
 (`--threads`), as the numbers in benchmarks/TRAINING.md were measured; `--sequential` runs one after the other.
 """
@@ -39,7 +39,7 @@ from types import SimpleNamespace
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from anywhere without installing
 
-from textgen.data import read_text, split_text  # noqa: E402
+from textgen.training.data import read_text, split_text  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "tinyshakespeare_train.txt"
 # nanoGPT's README, "I only have a macbook": the CPU command, less the iteration counts (fitted to the budget).
@@ -63,7 +63,7 @@ def ours_command(out: Path, budget: float, threads: int, data: Path) -> list[str
 
 
 def load_ours(out: Path):
-    from textgen.loading import load_for_cli
+    from textgen.service.loading import load_for_cli
 
     loaded = load_for_cli(str(out / "ours"), device="cpu")
     return loaded.model, loaded.tokenizer
@@ -121,7 +121,7 @@ def load_nanogpt(work: Path):
     """nanoGPT's best checkpoint, read by its own model code, seen through what `score_text` reads."""
     import torch
 
-    from textgen.tokenization import UNK, char_tokenizer
+    from textgen.local.tokenization import UNK, char_tokenizer
 
     spec = importlib.util.spec_from_file_location("nanogpt_model", work / "model.py")
     module = importlib.util.module_from_spec(spec)
@@ -136,7 +136,7 @@ def load_nanogpt(work: Path):
 
 
 class NanoGPTScored:
-    """nanoGPT's GPT as `textgen.evaluate` reads a model: every position's logits, its context, its output width.
+    """nanoGPT's GPT as `textgen.local.evaluate` reads a model: every position's logits, its context, its output width.
     A character it never saw (our `<unk>`, one id past its vocabulary) gets a logit of -20: about 20 nats."""
 
     def __init__(self, gpt, vocab: int):
@@ -160,7 +160,7 @@ class NanoGPTScored:
 
 def score(model, tokenizer, texts: list[str]) -> float:
     """Nats per character over all of `texts`, every character scored."""
-    from textgen.evaluate import score_text
+    from textgen.local.evaluate import score_text
 
     scores = [score_text(model, tokenizer, t) for t in texts]
     return sum(s.nats_per_char * s.chars for s in scores) / sum(s.chars for s in scores)

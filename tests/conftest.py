@@ -18,11 +18,11 @@ torch.set_num_threads(1)
 from helpers import clean_environment, free_port  # noqa: E402, F401  (free_port: `from conftest import free_port`)
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
-from textgen import architectures  # noqa: E402
-from textgen.catalog import Catalog, entry_for_source  # noqa: E402
-from textgen.loading import ModelManager  # noqa: E402
-from textgen.models import ARCHITECTURES  # noqa: E402
-from textgen.tokenization import train_bpe_tokenizer, train_char_tokenizer  # noqa: E402
+from textgen.local.tokenization import train_bpe_tokenizer, train_char_tokenizer  # noqa: E402
+from textgen.models import architectures  # noqa: E402
+from textgen.models.auto import ARCHITECTURES  # noqa: E402
+from textgen.service.catalog import Catalog, entry_for_source  # noqa: E402
+from textgen.service.loading import ModelManager  # noqa: E402
 
 TINY_TEXT = (
     "First Citizen:\nBefore we proceed any further, hear me speak.\n\n"

@@ -11,9 +11,9 @@ import sys
 
 import torch
 
-from textgen.data import random_windows
-from textgen.train import Trainer
-from textgen.train_config import TrainConfig
+from textgen.training.config import TrainConfig
+from textgen.training.data import random_windows
+from textgen.training.trainer import Trainer
 
 data, out = sys.argv[1], sys.argv[2]
 trainer = Trainer(TrainConfig(arch="lstm", data=data, out=out, hidden_size=32, embedding_size=16, num_layers=1,

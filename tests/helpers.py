@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from textgen.settings import SLIDERS
+from textgen.core.settings import SLIDERS
 
 ROOT = Path(__file__).resolve().parents[1]
 REQUEST_TIMEOUT = 60.0  # seconds: a request still unanswered after this counts as hung (the suite must never hang)

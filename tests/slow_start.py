@@ -34,7 +34,7 @@ class SlowImports:
 
 
 def fail_first_start() -> None:
-    import textgen.startup as startup
+    import textgen.service.startup as startup
 
     real, tries = startup.build_playground, []
 

@@ -13,9 +13,9 @@ from conftest import free_port
 from gradio_client import Client
 
 import app
-from textgen.catalog import SHIPPED_DIR, Catalog
-from textgen.loading import ModelManager
-from textgen.playground import Playground
+from textgen.service.catalog import SHIPPED_DIR, Catalog
+from textgen.service.loading import ModelManager
+from textgen.service.playground import Playground
 
 pytestmark = pytest.mark.skipif(not (SHIPPED_DIR / "lstm" / "model.safetensors").exists(),
                                 reason="the shipped LSTM checkpoint is missing")

@@ -15,9 +15,9 @@ from gradio_client.exceptions import AppError
 from helpers import GENERATE_INPUTS, call, free_port, generate_args, live_app, updates, wait_until
 
 import app
-from textgen.loading import ModelManager
-from textgen.playground import Playground
-from textgen.settings import Limits
+from textgen.core.settings import Limits
+from textgen.service.loading import ModelManager
+from textgen.service.playground import Playground
 from ui.render import SCORE_COLUMNS, score_records
 
 STEP_SECONDS = 0.1  # the LSTM below is slowed to this per forward step, longer than a request's round trip, so

@@ -4,7 +4,7 @@
 
 The proof that an entry is all a new architecture needs: a bigram model (tests/bigram_model.py, its "model
 file") registered with one `Architecture(...)` trains through the CLI, shows in the catalog with its title,
-loads through `textgen.loading.load_model` and streams through `textgen.generation.stream`.
+loads through `textgen.service.loading.load_model` and streams through `textgen.local.generation.stream`.
 """
 
 import json
@@ -14,15 +14,15 @@ import pytest
 import torch
 from conftest import make_tiny
 
-from textgen import architectures
-from textgen.architectures import Architecture
-from textgen.catalog import Catalog
 from textgen.cli import build_parser, main
-from textgen.events import Summary, TextEvent
-from textgen.generation import stream
-from textgen.loading import load_model
-from textgen.settings import GenerationSettings
-from textgen.train_config import RECIPES, TrainConfig
+from textgen.core.events import Summary, TextEvent
+from textgen.core.settings import GenerationSettings
+from textgen.local.generation import stream
+from textgen.models import architectures
+from textgen.models.architectures import Architecture
+from textgen.service.catalog import Catalog
+from textgen.service.loading import load_model
+from textgen.training.config import RECIPES, TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -135,8 +135,8 @@ def test_a_model_of_a_new_kind_works_everywhere_a_shipped_one_does(trained_bigra
     evaluated and written with by the CLI, the page, the step-by-step view and Compare."""
     from helpers import live_app
 
-    from textgen.loading import ModelManager
-    from textgen.playground import Playground
+    from textgen.service.loading import ModelManager
+    from textgen.service.playground import Playground
 
     out, data = trained_bigram
     capsys.readouterr()
@@ -165,7 +165,7 @@ def test_a_model_of_a_new_kind_works_everywhere_a_shipped_one_does(trained_bigra
 
 
 def test_a_training_that_fails_leaves_no_half_written_model(bigram, tmp_path, tiny_text, monkeypatch, capsys):
-    from textgen.train import Trainer
+    from textgen.training.trainer import Trainer
 
     data = tmp_path / "tiny.txt"
     data.write_text(tiny_text, encoding="utf-8")

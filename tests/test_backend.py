@@ -1,5 +1,5 @@
-"""The backend seam (textgen/backend.py): every model source meets one protocol, and the service layer asks it what it
-can do, never what kind it is. A new kind of backend is one class and one line in `load_model`."""
+"""The backend seam (textgen/core/backend.py): every model source meets one protocol, and the service layer
+asks it what it can do, never what kind it is. A new kind of backend is one class and one line in `load_model`."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-import textgen.loading
-from textgen.backend import Backend, Capabilities
-from textgen.catalog import Catalog, ModelEntry
-from textgen.chat import messages_prompt
-from textgen.events import Score, Summary, TextEvent, TokenInfo
-from textgen.loading import ModelManager
-from textgen.playground import Playground
-from textgen.settings import GenerationSettings
+import textgen.service.loading
+from textgen.core.backend import Backend, Capabilities
+from textgen.core.chat import messages_prompt
+from textgen.core.events import Score, Summary, TextEvent, TokenInfo
+from textgen.core.settings import GenerationSettings
+from textgen.service.catalog import Catalog, ModelEntry
+from textgen.service.loading import ModelManager
+from textgen.service.playground import Playground
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -64,8 +64,8 @@ class Echo:
 def echo_playground(catalog, monkeypatch):
     """The test catalog plus one "echo" entry, which `load_model` (the one place that picks a backend) opens as Echo."""
     entry = ModelEntry("echo", "Echo", "writes the prompt back", "echo://", "engine", model_id="echo")
-    real = textgen.loading.load_model
-    monkeypatch.setattr(textgen.loading, "load_model",
+    real = textgen.service.loading.load_model
+    monkeypatch.setattr(textgen.service.loading, "load_model",
                         lambda e, *a, **k: Echo(e) if e.name == "echo" else real(e, *a, **k))
     return Playground(ModelManager(Catalog([*catalog, entry])))
 
@@ -102,8 +102,9 @@ def test_a_backend_that_cannot_chat_is_refused_in_words(manager):
 def test_the_service_layer_never_asks_which_kind_a_backend_is():
     """The playground, chat, start-up, the CLI and the page read capabilities; they import neither backend kind and
     compare no origin with "engine" (only the catalog, which owns the origins, and `load_model` know the kinds)."""
-    kinds = {"textgen.remote.backend", "textgen.local_model"}
-    for path in ("textgen/playground.py", "textgen/chat.py", "textgen/startup.py", "textgen/cli.py", "app.py"):
+    kinds = {"textgen.remote.backend", "textgen.local.model"}
+    for path in ("textgen/service/playground.py", "textgen/core/chat.py", "textgen/service/startup.py",
+                 "textgen/cli.py", "app.py"):
         tree = ast.parse((ROOT / path).read_text())
         for block in [n for n in ast.walk(tree) if isinstance(n, ast.If) and "TYPE_CHECKING" in ast.unparse(n.test)]:
             block.body = []  # an annotation's import names a type; it asks nothing at run time

@@ -5,11 +5,11 @@ import threading
 import pytest
 import torch
 
-from textgen.batching import Busy, Forward, Scheduler, step_together
-from textgen.events import Summary, TextEvent, Waiting
-from textgen.generation import Run, stream
+from textgen.core.events import Summary, TextEvent, Waiting
+from textgen.core.settings import GenerationSettings, Limits
+from textgen.local.batching import Busy, Forward, Scheduler, step_together
+from textgen.local.generation import Run, stream
 from textgen.models import contract
-from textgen.settings import GenerationSettings, Limits
 
 # Sixteen requests as a class would send them: different prompts, controls, seeds, lengths and sample counts.
 REQUESTS = [
@@ -78,7 +78,7 @@ def test_sixteen_requests_at_once_write_exactly_what_each_writes_alone(manager, 
 
 
 def test_the_padding_keeps_a_row_the_same_in_a_batch_of_any_size(manager):
-    """The rule the exactness rests on (textgen.batching): a row's logits do not depend on how many rows share
+    """The rule the exactness rests on (textgen.local.batching): a row's logits do not depend on how many rows share
     the step, nor on what the other rows hold."""
     model = manager.get("lstm").model
     generator = torch.Generator().manual_seed(0)
@@ -205,7 +205,7 @@ def test_the_step_view_takes_the_same_steps_as_a_batch(manager):
 def test_requests_with_the_same_controls_are_sampled_together_and_exactly_as_alone(manager, monkeypatch):
     """A class on the page's default style: one set of controls, sixteen prompts and seeds. Their controls are
     applied to all their rows at once (prompts of different lengths included), and each text is as alone."""
-    import textgen.batching as batching
+    import textgen.local.batching as batching
 
     loaded = manager.get("lstm")
     requests = [dict(prompt="ROMEO:\n" * (1 + i % 5), seed=i, max_new_tokens=40, temperature=0.8, top_p=0.95,
@@ -219,7 +219,7 @@ def test_requests_with_the_same_controls_are_sampled_together_and_exactly_as_alo
 
 
 def test_the_no_repeat_rule_is_applied_to_each_request_alone(manager, monkeypatch):
-    import textgen.batching as batching
+    import textgen.local.batching as batching
 
     loaded = manager.get("gru")
     requests = [dict(prompt="To be", seed=i, max_new_tokens=30, no_repeat_ngram_size=2) for i in range(4)]
@@ -265,7 +265,7 @@ def test_a_hugging_face_model_writes_several_requests_together(manager):
 def test_the_step_view_steps_the_model_in_its_scheduler_too(manager):
     """One way to the model: the step-by-step view's forward steps are taken by the model's scheduler thread,
     in turn with the texts being written, never from the request's own thread."""
-    from textgen import explain
+    from textgen.service import explain
 
     loaded = manager.get("gru")
     threads: set[str] = set()
@@ -279,7 +279,7 @@ def test_the_step_view_steps_the_model_in_its_scheduler_too(manager):
 
 
 def test_a_hugging_face_batch_of_long_texts_is_cut_so_that_its_joined_cache_stays_bounded(manager, monkeypatch):
-    import textgen.batching as batching
+    import textgen.local.batching as batching
 
     loaded = manager.get("tiny-gpt2")
     monkeypatch.setattr(batching, "PADDED_PLACES", 60)  # rows x longest text: two texts of ~25 tokens at most

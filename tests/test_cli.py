@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from textgen.cli import build_parser, main
-from textgen.train_config import TrainConfig
+from textgen.training.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -119,7 +119,7 @@ def test_corrupt_model_directory_exits_2(tmp_path, capsys):
 @pytest.mark.parametrize("name", ["lstmm", "openai-community/gpt2", "./no-such-dir"])
 def test_a_name_outside_the_catalog_is_refused_and_never_tried_on_the_hub(tmp_path, capsys, monkeypatch, command,
                                                                        name):
-    monkeypatch.setattr("textgen.loading.load_model", lambda *a, **k: pytest.fail("something was loaded"))
+    monkeypatch.setattr("textgen.service.loading.load_model", lambda *a, **k: pytest.fail("something was loaded"))
     (tmp_path / "t.txt").write_text("First Citizen:")
     extra = ["--prompt", "First"] if command == "generate" else ["--data", str(tmp_path / "t.txt")]
     assert main([command, "--model", name, *extra]) == 2

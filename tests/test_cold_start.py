@@ -41,8 +41,8 @@ def test_a_crowd_at_the_first_moment_is_served_and_the_server_stays_healthy(fail
 
 
 def test_a_request_during_start_up_says_the_models_are_starting(catalog):
-    from textgen.settings import Limits
-    from textgen.startup import LazyPlayground, build_playground
+    from textgen.core.settings import Limits
+    from textgen.service.startup import LazyPlayground, build_playground
 
     release = __import__("threading").Event()
 
@@ -60,8 +60,8 @@ def test_a_request_during_start_up_says_the_models_are_starting(catalog):
 
 
 def test_a_failed_start_is_retried_and_a_repeated_failure_is_said_in_plain_words(catalog):
-    from textgen.settings import Limits, RequestError
-    from textgen.startup import LazyPlayground, build_playground
+    from textgen.core.settings import Limits, RequestError
+    from textgen.service.startup import LazyPlayground, build_playground
 
     tries = []
 

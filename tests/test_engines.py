@@ -18,14 +18,15 @@ from pathlib import Path
 import pytest
 from fake_engine import FakeEngine
 
-from textgen import catalog as catalog_module
-from textgen import cli, startup
-from textgen.catalog import Catalog, entry_for_source
-from textgen.events import Summary, TextEvent
-from textgen.loading import ModelManager
-from textgen.playground import Playground
+from textgen import cli
+from textgen.core.events import Summary, TextEvent
+from textgen.core.settings import GenerationSettings, Limits, RequestError
 from textgen.remote import backend, client, discovery
-from textgen.settings import GenerationSettings, Limits, RequestError
+from textgen.service import catalog as catalog_module
+from textgen.service import startup
+from textgen.service.catalog import Catalog, entry_for_source
+from textgen.service.loading import ModelManager
+from textgen.service.playground import Playground
 
 
 @pytest.fixture(autouse=True)

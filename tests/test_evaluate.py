@@ -8,10 +8,10 @@ import torch
 from conftest import make_tiny
 from torch.nn import functional as F
 
-import textgen.evaluate
+import textgen.local.evaluate
 from textgen.cli import main
-from textgen.evaluate import CONTEXT, context_length, score_text
-from textgen.tokenization import encode
+from textgen.local.evaluate import CONTEXT, context_length, score_text
+from textgen.local.tokenization import encode
 
 
 def uniform(model):
@@ -62,7 +62,7 @@ def test_recurrent_score_equals_one_direct_forward(arch, char_tokenizer, tiny_te
 
 
 def test_recurrent_score_carries_state_across_chunks(char_tokenizer, tiny_text):
-    from textgen import evaluate
+    from textgen.local import evaluate
 
     model = make_tiny("lstm", len(char_tokenizer), seed=2)
     ids = torch.tensor(encode(char_tokenizer, CONTEXT).ids + encode(char_tokenizer, tiny_text).ids)
@@ -130,7 +130,7 @@ def test_big_vocabularies_score_fewer_windows_at_once_and_keep_no_cache(manager,
     hook = loaded.model.register_forward_hook(lambda module, args, kwargs, out: seen.append(
         (args[0].shape[0] if args else kwargs["input_ids"].shape[0], out.past_key_values)), with_kwargs=True)
     row_bytes = loaded.context * loaded.model.config.vocab_size * 4
-    monkeypatch.setattr(textgen.evaluate, "LOGITS_BUDGET_BYTES", 2 * row_bytes)
+    monkeypatch.setattr(textgen.local.evaluate, "LOGITS_BUDGET_BYTES", 2 * row_bytes)
     try:
         assert score_text(loaded.model, loaded.tokenizer, text).nats_per_char == pytest.approx(full, rel=1e-5)
     finally:

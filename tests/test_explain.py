@@ -13,11 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 
-import textgen.explain as explain
-from textgen.catalog import entry_for_source
+import textgen.service.explain as explain
 from textgen.cli import main
-from textgen.events import Summary
-from textgen.explain import (
+from textgen.core.events import Summary
+from textgen.core.settings import GenerationSettings, InvalidRequest, Limits, RequestError
+from textgen.local.generation import stream
+from textgen.service.catalog import entry_for_source
+from textgen.service.explain import (
     StepSession,
     activations,
     attention,
@@ -27,10 +29,8 @@ from textgen.explain import (
     shown,
     text_features,
 )
-from textgen.generation import stream
-from textgen.loading import load_model
-from textgen.playground import Playground
-from textgen.settings import GenerationSettings, InvalidRequest, Limits, RequestError
+from textgen.service.loading import load_model
+from textgen.service.playground import Playground
 
 SPEECH = "First Citizen:\nYou are all resolved rather to die than to famish?"
 ROOT = Path(__file__).resolve().parents[1]

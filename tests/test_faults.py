@@ -16,10 +16,10 @@ import torch
 from gradio_client import Client
 from helpers import broken_checkpoint, call, clean_environment, generate_args, live_app
 
-import textgen.loading
-from textgen.catalog import Catalog
-from textgen.loading import ModelManager
-from textgen.playground import Playground, RequestError
+import textgen.service.loading
+from textgen.service.catalog import Catalog
+from textgen.service.loading import ModelManager
+from textgen.service.playground import Playground, RequestError
 
 BROKEN = {"corrupt": "weights", "no-config": "config", "no-tokenizer": "tokenizer"}  # name -> helpers.BREAKAGES
 
@@ -175,7 +175,7 @@ def test_out_of_memory_while_loading_unloads_the_models_and_the_next_request_wor
     def load_fails(*args, **kwargs):
         raise oom()
 
-    monkeypatch.setattr(textgen.loading, "load_model", load_fails)
+    monkeypatch.setattr(textgen.service.loading, "load_model", load_fails)
     with pytest.raises(RequestError) as err:
         write(playground, "lstm")
     assert "memory" in str(err.value) and "lstm" in str(err.value)
@@ -191,7 +191,7 @@ def test_out_of_memory_inside_from_pretrained_unloads_the_models(catalog, monkey
     def from_pretrained(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(textgen.loading.AutoModelForCausalLM, "from_pretrained", from_pretrained)
+    monkeypatch.setattr(textgen.service.loading.AutoModelForCausalLM, "from_pretrained", from_pretrained)
     with pytest.raises(RequestError, match="memory"):
         write(playground, "lstm")
     assert playground.manager.loaded() == []
@@ -203,7 +203,7 @@ def test_cpu_out_of_memory_while_loading_is_not_called_a_corrupt_checkpoint(cata
     def from_pretrained(*args, **kwargs):
         raise MemoryError()
 
-    monkeypatch.setattr(textgen.loading.AutoModelForCausalLM, "from_pretrained", from_pretrained)
+    monkeypatch.setattr(textgen.service.loading.AutoModelForCausalLM, "from_pretrained", from_pretrained)
     with pytest.raises(RequestError) as err:
         write(playground, "lstm")
     assert "memory" in str(err.value) and "corrupt" not in str(err.value), str(err.value)

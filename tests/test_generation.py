@@ -8,9 +8,9 @@ from contextlib import contextmanager
 import pytest
 import torch
 
-from textgen.events import Summary, TextEvent
-from textgen.generation import stream
-from textgen.settings import GenerationSettings
+from textgen.core.events import Summary, TextEvent
+from textgen.core.settings import GenerationSettings
+from textgen.local.generation import stream
 
 ALL_MODELS = ["rnn", "lstm", "gru", "transformer", "tiny-gpt2"]
 CHAR_MODELS = ["rnn", "lstm", "gru", "transformer"]
@@ -134,7 +134,7 @@ def test_top_k_of_one_samples_the_greedy_text(manager):
 
 def test_cancel_from_another_thread_stops_before_the_next_forward_step(manager):
     """Stop pressed while the model is mid-step: that token is the last, no forward step follows it. (The run
-    does not wait for its reader, textgen.batching: Stop is measured against the model's steps.)"""
+    does not wait for its reader, textgen.local.batching: Stop is measured against the model's steps.)"""
     loaded = manager.get("lstm")
     cancel, k = threading.Event(), 10
     steps: list[int] = []
@@ -170,7 +170,7 @@ def test_cancel_set_before_the_start_runs_no_forward_step(manager):
 
 
 def test_a_consumer_that_stops_reading_stops_the_model(manager):
-    """The model writes ahead of its reader (textgen.batching), but a reader that goes away takes it out at
+    """The model writes ahead of its reader (textgen.local.batching), but a reader that goes away takes it out at
     the next step: it does not write on to its 500 tokens for nobody."""
     loaded = manager.get("transformer")
     steps: list[int] = []
@@ -287,8 +287,8 @@ def test_a_tokenizer_that_starts_texts_with_a_special_token_gets_it_before_the_p
 def test_a_real_bos_tokenizer_is_detected():
     from tokenizers import processors
 
-    from textgen.local_model import LoadedModel
-    from textgen.tokenization import train_bpe_tokenizer
+    from textgen.local.model import LoadedModel
+    from textgen.local.tokenization import train_bpe_tokenizer
 
     tokenizer = train_bpe_tokenizer(["some text for a tokenizer"], vocab_size=270)
     eos = tokenizer.eos_token_id
@@ -298,14 +298,14 @@ def test_a_real_bos_tokenizer_is_detected():
 
 
 def test_a_long_prompt_to_a_recurrent_model_is_read_in_pieces_with_the_same_result(manager, monkeypatch):
-    import textgen.generation
+    import textgen.local.generation
 
     loaded = manager.get("lstm")
     prompt = "First Citizen: speak, speak. " * 40  # 1,160 characters
     whole = GenerationSettings.parse(prompt, max_new_tokens=30, seed=3)
-    monkeypatch.setattr(textgen.generation, "PREFILL_CHUNK", 10_000)
+    monkeypatch.setattr(textgen.local.generation, "PREFILL_CHUNK", 10_000)
     at_once = list(stream(loaded, whole))[-1]
-    monkeypatch.setattr(textgen.generation, "PREFILL_CHUNK", 256)
+    monkeypatch.setattr(textgen.local.generation, "PREFILL_CHUNK", 256)
     with count_forwards(loaded.model) as forwards:
         pieces = list(stream(loaded, whole))[-1]
     assert forwards[:5] == [256, 256, 256, 256, 136]

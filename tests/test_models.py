@@ -8,8 +8,8 @@ from conftest import make_tiny
 from torch import nn
 from transformers import AutoModelForCausalLM
 
-import textgen.models  # noqa: F401  (registers the architectures with the Auto classes)
-from textgen.models import ARCHITECTURES
+import textgen.models.auto  # noqa: F401  (registers the architectures with the Auto classes)
+from textgen.models.auto import ARCHITECTURES
 
 ARCHS = list(ARCHITECTURES)
 RECURRENT = ["rnn", "lstm", "gru"]

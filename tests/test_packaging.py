@@ -64,7 +64,7 @@ def test_wheel_holds_the_package_the_models_and_the_console_script(wheel):
         info = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
         entry_points = whl.read(info).decode()
         metadata = whl.read(info.replace("entry_points.txt", "METADATA")).decode()
-    assert {"textgen/__init__.py", "textgen/cli.py", "textgen/architectures.py", "textgen/models/__init__.py",
+    assert {"textgen/__init__.py", "textgen/cli.py", "textgen/models/architectures.py", "textgen/models/__init__.py",
             "textgen/models/recurrent.py", "textgen/assets/models/lstm/config.json",
             "textgen/assets/models/lstm/model.safetensors"} <= names
     assert {n.split("/")[0] for n in names} == {"textgen", wheel.name.split("-py3")[0] + ".dist-info"}

@@ -8,7 +8,7 @@ from pathlib import Path
 import gradio
 from huggingface_hub import SpaceCard
 
-from textgen.catalog import HUB_IDS
+from textgen.service.catalog import HUB_IDS
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -50,7 +50,7 @@ def test_the_test_command_shows_why_tests_were_skipped():
 def test_every_limit_is_in_the_settings_table_with_its_default():
     from dataclasses import fields
 
-    from textgen.settings import Limits
+    from textgen.core.settings import Limits
 
     rows = {}  # variable -> its default, from rows such as "| `TEXTGEN_A` / `TEXTGEN_B` | 4 / 40 | what |"
     for line in README.splitlines():
@@ -64,23 +64,14 @@ def test_every_limit_is_in_the_settings_table_with_its_default():
         assert rows[name] == str(f.default), (name, rows[name], f.default)
 
 
-def test_every_file_the_layout_names_exists():
+def test_the_layout_lists_every_module_in_a_line_matching_the_tree():
     layout = README.split("## Layout", 1)[1]
-    names = re.findall(r"`([\w./-]+)`", layout)
-    paths = [n for n in names if "/" in n or n.endswith(".py")]
-    assert "ui/render.py" in paths and len(paths) > 15
-    def exists(name: str) -> bool:  # a bare file name stands for one inside the folder its line names
-        return (ROOT / name).exists() or ("/" not in name and any((ROOT / "textgen").rglob(name)))
-
-    missing = [p for p in paths if not exists(p)]
-    assert not missing, f"the README's Layout names files that are not there: {missing}"
-
-
-def test_the_layout_names_every_module_of_the_project():
-    layout = README.split("## Layout", 1)[1]
-    modules = [p for p in [*(ROOT / "textgen").rglob("*.py"), *(ROOT / "ui").glob("*.py")]
-               if p.name != "__init__.py" or p.parent.name in ("models",)]
-    named = set(re.findall(r"`([\w./-]+)`", layout))
-    missing = [str(m.relative_to(ROOT)) for m in modules
-               if str(m.relative_to(ROOT)) not in named and m.name not in named]
-    assert not missing, f"the README's Layout leaves out: {missing}"
+    modules = {str(p.relative_to(ROOT)) for p in [*(ROOT / "textgen").rglob("*.py"), *(ROOT / "ui").glob("*.py"),
+                                                ROOT / "app.py"]
+               if p.name != "__init__.py"}
+    listed = re.findall(r"^- `([\w./-]+\.py)`", layout, re.M)  # each line opens with the module it is about
+    assert sorted(modules - set(listed)) == [], "the README's Layout leaves these out"
+    assert sorted(set(listed) - modules) == [], "the README's Layout names modules the tree does not have"
+    assert len(listed) == len(set(listed)), "a module has two lines"
+    folders = re.findall(r"^`([\w/-]+/)`", layout, re.M)  # each layer's heading names its folder
+    assert sorted(folders) == sorted(f"{p.parent.relative_to(ROOT)}/" for p in (ROOT / "textgen").glob("*/__init__.py"))

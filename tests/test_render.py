@@ -13,8 +13,8 @@ from html.parser import HTMLParser
 import pytest
 
 import ui.render
-from textgen.catalog import Catalog, ModelEntry
-from textgen.events import Live, ScoreRow, Summary, TokenInfo
+from textgen.core.events import Live, ScoreRow, Summary, TokenInfo
+from textgen.service.catalog import Catalog, ModelEntry
 from ui.render import (
     SCORE_COLUMNS,
     STOPPED,

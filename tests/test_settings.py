@@ -5,10 +5,9 @@ from dataclasses import fields
 import pytest
 import torch
 
-import textgen.devices
+import textgen.local.devices
 from textgen.cli import build_parser, main
-from textgen.devices import configure_cpu_threads, pick_device
-from textgen.settings import (
+from textgen.core.settings import (
     CONTROLS,
     PRESETS,
     SLIDERS,
@@ -18,6 +17,7 @@ from textgen.settings import (
     matching_preset,
     preset_values,
 )
+from textgen.local.devices import configure_cpu_threads, pick_device
 
 parse = GenerationSettings.parse
 
@@ -252,7 +252,7 @@ def threads_restored():
 def test_threads_are_set_and_clamped(clean_env, threads_restored, asked, env, cores, expected):
     if env is not None:
         clean_env.setenv("TEXTGEN_THREADS", env)
-    clean_env.setattr(textgen.devices.os, "cpu_count", lambda: cores)
+    clean_env.setattr(textgen.local.devices.os, "cpu_count", lambda: cores)
     assert configure_cpu_threads(asked) == expected
     assert torch.get_num_threads() == expected
     assert not torch.backends.mkldnn.enabled
@@ -260,7 +260,7 @@ def test_threads_are_set_and_clamped(clean_env, threads_restored, asked, env, co
 
 def test_the_cli_passes_threads_on(model_dirs, clean_env, capsys):
     asked = []
-    clean_env.setattr(textgen.devices, "configure_cpu_threads", asked.append)
+    clean_env.setattr(textgen.local.devices, "configure_cpu_threads", asked.append)
     assert main(["generate", "--model", str(model_dirs["gru"]), "--prompt", "F", "--max-new-tokens", "2",
                  "--seed", "1", "--threads", "3"]) == 0
     assert asked == [3]

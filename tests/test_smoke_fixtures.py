@@ -1,6 +1,6 @@
-from textgen.events import Summary
-from textgen.generation import stream
-from textgen.settings import GenerationSettings
+from textgen.core.events import Summary
+from textgen.core.settings import GenerationSettings
+from textgen.local.generation import stream
 
 
 def test_every_fixture_model_streams(manager, catalog):

@@ -40,14 +40,14 @@ def test_python_app_py_serves_the_page_offline():
 
 
 def test_the_page_module_does_not_import_torch():
-    # The page is served before torch and transformers load (textgen/startup.py): keep it that way.
+    # The page is served before torch and transformers load (textgen/service/startup.py): keep it that way.
     code = "import sys, app; heavy = {'torch', 'transformers'} & set(sys.modules); assert not heavy, heavy"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
 
 
 def test_lazy_playground_builds_in_the_background_and_serves(catalog):
-    from textgen.settings import Limits
-    from textgen.startup import LazyPlayground
+    from textgen.core.settings import Limits
+    from textgen.service.startup import LazyPlayground
 
     lazy = LazyPlayground(catalog, Limits())
     assert lazy.catalog is catalog  # available at once, for building the page
@@ -60,8 +60,8 @@ def test_lazy_playground_builds_in_the_background_and_serves(catalog):
 def test_lazy_playground_reports_a_failed_start_to_each_request(catalog):
     import pytest
 
-    from textgen.settings import Limits, RequestError
-    from textgen.startup import LazyPlayground
+    from textgen.core.settings import Limits, RequestError
+    from textgen.service.startup import LazyPlayground
 
     lazy = LazyPlayground(catalog, Limits(), device="no-such-device", retry_pause=0.01)
     lazy.start()

@@ -13,10 +13,10 @@ from conftest import free_port
 from gradio_client import Client
 
 import app
-from textgen.catalog import SHIPPED_DIR, Catalog, entry_for_source, shipped_entries
-from textgen.loading import ModelManager
-from textgen.playground import Playground
-from textgen.settings import SLIDERS
+from textgen.core.settings import SLIDERS
+from textgen.service.catalog import SHIPPED_DIR, Catalog, entry_for_source, shipped_entries
+from textgen.service.loading import ModelManager
+from textgen.service.playground import Playground
 from ui import step as view
 
 SHIPPED = sorted(e.name for e in shipped_entries(SHIPPED_DIR))

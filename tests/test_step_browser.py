@@ -16,9 +16,9 @@ from conftest import free_port
 from helpers import page_errors, set_slider, wait_for
 
 import app
-from textgen.catalog import SHIPPED_DIR, Catalog, shipped_entries
-from textgen.loading import ModelManager
-from textgen.playground import Playground
+from textgen.service.catalog import SHIPPED_DIR, Catalog, shipped_entries
+from textgen.service.loading import ModelManager
+from textgen.service.playground import Playground
 
 pytestmark = pytest.mark.browser  # the `browser` fixture (conftest.py) skips where Chromium is missing
 # TEXTGEN_STEP_SCREENSHOT=assets/screenshot-step.png refreshes the README's picture; otherwise it stays in tmp.

@@ -3,8 +3,8 @@
 import pytest
 from transformers import AutoTokenizer
 
-from textgen import tokenization
-from textgen.tokenization import UNK, encode, train_bpe_tokenizer, train_char_tokenizer
+from textgen.local import tokenization
+from textgen.local.tokenization import UNK, encode, train_bpe_tokenizer, train_char_tokenizer
 
 UNICODE_SAMPLES = [
     "héllo wörld",

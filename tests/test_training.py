@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from textgen.cli import build_parser, main
-from textgen.train import STATE_DIR, Trainer, train
-from textgen.train_config import TrainConfig, lr_at
+from textgen.training.config import TrainConfig, lr_at
+from textgen.training.trainer import STATE_DIR, Trainer, train
 
 TINY_SIZES = {"hidden_size": 32, "embedding_size": 16, "num_layers": 1, "n_layer": 1, "n_embd": 32, "n_head": 2}
 
@@ -198,7 +198,7 @@ def test_init_from_refuses_a_checkpoint_of_another_architecture(config):
 
 
 def test_validation_chunks_are_spread_over_the_file_and_never_trained_on():
-    from textgen.data import split_text
+    from textgen.training.data import split_text
 
     lines = [f"line {i:04d} of the play\n" for i in range(2000)]
     text = "".join(lines)
@@ -238,7 +238,7 @@ def test_tensorboard_logs_losses_through_accelerate(config):
 def test_progress_bar_reads_as_a_plain_percentage_with_step_loss_and_rate():
     from tqdm import tqdm
 
-    from textgen.train import BAR_FORMAT
+    from textgen.training.trainer import BAR_FORMAT
 
     line = tqdm.format_meter(22, 100, 7.0, bar_format=BAR_FORMAT, postfix="step 40, loss 2.314, 9,120 tok/s")
     assert line.startswith(" 22%|") and "/100" not in line
@@ -252,7 +252,7 @@ def test_training_draws_the_bar_to_stderr_as_percentages(config, capsys):
 
 
 def test_loss_chart_of_a_short_run_marks_every_point(config):
-    from textgen.model_card import loss_figure, read_loss_rows
+    from textgen.training.model_card import loss_figure, read_loss_rows
 
     train(replace(config, max_steps=10, eval_interval=10))  # one evaluation: one point per curve
     rows = read_loss_rows(Path(config.out) / "loss.csv")

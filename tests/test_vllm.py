@@ -24,13 +24,13 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from textgen import catalog as catalog_module
-from textgen.catalog import Catalog, entry_for_source
-from textgen.loading import ModelManager
-from textgen.playground import Playground
+from textgen.core.settings import Limits, RequestError
+from textgen.local.tokenization import train_bpe_tokenizer
 from textgen.remote import discovery
-from textgen.settings import Limits, RequestError
-from textgen.tokenization import train_bpe_tokenizer
+from textgen.service import catalog as catalog_module
+from textgen.service.catalog import Catalog, entry_for_source
+from textgen.service.loading import ModelManager
+from textgen.service.playground import Playground
 
 ROOT = Path(__file__).resolve().parent.parent
 VLLM_PYTHON = Path(os.environ.get("TEXTGEN_VLLM_PYTHON") or ROOT / ".venv-vllm" / "bin" / "python")

@@ -8,9 +8,9 @@ import os
 import sys
 from dataclasses import fields
 
-from textgen import architectures
-from textgen.settings import CONTROLS, Limits, bounded_controls
-from textgen.train_config import TrainConfig  # torch-free: `--help` and `models` must answer at once
+from textgen.core.settings import CONTROLS, Limits, bounded_controls
+from textgen.models import architectures
+from textgen.training.config import TrainConfig  # torch-free: `--help` and `models` must answer at once
 
 # Plain words for every `train` flag (argparse help: a literal % is written %%). The default is added to each
 # (_train_default_words): the architecture's recipe values where the recipe decides.
@@ -49,7 +49,7 @@ TRAIN_HELP = {
 DEFAULT_WORDS = {  # for options whose default is not a plain value
     "max_steps": "no step limit; give --max-steps or --time-budget, or both",
     "time_budget": "no time limit; give --max-steps or --time-budget, or both",
-    "threads": "1, or $TEXTGEN_THREADS; see textgen/devices.py",
+    "threads": "1, or $TEXTGEN_THREADS; see textgen/local/devices.py",
     "init_from": "a fresh model",
     "tensorboard": "on when the tensorboard package is installed",
 }
@@ -119,7 +119,7 @@ def _add_prepare(sub: argparse._SubParsersAction) -> None:
 def _add_catalog_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--add-model", action="append", default=[], metavar="SOURCE",
                    help="add a Hub id or model directory to the catalog (repeatable)")
-    p.add_argument("--catalog", help="JSON file of extra models (see textgen/catalog.py)")
+    p.add_argument("--catalog", help="JSON file of extra models (see textgen/service/catalog.py)")
     p.add_argument("--engine", action="append", default=[], metavar="URL",
                    help="an OpenAI-compatible inference engine (vLLM) whose models join the catalog, e.g. "
                         "http://127.0.0.1:8000/v1 (repeatable; also $TEXTGEN_ENGINES)")
@@ -159,12 +159,12 @@ def _add_explain(sub: argparse._SubParsersAction) -> None:
     _add_catalog_flags(p)
 
 
-# The controls `explain` shows, in the order the sampler applies them (textgen.generation.sampling_stages).
+# The controls `explain` shows, in the order the sampler applies them (textgen.local.generation.sampling_stages).
 EXPLAIN_CONTROLS = ("repetition_penalty", "no_repeat_ngram_size", "temperature", "top_k", "top_p", "min_p")
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from textgen.catalog import Catalog
+    from textgen.service.catalog import Catalog
 
     for entry in Catalog.default(args.add_model, args.catalog, engines=args.engine):
         row = {"name": entry.name, "title": entry.title, "origin": entry.origin, "source": entry.source,
@@ -183,8 +183,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from textgen.catalog import Catalog
-    from textgen.loading import needs_preparing, prepare_model
+    from textgen.service.catalog import Catalog
+    from textgen.service.loading import needs_preparing, prepare_model
 
     todo = [e for e in Catalog.default(args.add_model, args.catalog, engines=args.engine) if needs_preparing(e)]
     for entry in todo:
@@ -199,12 +199,12 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from textgen.catalog import Catalog
-    from textgen.devices import configure_cpu_threads
-    from textgen.events import TextEvent
-    from textgen.generation import stream
-    from textgen.loading import load_for_cli
-    from textgen.settings import GenerationSettings, Limits
+    from textgen.core.events import TextEvent
+    from textgen.core.settings import GenerationSettings, Limits
+    from textgen.local.devices import configure_cpu_threads
+    from textgen.local.generation import stream
+    from textgen.service.catalog import Catalog
+    from textgen.service.loading import load_for_cli
 
     configure_cpu_threads(args.threads)
     controls = {name: getattr(args, name) for name in CONTROLS}
@@ -231,7 +231,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def _event_json(event) -> dict:
     from dataclasses import asdict
 
-    from textgen.events import TextEvent
+    from textgen.core.events import TextEvent
 
     kind = "text" if isinstance(event, TextEvent) else "summary"
     return {"event": kind, **asdict(event)}
@@ -246,7 +246,7 @@ def _summary_line(summary) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from textgen.train import Trainer
+    from textgen.training.trainer import Trainer
 
     values = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
     trainer = Trainer(TrainConfig(**values))
@@ -257,10 +257,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from textgen.catalog import Catalog
-    from textgen.data import read_text
-    from textgen.evaluate import score_text
-    from textgen.loading import load_for_cli
+    from textgen.local.evaluate import score_text
+    from textgen.service.catalog import Catalog
+    from textgen.service.loading import load_for_cli
+    from textgen.training.data import read_text
 
     text = read_text(args.data)
     loaded = load_for_cli(args.model, Catalog.default(args.add_model, args.catalog, engines=args.engine), args.device)
@@ -274,10 +274,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from textgen.catalog import Catalog
-    from textgen.devices import configure_cpu_threads
-    from textgen.explain import next_token_json, parse_controls, stages_table
-    from textgen.loading import load_for_cli
+    from textgen.local.devices import configure_cpu_threads
+    from textgen.service.catalog import Catalog
+    from textgen.service.explain import next_token_json, parse_controls, stages_table
+    from textgen.service.loading import load_for_cli
 
     configure_cpu_threads(args.threads)
     limits = Limits.from_env()

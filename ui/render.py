@@ -15,11 +15,11 @@ import html
 import json
 from typing import TYPE_CHECKING
 
-from textgen.events import shown  # torch-free: the one rule for showing a token's text
+from textgen.core.events import shown  # torch-free: the one rule for showing a token's text
 
 if TYPE_CHECKING:  # only for annotations: the page imports this module before torch is loaded
-    from textgen.catalog import Catalog
-    from textgen.events import Live, ScoreRow, TokenInfo
+    from textgen.core.events import Live, ScoreRow, TokenInfo
+    from textgen.service.catalog import Catalog
 
 # The token view. Every token is a span shaded by its probability (--p, 0..1); its alternatives travel in a
 # compact attribute and are drawn into ONE pop-up by TOKEN_JS when a token is hovered, focused or tapped, so

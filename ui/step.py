@@ -1,6 +1,6 @@
 """The "Step by step" tab's page side: what a person sees while a model chooses its next token.
 
-Plain functions of plain data (the dicts `textgen.explain` returns), as HTML strings, and a small per-browser
+Plain functions of plain data (the dicts `textgen.service.explain` returns), as HTML strings, and a small per-browser
 store of open step sessions. Free of torch and Gradio, like ui/render.py, so the page builds before either loads.
 
     bars_html(session.stages(controls))          # one card per stage, one clickable bar per candidate token
@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from textgen.events import shown
+from textgen.core.events import shown
 from ui.render import token_span
 
 # -- words for the reader ------------------------------------------------------------------------------------

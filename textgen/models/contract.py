@@ -6,7 +6,7 @@
     logits, memory = step(model, next_ids, memory)     # one more token, reading only the new one
 
 An architecture is one model file (a transformers config class and a model class deriving from `TextgenModel`)
-and one entry in `textgen/architectures.py`. Generation, evaluation, the step-by-step views and the benchmarks
+and one entry in `textgen/models/architectures.py`. Generation, evaluation, the step-by-step views and the benchmarks
 read a model only through what this module defines, never through private flags, so a new architecture of any
 kind (recurrent, attention, or neither) trains, evaluates, writes its card, generates and shows in every picker.
 
@@ -23,7 +23,8 @@ What the model class says:
   A "none" model is handed only the new tokens too: whatever it needs of the past it must keep in its memory.
 - `memory_batch_dim`: where the rows (one per text being written) sit in a "state" memory's tensors (0 unless
   said; 1 for torch's RNNs, whose state is (layers, B, hidden)). It lets several requests' memories be stepped
-  as one batch (`join_memory`, `split_memory`, used by textgen.batching); a "cache" model batches with `step_rows`.
+  as one batch (`join_memory`, `split_memory`, used by textgen.local.batching); a "cache" model batches with
+  `step_rows`.
 - Optional, for a "cache" model to be batched: `step_rows(input_ids, memories, sizes)`: one new token for each
   row of `input_ids` (N, 1), where the first `sizes[0]` rows continue `memories[0]`, the next `sizes[1]`
   `memories[1]`, and so on (rows past them are padding, to be ignored); returns the logits (N, V) and the

@@ -170,14 +170,14 @@ class TransformerForCausalLM(TextgenModel):
 
     def step_rows(self, input_ids: torch.LongTensor, memories: list[Cache], sizes: list[int]
                   ) -> tuple[torch.Tensor, list[Cache]]:
-        """One new token for several texts at once (textgen.batching), each with its own cache.
+        """One new token for several texts at once (textgen.local.batching), each with its own cache.
 
         Why this way rather than one padded cache with an attention mask: every layer that mixes no tokens
         (embeddings, layer norms, the linear layers, the MLP: nearly all the weights) runs once over all rows,
         which is what batching saves; attention, the only part that reads the past, runs text by text against
         that text's own cache, exactly as the text alone would. So a text comes out bit for bit the same in any
         batch, with no padding of caches to a common length, no masks and no copying of caches to join them.
-        Rows past sum(sizes) are padding (textgen.batching pads to a multiple of 4): they get no attention.
+        Rows past sum(sizes) are padding (textgen.local.batching pads to a multiple of 4): they get no attention.
         """
         n, C = input_ids.shape[0], self.config.n_embd
         H = self.config.n_head
@@ -228,7 +228,7 @@ class TransformerForCausalLM(TextgenModel):
             )
         pos = torch.arange(past, past + T, device=input_ids.device)
         x = self.drop(self.wte(input_ids) + self.wpe(pos))
-        # Attention weights are computed only when asked for (textgen.explain); None keeps the fused kernel.
+        # Attention weights are computed only when asked for (textgen.service.explain); None keeps the fused kernel.
         attentions: list[torch.Tensor] | None = [] if output_attentions else None
         for block in self.blocks:
             x = block(x, past_key_values, attentions)

@@ -6,7 +6,7 @@
 
 The page becomes a thin client of the engine, which holds the weights (on its own GPUs, with tensor
 parallelism for big models); this module turns the engine's token stream into the same events, summary and
-errors as a local model (textgen/events.py), so the rest of the app does not know the difference.
+errors as a local model (textgen/core/events.py), so the rest of the app does not know the difference.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from textgen.backend import Capabilities
-from textgen.catalog import ModelEntry
-from textgen.chat import ChatPrompt, messages_prompt, reply_settings
-from textgen.events import Clock, Score, Summary, TextEvent, TokenInfo
+from textgen.core.backend import Capabilities, Entry
+from textgen.core.chat import ChatPrompt, messages_prompt, reply_settings
+from textgen.core.events import Clock, Score, Summary, TextEvent, TokenInfo
+from textgen.core.settings import GenerationSettings, Limits
 from textgen.remote.client import (
     Cancelled,
     Connection,
@@ -35,7 +35,6 @@ from textgen.remote.client import (
     sse_events,
 )
 from textgen.remote.discovery import Engine, describe_failure, engine
-from textgen.settings import GenerationSettings, Limits
 
 # Controls the engine applies if it can; one it rejects is dropped, the request retried, and a warning said.
 # (vLLM takes all of these: top_k, min_p and repetition_penalty are its extensions of the OpenAI API.)
@@ -49,10 +48,10 @@ QUIET_FIELDS = ("return_token_ids", "stream_options")
 
 @dataclass
 class RemoteModel:
-    """What `ModelManager.get` gives for an engine's model: a backend (textgen/backend.py) with no weights, just
+    """What `ModelManager.get` gives for an engine's model: a backend (textgen/core/backend.py) with no weights, just
     where it runs. Asking it for weights (the step-by-step view's) is refused in words."""
 
-    entry: ModelEntry
+    entry: Entry  # the catalog entry it opened (name, title, source, model_id)
     load_seconds: float = 0.0
     nbytes = 0  # it takes no memory here: the memory budget never evicts for it
     n_params = 0
@@ -86,7 +85,7 @@ class RemoteModel:
         # its title already names the engine.
         return None
 
-    # -- the backend protocol (textgen/backend.py) ------------------------------------------------------------
+    # -- the backend protocol (textgen/core/backend.py) ------------------------------------------------------------
 
     # The engine holds the weights; the probabilities it reports are the model's own, before the controls; only
     # the engine knows whether the model has a chat template (it refuses a chat in words when it has none).
@@ -112,7 +111,7 @@ class RemoteModel:
                               list(prompt.messages)).events()
 
     def score(self, text: str, progress: Callable[[float], None] | None = None) -> Score:
-        """As a local model scores (textgen.evaluate), computed by the engine: see `score` below."""
+        """As a local model scores (textgen.local.evaluate), computed by the engine: see `score` below."""
         return score(self, text)
 
 
@@ -390,9 +389,9 @@ def _stop_reason(choice: dict) -> str:
 
 def score(model: RemoteModel, text: str, context: str = "\n") -> Score:
     """Per-character surprise of `text` as the engine computes it: the prompt's own log-probabilities
-    (`echo` with `max_tokens` 0), the text given a new line as context as in textgen.evaluate.
+    (`echo` with `max_tokens` 0), the text given a new line as context as in textgen.local.evaluate.
 
-    A text longer than the model's context is scored in windows, as textgen.evaluate does for local models:
+    A text longer than the model's context is scored in windows, as textgen.local.evaluate does for local models:
     each window's new half is scored with the half before it as context. The engine's tokenizer is not here,
     so a window is counted in characters (a token covers at least one character of ASCII text), and halved
     again if the engine still finds it too long."""

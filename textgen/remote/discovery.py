@@ -2,7 +2,7 @@
 
     python -m textgen.remote.discovery http://127.0.0.1:8000/v1       # what it serves, or why it cannot be reached
 
-The catalog (textgen/catalog.py) turns the answers into its entries; this module knows nothing of the catalog.
+The catalog (textgen/service/catalog.py) turns the answers into its entries; this module knows nothing of the catalog.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """Chat with a model that has a chat template: the conversation it reads, fitted to its context.
 
-    from textgen.catalog import Catalog
-    from textgen.chat import ChatPrompt, chat_unsupported_reason
-    from textgen.events import TextEvent
-    from textgen.loading import ModelManager
-    from textgen.settings import GenerationSettings
+    from textgen.service.catalog import Catalog
+    from textgen.core.chat import ChatPrompt, chat_unsupported_reason
+    from textgen.core.events import TextEvent
+    from textgen.service.loading import ModelManager
+    from textgen.core.settings import GenerationSettings
 
     backend = ModelManager(Catalog.default()).get("smollm2")
     why = chat_unsupported_reason(backend)           # None, or one line saying why this model cannot chat
@@ -19,13 +19,13 @@
             print("\\n", event.stop_description(), event.warnings)
     # The reply is event.texts[0] of the Summary: append {"role": "assistant", "content": it} to the history.
 
-Each backend writes the reply (textgen/backend.py): a model on an inference engine is sent the cleaned messages
+Each backend writes the reply (textgen/core/backend.py): a model on an inference engine is sent the cleaned messages
 (`clean_messages`) and applies its own template over there; a model here builds its prompt with
 `build_chat_prompt` below. This module only reads a tokenizer (no torch): both kinds use it.
 
 How the prompt reaches a model here: the template is applied by transformers (`apply_chat_template` with
 `add_generation_prompt=True` and `sanitize_control_tokens=True`), and the resulting token ids go to
-`textgen.generation.stream` as they are (its `prompt_ids`). Passing the templated *text* as the prompt
+`textgen.local.generation.stream` as they are (its `prompt_ids`). Passing the templated *text* as the prompt
 instead would be wrong twice: the loop adds the model's BOS (`LoadedModel.prompt_start`) in front of a
 template that already writes one (Llama-style templates: two BOS tokens), and re-encoding the text turns
 control tokens typed by the user ("<|im_end|>") into real ones, which the sanitised ids do not.
@@ -41,7 +41,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from textgen.settings import GenerationSettings, InvalidRequest, Limits, clean_text
+from textgen.core.settings import GenerationSettings, InvalidRequest, Limits, clean_text
 
 ROLES = ("user", "assistant")
 MAX_MESSAGES = 200  # older messages than this are left out before anything is tokenised
@@ -66,7 +66,7 @@ class ChatPrompt:
 
 def chat_unsupported_reason(chat_template: bool | None, title: str) -> str | None:
     """None when the model can chat; else one line saying why not. `chat_template` is a backend's capability
-    (textgen/backend.py): a model whose template only its server knows (None, an engine's) is given the benefit of
+    (textgen/core/backend.py): a model whose template only its server knows (None, an engine's) is given the benefit of
     the doubt, and the engine says so if it has none. `title` names the model."""
     if chat_template is not False:
         return None
@@ -75,7 +75,7 @@ def chat_unsupported_reason(chat_template: bool | None, title: str) -> str | Non
 
 
 class TemplatedModel(Protocol):
-    """What building a prompt reads of a model here (textgen.local_model.LoadedModel is one)."""
+    """What building a prompt reads of a model here (textgen.local.model.LoadedModel is one)."""
 
     tokenizer: Any  # a transformers tokenizer, with the chat template
     entry: Any  # its catalog entry: `entry.title` names it in messages

@@ -1,6 +1,6 @@
 """What a run reports, from the model's loop up to the page: tokens, text, the summary, and one model's live output.
 
-    from textgen.events import Live, Summary, TextEvent
+    from textgen.core.events import Live, Summary, TextEvent
     live = Live("lstm", "LSTM")
     for event in playground_or_backend_events:   # TextEvent as tokens arrive, then one Summary
         live.add(event)
@@ -92,7 +92,7 @@ class Clock:
 
 @dataclass(frozen=True)
 class Waiting:
-    """A request waits for a place at its model (textgen.batching): `ahead` requests are before it; `over` when
+    """A request waits for a place at its model (textgen.local.batching): `ahead` requests are before it; `over` when
     its turn has come."""
 
     ahead: int

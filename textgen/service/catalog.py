@@ -11,7 +11,7 @@ Hub repository or a path on disk. The operator decides what is in the catalog:
 - extra models: `--model SOURCE` flags of the app, `$TEXTGEN_MODELS` (comma-separated sources), and a
   JSON file (`--catalog FILE` or `$TEXTGEN_CATALOG`) holding a list of
   `{"name": ..., "source": <hub id or directory>, "description": ...}`. A source may also be a `.gguf` file
-  or a folder holding one: it is converted once to safetensors on first load (see textgen/gguf.py).
+  or a folder holding one: it is converted once to safetensors on first load (see textgen/local/gguf.py).
 - models served by an inference engine such as vLLM (textgen/remote): `--engine URL` flags of the app and
   the CLI and `$TEXTGEN_ENGINES` add every model the engine serves; a catalog file entry
   `{"name": ..., "engine": URL, "model": <the engine's model id>, "description": ...}` adds one.
@@ -31,17 +31,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from textgen import architectures, gguf
+from textgen.local import gguf
+from textgen.models import architectures
 from textgen.remote import discovery
 from textgen.remote.client import engine_urls, label, normalise_url
 
 # The shipped models and examples: the repository's assets/ beside the package, or after `pip install .` the copy
 # installed inside it (pyproject.toml maps assets/ to textgen.assets), so `textgen models` works from any folder.
-_INSTALLED_ASSETS = Path(__file__).resolve().parent / "assets"
-ASSETS = _INSTALLED_ASSETS if _INSTALLED_ASSETS.is_dir() else Path(__file__).resolve().parent.parent / "assets"
+_INSTALLED_ASSETS = Path(__file__).resolve().parents[1] / "assets"
+ASSETS = _INSTALLED_ASSETS if _INSTALLED_ASSETS.is_dir() else Path(__file__).resolve().parents[2] / "assets"
 SHIPPED_DIR = ASSETS / "models"
 
-# Our architectures' titles and one-line descriptions come from their registry entries (textgen/architectures.py).
+# Our architectures' titles and one-line descriptions come from their registry entries
+# (textgen/models/architectures.py).
 
 GPT2_FAMILY = {
     "gpt2": ("GPT-2 (124M)", "OpenAI's GPT-2, small: general English text, trained on web pages."),

@@ -1,12 +1,12 @@
 """Opening catalogued models as backends: lazily, once, safely, onto the best device, within a memory budget.
 
     manager = ModelManager(Catalog.default())
-    backend = manager.get("lstm")       # loads on first use, cached afterwards (textgen/backend.py says what it can do)
+    backend = manager.get("lstm")  # loads on first use, cached afterwards (what it can do: textgen/core/backend.py)
     backend.model, backend.tokenizer, backend.context, backend.n_params   # a local model's weights
 
 `load_model` is the one place that decides which backend a catalog entry opens: a model on an inference engine
 is a RemoteModel (textgen/remote/backend.py), nothing loaded here; every other kind is a LoadedModel
-(textgen/local_model.py), its weights loaded here.
+(textgen/local/model.py), its weights loaded here.
 
 Safety: only catalog entries are loaded; weights only from safetensors (`use_safetensors=True`, never a
 pickle); `trust_remote_code` is never set, so no code from a model repository runs. Our own model
@@ -25,14 +25,15 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-import textgen.models  # noqa: F401  (registers our architectures with the Auto classes)
-from textgen import catalog, gguf
-from textgen.backend import Backend
-from textgen.catalog import ASSETS, Catalog, ModelEntry, UnknownModelError, entry_for_source
-from textgen.devices import pick_device, pick_dtype
-from textgen.local_model import LoadedModel
+import textgen.models.auto  # noqa: F401  (registers our architectures with the Auto classes)
+from textgen.core.backend import Backend
+from textgen.core.settings import Limits
+from textgen.local import gguf
+from textgen.local.devices import pick_device, pick_dtype
+from textgen.local.model import LoadedModel
 from textgen.remote.backend import RemoteModel
-from textgen.settings import Limits
+from textgen.service import catalog
+from textgen.service.catalog import ASSETS, Catalog, ModelEntry, UnknownModelError, entry_for_source
 
 # from_pretrained swaps process-wide functions (weight tying, some torch initialisers) for no-ops while it
 # builds a model and puts them back afterwards; two loads at once can put back the wrong ones and break
@@ -77,7 +78,7 @@ def load_model(
     try:
         source = entry.source
         if entry.origin == "gguf":  # loads from its safetensors copy, made on first use in a child process
-            # outside the turns below, so that other models load meanwhile (textgen/gguf.py)
+            # outside the turns below, so that other models load meanwhile (textgen/local/gguf.py)
             gguf.convert_in_child(entry.source, progress, label=entry.title)
         with _LOAD_LOCK:
             if entry.origin == "gguf":  # at once now; converted here only when the child could not
@@ -102,7 +103,7 @@ def load_model(
 
 def needs_preparing(entry: ModelEntry) -> bool:
     """Whether the model needs one-time work before its first load: a GGUF file whose fast-loading copy is not
-    made yet (textgen/gguf.py)."""
+    made yet (textgen/local/gguf.py)."""
     return entry.origin == "gguf" and gguf.needs_conversion(entry.source)
 
 

@@ -1,6 +1,6 @@
 """Text files in, batches of token ids out.
 
-    from textgen.data import read_text, split_text
+    from textgen.training.data import read_text, split_text
     split = split_text(read_text("shakespeare.txt"), val_fraction=0.1, chunks=3)   # split.train, split.val
 """
 

@@ -1,16 +1,16 @@
 """The one seam every model source meets: a backend writes, chats and scores, and says what it can do.
 
-    backend = manager.get("lstm")                 # textgen.loading picks the backend a catalog entry opens
+    backend = manager.get("lstm")                 # textgen.service.loading picks the backend a catalog entry opens
     for event in backend.stream(GenerationSettings.parse("ROMEO:", seed=1)):
-        ...                                       # TextEvents, then one Summary (textgen/events.py)
+        ...                                       # TextEvents, then one Summary (textgen/core/events.py)
     backend.chat([{"role": "user", "content": "Hi"}], None, settings)   # a ChatPrompt first, then the same
     backend.score("To be, or not to be").bits_per_char
     backend.capabilities.runs_here                # False for a model on an inference engine
 
 Two kinds meet it today: a model whose weights are in this process (ours, any Hugging Face causal LM, a
-converted GGUF file: `textgen.local_model.LoadedModel`) and a model on an inference engine
+converted GGUF file: `textgen.local.model.LoadedModel`) and a model on an inference engine
 (`textgen.remote.backend.RemoteModel`). The service layer (playground, chat, explain, the CLI) reads only this
-protocol and the capabilities: none of it asks which kind it holds. Like textgen/events.py it imports neither torch
+protocol and the capabilities: none of it asks which kind it holds. Like textgen/core/events.py it imports neither torch
 nor any other backend, so that either kind can be added, tested or left out on its own.
 """
 
@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from textgen.chat import ChatPrompt
-    from textgen.events import Score, Summary, TextEvent, Waiting
-    from textgen.settings import GenerationSettings, Limits
+    from textgen.core.chat import ChatPrompt
+    from textgen.core.events import Score, Summary, TextEvent, Waiting
+    from textgen.core.settings import GenerationSettings, Limits
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class Capabilities:
 
 
 class Entry(Protocol):
-    """What a backend knows of the catalog entry it opened (textgen.catalog.ModelEntry is one)."""
+    """What a backend knows of the catalog entry it opened (textgen.service.catalog.ModelEntry is one)."""
 
     name: str  # the key the page, the API and the CLI use
     title: str  # what a visitor reads
@@ -54,7 +54,7 @@ class Entry(Protocol):
 
 @runtime_checkable
 class Backend(Protocol):
-    """One catalogued model, ready to use. `textgen.loading.ModelManager.get` hands these out."""
+    """One catalogued model, ready to use. `textgen.service.loading.ModelManager.get` hands these out."""
 
     entry: Entry
     load_seconds: float
@@ -87,7 +87,7 @@ class Backend(Protocol):
     def chat(self, messages: object, system: object, settings: GenerationSettings,
              cancel: threading.Event | None = None, limits: Limits | None = None,
              ) -> Iterator[ChatPrompt | TextEvent | Summary | Waiting]:
-        """Its reply to a conversation (textgen.chat): the ChatPrompt it reads first, then as `stream`."""
+        """Its reply to a conversation (textgen.core.chat): the ChatPrompt it reads first, then as `stream`."""
 
     def score(self, text: str, progress: Callable[[float], None] | None = None) -> Score:
         """How surprised it is by `text` (after a new line), per character; `progress` hears the fraction done."""

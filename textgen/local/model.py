@@ -1,13 +1,15 @@
-"""A model whose weights are here, as a backend (textgen/backend.py): ours, any Hugging Face causal LM, a GGUF file.
+"""A model whose weights are here, as a backend (textgen/core/backend.py): ours, any Hugging Face causal LM,
+a GGUF file.
 
-    loaded = ModelManager(Catalog.default()).get("lstm")     # a LoadedModel (textgen/loading.py loads it)
+    loaded = ModelManager(Catalog.default()).get("lstm")     # a LoadedModel (textgen/service/loading.py loads it)
     loaded.model, loaded.tokenizer, loaded.context, loaded.n_params
     for event in loaded.stream(GenerationSettings.parse("ROMEO:", seed=1)):
         ...
     loaded.token_label(0)                                  # a token as a visitor reads it
 
-It writes through its own scheduler (textgen/batching.py) with our decoding loop (textgen/generation.py), chats
-through its chat template (textgen/chat.py) and scores with the evaluation code of training (textgen/evaluate.py).
+It writes through its own scheduler (textgen/local/batching.py) with our decoding loop
+(textgen/local/generation.py), chats through its chat template (textgen/core/chat.py) and scores with the
+evaluation code of training (textgen/local/evaluate.py).
 """
 
 from __future__ import annotations
@@ -20,23 +22,22 @@ from functools import cached_property
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from textgen import generation
-from textgen.backend import Capabilities
-from textgen.batching import Scheduler
-from textgen.catalog import ModelEntry
-from textgen.chat import ChatPrompt, build_chat_prompt, reply_settings
-from textgen.evaluate import score_text
-from textgen.events import Score, Summary, TextEvent, Waiting
+from textgen.core.backend import Capabilities, Entry
+from textgen.core.chat import ChatPrompt, build_chat_prompt, reply_settings
+from textgen.core.events import Score, Summary, TextEvent, Waiting
+from textgen.core.settings import GenerationSettings, Limits
+from textgen.local import generation
+from textgen.local.batching import Scheduler
+from textgen.local.evaluate import score_text
+from textgen.local.tokenization import end_of_text_ids, special_label
 from textgen.models.contract import context_length
-from textgen.settings import GenerationSettings, Limits
-from textgen.tokenization import end_of_text_ids, special_label
 
 _SCHEDULERS_LOCK = threading.Lock()
 
 
 @dataclass
 class LoadedModel:
-    entry: ModelEntry
+    entry: Entry  # the catalog entry it opened (name, title, source, model_id)
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
     device: torch.device
@@ -70,7 +71,7 @@ class LoadedModel:
 
     @property
     def scheduler(self) -> Scheduler:
-        """The one scheduler of this model (textgen.batching): every local generation with it goes through it."""
+        """The one scheduler of this model (textgen.local.batching): every local generation with it goes through it."""
         with _SCHEDULERS_LOCK:  # two first requests at once must not make two (two threads stepping one model)
             if self._scheduler is None:
                 self._scheduler = Scheduler(self.model, Limits.from_env())
@@ -115,7 +116,7 @@ class LoadedModel:
                 "context": self.context, "device": str(self.device), "dtype": str(self.model.dtype),
                 "load_seconds": round(self.load_seconds, 2), "tokens": self.token_kind}
 
-    # -- the backend protocol (textgen/backend.py) ------------------------------------------------------------
+    # -- the backend protocol (textgen/core/backend.py) ------------------------------------------------------------
 
     @property
     def capabilities(self) -> Capabilities:
@@ -131,7 +132,7 @@ class LoadedModel:
     def chat(self, messages: object, system: object, settings: GenerationSettings,
              cancel: threading.Event | None = None, limits: Limits | None = None,
              ) -> Iterator[ChatPrompt | TextEvent | Summary | Waiting]:
-        # The conversation through the model's chat template, fitted to its context (textgen.chat), then written
+        # The conversation through the model's chat template, fitted to its context (textgen.core.chat), then written
         # as any text, from the template's token ids.
         warnings: list[str] = []
         prompt = build_chat_prompt(self, messages, system, settings.max_new_tokens, limits, warnings)

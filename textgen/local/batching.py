@@ -1,7 +1,7 @@
 """Many requests to one model, one forward pass a token: the scheduler behind every local generation.
 
     scheduler = Scheduler(loaded.model, Limits())
-    for item in scheduler.submit(run.steps(), rows=1):   # run: a textgen.generation.Run
+    for item in scheduler.submit(run.steps(), rows=1):   # run: a textgen.local.generation.Run
         ...                                              # Waiting while it waits, then its TextEvents and Summary
 
 Why: writing one token is bound by reading the weights, so sixteen rows cost little more than one (the shipped
@@ -9,7 +9,7 @@ LSTM, one thread: 0.6 ms a step for 1 row, 1.6 ms for 4, 3.1 ms for 16). Gradio'
 and transformers' continuous batching has no recurrent models and no per-request alternatives, so this is ours.
 
 How (vLLM's engine core and TGI's router, in small): a request is a *step coroutine*
-(`textgen.generation.Run.steps`) that yields its events and, whenever it needs the model, a `Forward`; it never
+(`textgen.local.generation.Run.steps`) that yields its events and, whenever it needs the model, a `Forward`; it never
 calls the model itself. One thread per model drives every admitted request to its next `Forward`, then answers:
 - the decode steps (one new token a row) of every request are joined into one batch (`step_together`);
 - a prompt (several tokens) is read alone, one piece per round (a recurrent model reads 256 tokens a piece), so a
@@ -46,9 +46,9 @@ from typing import Any
 
 import torch
 
-from textgen.events import Waiting
+from textgen.core.events import Waiting
+from textgen.core.settings import Limits, RequestError
 from textgen.models import contract
-from textgen.settings import Limits, RequestError
 
 log = logging.getLogger("textgen")
 PAD_ROWS = 4  # decode batches are padded to a multiple of this many rows (see Exactness above)
@@ -170,7 +170,7 @@ class _Request:
             except StopIteration:
                 self.out.put(_END)
                 return False
-            except Exception as err:  # its reader raises it, and says it in words (textgen.playground)
+            except Exception as err:  # its reader raises it, and says it in words (textgen.service.playground)
                 self.out.put(err)
                 return False
             self.reply = None

@@ -2,7 +2,7 @@
 causal LM.
 
     settings = GenerationSettings.parse("ROMEO:", temperature=0.8, seed=1)
-    for event in stream(manager.get("lstm"), settings):   # what LoadedModel.stream does (textgen/local_model.py)
+    for event in stream(manager.get("lstm"), settings):   # what LoadedModel.stream does (textgen/local/model.py)
         if isinstance(event, TextEvent):
             print(event.text, end="", flush=True)   # event.token has id, probability, alternatives
         else:
@@ -16,7 +16,7 @@ Why our own decoding loop rather than `model.generate` in a thread with a stream
   stream;
 - per-step overhead stays small enough for a char LSTM to stream hundreds of tokens per second.
 The sampling controls themselves are transformers' logits processors, not our own copies, built in one place,
-`sampling_stages`, which `textgen.explain` also uses to show what each control does to the model's wish.
+`sampling_stages`, which `textgen.service.explain` also uses to show what each control does to the model's wish.
 """
 
 from __future__ import annotations
@@ -37,15 +37,15 @@ from transformers.generation.logits_process import (
     TopPLogitsWarper,
 )
 
-from textgen.batching import Forward, Process, Scheduler, process_together, step_together
-from textgen.events import Clock, Summary, TextEvent, TokenInfo, Waiting
+from textgen.core.events import Clock, Summary, TextEvent, TokenInfo, Waiting
+from textgen.core.settings import GenerationSettings
+from textgen.local.batching import Forward, Process, Scheduler, process_together, step_together
+from textgen.local.tokenization import encode, end_of_text_ids
 from textgen.models import contract
-from textgen.settings import GenerationSettings
-from textgen.tokenization import encode, end_of_text_ids
 
 
 class LocalWeights(Protocol):
-    """What the decoding loop reads of a model here (textgen.local_model.LoadedModel is one): its weights,
+    """What the decoding loop reads of a model here (textgen.local.model.LoadedModel is one): its weights,
     tokenizer and device, its context, the tokens a text starts with, its scheduler and its tokens as text."""
 
     model: Any  # a transformers PreTrainedModel (ours included)
@@ -73,8 +73,8 @@ def stream(
     """Generate for one request; yields TextEvents as tokens arrive, then one Summary.
 
     `prompt_ids`, when given, is the prompt as ready-made token ids with their special tokens (a chat
-    template's, see textgen.chat): used as they are, instead of encoding `settings.prompt` and adding a BOS.
-    A local model writes through its scheduler (textgen.batching), together with everyone else's requests to
+    template's, see textgen.core.chat): used as they are, instead of encoding `settings.prompt` and adding a BOS.
+    A local model writes through its scheduler (textgen.local.batching), together with everyone else's requests to
     it; while every place there is taken, `Waiting` says how many are ahead.
     """
     run = Run(loaded, settings, cancel or threading.Event(), prompt_ids)
@@ -86,7 +86,7 @@ class Run:
 
     `steps()` is the request as a step coroutine: it never calls the model, it yields a `Forward` whenever it
     needs a step and is sent the answer, so a scheduler can answer many requests with one forward pass
-    (textgen.batching). `events()` answers its steps itself, for one request on its own.
+    (textgen.local.batching). `events()` answers its steps itself, for one request on its own.
     """
 
     def __init__(self, loaded: LocalWeights, settings: GenerationSettings, cancel: threading.Event,
@@ -103,7 +103,7 @@ class Run:
         self.context = loaded.context
         self.forward_steps = 0
         self.eos_ids = end_of_text_ids(self.model, self.tokenizer)
-        # The stages' processors only: the names are for textgen.explain; the loop wants a plain list.
+        # The stages' processors only: the names are for textgen.service.explain; the loop wants a plain list.
         self.pipeline = [processor for _, processor in sampling_stages(settings, self.tokenizer, self.eos_ids)]
         self.sampling_key = sampling_key(settings)
 
@@ -291,7 +291,7 @@ def sampling_stages(
     """What the engine does to a model's logits before it draws a token, as (name, processor) in order.
 
     The one place the sampler is built: the engine runs these processors and nothing else, and
-    textgen.explain runs the same ones one by one to show what each did. A control that is off under
+    textgen.service.explain runs the same ones one by one to show what each did. A control that is off under
     `settings` has no stage. Greedy decoding (temperature 0) has no warpers: the engine takes the argmax of
     the penalised scores (see `draw`).
 
@@ -322,7 +322,7 @@ def sampling_stages(
 
 
 def sampling_key(settings: GenerationSettings) -> tuple | None:
-    """What makes two requests' controls the same (textgen.batching processes such requests together); None for
+    """What makes two requests' controls the same (textgen.local.batching processes such requests together); None for
     controls that read each text's exact sequence of tokens (the no-repeat rule), which are applied alone."""
     s = settings
     if s.no_repeat_ngram_size:

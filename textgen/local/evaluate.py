@@ -19,9 +19,9 @@ import torch
 from torch.nn import functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from textgen.events import Score
+from textgen.core.events import Score
+from textgen.local.tokenization import encode
 from textgen.models.contract import context_length, start_memory, step
-from textgen.tokenization import encode
 
 CONTEXT = "\n"
 

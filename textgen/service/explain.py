@@ -1,9 +1,9 @@
 """Watch a model choose: what it wanted to write next, what each sampling control did to that wish, and
 (for our small models) what goes on inside it.
 
-    from textgen.catalog import Catalog
-    from textgen.explain import StepSession, attention, interesting_units, next_token_json
-    from textgen.loading import ModelManager
+    from textgen.service.catalog import Catalog
+    from textgen.service.explain import StepSession, attention, interesting_units, next_token_json
+    from textgen.service.loading import ModelManager
 
     manager = ModelManager(Catalog.default())
     session = StepSession(manager.get("lstm"), "ROMEO:\\n")   # one forward pass over the prompt
@@ -20,9 +20,9 @@
 Everything takes plain data (text, numbers, a dict of controls or GenerationSettings) and returns plain
 data (dicts, lists, numbers, text), ready for JSON. Bad controls raise `InvalidRequest` with the same
 message as generation (they are parsed by `GenerationSettings.parse`); `open_session` turns every error a
-page user can cause (an unknown model too) into `RequestError`, as `textgen.playground` does.
+page user can cause (an unknown model too) into `RequestError`, as `textgen.service.playground` does.
 
-Why the bars can be trusted: the stages are `textgen.generation.sampling_stages`, the very processors the
+Why the bars can be trusted: the stages are `textgen.local.generation.sampling_stages`, the very processors the
 engine runs, applied one at a time to the logits the engine's own `Run` computed (same prompt ids, BOS,
 context cut and refill), and a token is drawn with the engine's `draw`. Nothing here is a copy of the
 sampler.
@@ -46,14 +46,14 @@ from typing import Any
 
 import torch
 
-from textgen.batching import apply_processors
-from textgen.catalog import UnknownModelError
-from textgen.events import STOP_REASONS, shown
-from textgen.generation import IncrementalDecoder, Run, draw, sampling_stages
-from textgen.loading import ModelLoadError, ModelManager
-from textgen.local_model import LoadedModel
+from textgen.core.events import STOP_REASONS, shown
+from textgen.core.settings import CONTROLS, GenerationSettings, InvalidRequest, Limits, RequestError
+from textgen.local.batching import apply_processors
+from textgen.local.generation import IncrementalDecoder, Run, draw, sampling_stages
+from textgen.local.model import LoadedModel
 from textgen.models import contract
-from textgen.settings import CONTROLS, GenerationSettings, InvalidRequest, Limits, RequestError
+from textgen.service.catalog import UnknownModelError
+from textgen.service.loading import ModelLoadError, ModelManager
 
 __all__ = [
     "FEATURES",
@@ -250,7 +250,7 @@ class StepSession:
     def run(self, n: int, controls: Controls = None, seed: int | None = None) -> dict:
         """Write up to n tokens as the engine writes them, then stop for a look.
 
-        The same seed and controls from the same prompt give the engine's (`textgen.generation.stream`) tokens:
+        The same seed and controls from the same prompt give the engine's (`textgen.local.generation.stream`) tokens:
         one generator, one draw per token. Returns {"tokens": [...], "text", "seed", "stop_reason"} with
         stop_reason "length", "end_of_text" or "no_allowed_token".
         """

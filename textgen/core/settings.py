@@ -17,7 +17,7 @@ from typing import Any
 
 
 class RequestError(Exception):
-    """What went wrong with a request, in words for the person who sent it (raised by textgen.playground)."""
+    """What went wrong with a request, in words for the person who sent it (raised by textgen.service.playground)."""
 
 
 class InvalidRequest(ValueError):
@@ -34,7 +34,7 @@ class Limits:
     max_score_chars: int = 100_000
     max_compare: int = 4
     concurrency: int = 2  # requests of one kind computing outside a model's scheduler at once (the step view)
-    # Rows one model writes together in a step (textgen.batching), and requests waiting for a place there beyond
+    # Rows one model writes together in a step (textgen.local.batching), and requests waiting for a place there beyond
     # them. 32: on this 2-core CPU a shipped LSTM's step of 32 rows costs 5 ms against 0.6 ms for one.
     max_batch: int = 32
     max_waiting: int = 32
@@ -98,7 +98,7 @@ class Control:
 
 PRESETS = ("Precise", "Balanced", "Creative")
 
-# In the order the engine applies them (see textgen.generation), then the length and batch controls.
+# In the order the engine applies them (see textgen.local.generation), then the length and batch controls.
 CONTROL_TABLE: tuple[Control, ...] = (
     Control("repetition_penalty", "Repetition penalty",
             "Above 1 makes words (or letters) that are already in the text less likely to come again.",

@@ -1,12 +1,12 @@
 """The architectures textgen trains and loads, one entry each: the only list to extend for a new one.
 
-    python -c "from textgen.architectures import names, get; print(names(), get('lstm').recipe)"
+    python -c "from textgen.models.architectures import names, get; print(names(), get('lstm').recipe)"
 
 Each `Architecture` says everything the rest of the project needs: its name on the command line, the
 `model_type` written into its checkpoints' config.json, a title and a plain-words description for the catalog,
 the default training recipe, which size flags its config takes, tiny sizes for the tests, and where its
 config and model classes live. Training (`build_model`, recipes, size flags), the CLI (`--arch`), the catalog
-(titles, descriptions), the Auto-class registration in `textgen.models` and the test fixtures all read it.
+(titles, descriptions), the Auto-class registration in `textgen.models.auto` and the test fixtures all read it.
 
 Adding an architecture is its model file (a transformers config + model class pair) and one entry in
 `BUILTIN` below, or `register(Architecture(...))` at run time (tests/test_architectures.py adds a bigram
@@ -119,13 +119,13 @@ _REGISTRY: dict[str, Architecture] = {arch.name: arch for arch in BUILTIN}
 
 def register(arch: Architecture) -> Architecture:
     """Add (or replace) an architecture at run time; registered with transformers' Auto classes at once if
-    `textgen.models` is already imported (otherwise that import does it)."""
+    `textgen.models.auto` is already imported (otherwise that import does it)."""
     clash = next((a for a in _REGISTRY.values() if a.model_type == arch.model_type and a.name != arch.name), None)
     if clash:
         raise ValueError(f"model_type {arch.model_type!r} already belongs to {clash.name!r}")
     _REGISTRY[arch.name] = arch
-    if "textgen.models" in sys.modules:
-        sys.modules["textgen.models"].register_with_auto(arch)
+    if "textgen.models.auto" in sys.modules:
+        sys.modules["textgen.models.auto"].register_with_auto(arch)
     return arch
 
 

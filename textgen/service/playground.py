@@ -30,20 +30,20 @@ from contextlib import contextmanager
 
 import torch
 
-from textgen import explain
-from textgen.backend import Backend
-from textgen.catalog import UnknownModelError
-from textgen.chat import chat_unsupported_reason
-from textgen.events import Live, ScoreRow, Summary, TextEvent, Waiting
-from textgen.loading import (
+from textgen.core.backend import Backend
+from textgen.core.chat import chat_unsupported_reason
+from textgen.core.events import Live, ScoreRow, Summary, TextEvent, Waiting
+from textgen.core.settings import GenerationSettings, InvalidRequest, Limits, RequestError, clean_text
+from textgen.remote.client import EngineError, engine_concurrency
+from textgen.service import explain
+from textgen.service.catalog import UnknownModelError
+from textgen.service.loading import (
     ModelLoadError,
     ModelManager,
     needs_preparing,
     preparation_seconds,
     prepare_model,
 )
-from textgen.remote.client import EngineError, engine_concurrency
-from textgen.settings import GenerationSettings, InvalidRequest, Limits, RequestError, clean_text
 
 log = logging.getLogger("textgen")
 MAX_QUEUED_SESSIONS = 10_000
@@ -61,12 +61,12 @@ class Playground:
         self._queued: dict[str, deque[int]] = {}
         self._stops: dict[str, int] = {}
         # name -> (its preparation's latest step in words, when it began, seconds it usually takes): one-time work
-        # before a model's first use (textgen.loading.prepare_model), by prepare() or by a first request.
+        # before a model's first use (textgen.service.loading.prepare_model), by prepare() or by a first request.
         self._preparing: dict[str, tuple[str, float, float | None]] = {}
         self._lock = threading.Lock()
         # Engine requests hold a slot while they stream: a model on an engine costs this machine only the
         # reading of a stream, so it must neither wait for nor hold up the local models. Local models need no
-        # slot: each one's scheduler (textgen.batching) writes every request together, up to TEXTGEN_MAX_BATCH
+        # slot: each one's scheduler (textgen.local.batching) writes every request together, up to TEXTGEN_MAX_BATCH
         # rows, and queues the rest. (The page's queue admits both: app.py gives it room for all of them.)
         self._engine_slots = threading.BoundedSemaphore(engine_concurrency())
 
@@ -113,7 +113,7 @@ class Playground:
         every: float = 0.0,
     ) -> Iterator[Live]:
         """A model's reply to a conversation, streamed exactly as `generate` streams a text: the same Live,
-        pacing, Stop and errors (see textgen.chat for the prompt).
+        pacing, Stop and errors (see textgen.core.chat for the prompt).
 
         `messages` are `{"role", "content"}` dicts, oldest first, the user's newest message last; `system` is the
         optional system prompt; `settings` come from `parse("", ...)` (their prompt is not used). Whether a model
@@ -207,7 +207,7 @@ class Playground:
             raise RequestError(" ".join(dict.fromkeys(row.error for row in rows)))
         return rows
 
-    # -- the step-by-step view (textgen.explain), reached only through here ------------------------------------
+    # -- the step-by-step view (textgen.service.explain), reached only through here ------------------------------------
 
     def step_controls(self, controls: dict) -> GenerationSettings:
         """The step view's sampling controls, checked (RequestError naming a bad one)."""
@@ -261,7 +261,7 @@ class Playground:
         return chat_unsupported_reason(False, self._entry(name).title)
 
     def starting(self) -> str | None:
-        """None: a Playground is built, so nothing is starting (textgen.startup.LazyPlayground says otherwise)."""
+        """None: a Playground is built, so nothing is starting (startup.LazyPlayground says otherwise)."""
         return None
 
     def unavailable(self) -> dict[str, str]:

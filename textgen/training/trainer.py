@@ -14,8 +14,9 @@ Device placement and mixed precision are accelerate's, so `accelerate launch -m 
 on several GPUs, and `python -m torch.distributed.run --nproc_per_node 2 -m textgen train ...` on several CPU
 processes (data-parallel: one model, each process its own windows, the effective batch is batch x processes).
 
-The config and recipes are in textgen/train_config.py (no torch), the architectures in textgen/architectures.py,
-the model card and loss chart in textgen/model_card.py; this module is the loop and the --resume state.
+The config and recipes are in textgen/training/config.py (no torch), the architectures in
+textgen/models/architectures.py, the model card and loss chart in textgen/training/model_card.py; this module is
+the loop and the --resume state.
 """
 
 from __future__ import annotations
@@ -36,20 +37,20 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-import textgen.models  # noqa: F401  (registers the registry's architectures with the Auto classes)
-from textgen import architectures
-from textgen.data import random_windows, read_text, split_text
-from textgen.devices import configure_cpu_threads, pick_device, pick_mixed_precision
-from textgen.evaluate import score_text
-from textgen.model_card import earlier_stages, plot_loss, write_model_card
-from textgen.tokenization import train_bpe_tokenizer, train_char_tokenizer
-from textgen.train_config import SIZE_FIELDS, TrainConfig, lr_at
+import textgen.models.auto  # noqa: F401  (registers the registry's architectures with the Auto classes)
+from textgen.local.devices import configure_cpu_threads, pick_device, pick_mixed_precision
+from textgen.local.evaluate import score_text
+from textgen.local.tokenization import train_bpe_tokenizer, train_char_tokenizer
+from textgen.models import architectures
+from textgen.training.config import SIZE_FIELDS, TrainConfig, lr_at
+from textgen.training.data import random_windows, read_text, split_text
+from textgen.training.model_card import earlier_stages, plot_loss, write_model_card
 
 STATE_DIR = "training_state"
 # The best checkpoint so far, inside STATE_DIR: it moves into OUT only once its card and summary are written, so
 # that OUT never holds weights without them (a run that fails or is stopped leaves OUT as it was; --resume goes on).
 BEST_DIR = "best"
-# Held-out pieces at least this long are whole stretches of scenes (textgen.train_config: the default split), whose
+# Held-out pieces at least this long are whole stretches of scenes (textgen.training.config: the default split), whose
 # score predicts unseen text; the page's default model is chosen by it (app.default_model).
 BLOCK_CHARS = 20_000
 MODEL_FILES = ("model.safetensors", "generation_config.json", "config.json")  # config.json last: it makes a model

@@ -1,10 +1,10 @@
 """What a finished training run leaves for its readers: the model card, the loss chart and the run's lineage.
 
-    from textgen.model_card import train_command, earlier_stages
+    from textgen.training.model_card import train_command, earlier_stages
     print(train_command(TrainConfig(arch="lstm", data="x.txt", time_budget=60).resolved()))
     earlier_stages("assets/models/transformer")   # the runs behind a checkpoint continued with --init-from
 
-`textgen.train` calls `write_model_card` and `plot_loss` at the end of a run. Nothing here imports torch at
+`textgen.training.trainer` calls `write_model_card` and `plot_loss` at the end of a run. Nothing here imports torch at
 module level (the hardware line of the card does, when a card is written).
 """
 
@@ -15,7 +15,7 @@ import json
 from dataclasses import asdict, fields
 from pathlib import Path
 
-from textgen.train_config import TrainConfig
+from textgen.training.config import TrainConfig
 
 
 def earlier_stages(checkpoint: str | Path) -> list[dict]:
@@ -44,7 +44,7 @@ def train_command(cfg: TrainConfig, processes: int = 1) -> str:
 
 def write_model_card(out: Path, cfg: TrainConfig, summary: dict, n_params: int) -> None:
     """README.md for the checkpoint: what it was trained on, the exact command(s), and what it scored."""
-    from textgen.devices import describe_hardware  # imports torch; only a finished run gets here
+    from textgen.local.devices import describe_hardware  # imports torch; only a finished run gets here
 
     nats, bits = summary.get("val_nats_per_char", float("nan")), summary.get("val_bits_per_char", float("nan"))
     stages = summary.get("earlier_stages") or []
@@ -69,7 +69,7 @@ tags: [textgen, {cfg.arch}, {"character-level" if cfg.tokenizer == "char" else "
 # {cfg.arch} language model ({out.name})
 
 A {n_params / 1e6:.2f}M-parameter {cfg.arch} trained by `textgen` on `{Path(cfg.data).name}`
-({cfg.tokenizer} tokenizer). Load it with `import textgen.models` then
+({cfg.tokenizer} tokenizer). Load it with `import textgen.models.auto` then
 `AutoModelForCausalLM.from_pretrained("{out}")`, or pick it in the playground.
 
 | | |

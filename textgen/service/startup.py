@@ -32,14 +32,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from textgen.catalog import Catalog
-from textgen.events import Live
+from textgen.core.events import Live
+from textgen.core.settings import GenerationSettings, InvalidRequest, Limits, RequestError
 from textgen.remote.client import engine_concurrency
-from textgen.settings import GenerationSettings, InvalidRequest, Limits, RequestError
+from textgen.service.catalog import Catalog
 
 if TYPE_CHECKING:
-    from textgen.events import ScoreRow
-    from textgen.playground import Playground
+    from textgen.core.events import ScoreRow
+    from textgen.service.playground import Playground
 
 log = logging.getLogger("textgen")
 
@@ -51,9 +51,9 @@ SHOW_WAIT_EVERY = 1.0  # seconds between the "still starting" updates a waiting 
 
 def build_playground(catalog: Catalog, limits: Limits, device: str | None) -> Playground:
     """The real Playground: torch, transformers, our models and every module a request uses, imported here."""
-    from textgen.devices import configure_cpu_threads
-    from textgen.loading import ModelManager
-    from textgen.playground import Playground  # imports generation, chat, explain, evaluate and engines
+    from textgen.local.devices import configure_cpu_threads
+    from textgen.service.loading import ModelManager
+    from textgen.service.playground import Playground  # imports generation, chat, explain, evaluate and engines
 
     configure_cpu_threads()
     return Playground(ModelManager(catalog, device=device), limits)
@@ -259,7 +259,7 @@ class LazyPlayground:
             self._changed.wait_for(lambda: self._state != "starting", SHOW_WAIT_EVERY)
 
     def _placeholder(self, name: object) -> Live:
-        from textgen.events import Live  # torch-free to build, but only reached while waiting
+        from textgen.core.events import Live  # torch-free to build, but only reached while waiting
 
         title = self.catalog.get(name).title if isinstance(name, str) and name in self.catalog else str(name)
         return Live(str(name), title)
