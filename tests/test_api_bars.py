@@ -16,6 +16,7 @@ import app
 from textgen.service.catalog import SHIPPED_DIR, Catalog
 from textgen.service.loading import ModelManager
 from textgen.service.playground import Playground
+from ui import widgets
 
 pytestmark = pytest.mark.skipif(not (SHIPPED_DIR / "lstm" / "model.safetensors").exists(),
                                 reason="the shipped LSTM checkpoint is missing")
@@ -48,7 +49,7 @@ def test_a_1000_token_text_arrives_in_paced_updates_and_completes(shipped_url):
     text, stats, tokens_html = job.result()
     assert "**1000** tokens" in stats and updates[-1] == text
     assert len(updates) >= 10, "at least 10 partial updates"
-    assert len(updates) <= seconds / app.PACE + 4, "paced: not one update per token"
+    assert len(updates) <= seconds / widgets.PACE + 4, "paced: not one update per token"
     assert tokens_html.count("class=tg-tok") == 1000
 
 

@@ -18,6 +18,7 @@ import app
 from textgen.core.settings import Limits
 from textgen.service.loading import ModelManager
 from textgen.service.playground import Playground
+from ui import widgets
 from ui.render import SCORE_COLUMNS, score_records
 
 STEP_SECONDS = 0.1  # the LSTM below is slowed to this per forward step, longer than a request's round trip, so
@@ -85,8 +86,8 @@ def test_a_fast_models_updates_are_paced_not_one_per_token(served):
     texts = [out[0] for out in updates(job)]
     seconds = time.monotonic() - start
     assert finished(job.result(timeout=10)[1])[0] == 1000
-    # One update at the first token, then at most one per app.PACE, and the last: never one per token.
-    assert 2 <= len(texts) <= seconds / app.PACE + 4 and len(texts) < 1000 / 4, (len(texts), seconds)
+    # One update at the first token, then at most one per widgets.PACE, and the last: never one per token.
+    assert 2 <= len(texts) <= seconds / widgets.PACE + 4 and len(texts) < 1000 / 4, (len(texts), seconds)
 
 
 def test_same_seed_gives_same_text_through_the_api(served):

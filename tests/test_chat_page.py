@@ -466,13 +466,13 @@ def test_a_reply_that_cannot_be_written_gives_the_message_back(served, browser):
 
 
 def test_a_question_to_an_assistant_in_write_points_to_its_chat_template(chat_catalog):
-    from app import ASK_WITH_TEMPLATE, _asks_an_assistant, assistants_of
+    from ui.write import ASK_WITH_TEMPLATE, asks_an_assistant, assistants_of
 
     assistants = assistants_of(chat_catalog)
     assert assistants == {"tiny-chat"}
-    assert _asks_an_assistant(assistants, "tiny-chat", "What is 2 + 2?", "Four, I think.")
-    assert _asks_an_assistant(assistants, "tiny-chat", "Tell me a story", "")  # it ended at once
-    assert not _asks_an_assistant(assistants, "tiny-chat", "Once upon a time", "there was a king")
-    assert not _asks_an_assistant(assistants, "lstm", "Who art thou?", "")  # no template: nothing to point to
-    assert not _asks_an_assistant(assistants, "no-such-model", "Why?", "")
+    assert asks_an_assistant(assistants, "tiny-chat", "What is 2 + 2?", "Four, I think.")
+    assert asks_an_assistant(assistants, "tiny-chat", "Tell me a story", "")  # it ended at once
+    assert not asks_an_assistant(assistants, "tiny-chat", "Once upon a time", "there was a king")
+    assert not asks_an_assistant(assistants, "lstm", "Who art thou?", "")  # no template: nothing to point to
+    assert not asks_an_assistant(assistants, "no-such-model", "Why?", "")
     assert "Use the model's chat template" in ASK_WITH_TEMPLATE

@@ -17,7 +17,9 @@ from textgen.core.settings import SLIDERS
 from textgen.service.catalog import SHIPPED_DIR, Catalog, entry_for_source, shipped_entries
 from textgen.service.loading import ModelManager
 from textgen.service.playground import Playground
-from ui import step as view
+from textgen.service.step_sessions import Written
+from ui import step_view as view
+from ui.step import STEP_CONTROLS
 
 SHIPPED = sorted(e.name for e in shipped_entries(SHIPPED_DIR))
 STAGE_ORDER = ["model", "repetition_penalty", "no_repeat_ngram", "temperature", "top_k", "top_p", "min_p", "greedy"]
@@ -182,7 +184,7 @@ def request(session: str):
 
 def page_values(**controls) -> list:
     values = {**OFF, **controls}
-    return [values[name] for name in app.STEP_CONTROLS]
+    return [values[name] for name in STEP_CONTROLS]
 
 
 def written(text_html: str) -> list[str]:
@@ -379,12 +381,12 @@ def test_the_text_view_has_its_own_pop_up_without_branching():
     script = token_js("step", heading="It was one of")
     assert "tg-pop-step" in script and "tg-pop-write" not in script  # its own pop-up, apart from the Write tab's
     assert "BRANCHING" not in script and "pinned && false" in script  # nothing to branch to here
-    out = view.text_html("<i>A", [view.Written("b", 0.5, [("b", 0.5), ("c", 0.2)])])
+    out = view.text_html("<i>A", [Written("b", 0.5, [("b", 0.5), ("c", 0.2)])])
     assert "&lt;i&gt;A" in out and "class=tg-tok" in out
 
 
 def test_before_start_press_start_is_said_once_and_the_bars_say_what_will_appear():
-    from ui.step import INTRO, NO_SESSION, bars_html
+    from ui.step_view import INTRO, NO_SESSION, bars_html
 
     note = bars_html([])
     assert "appear here" in note and "*" not in note and "Start" not in note
@@ -392,7 +394,7 @@ def test_before_start_press_start_is_said_once_and_the_bars_say_what_will_appear
 
 
 def test_a_units_map_is_coloured_on_the_units_own_range_not_around_zero():
-    from ui.step import heat_html
+    from ui.step_view import heat_html
 
     tokens = [{"text": t, "shown": t} for t in ("ROMEO", ":", " ", "hi")]
     page = heat_html(tokens, [-0.06, -7.6, -3.83, -7.6], unit=5)  # always below zero, highest at the name

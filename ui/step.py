@@ -1,355 +1,389 @@
-"""The "Step by step" tab's page side: what a person sees while a model chooses its next token.
+"""The Step by step tab: watch a model choose its next token. The candidates stage by stage as the sliders move
+(no forward pass), one token sampled, picked by hand, taken back or written N at a time, and a look inside.
 
-Plain functions of plain data (the dicts `textgen.service.explain` returns), as HTML strings, and a small per-browser
-store of open step sessions. Free of torch and Gradio, like ui/render.py, so the page builds before either loads.
+    tab = StepTab(playground)
+    text, status, bars = tab.sample_step(None, "ROMEO:\\n", "lstm", *control_values, seed)
+    tab.next_token("ROMEO:\\n", "lstm", temperature=0.8)     # the API's /next_token: the stages as data
+    build(playground)   # inside gr.Blocks: the components, wired to tab's handlers
 
-    bars_html(session.stages(controls))          # one card per stage, one clickable bar per candidate token
-    text_html(prompt, written)                   # the text so far, shaded as in the Write tab
-    attention_html(attention(...), layer, head)  # which earlier tokens one token looks at
-    heat_html(tokens, values, unit)              # one unit's value over the text, as colour
+Each browser session's open text is kept by the service (textgen.service.step_sessions); the handlers are plain
+methods of `StepTab` and ui/step_view.py draws what they return.
 """
 
 from __future__ import annotations
 
-import html
-import threading
-from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+import logging
+import time
 
-from textgen.core.events import shown
-from ui.render import token_span
+import gradio as gr
 
-# -- words for the reader ------------------------------------------------------------------------------------
+from textgen.core.settings import CONTROLS, SLIDERS, RequestError
+from textgen.service.step_sessions import StepBook, StepState, Written
+from ui import step_view as view
+from ui.render import STOPPED, model_choices, token_js
+from ui.widgets import default_model, fail, gpu, lenient, session, slider
 
-INTRO = (
-    "A language model writes one small piece of text at a time, called a **token**: a letter for our RNN, LSTM "
-    "and GRU, a word or part of one for our Transformer and GPT-2. This view shows which tokens it could write next "
-    "after your prompt and how likely each is; then move the sliders, or write a token, and look again."
-)
-BARS_HELP = (
-    "Each box is one step of the choosing, in the order it happens: what the model itself wants, then what each "
-    "setting does to that (a greyed-out token is ruled out; the rest share 100% again). **Click a bar** (or Tab to "
-    "it and press Enter) to write that token yourself."
-)
-TEXT_HELP = (
-    "The text so far: your prompt, then each token written here, shaded by how likely it was (red unlikely, green "
-    "likely). Hover over, tap or Tab to one to see what else it could have been."
-)
-ATTENTION_HELP = (
-    "A Transformer picks its next token by looking back at the tokens before it: click a token (or use the "
-    "slider) to see which earlier tokens it looks at most, darker orange meaning more. Each layer, and each "
-    "\"head\" in a layer, looks in its own way; \"all\" averages them."
-)
-UNITS_HELP = (
-    "A recurrent model (RNN, LSTM, GRU) reads one token at a time and keeps a memory of a few hundred numbers, "
-    "called units: pick one to see its value along the text, red where it is highest and blue where lowest. The "
-    "list holds units that seem to follow something you can see in the text, with a guess at what (a guess, not "
-    "a proof)."
-)
-NO_SESSION = "Press **Start** to see what the model wants to write after your prompt."
-NO_BARS = "The model's choices for its next token will appear here."
-
-# -- CSS, scoped to each component by gr.HTML's css_template -------------------------------------------------
-
-BARS_CSS = """
-.sg-stages { display: grid; gap: 10px; grid-template-columns: repeat(auto-fill, minmax(min(100%, 240px), 1fr)); }
-.sg-stage { border: 1px solid var(--border-color-primary, #ddd); border-radius: 8px; padding: 6px 8px;
-  min-width: 0; }
-.sg-stage h4 { margin: 0 0 2px; font-size: 0.95em; }
-.sg-stage p { margin: 0 0 4px; font-size: 0.8em; opacity: 0.8; line-height: 1.3; }
-.sg-stage ol { list-style: none; margin: 0; padding: 0; }
-.sg-bar { appearance: none; display: grid; grid-template-columns: 4.2em minmax(0, 1fr) 3.6em; gap: 6px;
-  align-items: center; width: 100%; padding: 2px 4px; margin: 0; border: 0; border-radius: 4px;
-  background: none; color: inherit; font: inherit; font-size: 0.9em; text-align: left; cursor: pointer; }
-.sg-counted .sg-bar { grid-template-columns: 4.2em minmax(0, 1fr) 3.6em 2.8em; }
-.sg-bar:hover { background: var(--background-fill-secondary, #f3f4f6); }
-.sg-bar:focus-visible { outline: 2px solid #2563eb; outline-offset: 1px; }
-.sg-tok { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; white-space: pre; overflow: hidden;
-  text-overflow: ellipsis; }
-.sg-track { position: relative; height: 0.9em; border-radius: 3px; background: var(--border-color-primary, #e5e7eb);
-  overflow: hidden; }
-.sg-fill { position: absolute; left: 0; top: 0; bottom: 0; background: #6366f1; border-radius: 3px; }
-.sg-drawn { position: absolute; left: 0; bottom: 0; height: 3px; background: #f59e0b; }
-.sg-pct, .sg-count { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-.sg-count { color: #b45309; }
-.sg-cut .sg-tok { text-decoration: line-through; opacity: 0.45; }
-.sg-cut .sg-pct { opacity: 0.55; font-size: 0.85em; }
-.sg-cut .sg-fill { background: #9ca3af; }
-.sg-foot { margin-top: 4px !important; }
-.sg-note { font-size: 0.85em; margin: 6px 0 0; }
-"""
-
-TEXT_CSS = """
-.sg-text { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; white-space: pre-wrap; line-height: 1.9;
-  font-size: 0.95em; overflow-wrap: anywhere; }
-.sg-prompt { opacity: 0.75; }
-"""
-
-INSIDE_CSS = TEXT_CSS + """
-.sg-key { border-radius: 3px; padding: 1px 0; cursor: pointer; }
-.sg-key:focus-visible { outline: 2px solid #2563eb; }
-.sg-query { box-shadow: 0 0 0 2px #2563eb; }
-.sg-later { opacity: 0.35; }
-.sg-legend { font-size: 0.85em; opacity: 0.85; margin: 4px 0; }
-.sg-legend span { padding: 0 6px; border-radius: 3px; }
-"""
-
-# Clicking (or pressing Enter on) a bar writes its token: the page's Python gets the token id in the event data.
-BARS_JS = """
-element.addEventListener('click', e => {
-  const bar = e.target.closest('button.sg-bar');
-  if (bar && element.contains(bar)) trigger('click', {token: Number(bar.dataset.id)});
-});
-"""
-
-# Clicking or tapping a token of the attention view looks from that token. The tokens are not Tab stops (a
-# long text would be hundreds): the keyboard's way is the "Look from token number" slider.
-KEYS_JS = """
-function pick(e) {
-  const key = e.target.closest('.sg-key');
-  if (key && element.contains(key)) { e.preventDefault(); trigger('click', {index: Number(key.dataset.i)}); }
-}
-element.addEventListener('click', pick);
-element.addEventListener('keydown', e => { if (e.key === 'Enter' || e.key === ' ') pick(e); });
-"""
-
-# The text so far uses the Write tab's token view script without its branching: ui.render.token_js("step").
+STEP_CONTROLS = tuple(name for name in SLIDERS if name != "max_new_tokens")  # the Write tab's sampling sliders
+STEP_DRAWS = 200  # draws of "Sample many"
 
 
-# -- the text so far -----------------------------------------------------------------------------------------
+def quote(token: dict | None) -> str:
+    return "“" + (token or {}).get("shown", "") + "”"
 
 
-@dataclass
-class Written:
-    """One token written on this tab, as the Write tab's token view takes it (duck-typing TokenInfo)."""
-
-    text: str  # the text it added
-    prob: float  # its probability in the distribution it came from
-    alternatives: list[tuple[str, float]] = field(default_factory=list)  # what else was possible (text, prob)
-
-
-def text_html(prompt: str, written: list[Written]) -> str:
-    """The prompt, plain, then every written token shaded by its probability (hover for its alternatives)."""
-    spans = "".join(token_span(w) for w in written)
-    prompt_html = f"<span class=sg-prompt>{html.escape(prompt)}</span>" if prompt else ""
-    empty = "" if prompt or written else "<em>(an empty text: the model starts from scratch)</em>"
-    return f"<div class=sg-text>{prompt_html}{spans}{empty}</div>"
+def attempt(work):
+    """Run one request: a bad value or model is a clear message, never a traceback."""
+    try:
+        return work()
+    except RequestError as err:
+        raise fail(err) from None
+    except Exception as err:
+        logging.getLogger("textgen").exception("the Step by step tab failed")
+        raise fail(RequestError(f"the step view failed: {type(err).__name__}: {str(err)[:200]}")) from None
 
 
-# -- the bars --------------------------------------------------------------------------------------------------
+def chosen(values) -> dict:
+    """The step sliders' values by control name."""
+    return dict(zip(STEP_CONTROLS, values, strict=True))
 
 
-def _pct(p: float) -> str:
-    if p <= 0:
-        return "0%"
-    return f"{100 * p:.1f}%" if p >= 0.001 else "<0.1%"
+def checked_layer(value, count: int) -> int:
+    """A layer or head number from the page: -1 (all of them) unless it is one of `count`."""
+    return int(value) if value is not None and -1 <= int(value) < count else -1
 
 
-def bars_html(stages: list[dict], counts: dict | None = None) -> str:
-    """One card per stage (as StepSession.stages gives them), one bar per listed token; a token the stage removed
-    is greyed out and struck through. `counts` (StepSession.sample_many's result) adds, beside the last
-    stage's bars, how often each token came up in that many draws."""
-    if not stages:
-        return f"<p class=sg-note>{NO_BARS}</p>"  # (the line above says to press Start: once is enough)
-    drawn = {c["id"]: c["count"] for c in counts["counts"]} if counts and counts.get("draws") else {}
-    draws = counts["draws"] if drawn else 0
-    cards = []
-    last = len(stages) - 1
-    for s, stage in enumerate(stages):
-        counted = s == last and draws > 0
-        rows = []
-        for t, tok in enumerate(stage["tokens"]):
-            before = stages[s - 1]["tokens"][t]["removed"] if s else False
-            rows.append(_bar(tok, before, drawn.get(tok["id"], 0) if counted else None, draws,
-                             focusable=s == last))
-        foot = f"all others: {_pct(stage['other'])} · {stage['kept']:,} token{'s' * (stage['kept'] != 1)} possible"
-        if stage["blocked"]:
-            foot = "⚠️ this step left no token at all: the model cannot write anything with these settings"
-        cls = "sg-stage sg-counted" if counted else "sg-stage"
-        cards.append(
-            f"<section class='{cls}' data-stage='{html.escape(stage['name'])}'>"
-            f"<h4>{s + 1}. {html.escape(stage['label'])}</h4><p>{html.escape(stage['help'])}</p>"
-            f"<ol>{''.join(rows)}</ol><p class=sg-foot>{foot}</p></section>")
-    note = ""
-    if draws:
-        listed = sum(drawn.get(t["id"], 0) for t in stages[-1]["tokens"])
-        rest = f"; {draws - listed} went to tokens not listed" if draws > listed else ""
-        note = (f"<p class=sg-note><b>{draws} draws</b> with these settings (seed {counts['seed']}): the number "
-                f"beside each bar of the last box, and its thin orange line, show how often that token came "
-                f"up{rest}. The more draws, the closer they get to the bars.</p>")
-    return f"<div class=sg-stages>{''.join(cards)}</div>{note}"
+def no_attention() -> tuple:
+    """The attention controls and view with nothing to show."""
+    return (gr.update(choices=view.layer_choices(0), value=-1), gr.update(choices=view.head_choices(0), value=-1),
+            gr.update(minimum=0, maximum=1, value=0), "")
 
 
-def _bar(tok: dict, removed_before: bool, count: int | None, draws: int, focusable: bool) -> str:
-    label = tok.get("shown") or shown(tok["text"])
-    if tok["removed"]:
-        pct, width, cls = "removed", 100 * 0, "sg-bar sg-cut"
-        said = "ruled out by an earlier step" if removed_before else "ruled out by this step"
-    else:
-        pct, width, cls = _pct(tok["prob"]), 100 * tok["prob"], "sg-bar"
-        said = f"{_pct(tok['prob'])} likely"
-    extra, line = "", ""
-    if count is not None and tok["removed"] and not count:
-        extra = "<span class=sg-count></span>"  # it cannot come up: no count to show
-    elif count is not None:
-        extra = f"<span class=sg-count>{count}×</span>"
-        line = f"<span class=sg-drawn style='width:{100 * count / draws:.1f}%'></span>"
-        said += f", came up {count} times in {draws}"
-    aria = html.escape(f"{label}: {said}. Write this token.", quote=True)
-    return (f"<li><button type=button class='{cls}' data-id='{int(tok['id'])}' tabindex={0 if focusable else -1} "
-            f"aria-label='{aria}' title='{aria}'><span class=sg-tok>{html.escape(label)}</span>"
-            f"<span class=sg-track><span class=sg-fill style='width:{width:.1f}%'></span>{line}</span>"
-            f"<span class=sg-pct>{pct}</span>{extra}</button></li>")
+def forget_inside():
+    """Another model: what was seen inside the last one goes (its layers, heads and units are not this one's)."""
+    return "", *no_attention(), gr.update(choices=[], value=None), None, ""
 
 
-# -- inside the model ---------------------------------------------------------------------------------------
+def shown_state(state: StepState, values, note: str = "") -> tuple[str, str, str]:
+    """The text so far, the line under the buttons and the bars, for this state and these controls."""
+    stages = state.session.stages(chosen(values))  # no forward pass
+    key = (len(state.written), tuple(values))
+    counts = state.counts if state.counts_key == key else None
+    session_ = state.session
+    lines = [note] if note else []
+    lines.append(f"**{len(state.written)}** token{'s' * (len(state.written) != 1)} written after the prompt · "
+                 f"the model has run **{session_.forward_passes}** time{'s' * (session_.forward_passes != 1)} "
+                 "so far (moving a slider only redraws the bars)")
+    lines += [f"⚠️ {w}" for w in session_.warnings]
+    return view.text_html(session_.prompt, state.written), "  \n".join(lines), view.bars_html(stages, counts)
 
 
-def _token_html(text: str) -> str:
-    if text.endswith("\n"):
-        return html.escape(text[:-1]) + "↵\n"
-    return html.escape(text) if text else "∅"
+class StepTab:
+    """The Step by step tab's handlers, over one playground and its book of open step sessions."""
+
+    def __init__(self, playground):
+        self.playground = playground
+        self.book = StepBook(lambda model, prompt: playground.open_step(model, prompt))
+
+    # -- the text and its next token --
+
+    def start_step(self, request: gr.Request, prompt, model, *values):
+        """Read the prompt afresh and show what the model wants next (after saying so while the server starts)."""
+        while (waiting := self.playground.starting()) is not None:  # the first seconds after the server started
+            yield gr.skip(), f"⏳ {waiting}", gr.skip()
+            time.sleep(1)
+
+        def work():
+            self.playground.step_controls(chosen(values))  # a bad control is reported before the model runs
+            state = self.book.get(session(request), model, prompt, fresh=True)
+            with state.lock:
+                title = state.session.loaded.entry.title
+                return shown_state(state, values, f"{title} has read your prompt. Here is what it wants next.")
+        yield attempt(work)
+
+    def redraw(self, request: gr.Request, prompt, model, *values):
+        """A slider moved: the bars again from the kept logits, with no forward pass (none if nothing is open)."""
+        def work():
+            state = self.book.find(session(request))
+            if state is None or not state.lock.acquire(timeout=2):
+                return gr.skip(), gr.skip(), gr.skip()
+            try:
+                return shown_state(state, values)
+            finally:
+                state.lock.release()
+        return attempt(work)
+
+    def opened(self, request: gr.Request, model, prompt, act):
+        """act(state) on this browser session's step state (opened on `model` and `prompt`), under its lock."""
+        def work():
+            state = self.book.get(session(request), model, prompt)
+            with state.lock:
+                return act(state)
+        return attempt(work)
+
+    def sample_step(self, request: gr.Request, prompt, model, *values):
+        controls, seed = chosen(values[:-1]), values[-1]
+
+        def act(state):
+            last = state.session.stages(controls, top_n=5)[-1]
+            result = state.session.sample(controls, seed=seed)
+            token = result["token"]
+            if result["stop_reason"] == "end_of_text":
+                note = f"The model drew {quote(token)}, its sign for the end of a text: nothing more to write."
+            elif result["stop_reason"]:
+                note = "⚠️ These settings leave no token the model may write (try a larger no-repeat size)."
+            else:
+                alts = [(t["text"], t["prob"]) for t in last["tokens"] if not t["removed"]]
+                state.written.append(Written(result["piece"], token["prob"], alts))
+                note = (f"The model drew {quote(token)}, which had {100 * token['prob']:.1f}% after all the "
+                        f"controls (seed {result['seed']}).")
+            return shown_state(state, values[:-1], note)
+        return self.opened(request, model, prompt, act)
+
+    def pick_step(self, request: gr.Request, evt: gr.EventData, prompt, model, *values):
+        data = getattr(evt, "_data", None) or {}
+
+        def work():
+            state = self.book.find(session(request))
+            if state is None:
+                raise RequestError("press Start first, then click a bar to write its token")
+            with state.lock:
+                model_stage = state.session.stages(None, top_n=5)[0]
+                result = state.session.pick(data.get("token"))  # checked there: a whole number in the vocabulary
+                token = result["token"]
+                if result["stop_reason"] == "end_of_text":
+                    note = f"You picked {quote(token)}, the model's sign for the end of a text: nothing was added."
+                else:
+                    alts = [(t["text"], t["prob"]) for t in model_stage["tokens"]]
+                    state.written.append(Written(result["piece"], token["prob"], alts))
+                    note = (f"You picked {quote(token)}; the model itself gave it {100 * token['prob']:.1f}%.")
+                return shown_state(state, values, note)
+        return attempt(work)
+
+    def back_step(self, request: gr.Request, prompt, model, *values):
+        def work():
+            state = self.book.find(session(request))
+            if state is None:
+                return gr.skip(), view.NO_SESSION, gr.skip()
+            with state.lock:
+                token = state.session.back()
+                if token is None:
+                    return shown_state(state, values, "Nothing to take back: only your prompt is left.")
+                state.written.pop()
+                return shown_state(state, values, f"Took back {quote(token)}.")
+        return attempt(work)
+
+    def run_step(self, request: gr.Request, prompt, model, *values):
+        controls, seed, n = chosen(values[:-2]), values[-2], values[-1]
+
+        def act(state):
+            result = state.session.run(n, controls, seed=seed)
+            tokens = result["tokens"][:-1] if result["stop_reason"] == "end_of_text" else result["tokens"]
+            state.written += [Written(t["text"], t["prob"]) for t in tokens]
+            why = STOPPED[result["stop_reason"]]
+            note = f"Wrote {len(tokens)} token{'s' * (len(tokens) != 1)} (seed {result['seed']}); stopped: {why}."
+            return shown_state(state, values[:-2], note)
+        return self.opened(request, model, prompt, act)
+
+    def many_step(self, request: gr.Request, prompt, model, *values):
+        controls, seed = chosen(values[:-1]), values[-1]
+
+        def act(state):
+            state.counts = state.session.sample_many(controls, n=STEP_DRAWS, seed=seed)
+            state.counts_key = (len(state.written), tuple(values[:-1]))
+            note = (f"Drew the next token {STEP_DRAWS} times with these settings, without writing any: see the "
+                    "counts beside the last box.")
+            return shown_state(state, values[:-1], note)
+        return self.opened(request, model, prompt, act)
+
+    # -- inside the model --
+
+    def look_inside(self, request: gr.Request, prompt, model):
+        def work():
+            state = self.book.get(session(request), model, prompt)
+            with state.lock:
+                inside = self.playground.look_inside(state.session.loaded, state.text)
+                title, text_now = state.session.loaded.entry.title, state.text
+            self.book.keep_look(session(request), inside)
+            chars = len(text_now)
+            note = f"Looked inside **{title}**, at the text so far ({chars:,} character{'s' * (chars != 1)})."
+            return note, *self.attention_part(inside), *self.units_part(inside)
+        return attempt(work)
+
+    @staticmethod
+    def attention_part(inside: dict) -> tuple:
+        """The layer and head pickers, the look-from slider and the attention view for one look inside."""
+        if "attention" not in inside:  # no attention to show: the controls go back to nothing
+            return (*no_attention()[:3], f"<p class=sg-legend>{inside['attention_note']}.</p>")
+        a = inside["attention"]
+        return (gr.update(choices=view.layer_choices(a["layers"]), value=-1),
+                gr.update(choices=view.head_choices(a["heads"]), value=-1),
+                gr.update(minimum=0, maximum=max(len(a["tokens"]) - 1, 1), value=a["query"]),
+                view.attention_html(a))
+
+    @staticmethod
+    def units_part(inside: dict) -> tuple:
+        """The units picker, the unit number and its heat map for one look inside."""
+        if "units" not in inside:
+            return gr.update(choices=[], value=None), None, f"<p class=sg-legend>{inside['units_note']}.</p>"
+        first = inside["units"][0] if inside["units"] else None
+        number = first["unit"] if first else None
+        return (gr.update(choices=view.unit_choices(inside["units"]), value=number), number,
+                view.heat_html(inside["tokens"], first["values"], number, first["guess"]) if first else "")
+
+    def inside_of(self, request) -> dict:
+        look = self.book.look(session(request))
+        if look is None:
+            raise RequestError("press Look inside first")
+        return look
+
+    def attention_again(self, request: gr.Request, layer, head):
+        """Another layer or head: drawn from the weights already read (no forward pass)."""
+        def work():
+            found = self.inside_of(request).get("attention")
+            if found is None:
+                return gr.skip()
+            return view.attention_html(found, checked_layer(layer, found["layers"]),
+                                       checked_layer(head, found["heads"]))
+        return attempt(work)
+
+    def look_from(self, request: gr.Request, query, layer, head):
+        """Attention from another token of the text (one forward pass over the text up to it)."""
+        def work():
+            inside = self.inside_of(request)
+            if "attention" not in inside:
+                return gr.skip(), gr.skip()
+            # The model the look was taken with (the text may have started again since, with another model).
+            found = self.playground.attention_from(inside["loaded"], inside["text"], query)
+            inside["attention"] = found
+            return found["query"], view.attention_html(found, checked_layer(layer, found["layers"]),
+                                                       checked_layer(head, found["heads"]))
+        return attempt(work)
+
+    def look_from_click(self, request: gr.Request, evt: gr.EventData, layer, head):
+        data = getattr(evt, "_data", None) or {}
+        return self.look_from(request, data.get("index", -1), layer, head)
+
+    def show_unit(self, request: gr.Request, number):
+        """One unit's heat map, from the values already read (no forward pass)."""
+        def work():
+            inside = self.inside_of(request)
+            if "values" not in inside:
+                return gr.skip(), gr.skip()
+            total = len(inside["values"])
+            try:
+                n = int(number)
+            except (TypeError, ValueError):
+                raise RequestError(f"the unit must be a whole number from 0 to {total - 1}") from None
+            if not 0 <= n < total or n != number:
+                raise RequestError(f"the unit must be a whole number from 0 to {total - 1}, got {number}")
+            guess = next((u["guess"] for u in inside["units"] if u["unit"] == n), None)
+            return n, view.heat_html(inside["tokens"], inside["values"][n], n, guess)
+        return attempt(work)
+
+    # -- the API: what the model wants next, stage by stage --
+
+    @gpu
+    def next_token(self, prompt: str, model: str, temperature: float = CONTROLS["temperature"].default,
+                   top_k: int = CONTROLS["top_k"].default, top_p: float = CONTROLS["top_p"].default,
+                   min_p: float = CONTROLS["min_p"].default,
+                   repetition_penalty: float = CONTROLS["repetition_penalty"].default,
+                   no_repeat_ngram_size: int = CONTROLS["no_repeat_ngram_size"].default, top_n: int = 10) -> dict:
+        """The next-token candidates after `prompt`: {"stages": [{"name", "label", "tokens": [{"id", "text",
+        "prob", "removed"}], "kept", "other", ...}]}, one stage per sampling step in the order the sampler
+        applies them ("model" first, then each control that is on; "greedy" closes when temperature is 0). Each
+        stage lists the same tokens (the model's top_n) with their probability in that stage (0 when removed)."""
+        def work():
+            values = (temperature, top_k, top_p, min_p, repetition_penalty, no_repeat_ngram_size)
+            result = self.playground.next_token(model, prompt, chosen(values), top_n)
+            return {k: result[k] for k in ("model", "prompt", "prompt_tokens", "prompt_tokens_cut", "stages",
+                                           "warnings")}
+        return attempt(work)
 
 
-def attention_html(result: dict, layer: int = -1, head: int = -1) -> str:
-    """The text with each token shaded by how much the query token looks at it, for one head of one layer,
-    the average of a layer's heads (head -1), or of every head of every layer (layer -1). The query is outlined;
-    the tokens after it, which it cannot see, are faded. Every token can be clicked to look from it instead."""
-    q = result["query"]
-    if layer < 0:
-        weights, where = result["average"], "averaged over every head of every layer"
-    elif head < 0:
-        weights, where = result["layer_average"][layer], f"in layer {layer + 1}, averaged over its heads"
-    else:
-        weights, where = result["weights"][layer][head], f"in layer {layer + 1}, head {head + 1}"
-    top = max(weights[: q + 1]) or 1.0
-    spans = []
-    for i, tok in enumerate(result["tokens"]):
-        w = weights[i] if i <= q else 0.0
-        cls = "sg-key sg-query" if i == q else "sg-key sg-later" if i > q else "sg-key"
-        alpha = 0.85 * w / top
-        tip = "the token it looks from" if i == q else "after it: not seen" if i > q else f"{_pct(w)} of its attention"
-        tip = html.escape(f"token {i}, {tok['shown']}: {tip}", quote=True)
-        spans.append(f"<span class='{cls}' data-i={i} tabindex=-1 role=button title='{tip}' aria-label='{tip}' "
-                     f"style='background:rgba(234,88,12,{alpha:.2f})'>{_token_html(tok['text'])}</span>")
-    ranked = sorted(range(q + 1), key=lambda i: -weights[i])[:5]
-    most = ", ".join(f"“{html.escape(result['tokens'][i]['shown'])}” (token {i}) {_pct(weights[i])}" for i in ranked)
-    head_line = (f"<p class=sg-legend>Looking from token {q}, “{html.escape(result['tokens'][q]['shown'])}”, "
-                 f"{where}. It looks most at: {most}.</p>")
-    return f"{head_line}<div class=sg-text>{''.join(spans)}</div>"
+def build(playground) -> list:
+    """Lay out the Step by step tab inside the open gr.Blocks and wire its events; returns its model picker."""
+    tab = StepTab(playground)
+    catalog, limits = playground.catalog, playground.limits
+    controls = {name: CONTROLS[name].bounded(limits) for name in STEP_CONTROLS}
 
+    gr.Markdown(view.INTRO)
+    with gr.Row():
+        with gr.Column(scale=2, min_width=280):
+            prompt = gr.Textbox(label="Prompt", lines=3, value="ROMEO:\n", elem_id="step-prompt",
+                                placeholder="Type the beginning of a text…")
+            model = gr.Dropdown(model_choices(catalog), value=default_model(catalog), label="Model",
+                                elem_id="step-model", allow_custom_value=True)  # the catalog refuses unknown names
+            with gr.Accordion("Sampling controls", open=True, elem_id="step-controls"):
+                sliders = [slider(controls[name], f"step-{name}") for name in STEP_CONTROLS]
+                seed = lenient(gr.Number(-1, precision=0, label="Seed", elem_id="step-seed",
+                                         info="The same seed draws the same tokens again. -1 picks one at random."))
+                count = lenient(gr.Slider(1, max(limits.max_new_tokens, 2), value=min(20, limits.max_new_tokens),
+                                          step=1, label="Tokens for Run", elem_id="step-n",
+                                          info="How many tokens Run writes before it stops for a look."))
+        with gr.Column(scale=3, min_width=280):
+            with gr.Row(elem_id="step-buttons"):
+                start = gr.Button("Start", variant="primary", elem_id="step-start", min_width=90)
+                sample = gr.Button("Sample", elem_id="step-sample", min_width=90)
+                back = gr.Button("Back", elem_id="step-back", min_width=90)
+                run = gr.Button("Run", elem_id="step-run", min_width=90)
+                many = gr.Button(f"Sample {STEP_DRAWS}×", elem_id="step-many", min_width=90)
+            status = gr.Markdown(view.NO_SESSION, elem_id="step-status")
+            gr.Markdown(view.TEXT_HELP)
+            text = gr.HTML("", elem_id="step-text", js_on_load=token_js("step", heading="It was one of"),
+                           css_template=view.TEXT_CSS)
+            gr.Markdown(view.BARS_HELP)
+            bars = gr.HTML(view.bars_html([]), elem_id="step-bars", js_on_load=view.BARS_JS,
+                           css_template=view.BARS_CSS)
+    with gr.Accordion("Inside the model", open=False, elem_id="step-inside"):
+        gr.Markdown("What the model does with the text so far, for the curious. **Look inside** reads the text "
+                    "again and shows what fits the model: where a Transformer looks, or what a recurrent model "
+                    "remembers.")
+        look = gr.Button("Look inside", elem_id="step-look")
+        inside_note = gr.Markdown("", elem_id="step-inside-note")
+        gr.Markdown("#### Where a Transformer looks\n" + view.ATTENTION_HELP)
+        with gr.Row():
+            att_layer = gr.Dropdown(view.layer_choices(0), value=-1, label="Layer", elem_id="step-att-layer",
+                                    min_width=140)
+            att_head = gr.Dropdown(view.head_choices(0), value=-1, label="Head", elem_id="step-att-head",
+                                   min_width=140)
+            att_query = lenient(gr.Slider(0, 1, value=0, step=1, label="Look from token number",
+                                          elem_id="step-att-query", min_width=200))
+        attention_view = gr.HTML("", elem_id="step-attention", js_on_load=view.KEYS_JS,
+                                 css_template=view.INSIDE_CSS)
+        gr.Markdown("#### What a recurrent model remembers\n" + view.UNITS_HELP)
+        with gr.Row():
+            units = gr.Radio([], label="Units worth a look", elem_id="step-units", scale=3)
+            unit = lenient(gr.Number(None, precision=0, label="Or any unit, by number", elem_id="step-unit",
+                                     min_width=140, scale=1))
+        heat = gr.HTML("", elem_id="step-heat", css_template=view.INSIDE_CSS)
 
-def layer_choices(layers: int) -> list[tuple[str, int]]:
-    return [("All layers (average)", -1)] + [(f"Layer {i + 1}", i) for i in range(layers)]
+    gr.api(tab.next_token, api_name="next_token", concurrency_id="step", concurrency_limit=limits.concurrency)
 
-
-def head_choices(heads: int) -> list[tuple[str, int]]:
-    return [("All heads (average)", -1)] + [(f"Head {i + 1}", i) for i in range(heads)]
-
-
-HEAT_LEGEND = ("<p class=sg-legend><span style='background:hsla(215,80%,50%,.6)'>lowest in this text</span> "
-               "<span style='border:1px solid #ccc'>in between</span> "
-               "<span style='background:hsla(0,80%,50%,.6)'>highest in this text</span></p>")
-
-
-def heat_html(tokens: list[dict], values: list[float], unit: int, guess: str | None = None) -> str:
-    """One unit's value after each token, as colour over the text, on the unit's own range here: red where it is
-    highest, blue where lowest, white half-way. Its own range, not zero: a unit that runs from -7.6 to -0.06 and
-    rises at speaker names shows the names red, where a scale around zero painted everything blue and them white."""
-    low, high = min(values, default=0.0), max(values, default=0.0)
-    middle, half = (low + high) / 2, (high - low) / 2 or 1.0
-    spans = []
-    for i, (tok, v) in enumerate(zip(tokens, values)):
-        where = (v - middle) / half  # -1 at the lowest, +1 at the highest
-        hue = 0 if where >= 0 else 215
-        tip = html.escape(f"token {i}, {tok['shown']}: {v:+.3f}", quote=True)
-        spans.append(f"<span title='{tip}' style='background:hsla({hue},80%,50%,{0.8 * abs(where):.2f})'>"
-                     f"{_token_html(tok['text'])}</span>")
-    about = f" It {html.escape(guess)}." if guess else ""
-    head = (f"<p class=sg-legend><b>Unit {unit}</b> goes from {low:+.2f} to {high:+.2f} over this text.{about}</p>")
-    return f"{head}{HEAT_LEGEND}<div class=sg-text>{''.join(spans)}</div>"
-
-
-def unit_choices(found: list[dict]) -> list[tuple[str, int]]:
-    """The units `interesting_units` found, as radio choices: "Unit 264: seems to track …"."""
-    return [(f"Unit {u['unit']}: {u['guess']} (how closely: {abs(u['correlation']):.2f} out of 1)", u["unit"])
-            for u in found]
-
-
-# -- what each browser session has open -------------------------------------------------------------------
-
-
-@dataclass
-class StepState:
-    """One browser session's text on the Step tab: the StepSession (opaque here), what it wrote and how, and the
-    last sample-many counts. `lock` keeps two events of one session apart."""
-
-    session: Any
-    model: str
-    prompt: str
-    written: list[Written] = field(default_factory=list)
-    counts: dict | None = None
-    counts_key: tuple | None = None  # (position, controls) the counts were drawn for
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    @property
-    def text(self) -> str:
-        """The whole text so far (the prompt as the model read it, then what was written)."""
-        return self.session.prompt + self.session.written
-
-
-class StepBook:
-    """The open step sessions, one per browser session, the least recently used dropped beyond `size` (each holds
-    a model's recent logits and cache: a few MB for GPT-2), and each session's last look inside the model. A look
-    is kept apart from the text: it stays usable (another head, another unit) while the text starts again, as
-    the page keeps showing it until the next look."""
-
-    def __init__(self, opener: Callable[[str, str], Any], size: int = 16):
-        self._open = opener  # (model, prompt) -> StepSession, raising RequestError for a bad request
-        self._size = size
-        self._states: OrderedDict[str, StepState] = OrderedDict()
-        self._looks: OrderedDict[str, dict] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def find(self, key: str) -> StepState | None:
-        with self._lock:
-            state = self._states.get(key)
-            if state is not None:
-                self._states.move_to_end(key)
-            return state
-
-    def get(self, key: str, model: str, prompt: str, fresh: bool = False) -> StepState:
-        """This session's state for (model, prompt); a new one (a forward pass over the prompt) when there is none,
-        when the model or prompt changed since, or when `fresh`."""
-        state = self.find(key)
-        if state is not None and not fresh and state.model == model and state.prompt == prompt:
-            return state
-        state = StepState(self._open(model, prompt), model, prompt)
-        with self._lock:
-            self._states[key] = state
-            self._states.move_to_end(key)
-            while len(self._states) > self._size:
-                self._states.popitem(last=False)
-        return state
-
-    def look(self, key: str) -> dict | None:
-        """This session's last look inside the model, or None."""
-        with self._lock:
-            return self._looks.get(key)
-
-    def keep_look(self, key: str, look: dict) -> None:
-        with self._lock:
-            self._looks[key] = look
-            self._looks.move_to_end(key)
-            while len(self._looks) > self._size:
-                self._looks.popitem(last=False)
-
-    def drop(self, key: str) -> None:
-        with self._lock:
-            self._states.pop(key, None)
-            self._looks.pop(key, None)
-
-    def __len__(self) -> int:
-        return len(self._states)
+    inputs = [prompt, model, *sliders]
+    outputs = [text, status, bars]
+    step = {"outputs": outputs, "concurrency_id": "step", "concurrency_limit": limits.concurrency,
+            "api_visibility": "private", "show_progress": "minimal"}
+    start.click(tab.start_step, inputs, **step)
+    prompt.submit(tab.start_step, inputs, **step)
+    model.input(tab.start_step, inputs, **step)
+    sample.click(tab.sample_step, [*inputs, seed], **step)
+    bars.click(tab.pick_step, inputs, **step)
+    back.click(tab.back_step, inputs, **step)
+    run.click(tab.run_step, [*inputs, seed, count], **step)
+    many.click(tab.many_step, [*inputs, seed], **step)
+    for s in sliders:
+        s.input(tab.redraw, inputs, outputs, queue=False, trigger_mode="always_last", api_visibility="private",
+                show_progress="hidden")
+    look_outputs = [inside_note, att_layer, att_head, att_query, attention_view, units, unit, heat]
+    look.click(tab.look_inside, [prompt, model], **{**step, "outputs": look_outputs})
+    private = {"api_visibility": "private", "show_progress": "hidden"}
+    model.input(forget_inside, None, look_outputs, queue=False, **private)
+    for picker in (att_layer, att_head):
+        picker.input(tab.attention_again, [att_layer, att_head], attention_view, queue=False, **private)
+    att_query.input(tab.look_from, [att_query, att_layer, att_head], [att_query, attention_view],
+                    trigger_mode="always_last", concurrency_id="step", **private)
+    attention_view.click(tab.look_from_click, [att_layer, att_head], [att_query, attention_view],
+                         concurrency_id="step", **private)
+    units.input(tab.show_unit, units, [unit, heat], queue=False, **private)
+    unit.input(tab.show_unit, unit, [unit, heat], trigger_mode="always_last", queue=False, **private)
+    return [model]

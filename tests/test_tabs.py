@@ -1,0 +1,72 @@
+"""The page's tabs are plain classes: their handlers run without Gradio serving anything, which is how these
+tests call them (one example per tab; the browser tests drive the same handlers through the page).
+
+    python -m pytest -q tests/test_tabs.py
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+import pytest
+from helpers import generate_args
+
+from textgen.service.playground import Playground
+from ui.chat import ChatTab
+from ui.compare import CompareTab
+from ui.perplexity import PerplexityTab
+from ui.step import StepTab
+from ui.write import WriteTab
+
+
+@pytest.fixture(scope="module")
+def playground(manager) -> Playground:
+    return Playground(manager)
+
+
+def test_write_streams_the_text_its_numbers_and_its_tokens(playground):
+    outputs = list(WriteTab(playground).generate(None, *generate_args(model="gru", max_new_tokens=12)))
+    text, stats, tokens = outputs[-1]
+    assert text and isinstance(text, str)
+    assert "tokens" in stats.lower()
+    assert "tok" in tokens  # the token view's HTML, one span per token
+
+
+def test_write_refuses_an_unknown_model_with_a_message_for_the_visitor(playground):
+    with pytest.raises(gr.Error) as refused:
+        list(WriteTab(playground).generate(None, *generate_args(model="no-such-model")))
+    assert "no-such-model" in str(refused.value)
+
+
+def test_step_by_step_reports_each_sampling_stage_of_the_next_token(playground):
+    result = StepTab(playground).next_token("ROMEO:", "lstm", temperature=0.8, top_k=5, top_n=8)
+    names = [stage["name"] for stage in result["stages"]]
+    assert names[0] == "model" and "top_k" in names
+    assert all(len(stage["tokens"]) == 8 for stage in result["stages"])
+
+
+def test_compare_shows_one_box_per_model_side_by_side(playground):
+    tab = CompareTab(playground)
+    last = list(tab.compare(None, "ROMEO:", ["rnn", "gru"], 0.8, 10, 1))[-1]
+    texts, stats = last[:tab.slots], last[tab.slots:]
+    written = [text for text in texts if isinstance(text, str)]  # a slot's text; an unused slot stays hidden
+    assert len(written) == 2 and all(written)
+    assert [isinstance(s, str) and "tokens" in s.lower() for s in stats[:2]] == [True, True]
+    assert all(text["visible"] is False for text in texts[2:])
+
+
+def test_perplexity_scores_a_text_under_each_model(playground):
+    table, _chart = PerplexityTab(playground).score("Now is the winter of our discontent", ["gru", "lstm"],
+                                                    progress=lambda *a, **k: None)
+    assert len(table) == 2
+
+
+def test_chat_keeps_the_question_in_the_box_when_the_message_is_empty(playground):
+    with pytest.raises(gr.Error, match="Write a message"):
+        ChatTab(playground).take("   ", [])
+
+
+def test_chat_answers_with_a_model_that_has_no_template_by_saying_why_not(playground):
+    values = (0.8, 0, 0.95, 0.0, 1.0, 0, 20, 1)  # the sliders, then the seed
+    with pytest.raises(gr.Error) as refused:
+        list(ChatTab(playground).chat(None, "Hello?", [], "lstm", "", *values))
+    assert "chat" in str(refused.value).lower()

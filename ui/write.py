@@ -1,0 +1,194 @@
+"""The Write tab: prompt, model, style and sliders; the text streams in with its numbers and its token view,
+and any token can start a branch ("what if it had picked another word?").
+
+    tab = WriteTab(playground)
+    for output, stats, tokens in tab.generate(None, "ROMEO:\\n", "lstm", *slider_values, -1, False): ...
+    build(playground)   # inside gr.Blocks: the components, wired to tab's handlers
+
+The handlers are plain methods of `WriteTab`, callable without a browser (the tests do); `build` only lays out
+the components and wires their events.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from textgen.core.settings import CONTROLS, PRESETS, SLIDERS, RequestError, matching_preset, preset_values
+from textgen.service.catalog import Catalog
+from ui.render import TOKEN_JS, TokenView, legend, model_choices, model_note, stats_markdown
+from ui.widgets import (
+    PACE,
+    SHOW_OUTPUT_JS,
+    announce,
+    default_model,
+    examples,
+    fail,
+    gpu,
+    lenient,
+    named,
+    refused,
+    session,
+    slider,
+    stop_button,
+)
+
+# Under Write's numbers when a question went to an assistant as plain text (it continues the text, or ends at once).
+ASK_WITH_TEMPLATE = ("{title} is an assistant: to have it answer a question, tick **Use the model's chat template** "
+                     "above, or ask it in the Chat tab.")
+
+
+def assistants_of(catalog: Catalog) -> set[str]:
+    """The models known to have a chat template, by name (read from their files once, when the page is built)."""
+    return {e.name for e in catalog if e.chat_template_known() is True}
+
+
+def asks_an_assistant(assistants: set[str], model: object, prompt: object, text: str) -> bool:
+    """Whether a Write text looks like a question put to a chat model without its template: the model is one of
+    `assistants`, and the prompt ends with a question mark or the model wrote nothing."""
+    if not isinstance(model, str) or model not in assistants:
+        return False
+    return not text.strip() or (isinstance(prompt, str) and prompt.rstrip().endswith("?"))
+
+
+class WriteTab:
+    """The Write tab's handlers, over one playground."""
+
+    def __init__(self, playground):
+        self.playground = playground
+        self.assistants = assistants_of(playground.catalog)  # a question to one without its template gets a hint
+
+    @gpu
+    @named("prompt", "model", *SLIDERS, "seed", "chat_template")
+    def generate(self, request: gr.Request, prompt, model, *values):
+        """Stream (text, numbers, token view) as the model writes; the API's /generate."""
+        values, seed, chat = values[:-2], values[-2], values[-1] is True
+        playground = self.playground
+        try:
+            settings = playground.parse(prompt, seed=seed, **dict(zip(SLIDERS, values, strict=True)))
+            view = TokenView()
+            if chat:  # the prompt as one user message inside the model's chat template
+                runs = playground.chat(model, [{"role": "user", "content": prompt}], None, settings,
+                                       session(request), every=PACE)
+            else:
+                runs = playground.generate(model, settings, session(request), every=PACE)
+            live = None
+            for live in runs:
+                yield live.text, stats_markdown(live), view.render(live.tokens)
+            if live is not None and not chat and asks_an_assistant(self.assistants, model, prompt, live.text):
+                yield gr.skip(), f"{stats_markdown(live)}  \n💡 {ASK_WITH_TEMPLATE.format(title=live.title)}", \
+                    gr.skip()
+        except RequestError as err:
+            yield gr.skip(), refused(err), gr.skip()
+            raise fail(err) from None
+
+    @gpu
+    def branch(self, evt: gr.EventData, request: gr.Request, prompt, model, *values):
+        """Write on from a token of the text with another token in its place (the original stays as it is). The
+        branch before it, if any, moves to the list of earlier branches as this one starts."""
+        values, seed, log, last = values[:-4], values[-4], values[-2], values[-1]  # (values[-3], the chat-template
+        data = getattr(evt, "_data", None) or {}  # box, is not used: a branch writes on from the plain text)
+        prefix, alt, original = (str(data.get(k, "")) for k in ("prefix", "alt", "original"))
+        start = f"{prefix[-60:]}[{alt}]"
+        label = f"Branch at token {int(data.get('index', 0)) + 1}: “{alt}” instead of “{original}”"
+        log = (f"{log}\n{last}" if log else f"Earlier branches:\n{last}") if last else log
+        playground = self.playground
+        try:
+            settings = playground.parse(f"{prompt}{prefix}{alt}", seed=seed, **dict(zip(SLIDERS, values, strict=True)))
+            for live in playground.generate(model, settings, session(request), every=PACE):
+                yield gr.Accordion(open=True), gr.update(label=label, value=f"…{start}{live.text}"), \
+                    stats_markdown(live), log, ""
+            yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), f"- {label}: …{start}{live.text[:80]}…".replace("\n", "↵")
+        except RequestError as err:
+            yield gr.Accordion(open=True), gr.skip(), refused(err), log, ""
+            raise fail(err) from None
+
+    @staticmethod
+    def forget_branches():
+        """A new text: the branches of the old one go (they branched from tokens that are no longer there)."""
+        return gr.update(value="", label="Branch"), "", "", ""
+
+    def describe(self, name: str) -> str:
+        """The words under the model picker: what it is, its size once loaded, or why it cannot be used."""
+        catalog = self.playground.catalog
+        if name not in catalog:
+            return ""
+        entry = catalog.get(name)
+        why = self.playground.unavailable().get(name)
+        return model_note(entry.title, entry.description, None if why else self.playground.model_info(name), why)
+
+    @staticmethod
+    def pick_style(style: str):
+        values = preset_values(style)
+        return [values.get(name, gr.skip()) for name in SLIDERS]
+
+    @staticmethod
+    def moved(*values):
+        return matching_preset(dict(zip(SLIDERS, values, strict=True)))
+
+
+def build(playground) -> list:
+    """Lay out the Write tab inside the open gr.Blocks and wire its events; returns its model picker."""
+    tab = WriteTab(playground)
+    catalog, limits = playground.catalog, playground.limits
+    controls = {name: CONTROLS[name].bounded(limits) for name in SLIDERS}
+    first = default_model(catalog)
+    with gr.Row():
+        with gr.Column(scale=2):
+            prompt = gr.Textbox(label="Prompt", lines=4, value="ROMEO:\n", elem_id="prompt",
+                                placeholder="Type the beginning of a text…")
+            model = gr.Dropdown(model_choices(catalog), value=first, label="Model", elem_id="model",
+                                allow_custom_value=True)  # textgen's catalog refuses unknown names
+            entry = catalog.get(first) if first else None
+            note = gr.Markdown(model_note(entry.title, entry.description) if entry else "", elem_id="model-note")
+            style = gr.Radio(list(PRESETS), value="Balanced", label="Style", elem_id="preset",
+                             info="Presets for the sliders below; moving a slider by hand clears it")
+            with gr.Accordion("Sampling controls", open=False, elem_id="controls"):
+                sliders = [slider(controls[name]) for name in SLIDERS]
+                seed = lenient(gr.Number(-1, precision=0, label="Seed", elem_id="seed",
+                                         info="The same seed gives the same text again. -1 picks one at random."))
+            templated = lenient(gr.Checkbox(False, label="Use the model's chat template", elem_id="chat-template",
+                                            info="For assistant models such as SmolLM2: your prompt becomes a "
+                                                 "message to it, and it answers as in the Chat tab."))
+            with gr.Row():
+                go = gr.Button("Generate", variant="primary", elem_id="generate")
+                halt = gr.Button("Stop", variant="stop", elem_id="stop")
+        with gr.Column(scale=3):
+            output = gr.Textbox(label="Output", lines=14, elem_id="output", buttons=["copy"], autoscroll=True)
+            stats = gr.Markdown("", elem_id="stats")
+            with gr.Accordion("Token probabilities", open=True):
+                gr.HTML(legend(branching=True), padding=False, elem_classes="tg-legend-block")
+                probs = gr.HTML("", elem_id="tokens", js_on_load=TOKEN_JS, padding=False)
+            with gr.Accordion("Branches: what if the model had picked another token?", open=False,
+                              elem_id="branches") as branches:
+                gr.Markdown("Click a token above, then pick one of the other words the model considered: it "
+                            "writes on from there with the same settings, and the original stays above.")
+                branch_text = gr.Textbox(label="Branch", lines=8, elem_id="branch-output", buttons=["copy"])
+                branch_stats = gr.Markdown("", elem_id="branch-stats")
+                branch_log = gr.Markdown("", elem_id="branch-log")
+                last_branch = gr.State("")  # the branch shown above, in one line: it joins the log when the next starts
+    shipped_examples = examples()
+    if shipped_examples:
+        gr.Examples([[e["prompt"]] for e in shipped_examples], inputs=[prompt], label="Examples")
+
+    inputs = [prompt, model, *sliders, seed, templated]
+    outputs = [output, stats, probs]
+    # Each page request is announced the moment it is clicked (queue=False), so that Stop also ends a
+    # request still waiting in the queue: it ends as soon as it starts, before computing anything.
+    run = {"fn": tab.generate, "inputs": inputs, "outputs": outputs, "concurrency_id": "generation",
+           "concurrency_limit": limits.writers, "show_progress": "hidden"}
+    private = {"queue": False, "api_visibility": "private"}
+    gen = go.click(**announce(playground), js=SHOW_OUTPUT_JS).then(**run, api_name="generate")
+    gen.then(tab.describe, model, note, **private)
+    submitted = prompt.submit(**announce(playground)).then(**run, api_visibility="private")
+    branched = probs.branch(tab.branch, [*inputs, branch_log, last_branch],
+                            [branches, branch_text, branch_stats, branch_log, last_branch],
+                            api_visibility="private", concurrency_id="generation",
+                            concurrency_limit=limits.writers, show_progress="hidden")
+    for started in (go.click, prompt.submit):
+        started(tab.forget_branches, None, [branch_text, branch_stats, branch_log, last_branch], **private)
+    stop_button(playground, halt, [gen, submitted, branched], api_name="stop")
+    model.change(tab.describe, model, note, **private)
+    style.change(tab.pick_style, style, sliders, **private)
+    for s in sliders:
+        s.input(tab.moved, sliders, style, **private)
+    return [model]
