@@ -6,9 +6,10 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import fields
+from dataclasses import asdict, fields
 
-from textgen.core.settings import CONTROLS, Limits, bounded_controls
+from textgen.core.events import TextEvent
+from textgen.core.settings import CONTROLS, GenerationSettings, Limits, bounded_controls
 from textgen.models import architectures
 from textgen.training.config import TrainConfig  # torch-free: `--help` and `models` must answer at once
 
@@ -164,6 +165,7 @@ EXPLAIN_CONTROLS = ("repetition_penalty", "no_repeat_ngram_size", "temperature",
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    # here, not at the top: torch and the models load only for the command that runs (`--help` answers at once)
     from textgen.service.catalog import Catalog
 
     for entry in Catalog.default(args.add_model, args.catalog, engines=args.engine):
@@ -183,6 +185,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
+    # here, not at the top: torch and the models load only for the command that runs (`--help` answers at once)
     from textgen.service.catalog import Catalog
     from textgen.service.loading import needs_preparing, prepare_model
 
@@ -199,8 +202,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from textgen.core.events import TextEvent
-    from textgen.core.settings import GenerationSettings, Limits
+    # here, not at the top: torch and the models load only for the command that runs (`--help` answers at once)
     from textgen.local.devices import configure_cpu_threads
     from textgen.local.generation import stream
     from textgen.service.catalog import Catalog
@@ -229,10 +231,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _event_json(event) -> dict:
-    from dataclasses import asdict
-
-    from textgen.core.events import TextEvent
-
     kind = "text" if isinstance(event, TextEvent) else "summary"
     return {"event": kind, **asdict(event)}
 
@@ -246,6 +244,7 @@ def _summary_line(summary) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    # here, not at the top: torch and the models load only for the command that runs (`--help` answers at once)
     from textgen.training.trainer import Trainer
 
     values = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
@@ -257,6 +256,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    # here, not at the top: torch and the models load only for the command that runs (`--help` answers at once)
     from textgen.local.evaluate import score_text
     from textgen.service.catalog import Catalog
     from textgen.service.loading import load_for_cli
@@ -274,6 +274,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
+    # here, not at the top: torch and the models load only for the command that runs (`--help` answers at once)
     from textgen.local.devices import configure_cpu_threads
     from textgen.service.catalog import Catalog
     from textgen.service.explain import next_token_json, parse_controls, stages_table

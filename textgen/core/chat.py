@@ -30,7 +30,7 @@ instead would be wrong twice: the loop adds the model's BOS (`LoadedModel.prompt
 template that already writes one (Llama-style templates: two BOS tokens), and re-encoding the text turns
 control tokens typed by the user ("<|im_end|>") into real ones, which the sanitised ids do not.
 
-The reply ends at the model's end-of-turn token (the engine honours every EOS of the generation config),
+The reply ends at the model's end-of-turn token (the decoding loop honours every EOS of the generation config),
 and before any of the template's special tokens, which are passed as stop sequences, so the reply text
 never contains them. When the conversation outgrows the model's context (less room for the reply), the
 oldest turns are left out, never the system prompt or the newest message, and a note says so.
@@ -171,7 +171,7 @@ def messages_prompt(messages: object, system: object, max_new_tokens: int = 200,
 def reply_settings(settings: GenerationSettings, prompt: ChatPrompt, warnings: list[str] | None = None
                    ) -> GenerationSettings:
     """The request's settings for a chat reply: one sample, ending before the template's special tokens,
-    with the prompt's note and any cleaning warnings reported in the Summary like the engine's own."""
+    with the prompt's note and any cleaning warnings reported in the Summary like the decoding loop's own."""
     stops = settings.stop + tuple(s for s in prompt.stops if s not in settings.stop)
     notes = (*settings.warnings, *(warnings or []), *((prompt.note,) if prompt.note else ()))
     return replace(settings, prompt="", num_samples=1, stop=stops, warnings=tuple(notes))
@@ -225,7 +225,7 @@ def _role_and_text(message: object) -> tuple[object, object]:
 
 def _render(tokenizer, conversation: list[dict[str, str]], tokenize: bool):
     """The chat template applied to `conversation`, ending with the assistant's turn opened."""
-    from jinja2 import TemplateError
+    from jinja2 import TemplateError  # only when a template is applied: core stays quick to import
 
     try:
         if not tokenize:

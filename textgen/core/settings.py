@@ -98,7 +98,7 @@ class Control:
 
 PRESETS = ("Precise", "Balanced", "Creative")
 
-# In the order the engine applies them (see textgen.local.generation), then the length and batch controls.
+# In the order the decoding loop applies them (see textgen.local.generation), then the length and batch controls.
 CONTROL_TABLE: tuple[Control, ...] = (
     Control("repetition_penalty", "Repetition penalty",
             "Above 1 makes words (or letters) that are already in the text less likely to come again.",

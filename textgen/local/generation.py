@@ -288,11 +288,11 @@ STAGE_NAMES = ("model", "repetition_penalty", "no_repeat_ngram", "temperature", 
 def sampling_stages(
     settings: GenerationSettings, tokenizer, eos_ids: frozenset[int]
 ) -> list[tuple[str, LogitsProcessor]]:
-    """What the engine does to a model's logits before it draws a token, as (name, processor) in order.
+    """What the decoding loop does to a model's logits before it draws a token, as (name, processor) in order.
 
-    The one place the sampler is built: the engine runs these processors and nothing else, and
+    The one place the sampler is built: the decoding loop runs these processors and nothing else, and
     textgen.service.explain runs the same ones one by one to show what each did. A control that is off under
-    `settings` has no stage. Greedy decoding (temperature 0) has no warpers: the engine takes the argmax of
+    `settings` has no stage. Greedy decoding (temperature 0) has no warpers: the decoding loop takes the argmax of
     the penalised scores (see `draw`).
 
     "model" is no control: it is the model's own distribution with `<unk>` removed. A char model's `<unk>`
@@ -331,7 +331,7 @@ def sampling_key(settings: GenerationSettings) -> tuple | None:
 
 
 def draw(scores: torch.Tensor, greedy: bool, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """The engine's choice from processed scores (batch x vocab): one token per row, and the distribution.
+    """The decoding loop's choice from processed scores (batch x vocab): one token per row, and the distribution.
 
     Greedy takes the argmax (the first on a tie) and draws nothing from `rng`; otherwise one
     `torch.multinomial` draw per row, so a seeded generator gives the same tokens wherever this is called.

@@ -24,6 +24,8 @@ starts, before the ML stack is loaded.
 
 from __future__ import annotations
 
+import argparse
+import gc
 import hashlib
 import importlib.util
 import json
@@ -330,14 +332,12 @@ def _run_child(path: Path, progress: Progress | None, root: Path | None, label: 
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m textgen.local.gguf FILE`: convert one GGUF file into the cache (the app's child process)."""
-    import argparse
-
     parser = argparse.ArgumentParser(description="Convert a GGUF file into textgen's cache of fast-loading copies")
     parser.add_argument("file")
     parser.add_argument("--label", help="the model's name in the progress lines")
     parser.add_argument("--root", help="the cache folder (default: $TEXTGEN_CACHE/gguf)")
     args = parser.parse_args(argv)
-    from textgen.local.devices import configure_cpu_threads
+    from textgen.local.devices import configure_cpu_threads  # torch: only in the child that converts
 
     configure_cpu_threads()
     try:
@@ -354,9 +354,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _convert(path: Path, folder: Path, stamp: dict[str, object], progress: Progress | None, label: str) -> None:
-    import gc
-
-    import torch
+    import torch  # torch and transformers only in the process that converts (the page's stays light)
     from tqdm.auto import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
@@ -433,7 +431,7 @@ def _unreadable(path: Path, arch: object, err: Exception) -> GGUFError:
     supported = supported_architectures()
     text = " ".join(str(err).split())[:300] or type(err).__name__
     if supported and _arch_key(arch) not in supported:
-        import transformers
+        import transformers  # for its version in the message; only when a file is refused
 
         return GGUFError(f"{path.name} holds a model of architecture {arch!r}, which transformers "
                          f"{transformers.__version__} cannot read from a GGUF file (it reads: "
@@ -447,6 +445,7 @@ def supported_architectures() -> set[str]:
     """GGUF architecture names transformers can read (both its loaders), normalised by `_arch_key`."""
     names: set[str] = set()
     try:
+        # both loaders' tables, each where this transformers version has it (importing them loads torch)
         from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
 
         names.update(GGUF_SUPPORTED_ARCHITECTURES)

@@ -2,7 +2,7 @@
 
 Pre-norm blocks of causal multi-head self-attention and an MLP, learned absolute positions, dropout,
 and the output head tied to the token embedding. Keys and values of earlier tokens live in transformers'
-`DynamicCache`, so `generate` (and our engine) feed one new token per step.
+`DynamicCache`, so `generate` (and our decoding loop) feed one new token per step.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from textgen.models.contract import TextgenModel
 
 class TransformerConfig(PretrainedConfig):
     model_type = "textgen_transformer"
-    # The names transformers (and our engine) look for, as GPT-2 maps them.
+    # The names transformers (and our decoding loop) look for, as GPT-2 maps them.
     attribute_map = {
         "max_position_embeddings": "n_positions",
         "hidden_size": "n_embd",

@@ -125,7 +125,7 @@ class ModelEntry:
             return Path(self.source).is_file()
         if self.is_local:
             return (Path(self.source) / "config.json").is_file()
-        try:
+        try:  # the hub client only for a hub name: a catalog of folders never imports it
             from huggingface_hub import try_to_load_from_cache
 
             return isinstance(try_to_load_from_cache(self.source, "config.json"), str)

@@ -8,7 +8,7 @@
     manager = ModelManager(Catalog.default())
     session = StepSession(manager.get("lstm"), "ROMEO:\\n")   # one forward pass over the prompt
     stages = session.stages({"temperature": 0.5, "top_k": 3})  # per stage, the likeliest tokens: no forward pass
-    session.sample({"temperature": 0.8}, seed=1)                # draw one token as the engine does: one step
+    session.sample({"temperature": 0.8}, seed=1)                # draw one token as the decoding loop does: one step
     session.pick(stages[0]["tokens"][1]["id"])                  # or choose one yourself
     session.back()                                              # and take it back (no forward pass)
     session.run(20, {"temperature": 0}, seed=1)                 # write 20 tokens, then stop for a look
@@ -23,8 +23,8 @@ message as generation (they are parsed by `GenerationSettings.parse`); `open_ses
 page user can cause (an unknown model too) into `RequestError`, as `textgen.service.playground` does.
 
 Why the bars can be trusted: the stages are `textgen.local.generation.sampling_stages`, the very processors the
-engine runs, applied one at a time to the logits the engine's own `Run` computed (same prompt ids, BOS,
-context cut and refill), and a token is drawn with the engine's `draw`. Nothing here is a copy of the
+decoding loop runs, applied one at a time to the logits the decoding loop's own `Run` computed (same prompt ids, BOS,
+context cut and refill), and a token is drawn with the decoding loop's `draw`. Nothing here is a copy of the
 sampler.
 
 Cost, measured on the shipped models (one CPU thread on a 2-core machine that was also training two models;
@@ -107,7 +107,7 @@ class _Snapshot:
 class StepSession:
     """A text being written one token at a time, with the model's next-token logits kept for inspection.
 
-    The model reads the prompt once (the engine's own prefill). `stages` then costs no forward pass however
+    The model reads the prompt once (the decoding loop's own prefill). `stages` then costs no forward pass however
     often the controls change; `sample`, `pick` and `run` cost one forward step per token written, and `back`
     none (the last MAX_UNDO positions are kept). `forward_passes` counts the model calls so far.
     Not for use by two threads at once (each page session has its own); the model itself is shared safely.
@@ -119,7 +119,7 @@ class StepSession:
         # The prompt goes through the same checks as a generation request (length, control characters).
         base = GenerationSettings.parse(prompt, self.limits)
         self.prompt = base.prompt
-        # The engine's own run drives the model: its prompt ids (BOS, empty prompt, context cut), its prefill
+        # The decoding loop's own run drives the model: its prompt ids (BOS, empty prompt, context cut), its prefill
         # (in pieces for a recurrent model) and its step (refilling from the recent half past the context).
         self._run = Run(loaded, base, threading.Event())
         ids, self.prompt_tokens_cut = self._run.prompt_ids()
@@ -154,7 +154,7 @@ class StepSession:
         Returns [{"name", "label", "help", "value", "tokens": [{"id", "text", "shown", "prob", "removed"}],
         "kept", "other", "top", "blocked"}]. The first stage is always "model" (the model's own softmax,
         <unk> removed); a control that is off has no stage; with temperature 0 the last stage is "greedy",
-        all probability on the likeliest token, which is what the engine writes. Every stage lists the same
+        all probability on the likeliest token, which is what the decoding loop writes. Every stage lists the same
         tokens, ranked by the model stage: its top_n, plus any token among the top_n of the last stage that
         the model ranked lower (a repetition penalty can lift one); never a token the model itself cannot
         write (<unk>). "prob" is that token's probability in that stage, renormalised (0.0 for a token the
@@ -207,11 +207,11 @@ class StepSession:
     # -- actions -------------------------------------------------------------------------------------------
 
     def sample(self, controls: Controls = None, seed: int | None = None) -> dict:
-        """Draw the next token as the engine does (its processors, `torch.multinomial` with a generator seeded
+        """Draw the next token as the decoding loop does (its processors, `torch.multinomial` with a generator seeded
         with `seed`, else the controls' seed, else a random one) and append it: one forward step.
 
         Returns {"token": {...}, "seed", "stop_reason"}: stop_reason is None when the token was written,
-        "end_of_text" when the model ended the text (nothing is appended, as the engine ends there) or
+        "end_of_text" when the model ended the text (nothing is appended, as the decoding loop ends there) or
         "no_allowed_token" when the controls left nothing to draw (token None).
         """
         settings = parse_controls(controls, self.limits)
@@ -248,11 +248,11 @@ class StepSession:
         return token
 
     def run(self, n: int, controls: Controls = None, seed: int | None = None) -> dict:
-        """Write up to n tokens as the engine writes them, then stop for a look.
+        """Write up to n tokens as the decoding loop writes them, then stop for a look.
 
-        The same seed and controls from the same prompt give the engine's (`textgen.local.generation.stream`) tokens:
-        one generator, one draw per token. Returns {"tokens": [...], "text", "seed", "stop_reason"} with
-        stop_reason "length", "end_of_text" or "no_allowed_token".
+        The same seed and controls from the same prompt give the decoding loop's tokens
+        (`textgen.local.generation.stream`): one generator, one draw per token. Returns {"tokens": [...],
+        "text", "seed", "stop_reason"} with stop_reason "length", "end_of_text" or "no_allowed_token".
         """
         settings = parse_controls(controls, self.limits)
         n = _whole("n", n, 1, self.limits.max_new_tokens)
@@ -290,7 +290,7 @@ class StepSession:
 
     def _stage_scores(self, settings: GenerationSettings) -> list[tuple[str, torch.Tensor]]:
         """(name, 1 x vocab scores) after each stage. The "model" stage folds in the <unk> suppressor, which
-        the engine applies first and no one controls; with temperature 0 a "greedy" stage closes the list."""
+        the decoding loop applies first and no one controls; with temperature 0 a "greedy" stage closes the list."""
         loaded = self.loaded
         logits = self._history[-1].logits
         named = [("model", logits)]
@@ -303,12 +303,13 @@ class StepSession:
                 named.append((name, scores))
         if settings.greedy and torch.isfinite(scores).any():
             greedy = torch.full_like(scores, float("-inf"))
-            greedy[0, scores.argmax(dim=-1)] = 0.0  # the engine's choice: `draw` takes this same argmax
+            greedy[0, scores.argmax(dim=-1)] = 0.0  # the decoding loop's choice: `draw` takes this same argmax
             named.append(("greedy", greedy))
         return named
 
     def _draw(self, settings: GenerationSettings, rng: torch.Generator) -> tuple[int | None, torch.Tensor | None]:
-        # The engine's _pick for one sample: its processors, the same "nothing allowed" rule, its `draw`.
+        # What the decoding loop does for one sample (its Run._pick): its processors, the "nothing allowed"
+        # rule, its `draw`.
         pipeline = [p for _, p in sampling_stages(settings, self.loaded.tokenizer, self._run.eos_ids)]
         scores = apply_processors(pipeline, self._ids, self._history[-1].logits)
         if torch.isneginf(scores).all():
@@ -365,7 +366,7 @@ class StepSession:
             seed = GenerationSettings.parse("", seed=seed).seed  # same checks as a request's seed
         seed = seed if seed is not None else settings.seed
         seed = seed if seed is not None else secrets.randbelow(2**31)
-        # As the engine seeds its own: one generator on the model's device, one draw per token.
+        # As the decoding loop seeds its own: one generator on the model's device, one draw per token.
         return seed, torch.Generator(device=self.loaded.device).manual_seed(seed)
 
     def _token_text(self, token_id: int) -> dict:

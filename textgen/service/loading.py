@@ -225,7 +225,7 @@ def _free_memory() -> None:
 
 
 def _bigger_than_gpu(entry: ModelEntry) -> bool:
-    try:
+    try:  # only on a GPU machine, for a hub model: a config read with no weights made
         from accelerate import init_empty_weights
         from transformers import AutoConfig
 

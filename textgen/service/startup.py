@@ -51,6 +51,7 @@ SHOW_WAIT_EVERY = 1.0  # seconds between the "still starting" updates a waiting 
 
 def build_playground(catalog: Catalog, limits: Limits, device: str | None) -> Playground:
     """The real Playground: torch, transformers, our models and every module a request uses, imported here."""
+    # here, not at the top: the page is served before these (and torch with them) are imported
     from textgen.local.devices import configure_cpu_threads
     from textgen.service.loading import ModelManager
     from textgen.service.playground import Playground  # imports generation, chat, explain, evaluate and engines

@@ -140,7 +140,7 @@ def loss_figure(rows: list[dict], title: str):
     through one point draws nothing. The x axis starts at step 0, so a short run shows how little of a long one
     it is; the legend gives the last values, the numbers a reader of a one-point chart wants.
     """
-    import matplotlib
+    import matplotlib  # only when a chart is drawn: a second of import that `textgen --help` need not pay
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -171,7 +171,7 @@ def plot_loss(out: Path) -> None:
     rows = read_loss_rows(path)
     if not rows:
         return
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # only when a chart is drawn (see plot_loss)
 
     fig = loss_figure(rows, out.name)
     fig.savefig(out / "loss.png")

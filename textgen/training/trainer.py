@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import gc
+import importlib.util
 import json
 import math
 import time
@@ -409,8 +410,6 @@ def _optimizer_from_tensors(tensors: dict[str, torch.Tensor], groups: str) -> di
 
 
 def _tensorboard_wanted(asked: bool | None) -> bool:
-    import importlib.util
-
     installed = importlib.util.find_spec("tensorboard") is not None
     if asked and not installed:
         raise ValueError("--tensorboard needs the tensorboard package: pip install tensorboard")
