@@ -73,7 +73,8 @@ def echo_playground(catalog, monkeypatch):
 def test_every_kind_meets_the_protocol(manager, catalog):
     lstm = manager.get("lstm")
     assert isinstance(lstm, Backend) and isinstance(Echo(catalog.get("lstm")), Backend)
-    assert lstm.capabilities == Capabilities(runs_here=True, chat_template=False, probabilities="sampled")
+    assert lstm.capabilities == Capabilities(runs_here=True, chat_template=False, probabilities="sampled",
+                                             attention=False, units=True)
     events = list(lstm.stream(GenerationSettings.parse("ROMEO:", max_new_tokens=5, seed=1)))
     assert isinstance(events[-1], Summary) and events[-1].tokens == [5]
     assert lstm.score("To be, or not to be").bits_per_char > 0
@@ -91,6 +92,14 @@ def test_a_new_kind_of_backend_writes_chats_compares_and_scores_through_the_play
     assert rows[0].bits_per_char == pytest.approx(1.4427) and rows[1].bits_per_char > 0
     assert pg.manager.get("echo").limits_set is pg.limits  # the operator's limits reach every backend
     assert pg.chat_unsupported_reason("echo") is None
+
+
+def test_capabilities_say_what_the_step_view_can_show_inside_each_model(manager):
+    seen = {name: (manager.get(name).capabilities.attention, manager.get(name).capabilities.units)
+            for name in ("lstm", "gru", "transformer", "tiny-gpt2")}
+    assert seen == {"lstm": (False, True), "gru": (False, True), "transformer": (True, False),
+                    "tiny-gpt2": (True, False)}
+    assert Echo.capabilities.attention is False and Echo.capabilities.units is False  # nothing to look inside
 
 
 def test_a_backend_that_cannot_chat_is_refused_in_words(manager):

@@ -41,6 +41,11 @@ class Capabilities:
     # What the probabilities it reports are: "sampled", the distribution a token was drawn from (after the
     # sampling controls), or "model", the model's own before the controls (as engines report them).
     probabilities: str = "sampled"
+    # What the step view can show inside it (only where it runs here): attention weights, who each token looks at
+    # (a Transformer, GPT-2), and memory units carried from token to token (an RNN, LSTM or GRU). A model with
+    # neither (a bigram) still writes, scores and shows its next-token stages; the two views say why they are empty.
+    attention: bool = False
+    units: bool = False
 
 
 class Entry(Protocol):

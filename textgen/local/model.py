@@ -30,7 +30,7 @@ from textgen.local import generation
 from textgen.local.batching import Scheduler
 from textgen.local.evaluate import score_text
 from textgen.local.tokenization import end_of_text_ids, special_label
-from textgen.models.contract import context_length
+from textgen.models.contract import context_length, is_ours
 
 _SCHEDULERS_LOCK = threading.Lock()
 
@@ -120,7 +120,12 @@ class LoadedModel:
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(runs_here=True, chat_template=bool(getattr(self.tokenizer, "chat_template", None)))
+        # Ours say what they have in the written contract; a Hugging Face causal LM is a Transformer, and one that
+        # does not report its attention weights is refused in words when asked (textgen.service.explain).
+        ours = is_ours(self.model)
+        return Capabilities(runs_here=True, chat_template=bool(getattr(self.tokenizer, "chat_template", None)),
+                            attention=self.model.has_attention if ours else True,
+                            units=ours and self.model.has_units)
 
     def set_limits(self, limits: Limits) -> None:
         self.scheduler.set_limits(limits)

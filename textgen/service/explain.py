@@ -453,9 +453,9 @@ def attention(loaded: LoadedModel, text: str, query: int = -1, limits: Limits | 
     (same BOS, same cut to the context). Works for our Transformer and Hugging Face models that can return
     attention weights (GPT-2 among them); InvalidRequest for a recurrent model, which has none.
     """
-    model = loaded.model
-    if contract.is_ours(model) and not model.has_attention:
-        instead = (" it reads one token at a time and carries a memory along instead (see its units)" if model.has_units
+    can = loaded.capabilities
+    if not can.attention:
+        instead = (" it reads one token at a time and carries a memory along instead (see its units)" if can.units
                    else " it does not look back over the text the way a Transformer does")
         raise InvalidRequest(f"{loaded.entry.title} has no attention to show:{instead}")
     ids = _text_ids(loaded, text, limits)
@@ -609,7 +609,7 @@ def _correlations(values: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
 def _unit_values(loaded: LoadedModel, text: str, layer: int, state: str,
                  limits: Limits | None) -> tuple[torch.Tensor, list[int], int, str]:
     model = loaded.model
-    if not (contract.is_ours(model) and model.has_units):
+    if not loaded.capabilities.units:  # only ours have units (textgen.models.contract), so `model` is one of ours
         raise InvalidRequest(f"{loaded.entry.title} has no memory units to look at: only a recurrent model (RNN, "
                              "LSTM or GRU) keeps its memory in units from token to token")
     if state not in ("cell", "hidden"):
