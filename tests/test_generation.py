@@ -10,7 +10,7 @@ import torch
 
 from textgen.core.events import Summary, TextEvent
 from textgen.core.settings import GenerationSettings
-from textgen.local.generation import stream
+from textgen.local.generation import NucleusWarper, stream
 
 ALL_MODELS = ["rnn", "lstm", "gru", "transformer", "tiny-gpt2"]
 CHAR_MODELS = ["rnn", "lstm", "gru", "transformer"]
@@ -443,6 +443,22 @@ def test_top_p_draws_only_from_the_likeliest_tokens_that_make_up_p(manager):
     greedy, _ = generate(loaded, temperature=0, max_new_tokens=30)
     assert token_ids(tight) == token_ids(greedy)
     assert all(len(e.token.alternatives) == 1 for e in tight)
+
+
+def test_top_p_on_a_large_vocabulary_keeps_exactly_what_transformers_keeps():
+    """The short cut (the likeliest few hundred tokens, not a sort of all 50,257) against transformers' own."""
+    from transformers import TopPLogitsWarper
+
+    gen = torch.Generator().manual_seed(0)
+    peaked = torch.randn(6, 50_257, generator=gen) * 4  # GPT-2-sized rows whose nucleus is a few hundred tokens
+    flat = torch.randn(2, 50_257, generator=gen) * 0.1  # rows whose nucleus is most of the vocabulary: the sort
+    banned = peaked.clone()
+    banned[:, ::3] = float("-inf")  # rows an earlier control (top-k, a penalty) has already cut
+    for scores in (peaked, flat, torch.cat([peaked, flat]), banned):
+        for p in (0.01, 0.5, 0.9, 0.95, 0.99):
+            ours, theirs = NucleusWarper(p)(None, scores), TopPLogitsWarper(p)(None, scores)
+            assert torch.equal(ours.isinf(), theirs.isinf()), p  # the same tokens kept
+            assert torch.equal(ours[~ours.isinf()], theirs[~theirs.isinf()])  # with their own scores
 
 
 def test_greedy_choice_is_the_first_alternative(manager):

@@ -315,7 +315,7 @@ def sampling_stages(
         if s.top_k:
             stages.append(("top_k", TopKLogitsWarper(s.top_k)))
         if s.top_p < 1.0:
-            stages.append(("top_p", TopPLogitsWarper(s.top_p)))
+            stages.append(("top_p", NucleusWarper(s.top_p)))
         if s.min_p > 0:
             stages.append(("min_p", MinPLogitsWarper(s.min_p)))
     return stages
@@ -340,6 +340,34 @@ def draw(scores: torch.Tensor, greedy: bool, rng: torch.Generator) -> tuple[torc
     if greedy:
         return scores.argmax(dim=-1), probs
     return torch.multinomial(probs, 1, generator=rng).squeeze(1), probs
+
+
+class NucleusWarper(TopPLogitsWarper):
+    """transformers' top-p, with a short cut that keeps exactly the tokens it keeps.
+
+    Why ours: `TopPLogitsWarper` sorts the whole vocabulary at every step. For GPT-2's 50,257 tokens that is
+    3.7 ms a row on this CPU: a fifth of an 8-row batched step of a GPT-2-small-shaped model, and the one cost of
+    the step that grows row by row. The nucleus almost always lies among the few hundred likeliest tokens, which
+    `torch.topk` finds in a fraction of the time; where it does not (a flat distribution), the full sort runs.
+
+    The rule is the warper's: a token stays when the tokens likelier than it hold less than `top_p` of the
+    probability (the likeliest always stays). Only a token whose share sits within float rounding of the edge
+    could come out differently, and then the same way alone and in a batch.
+    """
+
+    CANDIDATES = 256  # tokens looked at before falling back to the full sort
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        k = self.CANDIDATES
+        if scores.shape[-1] <= 4 * k or self.min_tokens_to_keep > 1:
+            return super().__call__(input_ids, scores)
+        top, index = scores.topk(k, dim=-1)  # (B, k), likeliest first
+        share = (top - scores.logsumexp(dim=-1, keepdim=True)).exp()  # each one's probability in the whole
+        if not bool((share.sum(dim=-1) >= self.top_p).all()):  # some row's nucleus is wider than k tokens
+            return super().__call__(input_ids, scores)
+        before = share.cumsum(dim=-1) - share  # (B, k): the probability of the tokens likelier than each
+        kept = torch.full_like(scores, self.filter_value)
+        return kept.scatter(-1, index, top.masked_fill(before >= self.top_p, self.filter_value))
 
 
 class _Suppress(LogitsProcessor):
