@@ -16,6 +16,8 @@ import time
 import pytest
 from helpers import crowd, rest_result, start_app, stop_app
 
+from ui.render import stats_markdown
+
 
 @pytest.mark.parametrize("fail_first", [False, True], ids=["slow-start", "first-start-fails"])
 def test_a_crowd_at_the_first_moment_is_served_and_the_server_stays_healthy(fail_first, tmp_path):
@@ -55,8 +57,15 @@ def test_a_request_during_start_up_says_the_models_are_starting(catalog):
     runs = lazy.generate("gru", lazy.parse("First", max_new_tokens=5, seed=1))
     waiting = next(runs)
     assert "still starting" in waiting.status and waiting.title == catalog.get("gru").title
+    time.sleep(0.5)  # the visitor waits half a second for the start-up
     release.set()
-    assert [live for live in runs][-1].summary.tokens == [5]
+    last = [live for live in runs][-1]
+    assert last.summary.tokens == [5]
+    # That wait is part of the first token's: the clock started when the request came, and the numbers say so.
+    assert last.start_wait >= 0.5 and last.first_token_at > last.start_wait
+    assert "of it waiting for the server to start" in stats_markdown(last)
+    ready = list(lazy.generate("gru", lazy.parse("First", max_new_tokens=5, seed=1)))[-1]
+    assert ready.start_wait is None and "server to start" not in stats_markdown(ready)  # once started: no such wait
 
 
 def test_a_failed_start_is_retried_and_a_repeated_failure_is_said_in_plain_words(catalog):
@@ -79,3 +88,20 @@ def test_a_failed_start_is_retried_and_a_repeated_failure_is_said_in_plain_words
     settings = lazy.parse("First", max_new_tokens=5, seed=1)
     assert list(lazy.generate("gru", settings))[-1].summary.tokens == [5]
     assert len(tries) == 3
+
+
+def test_a_start_up_slower_than_usual_never_says_the_usual_is_0_s(catalog, tmp_path, monkeypatch):
+    from textgen.core.settings import Limits
+    from textgen.service.startup import LazyPlayground, build_playground, timing_file
+
+    monkeypatch.setenv("TEXTGEN_CACHE", str(tmp_path))
+    timing_file().write_text('{"seconds": 0.5}')  # the last start took half a second (everything was cached)
+    release = __import__("threading").Event()
+    lazy = LazyPlayground(catalog, Limits(), build=lambda *a: release.wait(60) and build_playground(*a))
+    lazy.start()
+    time.sleep(0.8)
+    try:
+        assert "taking longer than the usual 1 s on this server" in lazy.starting()
+    finally:
+        release.set()
+    lazy.wait(60)

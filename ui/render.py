@@ -216,7 +216,9 @@ def stats_markdown(live: Live) -> str:
         return live.status or "Waiting for the first token…"
     parts = [f"**{len(live.tokens)}** token{'' if len(live.tokens) == 1 else 's'}"]
     if live.first_token_at is not None:
-        waited = f" ({_ms(live.waited)} of it waiting for a free place)" if live.waited else ""
+        waits = [f"{_ms(seconds)} of it waiting {what}" for seconds, what in
+                 ((live.start_wait, "for the server to start"), (live.waited, "for a free place")) if seconds]
+        waited = f" ({'; '.join(waits)})" if waits else ""
         parts.append(f"first token after **{_ms(live.first_token_at)}**{waited}")
     if len(live.tokens) > 1:
         parts.append(f"**{live.tokens_per_second:.0f}** tokens/s")

@@ -108,7 +108,8 @@ class Waiting:
 @dataclass
 class Live:
     """One model's output while it streams, and its numbers, all on one clock: seconds since `started`
-    (the moment the request began), so the figures shown while it writes and at the end agree."""
+    (the moment the request began, start-up wait included: see `arrived_at`), so the figures shown while it
+    writes and at the end agree."""
 
     name: str
     title: str
@@ -122,7 +123,17 @@ class Live:
     first_token_at: float | None = None
     last_token_at: float | None = None
     waited: float | None = None  # seconds it waited for a place at the model (part of the first token's wait)
+    start_wait: float | None = None  # seconds it waited, before anything else, for the server to start the models
     waiting_since: float | None = None
+
+    @classmethod
+    def arrived_at(cls, name: str, title: str, arrived: float | None) -> Live:
+        """A Live whose clock started when the request arrived (`arrived`, a perf_counter() reading taken before
+        it waited for the server to start), so that the first token's wait counts that wait too, and says so."""
+        now = time.perf_counter()
+        if arrived is None or arrived >= now:
+            return cls(name, title)
+        return cls(name, title, started=arrived, start_wait=now - arrived)
 
     @property
     def done(self) -> bool:

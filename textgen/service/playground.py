@@ -77,12 +77,15 @@ class Playground:
             return GenerationSettings.parse(prompt, self.limits, **controls)
 
     def generate(
-        self, name: object, settings: GenerationSettings, session: str = "", every: float = 0.0
+        self, name: object, settings: GenerationSettings, session: str = "", every: float = 0.0,
+        arrived: float | None = None,
     ) -> Iterator[Live]:
-        """The state of one model's text, at most every `every` seconds, always at the first token and the end."""
+        """The state of one model's text, at most every `every` seconds, always at the first token and the end.
+        `arrived`: when the request came (time.perf_counter()), if it waited before this call (for the server to
+        start): its clock starts then."""
         stopped = self._stopped_while_queued(session)
         entry = self._entry(name)
-        live = Live(entry.name, entry.title)
+        live = Live.arrived_at(entry.name, entry.title, arrived)
         # The stop signal exists before the model loads: Stop pressed during a first-use load (a download,
         # say) is kept, and the run then ends before its first forward step.
         with self._signal(session, stopped) as cancel:
@@ -110,7 +113,7 @@ class Playground:
 
     def chat(
         self, name: object, messages: object, system: object, settings: GenerationSettings, session: str = "",
-        every: float = 0.0,
+        every: float = 0.0, arrived: float | None = None,
     ) -> Iterator[Live]:
         """A model's reply to a conversation, streamed exactly as `generate` streams a text: the same Live,
         pacing, Stop and errors (see textgen.core.chat for the prompt).
@@ -119,25 +122,28 @@ class Playground:
         optional system prompt; `settings` come from `parse("", ...)` (their prompt is not used). Whether a model
         has a chat template is known only once it is loaded: one without is refused then, in words. When old
         messages had to be left out to fit the model's context, the note saying so is in the Summary's warnings.
+        `arrived` as in `generate`.
         """
         stopped = self._stopped_while_queued(session)
         entry = self._entry(name)
-        live = Live(entry.name, entry.title)
+        live = Live.arrived_at(entry.name, entry.title, arrived)
         with self._signal(session, stopped) as cancel:  # before loading, as in generate
             loaded = yield from self._loading(live)
             yield from self._write(live, loaded, lambda: loaded.chat(messages, system, settings, cancel, self.limits),
                                    cancel, every)
 
     def compare(
-        self, names: object, settings: GenerationSettings, session: str = "", every: float = 0.0
+        self, names: object, settings: GenerationSettings, session: str = "", every: float = 0.0,
+        arrived: float | None = None,
     ) -> Iterator[list[Live]]:
-        """Several models on one prompt and seed, advanced a token each in turn so that they write together.
+        """Several models on one prompt and seed, advanced a token each in turn so that they write together
+        (`arrived` as in `generate`).
 
         A model that cannot load or fails while writing ends with its own `error`; the others go on.
         """
         stopped = self._stopped_while_queued(session)
         entries = self._compare_entries(names)
-        lives = [Live(e.name, e.title) for e in entries]
+        lives = [Live.arrived_at(e.name, e.title, arrived) for e in entries]
         for live in lives:
             if not self.manager.is_loaded(live.name):
                 live.status = f"Loading {live.title}…"

@@ -27,7 +27,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -178,7 +178,7 @@ class LazyPlayground:
             retrying = self._failures > 0
         left = self._usual * (1 + (retrying and 1)) - elapsed
         when = (f"about {max(1, round(left))} s" if left > 0
-                else f"taking longer than the usual {round(self._usual)} s on this server")
+                else f"taking longer than the usual {max(1, round(self._usual))} s on this server")  # never "0 s"
         why = "a first try failed, so it is trying again; " if retrying else ""
         return f"The server has just started and the models are still starting ({why}{when})…"
 
@@ -220,18 +220,19 @@ class LazyPlayground:
 
     def generate(self, name: object, settings: GenerationSettings, session: str = "", every: float = 0.0
                  ) -> Iterator[Live]:
-        yield from self._waiting(lambda: [self._placeholder(name)], single=True)
-        yield from self.wait().generate(name, settings, session, every)
+        arrived = yield from self._waiting(lambda: [self._placeholder(name)], single=True)
+        yield from self.wait().generate(name, settings, session, every, arrived)
 
     def chat(self, name: object, messages: object, system: object, settings: GenerationSettings, session: str = "",
              every: float = 0.0) -> Iterator[Live]:
-        yield from self._waiting(lambda: [self._placeholder(name)], single=True)
-        yield from self.wait().chat(name, messages, system, settings, session, every)
+        arrived = yield from self._waiting(lambda: [self._placeholder(name)], single=True)
+        yield from self.wait().chat(name, messages, system, settings, session, every, arrived)
 
     def compare(self, names: object, settings: GenerationSettings, session: str = "", every: float = 0.0
                 ) -> Iterator[list[Live]]:
-        yield from self._waiting(lambda: [self._placeholder(n) for n in (names if isinstance(names, list) else [])])
-        yield from self.wait().compare(names, settings, session, every)
+        arrived = yield from self._waiting(
+            lambda: [self._placeholder(n) for n in (names if isinstance(names, list) else [])])
+        yield from self.wait().compare(names, settings, session, every, arrived)
 
     def score(self, names: object, text: object, progress: Callable[[float, str], None] | None = None
               ) -> list[ScoreRow]:
@@ -244,9 +245,13 @@ class LazyPlayground:
     def __getattr__(self, name: str):
         return getattr(self.wait(), name)
 
-    def _waiting(self, lives: Callable[[], list], single: bool = False) -> Iterator:
-        """While the models start: every SHOW_WAIT_EVERY s, the placeholders with the start-up message."""
+    def _waiting(self, lives: Callable[[], list], single: bool = False) -> Generator[object, None, float | None]:
+        """While the models start: every SHOW_WAIT_EVERY s, the placeholders with the start-up message. Returns
+        when the request arrived if it had to wait (its first token's clock starts then), else None."""
+        arrived = time.perf_counter()
         self.start()  # after a failed round, this request starts a new one
+        if self.starting() is None:
+            return None
         while (message := self.starting()) is not None:
             shown = lives()
             for live in shown:
@@ -254,6 +259,7 @@ class LazyPlayground:
             if shown:
                 yield shown[0] if single else shown
             self._wait_a_little()
+        return arrived
 
     def _wait_a_little(self) -> None:
         with self._changed:
