@@ -20,6 +20,7 @@ from textgen.service.catalog import Catalog
 from textgen.service.startup import LazyPlayground, for_page
 from ui import chat, compare, perplexity, step, write
 from ui.render import TOKEN_CSS, model_choices
+from ui.widgets import PHONE_CSS
 
 if TYPE_CHECKING:
     from textgen.service.playground import Playground
@@ -63,7 +64,7 @@ PHONE_JS = """() => {
   });
   watch.observe(document.body, {childList: true, subtree: true});
 }"""
-LAUNCH_KWARGS = {"css": TOKEN_CSS, "js": PHONE_JS, "show_error": True, "footer_links": ["api"]}
+LAUNCH_KWARGS = {"css": TOKEN_CSS + PHONE_CSS, "js": PHONE_JS, "show_error": True, "footer_links": ["api"]}
 
 
 def serve(playground: Playground | LazyPlayground, port: int, **launch) -> tuple[gr.Blocks, str]:

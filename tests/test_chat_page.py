@@ -404,7 +404,9 @@ def test_chat_on_a_phone_is_usable(served, browser, tmp_path):
     for elem_id in ("chat-history", "chat-message", "chat-send", "chat-stop"):
         box = page.locator(f"#{elem_id}").bounding_box()
         assert box["x"] >= 0 and box["x"] + box["width"] <= 390, f"#{elem_id} does not fit the screen: {box}"
-    assert page.locator("#chat-send").bounding_box()["y"] < 844, "Send should be on the first screen"
+    for elem_id in ("chat-send", "chat-stop", "chat-clear"):  # beside the message box, not below the fold
+        box = page.locator(f"#{elem_id}").bounding_box()
+        assert box["y"] + box["height"] <= 844, f"#{elem_id} is not on the first screen: {box}"
     page.locator("#chat-message textarea").fill("Hi")
     page.locator("#chat-send").tap()
     assert _wait_for(lambda: "stopped" in _stats(page), 30), _stats(page)

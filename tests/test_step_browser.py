@@ -204,6 +204,9 @@ def test_on_a_phone_the_bars_fit_the_screen(page_url, browser, tmp_path):
     _set_slider(page, "step-top_k", 5)
     _start(page)
     bars = page.locator("#step-bars")
+    # Start brings the text and its bars up (on a phone they are laid out far below the button).
+    assert _wait_for(lambda: page.locator("#step-bars .sg-bar").first.bounding_box()["y"] < 844, 10), \
+        page.locator("#step-bars").bounding_box()
     bars.scroll_into_view_if_needed()
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 390, f"the page scrolls sideways on a phone: {width} px"

@@ -161,10 +161,10 @@ def build(playground) -> list:
             # One line to start with, so that Enter sends (Gradio sends a taller box with Shift+Enter instead)
             message = gr.Textbox(label="Your message", lines=1, max_lines=8, elem_id="chat-message",
                                  placeholder="Type a message… (Enter sends, Shift+Enter starts a new line)")
-            with gr.Row():
-                send = gr.Button("Send", variant="primary", elem_id="chat-send")
-                halt = gr.Button("Stop", variant="stop", elem_id="chat-stop")
-                clear = gr.Button("Clear", elem_id="chat-clear")
+            with gr.Row(elem_id="chat-buttons"):
+                send = gr.Button("Send", variant="primary", elem_id="chat-send", min_width=0)
+                halt = gr.Button("Stop", variant="stop", elem_id="chat-stop", min_width=0)
+                clear = gr.Button("Clear", elem_id="chat-clear", min_width=0)
             stats = gr.Markdown("", elem_id="chat-stats")
             with gr.Accordion("Token probabilities of the latest reply", open=False, elem_id="chat-tokens-box"):
                 gr.HTML(legend(), padding=False, elem_classes="tg-legend-block")

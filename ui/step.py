@@ -21,7 +21,7 @@ from textgen.core.settings import CONTROLS, SLIDERS, RequestError
 from textgen.service.step_sessions import StepBook, StepState, Written
 from ui import step_view as view
 from ui.render import STOPPED, model_choices, token_js
-from ui.widgets import default_model, fail, gpu, lenient, session, slider
+from ui.widgets import default_model, fail, gpu, lenient, session, show_on_phone, slider
 
 STEP_CONTROLS = tuple(name for name in SLIDERS if name != "max_new_tokens")  # the Write tab's sampling sliders
 STEP_DRAWS = 200  # draws of "Sample many"
@@ -361,9 +361,11 @@ def build(playground) -> list:
 
     inputs = [prompt, model, *sliders]
     outputs = [text, status, bars]
+    private_js = {"queue": False, "api_visibility": "private", "show_progress": "hidden"}
     step = {"outputs": outputs, "concurrency_id": "step", "concurrency_limit": limits.concurrency,
             "api_visibility": "private", "show_progress": "minimal"}
-    start.click(tab.start_step, inputs, **step)
+    # On a phone the text and its bars are laid out far below Start: once they are drawn, bring them up.
+    start.click(tab.start_step, inputs, **step).then(None, js=show_on_phone("step-text"), **private_js)
     prompt.submit(tab.start_step, inputs, **step)
     model.input(tab.start_step, inputs, **step)
     sample.click(tab.sample_step, [*inputs, seed], **step)

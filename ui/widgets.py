@@ -31,8 +31,26 @@ except ImportError:  # pragma: no cover - spaces is in requirements.txt, but the
 PACE = 0.04  # seconds between updates sent to the browser while a text streams (the model does not wait)
 ZERO_GPU = bool(os.environ.get("SPACES_ZERO_GPU"))
 # On a narrow screen the output sits below the controls: bring it into view when the writing starts.
-SHOW_OUTPUT_JS = ("() => { if (window.innerWidth < 768) "
-                  "document.getElementById('output')?.scrollIntoView({behavior: 'smooth', block: 'start'}); }")
+def show_on_phone(elem_id: str) -> str:
+    """The JS of a button that, on a phone, brings `elem_id` (where its answer appears) to the top of the screen:
+    on a narrow screen the answer is laid out below the controls, out of sight. It hands the event's inputs on
+    unchanged (Gradio sends what an event's JS returns in their place)."""
+    return ("(...inputs) => { if (window.innerWidth < 768) "
+            f"document.getElementById('{elem_id}')?.scrollIntoView({{behavior: 'smooth', block: 'start'}}); "
+            "return inputs.length ? inputs : undefined; }")
+
+
+SHOW_OUTPUT_JS = show_on_phone("output")  # Write's text
+
+# On a phone, Chat's conversation is shorter and its Send, Stop and Clear share one row, so that the message box
+# and Stop stay on the first screen with the conversation (a 390x844 phone had Stop and Clear below the fold).
+PHONE_CSS = """
+@media (max-width: 700px) {
+  #chat-history { height: 300px !important; max-height: 300px !important; }
+  #chat-buttons { flex-wrap: nowrap !important; gap: 6px; }
+  #chat-buttons > button { min-width: 0 !important; }
+}
+"""
 
 
 def lenient(component):
