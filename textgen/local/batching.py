@@ -238,7 +238,7 @@ class Scheduler:
         finally:
             request.gone = True
 
-    def call(self, steps: Generator) -> Any:
+    def call(self, steps: Generator, rows: int = 1) -> Any:
         """Run a step coroutine that only asks for steps (no events) to its end, in turn with everyone else's
         requests; its return value. The step-by-step view's forward steps come this way, so they wait their turn
         in the batch like any text being written instead of stepping the model from their own thread."""
@@ -247,7 +247,7 @@ class Scheduler:
         def keep() -> Generator:
             result.append((yield from steps))
 
-        for _ in self.submit(keep()):
+        for _ in self.submit(keep(), rows):
             pass  # its place while it waits: the step view shows its own "working…"
         return result[0]
 

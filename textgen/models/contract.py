@@ -45,7 +45,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
-from transformers import DynamicCache, GenerationMixin, PreTrainedModel
+from transformers import Cache, DynamicCache, GenerationMixin, PreTrainedModel
 
 MEMORY_KINDS = ("state", "cache", "none")
 
@@ -211,6 +211,18 @@ def split_memory(model: PreTrainedModel, memory: Any, sizes: list[int]) -> list[
         out.append(_map_tensors(lambda t, start=start, size=size: t.narrow(dim, start, size), memory))
         start += size
     return out
+
+
+def select_rows(model: PreTrainedModel, memory: Any, rows: torch.LongTensor) -> Any:
+    """The memory of the texts `rows` (row numbers of `memory`, repeats allowed): how a beam search keeps its best
+    texts. A key/value cache (ours or a Hugging Face model's) is reordered in place, as transformers' own beam
+    search does it; a fixed-size state has its rows picked along `memory_batch_dim`."""
+    if memory is None:
+        return None
+    if isinstance(memory, Cache):
+        memory.reorder_cache(rows)
+        return memory
+    return _map_tensors(lambda t: t.index_select(model.memory_batch_dim, rows), memory)
 
 
 def _map_tensors(fn, *trees: Any) -> Any:
