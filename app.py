@@ -18,7 +18,7 @@ import gradio as gr
 from textgen.core.settings import Limits
 from textgen.service.catalog import Catalog
 from textgen.service.startup import LazyPlayground, for_page
-from ui import chat, compare, perplexity, step, write
+from ui import chat, compare, decode, perplexity, step, write
 from ui.render import TOKEN_CSS, model_choices
 from ui.widgets import PHONE_CSS
 
@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from textgen.service.playground import Playground
 
 # The page's tabs, in order: each module lays itself out and returns its model pickers.
-TABS = (("Write", write), ("Step by step", step), ("Chat", chat), ("Compare", compare), ("Perplexity", perplexity))
+TABS = (("Write", write), ("Step by step", step), ("Decoding", decode), ("Chat", chat), ("Compare", compare),
+        ("Perplexity", perplexity))
 
 
 def build_demo(playground: Playground | LazyPlayground) -> gr.Blocks:

@@ -13,7 +13,7 @@ import textgen.service.loading
 from textgen.core.backend import Backend, Capabilities
 from textgen.core.chat import messages_prompt
 from textgen.core.events import Score, Summary, TextEvent, TokenInfo
-from textgen.core.settings import GenerationSettings
+from textgen.core.settings import GenerationSettings, RequestError
 from textgen.service.catalog import Catalog, ModelEntry
 from textgen.service.loading import ModelManager
 from textgen.service.playground import Playground
@@ -100,6 +100,11 @@ def test_capabilities_say_what_the_step_view_can_show_inside_each_model(manager)
     assert seen == {"lstm": (False, True), "gru": (False, True), "transformer": (True, False),
                     "tiny-gpt2": (True, False)}
     assert Echo.capabilities.attention is False and Echo.capabilities.units is False  # nothing to look inside
+
+
+def test_a_search_on_an_engine_model_says_engines_do_not_offer_it(echo_playground):
+    with pytest.raises(RequestError, match="runs on an inference engine, which offers neither beam search"):
+        echo_playground.decode("echo", "Once", "beam", 4)
 
 
 def test_a_backend_that_cannot_chat_is_refused_in_words(manager):

@@ -155,7 +155,7 @@ def test_argument_errors_exit_2_from_argparse(model_dirs, capsys):
     assert "invalid float value: 'warm'" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", ["generate", "eval", "models", "train"])
+@pytest.mark.parametrize("command", ["generate", "eval", "models", "train", "explain", "decode", "prepare"])
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as exc:
         main([command, "--help"])
@@ -222,3 +222,20 @@ def test_eval_prints_four_decimals_for_people_and_full_precision_as_json(model_d
         assert float(shown) == pytest.approx(exact[key], abs=5e-5)
         assert exact[key] != float(shown)  # JSON keeps every digit
     assert human[f"{'chars':>14}"].strip() == str(len(text))
+
+
+def test_decode_prints_the_texts_best_first_and_the_tree_of_choices(model_dirs, capsys):
+    assert main(["decode", "--model", str(model_dirs["gru"]), "--prompt", "First", "--method", "beam", "--width",
+                 "3", "--max-new-tokens", "6"]) == 0
+    out = capsys.readouterr().out
+    assert "1. " in out and "2. " in out and "3. " in out and "log-probability" in out
+    assert "├─ " in out or "└─ " in out  # the outline of kept paths
+    assert main(["decode", "--model", str(model_dirs["gru"]), "--prompt", "First", "--method", "sample",
+                 "--width", "2", "--seed", "3", "--json"]) == 0
+    tree = json.loads(capsys.readouterr().out)
+    assert tree["seed"] == 3 and len(tree["sequences"]) == 2
+
+
+def test_decode_refuses_a_bad_width_before_loading_anything(capsys):
+    assert main(["decode", "--model", "no-such-model", "--prompt", "x", "--width", "12"]) == 2
+    assert "from 1 to 8" in capsys.readouterr().err

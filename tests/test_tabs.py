@@ -13,6 +13,7 @@ from helpers import generate_args
 from textgen.service.playground import Playground
 from ui.chat import ChatTab
 from ui.compare import CompareTab
+from ui.decode import DecodeTab
 from ui.perplexity import PerplexityTab
 from ui.step import StepTab
 from ui.write import WriteTab
@@ -70,3 +71,17 @@ def test_chat_answers_with_a_model_that_has_no_template_by_saying_why_not(playgr
     with pytest.raises(gr.Error) as refused:
         list(ChatTab(playground).chat(None, "Hello?", [], "lstm", "", *values))
     assert "chat" in str(refused.value).lower()
+
+
+def test_decoding_shows_greedy_beams_and_samples_side_by_side(playground):
+    greedy, beams, samples = DecodeTab(playground).side_by_side(None, "ROMEO:\n", "gru", 3, 2, 8, 0.8, 0, 0.95, 5)
+    assert "Greedy" in greedy and "3 beams" in beams and "2 samples" in samples and "seed 5" in samples
+    assert all("the model gives this whole text a chance of about 1 in" in html for html in (greedy, beams, samples))
+    assert beams.count("<li>") + beams.count("<li ") >= 3 and "dc-best" in beams  # a tree, its best path marked
+
+
+def test_the_decode_api_answers_json_and_refuses_a_bad_width_in_words(playground):
+    tree = DecodeTab(playground).decode("ROMEO:\n", "lstm", "beam", 2, max_new_tokens=6)
+    assert tree["model"] == "lstm" and len(tree["sequences"]) in (2, 3) and tree["nodes"]
+    with pytest.raises(gr.Error, match="from 1 to 8"):
+        DecodeTab(playground).decode("ROMEO:\n", "lstm", "beam", 9)

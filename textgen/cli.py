@@ -1,4 +1,4 @@
-"""The command line: `python -m textgen {train,eval,models,generate,explain,prepare} --help`."""
+"""The command line: `python -m textgen {train,eval,models,generate,explain,decode,prepare} --help`."""
 
 from __future__ import annotations
 
@@ -295,6 +295,58 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_decode(args: argparse.Namespace) -> int:
+    # here, not at the top: torch and the models load only for the command that runs (`--help` answers at once)
+    from textgen.local.decoding import check, decode, outline
+    from textgen.local.devices import configure_cpu_threads
+    from textgen.service.catalog import Catalog
+    from textgen.service.loading import load_for_cli
+
+    configure_cpu_threads(args.threads)
+    given = {name: getattr(args, name) for name in ("temperature", "top_k", "top_p", "min_p", "repetition_penalty",
+                                                     "no_repeat_ngram_size", "seed") if getattr(args, name) is not None}
+    settings = GenerationSettings.parse(args.prompt, Limits.from_env(), max_new_tokens=args.max_new_tokens, **given)
+    check(args.method, args.width, settings.max_new_tokens)  # before loading
+    loaded = load_for_cli(args.model, Catalog.default(args.add_model, args.catalog, engines=args.engine), args.device)
+    if not loaded.capabilities.runs_here:
+        raise ValueError(f"{loaded.entry.title} runs on an inference engine, which offers no beam search")
+    tree = decode(loaded, settings, args.method, args.width)
+    if args.json:
+        print(json.dumps(tree.as_json(), ensure_ascii=False))
+        return 0
+    print(f"{loaded.entry.title}, {args.method} ({tree.width} wide), {settings.max_new_tokens} tokens after "
+          f"{args.prompt[-40:]!r}:\n")
+    for i, sequence in enumerate(tree.sequences, 1):
+        print(f"{i}. {sequence.text!r}  log-probability {sequence.logprob:.2f}")
+    print("\nThe choices (each line: the text a path adds, its log-probability, candidates dropped on the way):")
+    print(outline(tree))
+    for line in [*tree.warnings, *tree.notes]:
+        print(f"[note: {line}]", file=sys.stderr)
+    return 0
+
+
+def _add_decode(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("decode", help="greedy search, beam search or samples, as a tree of choices",
+                       description="Write --max-new-tokens tokens after --prompt by one method and print the tree of "
+                                   "choices: each kept path, how likely the model finds it (log-probability, "
+                                   "higher is likelier), and how many candidates were dropped on the way.")
+    p.add_argument("--model", required=True, help="catalog name (see `models`) or a model directory")
+    p.add_argument("--prompt", required=True, help="text to continue ('' starts from scratch)")
+    p.add_argument("--method", choices=["greedy", "beam", "sample"], default="beam")
+    p.add_argument("--width", type=int, default=4, help="beams, or samples (1 to 8; default 4)")
+    p.add_argument("--max-new-tokens", type=int, default=16, help="tokens each text writes (1 to 64; default 16)")
+    controls = bounded_controls(Limits.from_env())
+    for name in ("temperature", "top_k", "top_p", "min_p", "repetition_penalty", "no_repeat_ngram_size"):
+        c = controls[name]
+        p.add_argument("--" + name.replace("_", "-"), type=int if c.whole else float,
+                       help=f"{c.help} ({c.low:g} to {c.high:g}; default {c.default:g})")
+    p.add_argument("--seed", type=int, help="the samples' seed: same seed, same samples")
+    p.add_argument("--json", action="store_true", help="print one JSON object (the API's /decode) instead")
+    p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the best available)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default 1)")
+    _add_catalog_flags(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m textgen", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -303,12 +355,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_models(sub)
     _add_generate(sub)
     _add_explain(sub)
+    _add_decode(sub)
     _add_prepare(sub)
     return parser
 
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "models": cmd_models, "generate": cmd_generate,
-            "explain": cmd_explain, "prepare": cmd_prepare}
+            "explain": cmd_explain, "decode": cmd_decode, "prepare": cmd_prepare}
 
 
 def main(argv: list[str] | None = None) -> int:

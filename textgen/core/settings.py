@@ -15,6 +15,11 @@ import re
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+# The Decoding view's bounds (textgen.local.decoding): beams or samples, and tokens a text writes. Here, without
+# torch, so that the page is laid out before torch is imported.
+DECODE_MAX_WIDTH = 8
+DECODE_MAX_NEW_TOKENS = 64  # a longer tree stops being readable (and its nodes grow as width² x tokens)
+
 
 class RequestError(Exception):
     """What went wrong with a request, in words for the person who sent it (raised by textgen.service.playground)."""

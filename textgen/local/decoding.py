@@ -35,14 +35,13 @@ from typing import Any
 import torch
 from transformers.generation.logits_process import SuppressTokensLogitsProcessor
 
-from textgen.core.settings import GenerationSettings, InvalidRequest
+from textgen.core.settings import DECODE_MAX_NEW_TOKENS, DECODE_MAX_WIDTH, GenerationSettings, InvalidRequest
 from textgen.local.batching import apply_processors
 from textgen.local.generation import LocalWeights, Run, draw, sampling_stages
 from textgen.models import contract
 
 METHODS = ("greedy", "beam", "sample")
-MAX_WIDTH = 8  # beams or samples
-MAX_NEW_TOKENS = 64  # the tree of a longer search stops being readable (and its nodes grow as width² x tokens)
+MAX_WIDTH, MAX_NEW_TOKENS = DECODE_MAX_WIDTH, DECODE_MAX_NEW_TOKENS  # beams or samples; tokens a text writes
 GREEDY_ALTERNATIVES = 3  # the candidates greedy search shows it passed over at each step
 
 
@@ -260,3 +259,35 @@ class _Search:
         seed = self.run.seed if self.method == "sample" else None
         return DecodeTree(self.method, self.width, seed, prompt_tokens, sequences, self.nodes,
                           list(dict.fromkeys(self.run.warnings)), self.notes)
+
+
+def outline(tree: DecodeTree) -> str:
+    """The tree as text (the CLI's `decode`): the kept paths as an outline, a stretch with no choice on one line,
+    its text, the log-probability it adds, and how many candidates were dropped along it."""
+    kids: dict[int | None, list[Node]] = {}
+    for node in tree.nodes:
+        kids.setdefault(node.parent, []).append(node)
+    lines: list[str] = []
+
+    def stretch(node: Node) -> tuple[str, float, int, Node]:
+        text, logprob, dropped = node.text, node.logprob, 0
+        while True:
+            below = kids.get(node.id, [])
+            kept = [n for n in below if n.kept]
+            dropped += len(below) - len(kept)
+            if len(kept) != 1:
+                return text, logprob, dropped, node
+            node = kept[0]
+            text, logprob = text + node.text, logprob + node.logprob
+
+    def walk(parent: int | None, prefix: str) -> None:
+        kept = [n for n in kids.get(parent, []) if n.kept]
+        for i, node in enumerate(kept):
+            text, logprob, dropped, end = stretch(node)
+            last = i == len(kept) - 1
+            also = f"  ({dropped} dropped)" if dropped else ""
+            lines.append(f"{prefix}{'└─ ' if last else '├─ '}{text!r} {logprob:+.2f}{also}")
+            walk(end.id, prefix + ("   " if last else "│  "))
+
+    walk(None, "")
+    return "\n".join(lines)

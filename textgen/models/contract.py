@@ -30,6 +30,8 @@ What the model class says:
   `memories[1]`, and so on (rows past them are padding, to be ignored); returns the logits (N, V) and the
   memories, each row's result what `step` would give it alone at the same N. Each text keeps its own cache, so
   no padding or mask is needed however their lengths differ.
+- Nothing to write for beam search (textgen.local.decoding): `select_rows` below picks and repeats rows of any
+  kind of memory (a cache is reordered, a state indexed along `memory_batch_dim`), so every model searches.
 - `forward(input_ids, labels=None)`: training's call, transformers' convention (an output with `.loss`, `.logits`).
 - Optional, for the step-by-step views (each says plainly when a model does not offer it):
   `attention_weights(input_ids)` -> (layers, heads, T): where each head looks from the last token;

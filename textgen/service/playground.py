@@ -34,6 +34,7 @@ from textgen.core.backend import Backend
 from textgen.core.chat import chat_unsupported_reason
 from textgen.core.events import Live, ScoreRow, Summary, TextEvent, Waiting
 from textgen.core.settings import GenerationSettings, InvalidRequest, Limits, RequestError, clean_text
+from textgen.local import decoding
 from textgen.remote.client import EngineError, engine_concurrency
 from textgen.service import explain
 from textgen.service.catalog import UnknownModelError
@@ -230,6 +231,22 @@ class Playground:
         with self._errors("the step view"):
             settings = explain.parse_controls(controls, self.limits)  # a bad control fails before any load
             return explain.next_token_json(self.manager.get(name), prompt, settings, top_n, self.limits)
+
+    def decode(self, name: object, prompt: object, method: object = "beam", width: object = 4,
+               max_new_tokens: object = 16, session: str = "", **controls: object) -> dict:
+        """Greedy search, beam search or samples as one tree of choices (textgen.local.decoding; its JSON, with
+        the model's name and title). `controls`: temperature, top_k, top_p, min_p, seed (the samples'),
+        repetition_penalty and no_repeat_ngram_size (all three methods'). Stop ends it within a step."""
+        with self._errors("the decoding view"):
+            settings = GenerationSettings.parse(prompt, self.limits, max_new_tokens=max_new_tokens, **controls)
+            method, width = decoding.check(method, width, settings.max_new_tokens)  # before any load
+            backend = self.manager.get(name)
+            if not backend.capabilities.runs_here:
+                raise RequestError(f"{backend.entry.title} runs on an inference engine, which offers neither beam "
+                                   "search nor the choices behind a text; pick a model that runs here")
+            with self._signal(session) as cancel:
+                tree = decoding.decode(backend, settings, method, width, cancel)
+            return {"model": backend.name, "title": backend.entry.title, **tree.as_json()}
 
     def look_inside(self, loaded, text: str) -> dict:
         """What fits the model to show of `text`: where a Transformer looks ("attention") and what a recurrent
