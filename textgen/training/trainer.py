@@ -202,9 +202,13 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             batch = random_windows(self.train_ids, cfg.batch_size, cfg.block_size, self.generator).to(acc.device)
-            with acc.autocast():
-                loss = self.model(input_ids=batch, labels=batch).loss
-            acc.backward(loss)
+            # oneDNN on for the training step alone: the playground turns it off because nn.LSTM's oneDNN path is
+            # slow one token at a time, but over whole windows it is the faster one (a 2x512 LSTM over 32 x 128
+            # characters, forward and backward on one thread: 2.8 s with it, 3.8 s without).
+            with torch.backends.mkldnn.flags(enabled=True):
+                with acc.autocast():
+                    loss = self.model(input_ids=batch, labels=batch).loss
+                acc.backward(loss)
             if cfg.grad_clip:
                 acc.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
             self.optimizer.step()
