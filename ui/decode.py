@@ -51,14 +51,14 @@ class DecodeTab:
     @gpu
     def decode(self, prompt: str, model: str, method: str = "beam", width: int = 4, max_new_tokens: int = 16,
                temperature: float = CONTROLS["temperature"].default, top_k: int = CONTROLS["top_k"].default,
-               top_p: float = CONTROLS["top_p"].default, seed: int = -1) -> dict:
+               top_p: float = CONTROLS["top_p"].default, seed: int = -1, request: gr.Request = None) -> dict:
         """One method's tree of choices: {"sequences": [{"text", "token_ids", "logprob", "node"}], "nodes": [{"id",
         "parent", "step", "token_id", "text", "logprob", "kept"}], ...}, sequences best first (samples in drawing
         order). `method` is "greedy", "beam" or "sample"; `width` the beams or samples (1 to 8); a sequence's
         logprob is the sum of its tokens' under the model, along its path of nodes. The API's /decode."""
         try:
-            return self.playground.decode(model, prompt, method, width, max_new_tokens, temperature=temperature,
-                                          top_k=top_k, top_p=top_p, seed=seed)
+            return self.playground.decode(model, prompt, method, width, max_new_tokens, session(request),
+                                          temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
         except RequestError as err:
             raise fail(err) from None
 

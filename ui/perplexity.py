@@ -11,7 +11,7 @@ import gradio as gr
 
 from textgen.core.settings import RequestError
 from ui.render import SCORE_COLUMNS, model_choices, score_records
-from ui.widgets import fail, gpu, lenient
+from ui.widgets import fail, gpu, lenient, session
 
 NATS = SCORE_COLUMNS["nats_per_char"]
 
@@ -23,10 +23,10 @@ class PerplexityTab:
         self.playground = playground
 
     @gpu
-    def score(self, text, names, progress=gr.Progress()):  # noqa: B008 (Gradio's way to ask for a progress bar)
+    def score(self, text, names, progress=gr.Progress(), request: gr.Request = None):  # noqa: B008 (Gradio's progress bar)
         """(table, chart data) for `text` under each model; the API's /score."""
         try:
-            rows = self.playground.score(names, text, lambda done, what: progress(done, desc=what))
+            rows = self.playground.score(names, text, lambda done, what: progress(done, desc=what), session(request))
         except RequestError as err:
             raise fail(err) from None
         import pandas as pd  # only when a text is scored: the page builds without pandas imported

@@ -250,11 +250,13 @@ def model_note(title: str, description: str, info: dict | None = None, unavailab
     return note
 
 
-def model_choices(catalog: Catalog, unavailable: dict[str, str] | None = None) -> list[tuple[str, str]]:
-    """(label, name) for every picker: a model that cannot be used here says so, briefly, in its label."""
+def model_choices(catalog: Catalog, unavailable: dict[str, str] | None = None,
+                  session: str | None = None) -> list[tuple[str, str]]:
+    """(label, name) for every picker: everyone's models and those `session` trained (textgen.service.training); a
+    model that cannot be used here says so, briefly, in its label."""
     unavailable = unavailable or {}
     return [(f"{e.title} · unavailable: {unavailable[e.name]}" if e.name in unavailable else e.title, e.name)
-            for e in catalog]
+            for e in (catalog.visible(session) if session else catalog)]
 
 
 # -- scores -------------------------------------------------------------------------------------------------

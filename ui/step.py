@@ -82,7 +82,8 @@ class StepTab:
 
     def __init__(self, playground):
         self.playground = playground
-        self.book = StepBook(lambda model, prompt: playground.open_step(model, prompt))
+        # (a lambda: the playground may still be starting when the page is built)
+        self.book = StepBook(lambda model, prompt, key: playground.open_step(model, prompt, key))
 
     # -- the text and its next token --
 
@@ -287,14 +288,15 @@ class StepTab:
                    top_k: int = CONTROLS["top_k"].default, top_p: float = CONTROLS["top_p"].default,
                    min_p: float = CONTROLS["min_p"].default,
                    repetition_penalty: float = CONTROLS["repetition_penalty"].default,
-                   no_repeat_ngram_size: int = CONTROLS["no_repeat_ngram_size"].default, top_n: int = 10) -> dict:
+                   no_repeat_ngram_size: int = CONTROLS["no_repeat_ngram_size"].default, top_n: int = 10,
+                   request: gr.Request = None) -> dict:
         """The next-token candidates after `prompt`: {"stages": [{"name", "label", "tokens": [{"id", "text",
         "prob", "removed"}], "kept", "other", ...}]}, one stage per sampling step in the order the sampler
         applies them ("model" first, then each control that is on; "greedy" closes when temperature is 0). Each
         stage lists the same tokens (the model's top_n) with their probability in that stage (0 when removed)."""
         def work():
             values = (temperature, top_k, top_p, min_p, repetition_penalty, no_repeat_ngram_size)
-            result = self.playground.next_token(model, prompt, chosen(values), top_n)
+            result = self.playground.next_token(model, prompt, chosen(values), top_n, session(request))
             return {k: result[k] for k in ("model", "prompt", "prompt_tokens", "prompt_tokens_cut", "stages",
                                            "warnings")}
         return attempt(work)

@@ -19,6 +19,7 @@ Hub repository or a path on disk. The operator decides what is in the catalog:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -74,6 +75,10 @@ class ModelEntry:
     # an inference engine: textgen/remote)
     origin: str
     model_id: str = ""  # the engine's name for the model (origin "engine"); "" for an engine not yet answering
+    # A model a visitor trained on the page (textgen/service/training.py) belongs to that visitor's browser session:
+    # owner_key(session) of it. "" for everyone's models. A private entry is in no listing but its owner's
+    # (Catalog.visible), and a request from another session is refused (Catalog.get with a session).
+    owner: str = ""
 
     @property
     def is_local(self) -> bool:
@@ -150,6 +155,11 @@ class ModelEntry:
 NEEDS_DOWNLOAD = "needs internet to download"
 
 
+def owner_key(session: str) -> str:
+    """What a private entry keeps of its owner's session: a digest, so that no session key is written anywhere."""
+    return hashlib.sha256(f"textgen-owner:{session}".encode()).hexdigest()[:24]
+
+
 def hub_offline() -> bool:
     """The operator said there is no network ($HF_HUB_OFFLINE)."""
     return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
@@ -208,19 +218,34 @@ class Catalog:
         return isinstance(name, str) and name in self._entries
 
     def __iter__(self):
-        return iter(list(self._entries.values()))  # a copy: an engine's models may arrive meanwhile
+        """Everyone's models (a copy: an engine's models may arrive meanwhile); `visible` adds a session's own."""
+        return iter([e for e in self._entries.values() if not e.owner])
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def names(self) -> list[str]:
-        return list(self._entries)
+        return [e.name for e in self]
 
-    def get(self, name: object) -> ModelEntry:
+    def visible(self, session: str | None) -> list[ModelEntry]:
+        """The models one browser session may use and see listed: everyone's, then the ones it trained."""
+        mine = owner_key(session) if session else None
+        return [e for e in self._entries.values() if not e.owner or e.owner == mine]
+
+    def owned(self, owner: str) -> list[ModelEntry]:
+        return [e for e in self._entries.values() if e.owner == owner]
+
+    def get(self, name: object, session: str | None = None) -> ModelEntry:
+        """The entry of a model by name. With `session` (a request's), a model another session trained is refused:
+        `session=None` is for the server's own use (loading what a request already named)."""
         if not isinstance(name, str) or name not in self._entries:
             shown = repr(name) if isinstance(name, str) and len(name) <= 80 else "that name"
-            raise UnknownModelError(f"unknown model {shown}; choose one of: {', '.join(self._entries)}")
-        return self._entries[name]
+            raise UnknownModelError(f"unknown model {shown}; choose one of: {', '.join(self.names())}")
+        entry = self._entries[name]
+        if session is not None and entry.owner and entry.owner != owner_key(session):
+            raise UnknownModelError(f"the model {name!r} was trained by another visitor, in their own browser "
+                                    "session, and only they can use it; train one of your own in the Train tab")
+        return entry
 
     @classmethod
     def default(

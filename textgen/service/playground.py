@@ -85,7 +85,7 @@ class Playground:
         `arrived`: when the request came (time.perf_counter()), if it waited before this call (for the server to
         start): its clock starts then."""
         stopped = self._stopped_while_queued(session)
-        entry = self._entry(name)
+        entry = self._entry(name, session)
         live = Live.arrived_at(entry.name, entry.title, arrived)
         # The stop signal exists before the model loads: Stop pressed during a first-use load (a download,
         # say) is kept, and the run then ends before its first forward step.
@@ -126,7 +126,7 @@ class Playground:
         `arrived` as in `generate`.
         """
         stopped = self._stopped_while_queued(session)
-        entry = self._entry(name)
+        entry = self._entry(name, session)
         live = Live.arrived_at(entry.name, entry.title, arrived)
         with self._signal(session, stopped) as cancel:  # before loading, as in generate
             loaded = yield from self._loading(live)
@@ -143,7 +143,7 @@ class Playground:
         A model that cannot load or fails while writing ends with its own `error`; the others go on.
         """
         stopped = self._stopped_while_queued(session)
-        entries = self._compare_entries(names)
+        entries = self._compare_entries(names, session=session)
         lives = [Live.arrived_at(e.name, e.title, arrived) for e in entries]
         for live in lives:
             if not self.manager.is_loaded(live.name):
@@ -179,7 +179,7 @@ class Playground:
                         yield lives
 
     def score(
-        self, names: object, text: object, progress: Callable[[float, str], None] | None = None
+        self, names: object, text: object, progress: Callable[[float, str], None] | None = None, session: str = ""
     ) -> list[ScoreRow]:
         """Per-character surprise of `text` under each model (the evaluation code of the training side).
 
@@ -190,7 +190,7 @@ class Playground:
             text = clean_text(text, self.limits.max_score_chars, "text", [])
         if not text.strip():
             raise RequestError("paste some text to score")
-        entries = self._compare_entries(names, minimum=1)
+        entries = self._compare_entries(names, minimum=1, session=session)
         rows = []
         for i, entry in enumerate(entries):
             row = ScoreRow(entry.name, entry.title)
@@ -221,16 +221,17 @@ class Playground:
         with self._errors("the request"):
             return explain.parse_controls(controls, self.limits)
 
-    def open_step(self, name: object, prompt: object) -> explain.StepSession:
+    def open_step(self, name: object, prompt: object, session: str = "") -> explain.StepSession:
         """A text to write one token at a time on a catalogued model (the model reads the prompt once)."""
         with self._errors("the step view"):
-            return explain.open_session(self.manager, name, prompt, self.limits)
+            return explain.open_session(self.manager, self._entry(name, session).name, prompt, self.limits)
 
-    def next_token(self, name: object, prompt: object, controls: dict, top_n: int = 10) -> dict:
+    def next_token(self, name: object, prompt: object, controls: dict, top_n: int = 10, session: str = "") -> dict:
         """The next-token candidates after `prompt`, stage by stage (see explain.next_token_json)."""
         with self._errors("the step view"):
             settings = explain.parse_controls(controls, self.limits)  # a bad control fails before any load
-            return explain.next_token_json(self.manager.get(name), prompt, settings, top_n, self.limits)
+            entry = self._entry(name, session)
+            return explain.next_token_json(self.manager.get(entry.name), prompt, settings, top_n, self.limits)
 
     def decode(self, name: object, prompt: object, method: object = "beam", width: object = 4,
                max_new_tokens: object = 16, session: str = "", **controls: object) -> dict:
@@ -240,7 +241,7 @@ class Playground:
         with self._errors("the decoding view"):
             settings = GenerationSettings.parse(prompt, self.limits, max_new_tokens=max_new_tokens, **controls)
             method, width = decoding.check(method, width, settings.max_new_tokens)  # before any load
-            backend = self.manager.get(name)
+            backend = self.manager.get(self._entry(name, session).name)
             if not backend.capabilities.runs_here:
                 raise RequestError(f"{backend.entry.title} runs on an inference engine, which offers neither beam "
                                    "search nor the choices behind a text; pick a model that runs here")
@@ -275,23 +276,27 @@ class Playground:
         with self._errors("the step view"):
             return explain.attention(loaded, text, query, self.limits)
 
-    def chat_unsupported_reason(self, name: str) -> str | None:
+    def chat_unsupported_reason(self, name: str, session: str = "") -> str | None:
         """Why this model cannot chat, in one line; None if it can. Loaded, its tokenizer says; not loaded, the
         answer is only right for a model known to have no template (the page asks only then)."""
         if self.manager.is_loaded(name):
             loaded = self.manager.get(name)
             return chat_unsupported_reason(loaded.capabilities.chat_template, loaded.entry.title)
-        return chat_unsupported_reason(False, self._entry(name).title)
+        return chat_unsupported_reason(False, self._entry(name, session).title)
 
     def starting(self) -> str | None:
         """None: a Playground is built, so nothing is starting (startup.LazyPlayground says otherwise)."""
         return None
 
-    def unavailable(self) -> dict[str, str]:
-        """The catalog's models that cannot be used here, with why, in a few words for the pickers."""
+    def unavailable(self, session: str = "") -> dict[str, str]:
+        """The models `session` can see that cannot be used here, with why, in a few words for the pickers."""
         self.catalog.refresh_engines()  # an engine down at start lists its models once it answers
-        reasons = {name: self.manager.unavailable(name) for name in self.catalog.names()}
+        reasons = {e.name: self.manager.unavailable(e.name) for e in self.catalog.visible(session)}
         return {name: why for name, why in reasons.items() if why}
+
+    def forget(self, name: str) -> None:
+        """Drop a model from memory (its files are gone: a trained model past its time, say)."""
+        self.manager.unload(name)
 
     def model_info(self, name: str) -> dict | None:
         """Size and context of a model once it is loaded (None before: loading just to describe it would be slow)."""
@@ -336,11 +341,12 @@ class Playground:
 
     # -- helpers -----------------------------------------------------------------------------------------
 
-    def _entry(self, name: object):
+    def _entry(self, name: object, session: str):
+        """The catalog entry a request names; a model another session trained is refused (RequestError)."""
         if isinstance(name, str) and name not in self.catalog:
             self.catalog.refresh_engines()  # perhaps a model of an engine that answers now
         with self._errors("the request"):
-            return self.catalog.get(name)
+            return self.catalog.get(name, session=session)
 
     @contextmanager
     def _slot(self, on_engine: bool, cancel: threading.Event):
@@ -359,7 +365,7 @@ class Playground:
         finally:
             slots.release()
 
-    def _compare_entries(self, names: object, minimum: int = 2):
+    def _compare_entries(self, names: object, minimum: int = 2, session: str = ""):
         if isinstance(names, str):
             names = [names]
         if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
@@ -367,7 +373,7 @@ class Playground:
         names = list(dict.fromkeys(names))
         if not minimum <= len(names) <= self.limits.max_compare:
             raise RequestError(f"pick between {minimum} and {self.limits.max_compare} models")
-        return [self._entry(n) for n in names]
+        return [self._entry(n, session) for n in names]
 
     # -- first use -------------------------------------------------------------------------------------------
 

@@ -191,11 +191,16 @@ class LazyPlayground:
         except InvalidRequest as err:
             raise RequestError(str(err)) from None
 
-    def unavailable(self) -> dict[str, str]:
+    def unavailable(self, session: str = "") -> dict[str, str]:
         """As Playground.unavailable; before the models can load, from the catalog's own checks."""
         if self.ready:
-            return self._playground.unavailable()
-        return {e.name: why for e in self.catalog if (why := e.unavailable_reason())}
+            return self._playground.unavailable(session)
+        return {e.name: why for e in self.catalog.visible(session) if (why := e.unavailable_reason())}
+
+    def forget(self, name: str) -> None:
+        """As Playground.forget; nothing is loaded before the models can load."""
+        if self.ready:
+            self._playground.forget(name)
 
     def model_info(self, name: str) -> dict | None:
         return self._playground.model_info(name) if self.ready else None
@@ -234,13 +239,13 @@ class LazyPlayground:
             lambda: [self._placeholder(n) for n in (names if isinstance(names, list) else [])])
         yield from self.wait().compare(names, settings, session, every, arrived)
 
-    def score(self, names: object, text: object, progress: Callable[[float, str], None] | None = None
-              ) -> list[ScoreRow]:
+    def score(self, names: object, text: object, progress: Callable[[float, str], None] | None = None,
+              session: str = "") -> list[ScoreRow]:
         self.start()
         while (message := self.starting()) is not None and progress is not None:
             progress(0.0, message)
             self._wait_a_little()
-        return self.wait().score(names, text, progress)
+        return self.wait().score(names, text, progress, session)
 
     def __getattr__(self, name: str):
         return getattr(self.wait(), name)

@@ -1,6 +1,6 @@
 """What each browser session has open on the step-by-step view: its StepSession, the tokens written and how.
 
-    book = StepBook(lambda model, prompt: playground.open_step(model, prompt))
+    book = StepBook(lambda model, prompt, key: playground.open_step(model, prompt, key))
     state = book.get(session_key, "lstm", "ROMEO:\n")        # a forward pass over the prompt, kept
     with state.lock:
         state.written.append(Written(piece, prob, alternatives))
@@ -52,8 +52,9 @@ class StepBook:
     is kept apart from the text: it stays usable (another head, another unit) while the text starts again, as
     the page keeps showing it until the next look."""
 
-    def __init__(self, opener: Callable[[str, str], Any], size: int = 16):
-        self._open = opener  # (model, prompt) -> StepSession, raising RequestError for a bad request
+    def __init__(self, opener: Callable[[str, str, str], Any], size: int = 16):
+        # (model, prompt, key) -> StepSession, raising RequestError for a bad request (or a model of another session)
+        self._open = opener
         self._size = size
         self._states: OrderedDict[str, StepState] = OrderedDict()
         self._looks: OrderedDict[str, dict] = OrderedDict()
@@ -72,7 +73,7 @@ class StepBook:
         state = self.find(key)
         if state is not None and not fresh and state.model == model and state.prompt == prompt:
             return state
-        state = StepState(self._open(model, prompt), model, prompt)
+        state = StepState(self._open(model, prompt, key), model, prompt)
         with self._lock:
             self._states[key] = state
             self._states.move_to_end(key)
