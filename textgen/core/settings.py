@@ -13,12 +13,20 @@ import math
 import os
 import re
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
 from typing import Any
 
 # The Decoding view's bounds (textgen.local.decoding): beams or samples, and tokens a text writes. Here, without
 # torch, so that the page is laid out before torch is imported.
 DECODE_MAX_WIDTH = 8
 DECODE_MAX_NEW_TOKENS = 64  # a longer tree stops being readable (and its nodes grow as width² x tokens)
+
+
+def data_root() -> Path:
+    """The app's own folder for what it writes (GGUF conversions, models visitors train): `$TEXTGEN_CACHE`, by default
+    `~/.cache/textgen`."""
+    base = os.environ.get("TEXTGEN_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache") / "textgen"
+    return Path(base).expanduser()
 
 
 class RequestError(Exception):

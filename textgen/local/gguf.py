@@ -43,6 +43,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from textgen.core.settings import data_root
+
 STAMP = "textgen-gguf.json"  # written last into a finished conversion; its absence means "not finished"
 FORMAT = 1  # bump to make every cached conversion be redone (say, after changing how they are made)
 HEAD_BYTES = 1 << 20  # hashed as part of the file's fingerprint: the header and metadata start here
@@ -197,8 +199,7 @@ def describe(path: str | Path) -> tuple[str, str]:
 
 def cache_root() -> Path:
     """Where converted GGUF files go: `$TEXTGEN_CACHE/gguf`, by default `~/.cache/textgen/gguf`."""
-    base = os.environ.get("TEXTGEN_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache") / "textgen"
-    return Path(base).expanduser() / "gguf"
+    return data_root() / "gguf"
 
 
 def cache_dir(path: str | Path, root: Path | None = None) -> Path:

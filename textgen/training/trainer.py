@@ -27,6 +27,7 @@ import importlib.util
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -43,6 +44,7 @@ from textgen.local.devices import configure_cpu_threads, pick_device, pick_mixed
 from textgen.local.evaluate import score_text
 from textgen.local.tokenization import train_bpe_tokenizer, train_char_tokenizer
 from textgen.models import architectures
+from textgen.models.contract import context_length, start_memory, step
 from textgen.training.config import SIZE_FIELDS, TrainConfig, lr_at
 from textgen.training.data import random_windows, read_text, split_text
 from textgen.training.model_card import earlier_stages, plot_loss, write_model_card
@@ -90,7 +92,17 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig):
+    """One training run. `report`, `report_every` and `stop` are for a watcher (the page's Train tab, through
+    textgen/training/worker.py): every `report_every` seconds of training, and at the first and last step, the run
+    validates, keeps its best weights and hands `report` a record {"step", "seconds", "train_loss", "val_loss",
+    "sample", "tokens_per_second", "progress"}, the sample a few tokens written by the current weights after
+    `sample_prompt`; `stop()` returning True ends the run at the next step as if its time were up (so it still
+    writes its card and keeps its best weights)."""
+
+    def __init__(self, cfg: TrainConfig, report: Callable[[dict], None] | None = None, report_every: float = 0.0,
+                 stop: Callable[[], bool] | None = None, sample_prompt: str = "", sample_tokens: int = 80):
+        self.report, self.report_every, self.stop = report, report_every, stop or (lambda: False)
+        self.sample_prompt, self.sample_tokens = sample_prompt, sample_tokens
         if cfg.max_steps is None and cfg.time_budget is None:
             raise ValueError("give --max-steps or --time-budget (or both)")
         cfg = cfg.resolved()
@@ -195,9 +207,10 @@ class Trainer:
         # from the progress made since, not from 0% in the first seconds.
         bar = tqdm(total=100, initial=100 * self.progress(), disable=not acc.is_main_process, bar_format=BAR_FORMAT)
         t0, last_report, loss_ema = time.perf_counter() - self.elapsed, time.perf_counter(), None
-        tokens_since = 0
+        tokens_since, last_sent = 0, -math.inf
         self.model.train()
-        while self.progress() < 1.0:
+        finished = self.progress() >= 1.0
+        while not finished:
             lr = lr_at(cfg, self.step, self.progress())
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
@@ -219,18 +232,29 @@ class Trainer:
             # Every process must stop (and validate) at the same step, or one would wait for the others'
             # gradients forever: they all take process 0's clock.
             self.elapsed = self._agree(time.perf_counter() - t0)
-            if self.step % cfg.eval_interval == 0 or self.progress() >= 1.0:
+            finished = self.progress() >= 1.0 or bool(self._agree(float(self.stop())))
+            checkpoint = self.step % cfg.eval_interval == 0 or finished
+            watched = self.report is not None and (self.step == 1 or self.elapsed - last_sent >= self.report_every)
+            if checkpoint or watched:
                 val = self.validate()
                 train_loss = self._mean(loss_ema)  # each process's loss is on its own windows
                 if acc.is_main_process:
                     self._log(train_loss, val, lr)
+                rate = tokens_per_step * self.step / max(self.elapsed, 1e-9)
                 acc.log({"loss/train": train_loss, "loss/validation": val, "learning_rate": lr,
-                         "tokens_per_second": tokens_per_step * self.step / max(self.elapsed, 1e-9)}, step=self.step)
+                         "tokens_per_second": rate}, step=self.step)
                 if val < self.best_val:
                     self.best_val = val
                     if acc.is_main_process:
                         self._save_best()
-                self._save_state()
+                if checkpoint:  # the full --resume state: a watcher's more frequent records need only the best
+                    self._save_state()
+                if self.report is not None and acc.is_main_process:
+                    self.report({"step": self.step, "seconds": round(self.elapsed, 1),
+                                 "train_loss": round(train_loss, 4), "val_loss": round(val, 4),
+                                 "sample": self.sample(), "tokens_per_second": round(rate),
+                                 "progress": round(min(1.0, self.progress()), 3)})
+                    last_sent = self.elapsed
                 self.model.train()
             now = time.perf_counter()
             if now - last_report > 1.0:
@@ -261,6 +285,27 @@ class Trainer:
         gc.collect()
         acc.end_training()  # last: it also ends the process group that wait_for_everyone needs
         return summary
+
+    @torch.no_grad()
+    def sample(self) -> str:
+        """A few tokens the current weights write after `sample_prompt`, drawn at temperature 0.8 with a generator
+        of their own (the training's random streams are left as they were), through the model contract's step."""
+        model = self.accelerator.unwrap_model(self.model).eval()
+        prompt = self._ids(self.sample_prompt or "\n")
+        if not len(prompt):
+            return ""
+        generator = torch.Generator().manual_seed(self.cfg.seed)  # the same draws each time: only the weights change
+        limit = context_length(model)
+        prompt = prompt[-(limit - self.sample_tokens):] if limit and limit > self.sample_tokens else prompt
+        logits, memory = step(model, prompt[None].to(self.accelerator.device), start_memory(model, 1))
+        written = []
+        for _ in range(self.sample_tokens):
+            token = torch.multinomial(torch.softmax(logits[0].float().cpu() / 0.8, -1), 1, generator=generator)
+            written.append(token.item())
+            if limit and len(prompt) + len(written) >= limit:
+                break
+            logits, memory = step(model, token[None].to(self.accelerator.device), memory)
+        return self.tokenizer.decode(written)
 
     def final_validation(self) -> dict:
         """The kept (best) checkpoint scored over every character of every held-out chunk, and of the last
@@ -420,5 +465,6 @@ def _tensorboard_wanted(asked: bool | None) -> bool:
     return installed if asked is None else asked
 
 
-def train(cfg: TrainConfig) -> dict:
-    return Trainer(cfg).train()
+def train(cfg: TrainConfig, **watch) -> dict:
+    """Run one training; `watch` takes Trainer's report, report_every, stop and sample_prompt."""
+    return Trainer(cfg, **watch).train()
