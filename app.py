@@ -18,9 +18,10 @@ import gradio as gr
 from textgen.core.settings import Limits
 from textgen.service.catalog import Catalog
 from textgen.service.startup import LazyPlayground, for_page
-from ui import chat, compare, decode, perplexity, step, write
+from textgen.service.training import TrainingLimits, TrainingRuns
+from ui import chat, compare, decode, perplexity, step, train, write
 from ui.render import TOKEN_CSS, model_choices
-from ui.widgets import PHONE_CSS
+from ui.widgets import PHONE_CSS, session
 
 if TYPE_CHECKING:
     from textgen.service.playground import Playground
@@ -30,8 +31,10 @@ TABS = (("Write", write), ("Step by step", step), ("Decoding", decode), ("Chat",
         ("Perplexity", perplexity))
 
 
-def build_demo(playground: Playground | LazyPlayground) -> gr.Blocks:
-    """The whole page over one playground (the tabs of TABS), with its queue."""
+def build_demo(playground: Playground | LazyPlayground, training: TrainingLimits | None = None) -> gr.Blocks:
+    """The whole page over one playground (the tabs of TABS, then Train unless the operator turned it off), with its
+    queue."""
+    training = training or TrainingLimits.from_env()
     with gr.Blocks(title="textgen playground") as demo:
         gr.Markdown("# textgen playground\nType a beginning, pick a model, and watch it write, one token at a "
                     "time. Our own small models learned only Shakespeare; GPT-2 learned from the web.")
@@ -41,11 +44,16 @@ def build_demo(playground: Playground | LazyPlayground) -> gr.Blocks:
             for title, tab in TABS:
                 with gr.Tab(title):
                     pickers += tab.build(playground)
+            if training.enabled:  # last: a model trained there joins the pickers of all the others
+                with gr.Tab("Train"):
+                    runs = TrainingRuns(playground.catalog, training, forget=playground.forget)
+                    train.build(playground, runs, pickers)
 
-        def mark_unavailable():
+        def mark_unavailable(request: gr.Request):
             """Every picker says which models cannot be used here, and why (checked when the page opens)."""
-            unavailable = playground.unavailable()
-            return [gr.update(choices=model_choices(playground.catalog, unavailable)) for _ in pickers]
+            key = session(request)
+            unavailable = playground.unavailable(key)
+            return [gr.update(choices=model_choices(playground.catalog, unavailable, key)) for _ in pickers]
 
         demo.load(mark_unavailable, None, pickers, queue=False, api_visibility="private")
     demo.queue(max_size=playground.limits.queue_size, default_concurrency_limit=playground.limits.concurrency)
@@ -65,7 +73,10 @@ PHONE_JS = """() => {
   });
   watch.observe(document.body, {childList: true, subtree: true});
 }"""
-LAUNCH_KWARGS = {"css": TOKEN_CSS + PHONE_CSS, "js": PHONE_JS, "show_error": True, "footer_links": ["api"]}
+# max_file_size: Gradio refuses bigger uploads before they reach a handler; up to it, the Train tab's own limit
+# (TEXTGEN_TRAIN_MAX_UPLOAD_MB, 10 by default) answers in words.
+LAUNCH_KWARGS = {"css": TOKEN_CSS + PHONE_CSS, "js": PHONE_JS, "show_error": True, "footer_links": ["api"],
+                 "max_file_size": "100mb"}
 
 
 def serve(playground: Playground | LazyPlayground, port: int, **launch) -> tuple[gr.Blocks, str]:

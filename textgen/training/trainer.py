@@ -305,7 +305,7 @@ class Trainer:
             if limit and len(prompt) + len(written) >= limit:
                 break
             logits, memory = step(model, token[None].to(self.accelerator.device), memory)
-        return self.tokenizer.decode(written)
+        return self.tokenizer.decode(written, skip_special_tokens=True)  # an untrained model draws <unk> too
 
     def final_validation(self) -> dict:
         """The kept (best) checkpoint scored over every character of every held-out chunk, and of the last

@@ -1,0 +1,296 @@
+"""Training from the page (textgen/service/training.py, ui/train.py), as a visitor and an operator meet it: a text in,
+progress records out, a model only its own browser session can use, Stop, the queue, the limits, bad uploads.
+
+Each training here is real (a child process running textgen.training.worker) with a budget of a few seconds.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+import httpx
+import pytest
+from gradio_client import Client, handle_file
+from helpers import live_app, rest_result
+
+import textgen.service.training as training
+from textgen.core.settings import RequestError
+from textgen.service.catalog import Catalog, ModelEntry, owner_key
+from textgen.service.loading import ModelManager
+from textgen.service.playground import Playground
+from textgen.service.training import TrainingLimits, TrainingRuns, read_visitor_text
+
+LIMITS = TrainingLimits(max_seconds=60, max_upload_mb=1)
+CHINESE = ("床前明月光疑是地上霜举头望山低思故乡春眠不觉晓处闻啼鸟"
+           "夜来风雨声花落知多少白日依尽黄河入海流欲穷千里目更上一层楼")
+
+
+@pytest.fixture(autouse=True)
+def seconds_for_tests(monkeypatch):
+    """Budgets of a few seconds (the page's minimum is 20 s: less shows nothing worth watching)."""
+    monkeypatch.setattr(training, "MIN_SECONDS", 2)
+    monkeypatch.setattr(training, "REPORT_EVERY", 0.5)
+
+
+@pytest.fixture
+def runs(tmp_path):
+    forgotten = []
+    runs = TrainingRuns(Catalog([]), LIMITS, root=tmp_path / "trained", forget=forgotten.append)
+    runs.forgotten = forgotten
+    return runs
+
+
+def shakespeare(chars: int = 6_000) -> str:
+    lines = ["First Citizen:", "Before we proceed any further, hear me speak.", "", "All:", "Speak, speak.", ""]
+    text = "\n".join(lines) + "\n"
+    return (text * (chars // len(text) + 1))[:chars]
+
+
+def chinese(chars: int = 4_000) -> str:
+    # A poem's characters in a fixed order with punctuation: enough for a few seconds of learning.
+    lines = [CHINESE[i:i + 5] + ("，" if i % 10 == 0 else "。\n") for i in range(0, len(CHINESE) - 4, 5)]
+    text = "".join(lines)
+    return (text * (chars // len(text) + 1))[:chars]
+
+
+def train_all(runs, session="s1", text=None, arch="lstm", seconds=3, name="mine"):
+    """Every update of one training, each as it was when handed on (the service updates one object in place)."""
+    return [copy.deepcopy(update) for update in runs.train(
+        session, read_visitor_text(text or shakespeare(), None, runs.limits), arch, "small", seconds, name)]
+
+
+# -- the visitor's text ------------------------------------------------------------------------------------------
+
+
+def test_a_pasted_text_is_read_as_it_is_with_its_alphabet():
+    text = read_visitor_text("ab\r\nc" * 400, None, LIMITS)
+    assert text.text == "ab\nc" * 400 and text.alphabet == 4 and text.source == "pasted text"
+
+
+@pytest.mark.parametrize(("content", "words"), [
+    (b"", "is empty"),
+    (b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 20, "not plain text"),
+    ("Ünïcödé\x00".encode() * 500, "does not look like text"),
+    (b"short text", "at least 1,000"),
+])
+def test_a_bad_upload_is_refused_in_words(tmp_path, content, words):
+    path = tmp_path / "upload.txt"
+    path.write_bytes(content)
+    with pytest.raises(RequestError, match=words):
+        read_visitor_text("", str(path), LIMITS)
+
+
+def test_an_upload_over_the_limit_is_refused_before_it_is_read(tmp_path):
+    path = tmp_path / "big.txt"
+    with path.open("wb") as f:  # 50 MB, sparse: the size is what is checked
+        f.truncate(50 * 2**20)
+    with pytest.raises(RequestError, match=r"50\.0 MB; files up to 1 MB"):
+        read_visitor_text("", str(path), LIMITS)
+
+
+def test_nothing_to_train_on_and_a_text_too_long():
+    with pytest.raises(RequestError, match="paste a text or upload"):
+        read_visitor_text("  \n", None, LIMITS)
+    cut = read_visitor_text("x" * 3_000, None, TrainingLimits(max_chars=2_000))
+    assert len(cut.text) == 2_000 and "only the first 2,000 characters" in cut.notes[0]
+
+
+def test_a_file_wins_over_pasted_text_and_its_name_is_only_shown(tmp_path):
+    path = tmp_path / "poems.txt"
+    path.write_text(shakespeare(), encoding="utf-8")
+    text = read_visitor_text("pasted", str(path), LIMITS)
+    assert text.source == "“poems.txt”" and "set aside" in text.notes[0]
+    assert training._shown_name("../../../../x.txt") == "x.txt"
+
+
+def test_bad_settings_are_refused_before_anything_starts(runs):
+    text = read_visitor_text(shakespeare(), None, LIMITS)
+    for arch, size, seconds, words in [("bigram?", "small", 5, "architecture must be one of"),
+                                       ("lstm", "huge", 5, "size must be one of"),
+                                       ("lstm", "small", 1, "between 2 and 60 seconds"),
+                                       ("lstm", "small", "soon", "seconds must be a number")]:
+        with pytest.raises(RequestError, match=words):
+            next(runs.train("s1", text, arch, size, seconds))
+    assert not runs.root.exists()
+
+
+# -- a training ----------------------------------------------------------------------------------------------------
+
+
+def test_a_training_reports_as_it_learns_and_ends_with_a_private_model(runs):
+    updates = train_all(runs, seconds=5)
+    records = updates[-1].records
+    assert len(records) >= 2 and records[0]["step"] == 1  # the first step and the last, more on an idle machine
+    assert records[-1]["train_loss"] < records[0]["train_loss"]
+    assert all(isinstance(r["sample"], str) for r in records)
+    last = updates[-1].record
+    assert last["done"] and last["model"] == "mine"
+    assert all(u.record is None or u.record["model"] is None for u in updates[:-1])  # the name only once it exists
+    entry = runs.catalog.get("mine")
+    assert entry.owner == owner_key("s1")
+    assert [e.name for e in runs.catalog.visible("s1")] == ["mine"]
+    assert runs.catalog.names() == [] and runs.catalog.visible("s2") == []  # no other session lists it
+    with zipfile.ZipFile(updates[-1].download) as z:
+        names = set(z.namelist())
+    assert {"mine/config.json", "mine/model.safetensors", "mine/tokenizer.json", "mine/README.md",
+            "mine/loss.csv"} <= names
+    assert not any("training_state" in n for n in names)
+
+
+def test_the_trained_model_writes_for_its_session_and_is_refused_to_another(runs):
+    train_all(runs, seconds=3)
+    playground = Playground(ModelManager(runs.catalog, device="cpu"))
+    settings = playground.parse("First", max_new_tokens=20, seed=1)
+    text = list(playground.generate("mine", settings, session="s1"))[-1].text
+    assert len(text) > 0
+    with pytest.raises(RequestError, match="trained by another visitor"):
+        list(playground.generate("mine", settings, session="s2"))
+    with pytest.raises(RequestError, match="trained by another visitor"):
+        playground.score(["mine"], "First Citizen", session="s2")
+
+
+def test_stop_ends_the_training_and_keeps_its_best_weights(runs):
+    started = time.monotonic()
+    updates = []
+    for update in runs.train("s1", read_visitor_text(shakespeare(), None, LIMITS), "gru", "small", 60):
+        updates.append(update)
+        if update.records:
+            runs.stop("s1")
+    assert time.monotonic() - started < 45, "Stop should end a 60 s training long before its time"
+    assert updates[-1].done and updates[-1].model == "my-gru"  # the name when none is given
+    assert "Stopped" in updates[-1].status
+    assert (Path(runs.catalog.get("my-gru").source) / "model.safetensors").is_file()
+
+
+def test_one_training_at_a_time_and_the_next_is_told_its_place(runs):
+    import threading
+
+    first = runs.train("s1", read_visitor_text(shakespeare(), None, LIMITS), "lstm", "small", 3, "first")
+    next(first)  # s1 holds the training place
+    waited = []
+
+    def second():
+        for update in runs.train("s2", read_visitor_text(shakespeare(), None, LIMITS), "lstm", "small", 3, "second"):
+            waited.append(update)
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    time.sleep(1.5)
+    assert waited and "Waiting for your turn (you are next)" in waited[0].status
+    with pytest.raises(RequestError, match="training a model already"):
+        next(runs.train("s1", read_visitor_text(shakespeare(), None, LIMITS), "lstm", "small", 3))
+    list(first)
+    thread.join(timeout=120)
+    assert waited[-1].done and waited[-1].model == "second"
+
+
+def test_a_closed_tab_ends_its_training_and_leaves_no_folder(runs):
+    run = runs.train("s1", read_visitor_text(shakespeare(), None, LIMITS), "lstm", "small", 60)
+    for update in run:
+        if update.records:
+            break
+    run.close()  # what Gradio does when the browser tab goes away
+    assert runs.stop("s1") is False  # nothing is left running for that session
+    deadline = time.monotonic() + 60
+    while any(runs.root.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(runs.root.iterdir()), "the unfinished training's folder should go once its process ends"
+    assert runs.catalog.visible("s1") == []
+
+
+def test_old_models_and_models_over_the_disk_budget_leave_with_their_folders(runs, monkeypatch):
+    train_all(runs, name="old", seconds=2)
+    train_all(runs, name="new", seconds=2)
+    folder = Path(runs.catalog.get("old").source).parent
+    meta = json.loads((folder / training.RUN_FILE).read_text())
+    (folder / training.RUN_FILE).write_text(json.dumps({**meta, "created": time.time() - 25 * 3600}))
+    assert runs.sweep() == ["old"]
+    assert "old" not in runs.catalog and not folder.exists() and runs.forgotten == ["old"]
+    runs.limits = TrainingLimits(disk_mb=1)  # the other one is bigger than 1 MB
+    assert runs.sweep() == ["new"] and not any(runs.root.iterdir())
+
+
+def test_a_server_restart_keeps_shared_models_and_drops_private_ones(tmp_path):
+    shared = TrainingRuns(Catalog([]), TrainingLimits(shared=True), root=tmp_path)
+    train_all(shared, name="ours", seconds=2)
+    train_all(shared, session="s2", name="mine", seconds=2)
+    mine = Path(shared.catalog.get("mine").source).parent
+    meta = json.loads((mine / training.RUN_FILE).read_text())
+    (mine / training.RUN_FILE).write_text(json.dumps({**meta, "owner": owner_key("s2")}))  # as if private
+    again = TrainingRuns(Catalog([]), TrainingLimits(), root=tmp_path)
+    assert again.catalog.names() == ["ours"] and not mine.exists()
+
+
+def test_a_chinese_text_trains_a_character_model_that_writes_chinese(runs):
+    updates = train_all(runs, text=chinese(), arch="gru", seconds=4, name="poems")
+    playground = Playground(ModelManager(runs.catalog, device="cpu"))
+    text = list(playground.generate("poems", playground.parse("床前", max_new_tokens=30, seed=1), "s1"))[-1].text
+    han = [ch for ch in text if "\u4e00" <= ch <= "\u9fff"]
+    assert len(han) >= len(text.replace("\n", "")) // 2, text
+    assert "an alphabet of" in updates[-1].status or updates[0].status
+
+
+# -- through the page's API ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory, model_dirs):
+    root = tmp_path_factory.mktemp("cache")
+    entries = [ModelEntry("lstm-tiny", "LSTM (tiny)", "a tiny LSTM", str(model_dirs["lstm"]), "local")]
+    playground = Playground(ModelManager(Catalog(entries), device="cpu"))
+    mp = pytest.MonkeyPatch()
+    mp.setenv("TEXTGEN_CACHE", str(root))
+    mp.setenv("TEXTGEN_TRAIN_MAX_UPLOAD_MB", "1")
+    mp.setattr(training, "MIN_SECONDS", 2)
+    mp.setattr(training, "REPORT_EVERY", 0.5)
+    with live_app(playground) as url:
+        yield url, root
+    mp.undo()
+
+
+def test_train_through_the_api_then_write_with_the_model_in_that_session_only(api):
+    url, _ = api
+    mine, other = Client(url, verbose=False), Client(url, verbose=False)
+    job = mine.submit(shakespeare(), None, "lstm", 3, "api-model", "small", api_name="/train")
+    records = [out[3] for out in job if out[3]]
+    final = job.outputs()[-1][3]
+    assert final["done"] and final["model"] == "api-model"
+    assert records[0]["train_loss"] > final["train_loss"]
+    assert set(final) >= {"step", "seconds", "train_loss", "val_loss", "sample", "model", "done"}
+    text = mine.predict("First", "api-model", api_name="/generate")[0]
+    assert text.strip()
+    with pytest.raises(Exception, match="trained by another visitor"):
+        other.predict("First", "api-model", api_name="/generate")
+
+
+def test_hostile_uploads_through_the_api_get_words_and_the_app_keeps_serving(api, tmp_path):
+    url, root = api
+    client = Client(url, verbose=False)
+    empty, binary, big = tmp_path / "empty.txt", tmp_path / "photo.txt", tmp_path / "big.txt"
+    empty.write_bytes(b"")
+    binary.write_bytes(bytes(range(256)) * 40)
+    big.write_bytes(b"a" * (2 * 2**20))
+    for path, words in [(empty, "empty"), (binary, "not plain text"), (big, "files up to 1 MB")]:
+        with pytest.raises(Exception, match=words):
+            client.predict("", handle_file(str(path)), "lstm", 3, "", "small", api_name="/train")
+    with pytest.raises(Exception, match="paste a text or upload"):
+        client.predict("", None, "lstm", 3, "", "small", api_name="/train")
+    assert client.predict("First", "lstm-tiny", api_name="/generate")[0]
+
+
+def test_an_upload_named_to_climb_out_of_its_folder_writes_nothing_outside(api):
+    url, root = api
+    hostile = "../../../../x.txt"
+    sent = httpx.post(f"{url}gradio_api/upload", files=[("files", (hostile, shakespeare().encode(), "text/plain"))])
+    path = Path(sent.json()[0])
+    assert path.name == "x.txt" and Path(tempfile.gettempdir()).resolve() in path.resolve().parents
+    final = rest_result(url, "train", ["", {"path": str(path), "meta": {"_type": "gradio.FileData"}}, "lstm", 3, "",
+                                       "small"])
+    assert final[3]["done"] and "on “x.txt”" in final[0]  # the name is shown, never used as a path
+    assert not [p for p in (Path.cwd(), *Path.cwd().parents[:4]) if (p / "x.txt").exists()]
+    assert {p.name for p in root.rglob("*.txt")} == {"text.txt"}  # only the app's own copies, in its own folder
