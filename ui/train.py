@@ -57,7 +57,9 @@ def curve(records: list[dict]):
 
     rows = [{"seconds": r["seconds"], "loss": r[key], "curve": label}
             for r in records for key, label in CURVE_NAMES.items() if r.get(key) is not None]
-    return pd.DataFrame(rows, columns=["seconds", "loss", "curve"])
+    # Numbers typed as numbers even with no row yet: a plot first handed an empty (untyped) table drew its axes
+    # as categories from then on (seen on a phone: one tick per loss value and no line).
+    return pd.DataFrame(rows, columns=["seconds", "loss", "curve"]).astype({"seconds": float, "loss": float})
 
 
 def sample_of(records: list[dict], prompt: str) -> str:
