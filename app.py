@@ -79,10 +79,11 @@ LAUNCH_KWARGS = {"css": TOKEN_CSS + PHONE_CSS, "js": PHONE_JS, "show_error": Tru
                  "max_file_size": "100mb"}
 
 
-def serve(playground: Playground | LazyPlayground, port: int, **launch) -> tuple[gr.Blocks, str]:
+def serve(playground: Playground | LazyPlayground, port: int, training: TrainingLimits | None = None,
+          **launch) -> tuple[gr.Blocks, str]:
     """Build the page and serve it in the background on 127.0.0.1:port; returns the page and its URL.
     The one way tests and benchmarks start the app (close it with `demo.close()`)."""
-    demo = build_demo(playground)
+    demo = build_demo(playground, training)
     # A worker thread for every page request that may be in progress (Gradio's default is 40): a request waiting
     # for its place in a model's scheduler holds one while it waits.
     threads = {"max_threads": max(40, playground.limits.writers + 8)}
@@ -104,13 +105,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:  # the operator's mistakes (a bad --model, catalog file or TEXTGEN_* value) in one line, not a traceback
         catalog = Catalog.default(args.model, args.catalog, engines=args.engine)  # an engine that is down waits
-        limits = Limits.from_env()
+        limits, training = Limits.from_env(), TrainingLimits.from_env()
     except ValueError as err:
         parser.error(str(err))
     # The page is served first; torch, transformers and the models load right after, in the background.
     playground = LazyPlayground(catalog, limits, device=args.device)
     # With engines, the page's queue also has room for their requests (textgen/service/startup.py: for_page).
-    demo, _ = serve(for_page(playground, catalog), args.port, quiet=False)
+    demo, _ = serve(for_page(playground, catalog), args.port, training, quiet=False)
     playground.start()
     if os.environ.get("TEXTGEN_PREPARE", "1") != "0":  # SmolLM2's one-time conversion, before a visitor asks
         playground.prepare_when_ready()

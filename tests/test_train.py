@@ -235,6 +235,24 @@ def test_a_chinese_text_trains_a_character_model_that_writes_chinese(runs):
     assert "an alphabet of" in updates[-1].status or updates[0].status
 
 
+def test_the_operator_sets_the_limits_and_can_turn_training_off(clean_env, tmp_path):
+    import app
+
+    for name, value in {"TEXTGEN_TRAINING": "0", "TEXTGEN_TRAIN_MAX_SECONDS": "90", "TEXTGEN_TRAINING_SHARED": "1",
+                        "TEXTGEN_TRAINED_KEEP_HOURS": "2.5"}.items():
+        clean_env.setenv(name, value)
+    limits = TrainingLimits.from_env()
+    assert (limits.enabled, limits.max_seconds, limits.shared, limits.keep_hours) == (False, 90, True, 2.5)
+    text = read_visitor_text(shakespeare(), None, limits)
+    with pytest.raises(RequestError, match="training is turned off"):
+        next(TrainingRuns(Catalog([]), limits, root=tmp_path).train("s1", text, "lstm", "small", 5))
+    page = app.build_demo(Playground(ModelManager(Catalog([]), device="cpu")), limits)
+    assert "train" not in {fn.api_name for fn in page.fns.values()}
+    clean_env.setenv("TEXTGEN_TRAIN_MAX_SECONDS", "soon")
+    with pytest.raises(ValueError, match="TEXTGEN_TRAIN_MAX_SECONDS must be a number"):
+        TrainingLimits.from_env()
+
+
 # -- through the page's API ----------------------------------------------------------------------------------------
 
 
