@@ -51,6 +51,7 @@ def test_every_limit_is_in_the_settings_table_with_its_default():
     from dataclasses import fields
 
     from textgen.core.settings import Limits
+    from textgen.service.training import TrainingLimits
 
     rows = {}  # variable -> its default, from rows such as "| `TEXTGEN_A` / `TEXTGEN_B` | 4 / 40 | what |"
     for line in README.splitlines():
@@ -62,6 +63,10 @@ def test_every_limit_is_in_the_settings_table_with_its_default():
         name = f"TEXTGEN_{f.name.upper()}"
         assert name in rows, f"{name} is not in the README's table of settings"
         assert rows[name] == str(f.default), (name, rows[name], f.default)
+    for f in fields(TrainingLimits):  # training from the page: its own variable names
+        name, default = TrainingLimits.ENV[f.name], f.default
+        assert name in rows, f"{name} is not in the README's table of settings"
+        assert rows[name] == (str(int(default)) if isinstance(default, (bool, float)) else str(default)), name
 
 
 def test_the_layout_lists_every_module_in_a_line_matching_the_tree():
