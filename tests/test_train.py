@@ -215,6 +215,19 @@ def test_old_models_and_models_over_the_disk_budget_leave_with_their_folders(run
     assert runs.sweep() == ["new"] and not any(runs.root.iterdir())
 
 
+def test_models_past_their_time_go_even_when_nobody_trains(tmp_path, monkeypatch):
+    monkeypatch.setattr(training, "SWEEP_EVERY", 0.5)
+    runs = TrainingRuns(Catalog([]), TrainingLimits(keep_hours=1), root=tmp_path)
+    train_all(runs, seconds=2)
+    folder = Path(runs.catalog.get("mine").source).parent
+    meta = json.loads((folder / training.RUN_FILE).read_text())
+    (folder / training.RUN_FILE).write_text(json.dumps({**meta, "created": time.time() - 2 * 3600}))
+    deadline = time.monotonic() + 10
+    while folder.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not folder.exists() and "mine" not in runs.catalog
+
+
 def test_a_server_restart_keeps_shared_models_and_drops_private_ones(tmp_path):
     shared = TrainingRuns(Catalog([]), TrainingLimits(shared=True), root=tmp_path)
     train_all(shared, name="ours", seconds=2)

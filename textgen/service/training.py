@@ -48,6 +48,7 @@ MIN_SECONDS = 20  # less than this shows nothing worth watching
 MIN_CHARS = 1_000  # a few paragraphs: below it a model only learns the alphabet
 SIZES = ("small", "medium")
 REPORT_EVERY = 3.0  # seconds of training between progress records: a curve point and a sample each
+SWEEP_EVERY = 600.0  # seconds between sweeps of old trained models
 RUN_FILE = "run.json"  # what the server knows of a run, beside its text and model folder
 MODEL_DIR = "model"
 ZIP_LEAVES_OUT = ("training_state",)  # the --resume state (optimizer, random streams) is no part of a model
@@ -227,6 +228,8 @@ class TrainingRuns:
         self._names: dict[str, Path] = {}  # catalog name -> its run folder
         self._active: set[Path] = set()  # folders of trainings under way: no sweep touches them
         self._restore()
+        # Models past their time go even when nobody trains (each training also sweeps before it starts).
+        threading.Thread(target=self._sweep_every, args=(SWEEP_EVERY,), daemon=True).start()
 
     # -- asking --
 
@@ -453,6 +456,14 @@ class TrainingRuns:
             self._remove(folder, name)
             removed.append(name)
         return removed
+
+    def _sweep_every(self, seconds: float) -> None:
+        while True:
+            time.sleep(seconds)
+            try:
+                self.sweep()
+            except OSError as err:  # a folder going away under it, a full disk: try again next time
+                log.warning("sweeping trained models failed: %s", err)
 
     def _remove(self, folder: Path, name: str | None) -> None:
         if name and self._names.get(name) == folder:
