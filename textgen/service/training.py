@@ -474,14 +474,15 @@ class TrainingRuns:
         shutil.rmtree(folder, ignore_errors=True)
 
     def _restore(self) -> None:
-        """At start: shared models of an earlier run of the server rejoin the catalog; private ones belonged to
-        browser sessions that no longer exist, and go; so do folders of trainings that never finished."""
+        """At start: shared models of an earlier run of the server rejoin the catalog. Private ones belonged to
+        browser sessions that no longer exist and stay out; they, and folders of trainings that never finished, go
+        with the sweeps by age and size (not at once: another server may share this folder, mid-training)."""
         if not self.root.is_dir():
             return
         for folder in self.root.iterdir():
             meta = _read_meta(folder)
-            if meta is None or meta.get("owner") or not (folder / MODEL_DIR / "config.json").is_file():
-                shutil.rmtree(folder, ignore_errors=True)
+            if meta is None or meta.get("owner") or "name" not in meta or \
+                    not (folder / MODEL_DIR / "config.json").is_file():
                 continue
             entry = self.catalog.add(ModelEntry(meta["name"], meta["title"], meta["description"],
                                                 str(folder / MODEL_DIR), "local"))
