@@ -35,7 +35,7 @@ class TrainTab:
     def __init__(self, runs: TrainingRuns):
         self.runs = runs
 
-    def train(self, request: gr.Request, text, file, architecture, seconds, name, size):
+    def train(self, request: gr.Request, text="", file=None, architecture="lstm", seconds=60, name="", size="small"):
         """Train on the pasted text or the uploaded .txt file, streaming (status, loss curve, sample, record,
         download). The API's /train: `record` is {"step", "seconds", "train_loss", "val_loss", "sample", "model",
         "done"}, with "model" the name to use with /generate and the other endpoints once it exists (null before)."""
@@ -82,11 +82,12 @@ def build(playground, runs: TrainingRuns, pickers: list) -> list:
                 + f"; models are kept {limits.keep_hours:g} hours.", elem_classes="tg-legend")
     with gr.Row():
         with gr.Column(scale=3, min_width=280):
-            text = gr.Textbox(label="Your text", lines=8, max_lines=14, elem_id="train-text",
+            # value= given, even empty: the API then lists the input as optional (text or file, either may be left out)
+            text = gr.Textbox("", label="Your text", lines=8, max_lines=14, elem_id="train-text",
                               placeholder="Paste a few pages of text here, or upload a .txt file beside it.")
         with gr.Column(scale=2, min_width=240):
             # Not lenient: Gradio's own check that the file is one uploaded to it comes first.
-            file = gr.File(label="…or a .txt file", file_types=[".txt"], type="filepath", elem_id="train-file")
+            file = gr.File(None, label="…or a .txt file", file_types=[".txt"], type="filepath", elem_id="train-file")
     with gr.Row():
         archs = [(f"{a.title}: {a.description}", a.name) for a in architectures.all_architectures()]
         architecture = lenient(gr.Dropdown(archs, value="lstm" if "lstm" in architectures.names() else archs[0][1],
@@ -95,7 +96,7 @@ def build(playground, runs: TrainingRuns, pickers: list) -> list:
                                 elem_id="train-size"))
         seconds = lenient(gr.Slider(training.MIN_SECONDS, limits.max_seconds, value=min(60, limits.max_seconds),
                                     step=1, label="Seconds of training", elem_id="train-seconds"))
-        name = gr.Textbox(label="Name for your model", placeholder="my-lstm", max_lines=1, elem_id="train-name")
+        name = gr.Textbox("", label="Name for your model", placeholder="my-lstm", max_lines=1, elem_id="train-name")
     with gr.Row():
         go = gr.Button("Train", variant="primary", elem_id="train-run")
         stop = gr.Button("Stop", elem_id="train-stop")
