@@ -260,10 +260,6 @@ class TrainingRuns:
         job.stop.set()
         return True
 
-    def models(self, session: str) -> list[ModelEntry]:
-        """The trained models this session can use."""
-        return [e for e in self.catalog.visible(session) if e.name in self._names]
-
     # -- the queue --
 
     def _check(self, architecture: object, size: object, seconds: object) -> tuple[str, str, int]:
