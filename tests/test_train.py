@@ -154,6 +154,13 @@ def test_the_trained_model_writes_for_its_session_and_is_refused_to_another(runs
         playground.score(["mine"], "First Citizen", session="s2")
 
 
+def test_a_trainer_that_cannot_start_is_said_in_words(tmp_path):
+    runs = TrainingRuns(Catalog([]), LIMITS, root=tmp_path, python=str(tmp_path / "no-python"))
+    with pytest.raises(RequestError, match="the trainer could not be started"):
+        list(runs.train("s1", read_visitor_text(shakespeare(), None, LIMITS), "lstm", "small", 3))
+    assert not any(tmp_path.iterdir())
+
+
 def test_stop_ends_the_training_and_keeps_its_best_weights(runs):
     started = time.monotonic()
     updates = []

@@ -391,10 +391,15 @@ class TrainingRuns:
                   "warmup_steps": 10, "block_size": 64, **size_config(arch, size)}
         request = {"config": config, "report_every": REPORT_EVERY, "sample_prompt": prompt}
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "TEXTGEN_THREADS": "1", "OMP_NUM_THREADS": "1"}
-        with (folder / "train.log").open("w") as log_file:
-            child = subprocess.Popen([self.python, "-m", "textgen.training.worker"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=log_file, text=True, env=env,
-                                     cwd=Path(__file__).resolve().parents[2])
+        try:
+            with (folder / "train.log").open("w") as log_file:
+                child = subprocess.Popen([self.python, "-m", "textgen.training.worker"], stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, stderr=log_file, text=True, env=env,
+                                         cwd=Path(__file__).resolve().parents[2])
+        except OSError as err:
+            log.error("cannot start a training process (%s): %s", self.python, err)
+            shutil.rmtree(folder, ignore_errors=True)
+            raise RequestError("the trainer could not be started on this server; try again later") from None
         _tell(child, json.dumps(request))
         return child
 
