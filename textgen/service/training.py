@@ -141,13 +141,13 @@ def read_visitor_text(text: object, file: object, limits: TrainingLimits) -> Vis
         if not body.strip():
             raise RequestError("paste a text or upload a .txt file to train on")
     body = body.replace("\r\n", "\n").replace("\r", "\n")
+    if len(body) > limits.max_chars:  # cut first: a huge text sent through the API is not scanned whole
+        notes.append(f"only the first {limits.max_chars:,} characters are used")
+        body = body[: limits.max_chars]
     odd = sum(1 for ch in body if unicodedata.category(ch) in ("Cc", "Cs", "Co", "Cn") and ch not in "\n\t")
     if "\x00" in body or odd > len(body) * 0.01:
         raise RequestError(f"{source} does not look like text (it is full of control characters); train on "
                            "plain text")
-    if len(body) > limits.max_chars:
-        notes.append(f"only the first {limits.max_chars:,} characters are used")
-        body = body[: limits.max_chars]
     if len(body.strip()) < MIN_CHARS:
         raise RequestError(f"{source} has {len(body.strip()):,} characters; a model needs at least {MIN_CHARS:,} "
                            "(a few paragraphs) to learn anything. Give it more text.")
