@@ -14,21 +14,24 @@ import os
 from typing import TYPE_CHECKING
 
 import gradio as gr
+from starlette.middleware import Middleware
 
 from textgen.core.settings import Limits
 from textgen.service.catalog import Catalog
 from textgen.service.startup import LazyPlayground, for_page
 from textgen.service.training import TrainingLimits, TrainingRuns
 from ui import chat, compare, decode, perplexity, step, train, write
+from ui.language import I18N, EarlyScript, language, tr
 from ui.render import TOKEN_CSS, model_choices
 from ui.widgets import PHONE_CSS, session
 
 if TYPE_CHECKING:
     from textgen.service.playground import Playground
 
-# The page's tabs, in order: each module lays itself out and returns its model pickers.
-TABS = (("Write", write), ("Step by step", step), ("Decoding", decode), ("Chat", chat), ("Compare", compare),
-        ("Perplexity", perplexity))
+# The page's tabs, in order (by their names' keys in textgen/locales): each module lays itself out and returns its
+# model pickers.
+TABS = (("tab.write", write), ("tab.step", step), ("tab.decode", decode), ("tab.chat", chat),
+        ("tab.compare", compare), ("tab.perplexity", perplexity))
 
 
 def build_demo(playground: Playground | LazyPlayground, training: TrainingLimits | None = None) -> gr.Blocks:
@@ -36,24 +39,25 @@ def build_demo(playground: Playground | LazyPlayground, training: TrainingLimits
     queue."""
     training = training or TrainingLimits.from_env()
     with gr.Blocks(title="textgen playground") as demo:
-        gr.Markdown("# textgen playground\nType a beginning, pick a model, and watch it write, one token at a "
-                    "time. Our own small models learned only Shakespeare; GPT-2 learned from the web.")
+        # The language switch, top right: a link that reloads the page in the other language (ui/language.py).
+        gr.HTML(tr("app.switch"), elem_id="language-switch", padding=False)
+        gr.Markdown(tr("app.intro"), elem_id="intro")
         pickers = []
         # "wrap": on a phone the tabs that do not fit go to a second row, not behind a "⋯" menu nobody opens.
         with gr.Tabs(overflow_behavior="wrap", elem_id="tabs"):
-            for title, tab in TABS:
-                with gr.Tab(title):
+            for key, tab in TABS:
+                with gr.Tab(tr(key), id=key.split(".")[1]):
                     pickers += tab.build(playground)
             if training.enabled:  # last: a model trained there joins the pickers of all the others
-                with gr.Tab("Train"):
+                with gr.Tab(tr("tab.train"), id="train"):
                     runs = TrainingRuns(playground.catalog, training, forget=playground.forget)
                     train.build(playground, runs, pickers)
 
         def mark_unavailable(request: gr.Request):
             """Every picker says which models cannot be used here, and why (checked when the page opens)."""
-            key = session(request)
+            key, lang = session(request), language(request)
             unavailable = playground.unavailable(key)
-            return [gr.update(choices=model_choices(playground.catalog, unavailable, key)) for _ in pickers]
+            return [gr.update(choices=model_choices(playground.catalog, unavailable, key, lang)) for _ in pickers]
 
         demo.load(mark_unavailable, None, pickers, queue=False, api_visibility="private")
     demo.queue(max_size=playground.limits.queue_size, default_concurrency_limit=playground.limits.concurrency)
@@ -75,8 +79,10 @@ PHONE_JS = """() => {
 }"""
 # max_file_size: Gradio refuses bigger uploads before they reach a handler; up to it, the Train tab's own limit
 # (TEXTGEN_TRAIN_MAX_UPLOAD_MB, 10 by default) answers in words.
+# i18n: the page's fixed words in every language (textgen/locales); EarlyScript tells Gradio's front end the
+# language a visitor chose with the switch or ?lang= before it starts.
 LAUNCH_KWARGS = {"css": TOKEN_CSS + PHONE_CSS, "js": PHONE_JS, "show_error": True, "footer_links": ["api"],
-                 "max_file_size": "100mb"}
+                 "max_file_size": "100mb", "i18n": I18N, "app_kwargs": {"middleware": [Middleware(EarlyScript)]}}
 
 
 def serve(playground: Playground | LazyPlayground, port: int, training: TrainingLimits | None = None,

@@ -468,7 +468,8 @@ def test_a_reply_that_cannot_be_written_gives_the_message_back(served, browser):
 
 
 def test_a_question_to_an_assistant_in_write_points_to_its_chat_template(chat_catalog):
-    from ui.write import ASK_WITH_TEMPLATE, asks_an_assistant, assistants_of
+    from textgen.core.words import say
+    from ui.write import asks_an_assistant, assistants_of
 
     assistants = assistants_of(chat_catalog)
     assert assistants == {"tiny-chat"}
@@ -477,4 +478,5 @@ def test_a_question_to_an_assistant_in_write_points_to_its_chat_template(chat_ca
     assert not asks_an_assistant(assistants, "tiny-chat", "Once upon a time", "there was a king")
     assert not asks_an_assistant(assistants, "lstm", "Who art thou?", "")  # no template: nothing to point to
     assert not asks_an_assistant(assistants, "no-such-model", "Why?", "")
-    assert "Use the model's chat template" in ASK_WITH_TEMPLATE
+    assert "Use the model's chat template" in say("write.ask_with_template", title="SmolLM2")
+    assert "使用模型的对话模板" in say("write.ask_with_template", "zh-CN", title="SmolLM2")

@@ -378,9 +378,10 @@ def test_bars_grey_out_removed_tokens_and_show_tokens_visibly():
 def test_the_text_view_has_its_own_pop_up_without_branching():
     from ui.render import token_js
 
-    script = token_js("step", heading="It was one of")
+    script = token_js("step", heading="pop.one_of")
     assert "tg-pop-step" in script and "tg-pop-write" not in script  # its own pop-up, apart from the Write tab's
     assert "BRANCHING" not in script and "pinned && false" in script  # nothing to branch to here
+    assert "It was one of" in script and "它是这些候选之一" in script  # its heading, in each language the page speaks
     out = view.text_html("<i>A", [Written("b", 0.5, [("b", 0.5), ("c", 0.2)])])
     assert "&lt;i&gt;A" in out and "class=tg-tok" in out
 

@@ -16,6 +16,7 @@ import json
 from typing import TYPE_CHECKING
 
 from textgen.core.events import shown  # torch-free: the one rule for showing a token's text
+from textgen.core.words import ENGLISH, LANGUAGES, say, words_of
 
 if TYPE_CHECKING:  # only for annotations: the page imports this module before torch is loaded
     from textgen.core.events import Live, ScoreRow, TokenInfo
@@ -56,6 +57,9 @@ TOKEN_CSS = """
   #ppl-table th { min-width: 5em; }
 }
 .tg-legend span { padding: 0 6px; border-radius: 3px; }
+/* The language switch sits at the top right, above the title. */
+.tg-lang { text-align: right; font-size: 0.9em; margin-bottom: -28px; }
+@media (max-width: 700px) { .tg-lang { margin-bottom: 0; } }
 """
 
 # Runs once when a token view mounts (gr.HTML's js_on_load); listens on the component, so it keeps working
@@ -63,6 +67,9 @@ TOKEN_CSS = """
 # (phones included). With branching (the Write tab), a click pins the pop-up and its other words become buttons
 # that trigger the view's "branch" event.
 _TOKEN_JS = """
+// The page's language (Gradio sets <html lang>), and the pop-up's words in it.
+const ALL = ALL_WORDS;
+const WORDS = ALL[document.documentElement.lang] || ALL['en'];
 const pop = document.createElement('div');
 pop.className = 'tg-pop tg-pop-VIEW'; pop.style.display = 'none'; document.body.appendChild(pop);
 let current = null;
@@ -90,21 +97,21 @@ function show(tok) {
   pop.replaceChildren();
   const head = document.createElement('div');
   head.className = 'tg-head';
-  head.textContent = pinned && BRANCHING ? 'HEADING (pick one to write on from there):' : 'HEADING:';
+  head.textContent = pinned && BRANCHING ? WORDS.heading + ' (' + WORDS.pick + '):' : WORDS.heading + ':';
   pop.appendChild(head);
   for (const [chosen, text, pct] of JSON.parse(tok.dataset.a || '[]')) {
     const pickable = pinned && BRANCHING && !chosen && !special(text);
     const line = document.createElement(pickable ? 'button' : (chosen ? 'b' : 'div'));
     line.textContent = text + '  ' + pct; line.style.display = 'block';
     if (line.tagName === 'BUTTON') {
-      line.className = 'tg-branch'; line.title = 'Write on from here with this token instead';
+      line.className = 'tg-branch'; line.title = WORDS.instead;
       line.addEventListener('click', e => { e.stopPropagation(); branchFrom(tok, text); });
     }
     pop.appendChild(line);
   }
   if (pinned && BRANCHING && !pop.querySelector('button')) {  // say why there is nothing to pick
     const none = document.createElement('div'); none.className = 'tg-none';
-    none.textContent = 'No other token was allowed here (the sampling controls left only this one).';
+    none.textContent = WORDS.none;
     pop.appendChild(none);
   }
   pop.style.display = 'block';
@@ -134,25 +141,26 @@ window.addEventListener('scroll', () => { if (current) show(current); }, {passiv
 """
 
 
-def token_js(view: str, branching: bool = False, heading: str = "The model weighed") -> str:
+def token_js(view: str, branching: bool = False, heading: str = "pop.weighed") -> str:
     """The script of one token view: `view` names its pop-up (`.tg-pop-<view>`), `branching` offers "write on
-    from here with this token instead"."""
+    from here with this token instead", `heading` is the catalog key of the pop-up's heading. The pop-up's words
+    travel in every language the page speaks; the browser picks the page's own."""
+    words = {lang: {"heading": say(heading, lang), "pick": say("pop.pick", lang), "instead": say("pop.instead", lang),
+                    "none": say("pop.none", lang)} for lang in LANGUAGES}
     return (_TOKEN_JS.replace("VIEW", view).replace("BRANCHING", "true" if branching else "false")
-            .replace("HEADING", heading))
+            .replace("ALL_WORDS", json.dumps(words, ensure_ascii=False)))
 
 
 TOKEN_JS = token_js("write", branching=True)  # the Write tab's view
 
 
-def legend(branching: bool = False) -> str:
-    """The line above a token view that says how to read it."""
-    more = ("; click one and pick another word to see how the text would have gone on from there" if branching
-            else "")
-    return ('<div class="tg-legend">Each token is shaded by the probability the model gave it: '
-            '<span style="background:hsla(0,75%,50%,.35)">unlikely</span> '
-            '<span style="background:hsla(60,75%,50%,.35)">so-so</span> '
-            '<span style="background:hsla(120,75%,50%,.35)">likely</span>. '
-            f"Hover over, tap or tab to a token to see what else the model considered{more}.</div>")
+def legend(branching: bool = False, lang: str = ENGLISH) -> str:
+    """The line above a token view that says how to read it (the page shows it by its key, LEGEND_KEYS)."""
+    return f'<div class="tg-legend">{say(LEGEND_KEYS[branching], lang)}</div>'
+
+
+LEGEND_KEYS = {False: "legend.text", True: "legend.branching"}
+
 
 def _attr(value: str) -> str:
     """Text for a single-quoted HTML attribute (JSON's double quotes then need no escaping: smaller)."""
@@ -195,68 +203,104 @@ def tokens_html(tokens: list[TokenInfo]) -> str:
 
 # -- numbers ------------------------------------------------------------------------------------------------
 
-STOPPED = {  # why a text ended, finishing the sentence "Stopped: …"
-    "length": "it reached the length you set",
-    "end_of_text": "the model ended the text",
-    "stop_sequence": "a stop sequence appeared",
-    "cancelled": "you pressed Stop",
-    "no_allowed_token": "the settings left no token it may write (try a larger no-repeat n-gram size)",
-}
+STOP_REASONS = ("length", "end_of_text", "stop_sequence", "cancelled", "no_allowed_token")
 
 
-def _ms(seconds: float) -> str:
-    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
+def stopped(reason: str, lang: str = ENGLISH) -> str:
+    """Why a text ended, finishing the sentence "Stopped: …" (an unknown reason as it came)."""
+    return say(f"stopped.{reason}", lang) if reason in STOP_REASONS else reason
 
 
-def stats_markdown(live: Live) -> str:
-    """The numbers under a text, the same while it streams and at the end (one clock, see Live)."""
+STOPPED = {reason: stopped(reason) for reason in STOP_REASONS}  # in English, by reason
+
+
+def _ms(seconds: float, lang: str = ENGLISH) -> str:
+    if seconds < 1:
+        return say("stats.ms", lang, value=f"{seconds * 1000:.0f}")
+    return say("stats.s", lang, value=f"{seconds:.1f}")
+
+
+def stats_markdown(live: Live, lang: str = ENGLISH) -> str:
+    """The numbers under a text, the same while it streams and at the end (one clock, see Live), in `lang`."""
     if live.error:
-        return f"⚠️ {live.error}"
+        return f"⚠️ {words_of(live.error, lang)}"
     if live.first_token_at is None and live.summary is None:
-        return live.status or "Waiting for the first token…"
-    parts = [f"**{len(live.tokens)}** token{'' if len(live.tokens) == 1 else 's'}"]
+        return words_of(live.status, lang) if live.status else say("stats.waiting_first", lang)
+    count = len(live.tokens)
+    parts = [say("stats.token" if count == 1 else "stats.tokens", lang, count=count)]
     if live.first_token_at is not None:
-        waits = [f"{_ms(seconds)} of it waiting {what}" for seconds, what in
-                 ((live.start_wait, "for the server to start"), (live.waited, "for a free place")) if seconds]
-        waited = f" ({'; '.join(waits)})" if waits else ""
-        parts.append(f"first token after **{_ms(live.first_token_at)}**{waited}")
-    if len(live.tokens) > 1:
-        parts.append(f"**{live.tokens_per_second:.0f}** tokens/s")
+        waits = [say("stats.waited", lang, time=_ms(seconds, lang), what=say(what, lang)) for seconds, what in
+                 ((live.start_wait, "stats.waited_server"), (live.waited, "stats.waited_place")) if seconds]
+        waited = f" ({say('stats.list', lang).join(waits)})" if waits else ""
+        parts.append(say("stats.first_token", lang, time=_ms(live.first_token_at, lang)) + waited)
+    if count > 1:
+        parts.append(say("stats.rate", lang, rate=f"{live.tokens_per_second:.0f}"))
+    join = say("stats.join", lang)
     if live.summary is None:
-        return " · ".join([*parts, "writing…"])
+        return join.join([*parts, say("stats.writing", lang)])
     summary = live.summary
     reasons = list(dict.fromkeys(summary.stop_reasons))
-    parts.append("stopped: " + "; ".join(STOPPED.get(r, r) for r in reasons))
-    parts.append(f"seed {summary.seed}")
-    lines = [" · ".join(parts)]
+    parts.append(say("stats.stopped", lang, reasons=say("stats.list", lang).join(stopped(r, lang) for r in reasons)))
+    parts.append(say("stats.seed", lang, seed=summary.seed))
+    lines = [join.join(parts)]
     if live.load_seconds is not None:
-        lines.append(f"(loading the model first took {_ms(live.load_seconds)}, included in the first token's wait)")
-    lines += [f"⚠️ {w}" for w in summary.warnings] + [f"ℹ️ {n[0].upper()}{n[1:]}." for n in summary.notes]
+        lines.append(say("stats.loading", lang, time=_ms(live.load_seconds, lang)))
+    lines += [f"⚠️ {words_of(w, lang)}" for w in summary.warnings]
+    lines += [f"ℹ️ {_sentence(words_of(n, lang))}" for n in summary.notes]
     return "  \n".join(lines)
+
+
+def _sentence(text: str) -> str:
+    """A note as a sentence: a capital first letter and a full stop (a Chinese one ends in 。)."""
+    if not text:
+        return text
+    end = "" if text[-1] in ".。!！?？" else ("。" if "\u4e00" <= text[-1] <= "\u9fff" else ".")
+    return text[0].upper() + text[1:] + end
 
 
 # -- models -------------------------------------------------------------------------------------------------
 
 
-def model_note(title: str, description: str, info: dict | None = None, unavailable: str | None = None) -> str:
+def model_words(entry, lang: str = ENGLISH) -> tuple[str, str]:
+    """A catalog entry's title and description in `lang`: the catalog's words for the models this project names
+    (`model.<name>.title`), an operator's own models as they described them."""
+    if lang != ENGLISH and entry.origin in ("shipped", "hub", "gguf"):
+        try:
+            return say(f"model.{entry.name}.title", lang), say(f"model.{entry.name}.description", lang)
+        except KeyError:
+            pass
+    return entry.title, entry.description
+
+
+def model_note(title: str, description: str, info: dict | None = None, unavailable: str | None = None,
+               lang: str = ENGLISH) -> str:
     """What the model picker says about the picked model."""
     note = f"**{html.escape(title)}**: {html.escape(description)}"
     if unavailable:
-        return note + f"  \n⚠️ Not available on this server: {html.escape(unavailable)}. Pick another model."
+        return note + "  \n" + say("note.unavailable", lang, why=html.escape(words_of(unavailable, lang)))
     if info:
-        ctx = "no limit (recurrent)" if info.get("context") is None else f"{info['context']:,} tokens"
-        tokens = f" · its tokens are {info['tokens']}" if info.get("tokens") else ""
-        note += f"  \n{info['parameters'] / 1e6:.2f}M parameters · context {ctx}{tokens} · on {info['device']}"
+        ctx = (say("note.context_unlimited", lang) if info.get("context") is None
+               else say("note.context_tokens", lang, count=info["context"]))
+        fields = {"params": f"{info['parameters'] / 1e6:.2f}", "context": ctx, "device": info["device"]}
+        if info.get("tokens"):
+            note += "  \n" + say("note.info_tokens", lang, tokens=words_of(info["tokens"], lang), **fields)
+        else:
+            note += "  \n" + say("note.info", lang, **fields)
     return note
 
 
 def model_choices(catalog: Catalog, unavailable: dict[str, str] | None = None,
-                  session: str | None = None) -> list[tuple[str, str]]:
+                  session: str | None = None, lang: str = ENGLISH) -> list[tuple[str, str]]:
     """(label, name) for every picker: everyone's models and those `session` trained (textgen.service.training); a
     model that cannot be used here says so, briefly, in its label."""
     unavailable = unavailable or {}
-    return [(f"{e.title} · unavailable: {unavailable[e.name]}" if e.name in unavailable else e.title, e.name)
-            for e in (catalog.visible(session) if session else catalog)]
+    choices = []
+    for e in catalog.visible(session) if session else catalog:
+        title = model_words(e, lang)[0]
+        if e.name in unavailable:
+            title = say("choice.unavailable", lang, title=title, why=words_of(unavailable[e.name], lang))
+        choices.append((title, e.name))
+    return choices
 
 
 # -- scores -------------------------------------------------------------------------------------------------

@@ -331,7 +331,7 @@ def build(playground) -> list:
                 many = gr.Button(f"Sample {STEP_DRAWS}×", elem_id="step-many", min_width=90)
             status = gr.Markdown(view.NO_SESSION, elem_id="step-status")
             gr.Markdown(view.TEXT_HELP)
-            text = gr.HTML("", elem_id="step-text", js_on_load=token_js("step", heading="It was one of"),
+            text = gr.HTML("", elem_id="step-text", js_on_load=token_js("step", heading="pop.one_of"),
                            css_template=view.TEXT_CSS)
             gr.Markdown(view.BARS_HELP)
             bars = gr.HTML(view.bars_html([]), elem_id="step-bars", js_on_load=view.BARS_JS,

@@ -16,7 +16,9 @@ from pathlib import Path
 import gradio as gr
 
 from textgen.core.settings import Control, RequestError
+from textgen.core.words import ENGLISH, words_of
 from textgen.service.catalog import ASSETS, Catalog
+from ui.language import tr
 
 try:  # On a ZeroGPU Space the decorated functions run on a GPU; elsewhere spaces.GPU changes nothing.
     import spaces
@@ -68,7 +70,15 @@ def slider(control: Control, elem_id: str | None = None, info: bool = True) -> g
     """A slider for one control of the table (its range already capped by the operator's limits)."""
     high = control.high if control.high > control.low else control.low + control.step  # a slider needs two ends
     return lenient(gr.Slider(control.low, high, value=control.start, step=control.step,
-                             label=control.label, info=control.help if info else None, elem_id=elem_id or control.name))
+                             label=tr(f"control.{control.name}.label"),
+                             info=tr(f"control.{control.name}.help") if info else None,
+                             elem_id=elem_id or control.name))
+
+
+def style_choices(styles) -> list:
+    """A style picker's choices: each style's name in the visitor's language, its English name as its value (what
+    the handlers and the API see)."""
+    return [(tr(f"style.{name}"), name) for name in styles]
 
 
 def named(*names: str):
@@ -85,9 +95,9 @@ def named(*names: str):
     return wrap
 
 
-def fail(err: Exception) -> gr.Error:
-    """The message a visitor reads for a refused request, without a server traceback."""
-    return gr.Error(str(err), print_exception=False)
+def fail(err: Exception, lang: str = ENGLISH) -> gr.Error:
+    """The message a visitor reads for a refused request, in their language, without a server traceback."""
+    return gr.Error(words_of(err, lang), print_exception=False)
 
 
 def session(request: gr.Request | None) -> str:
@@ -143,6 +153,6 @@ def stop_button(playground, button: gr.Button, events: list, **api) -> None:
     button.click(stop, None, None, queue=False, cancels=events if ZERO_GPU else None, **api)
 
 
-def refused(err: RequestError) -> str:
+def refused(err: RequestError, lang: str = ENGLISH) -> str:
     """The line under a text when a request was refused (no stale "Loading…" line stays under the error)."""
-    return f"⚠️ {err}"
+    return f"⚠️ {words_of(err, lang)}"

@@ -14,8 +14,10 @@ from __future__ import annotations
 import gradio as gr
 
 from textgen.core.settings import CONTROLS, PRESETS, SLIDERS, RequestError, matching_preset, preset_values
+from textgen.core.words import say
 from textgen.service.catalog import Catalog
-from ui.render import TOKEN_JS, TokenView, legend, model_choices, model_note, stats_markdown
+from ui.language import language, tr
+from ui.render import LEGEND_KEYS, TOKEN_JS, TokenView, model_choices, model_note, model_words, stats_markdown
 from ui.widgets import (
     PACE,
     SHOW_OUTPUT_JS,
@@ -30,11 +32,8 @@ from ui.widgets import (
     session,
     slider,
     stop_button,
+    style_choices,
 )
-
-# Under Write's numbers when a question went to an assistant as plain text (it continues the text, or ends at once).
-ASK_WITH_TEMPLATE = ("{title} is an assistant: to have it answer a question, tick **Use the model's chat template** "
-                     "above, or ask it in the Chat tab.")
 
 
 def assistants_of(catalog: Catalog) -> set[str]:
@@ -62,7 +61,7 @@ class WriteTab:
     def generate(self, request: gr.Request, prompt, model, *values):
         """Stream (text, numbers, token view) as the model writes; the API's /generate."""
         values, seed, chat = values[:-2], values[-2], values[-1] is True
-        playground = self.playground
+        playground, lang = self.playground, language(request)
         try:
             settings = playground.parse(prompt, seed=seed, **dict(zip(SLIDERS, values, strict=True)))
             view = TokenView()
@@ -73,13 +72,14 @@ class WriteTab:
                 runs = playground.generate(model, settings, session(request), every=PACE)
             live = None
             for live in runs:
-                yield live.text, stats_markdown(live), view.render(live.tokens)
+                yield live.text, stats_markdown(live, lang), view.render(live.tokens)
             if live is not None and not chat and asks_an_assistant(self.assistants, model, prompt, live.text):
-                yield gr.skip(), f"{stats_markdown(live)}  \n💡 {ASK_WITH_TEMPLATE.format(title=live.title)}", \
-                    gr.skip()
+                # a question went to an assistant as plain text: it continues the text, or ends at once
+                hint = say("write.ask_with_template", lang, title=model_words(playground.catalog.get(model), lang)[0])
+                yield gr.skip(), f"{stats_markdown(live, lang)}  \n💡 {hint}", gr.skip()
         except RequestError as err:
-            yield gr.skip(), refused(err), gr.skip()
-            raise fail(err) from None
+            yield gr.skip(), refused(err, lang), gr.skip()
+            raise fail(err, lang) from None
 
     @gpu
     def branch(self, evt: gr.EventData, request: gr.Request, prompt, model, *values):
@@ -89,32 +89,33 @@ class WriteTab:
         data = getattr(evt, "_data", None) or {}  # box, is not used: a branch writes on from the plain text)
         prefix, alt, original = (str(data.get(k, "")) for k in ("prefix", "alt", "original"))
         start = f"{prefix[-60:]}[{alt}]"
-        label = f"Branch at token {int(data.get('index', 0)) + 1}: “{alt}” instead of “{original}”"
-        log = (f"{log}\n{last}" if log else f"Earlier branches:\n{last}") if last else log
+        lang = language(request)
+        label = say("write.branch_at", lang, index=int(data.get("index", 0)) + 1, alt=alt, original=original)
+        log = (f"{log}\n{last}" if log else f"{say('write.earlier_branches', lang)}\n{last}") if last else log
         playground = self.playground
         try:
             settings = playground.parse(f"{prompt}{prefix}{alt}", seed=seed, **dict(zip(SLIDERS, values, strict=True)))
             for live in playground.generate(model, settings, session(request), every=PACE):
                 yield gr.Accordion(open=True), gr.update(label=label, value=f"…{start}{live.text}"), \
-                    stats_markdown(live), log, ""
+                    stats_markdown(live, lang), log, ""
             yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), f"- {label}: …{start}{live.text[:80]}…".replace("\n", "↵")
         except RequestError as err:
-            yield gr.Accordion(open=True), gr.skip(), refused(err), log, ""
-            raise fail(err) from None
+            yield gr.Accordion(open=True), gr.skip(), refused(err, lang), log, ""
+            raise fail(err, lang) from None
 
     @staticmethod
     def forget_branches():
         """A new text: the branches of the old one go (they branched from tokens that are no longer there)."""
-        return gr.update(value="", label="Branch"), "", "", ""
+        return gr.update(value="", label=tr("write.branch")), "", "", ""
 
-    def describe(self, name: str) -> str:
+    def describe(self, name: str, request: gr.Request = None) -> str:
         """The words under the model picker: what it is, its size once loaded, or why it cannot be used."""
-        catalog = self.playground.catalog
+        catalog, lang = self.playground.catalog, language(request)
         if name not in catalog:
             return ""
-        entry = catalog.get(name)
+        title, description = model_words(catalog.get(name), lang)
         why = self.playground.unavailable().get(name)
-        return model_note(entry.title, entry.description, None if why else self.playground.model_info(name), why)
+        return model_note(title, description, None if why else self.playground.model_info(name), why, lang)
 
     @staticmethod
     def pick_style(style: str):
@@ -134,41 +135,40 @@ def build(playground) -> list:
     first = default_model(catalog)
     with gr.Row():
         with gr.Column(scale=2):
-            prompt = gr.Textbox(label="Prompt", lines=4, value="ROMEO:\n", elem_id="prompt",
-                                placeholder="Type the beginning of a text…")
-            model = gr.Dropdown(model_choices(catalog), value=first, label="Model", elem_id="model",
+            prompt = gr.Textbox(label=tr("write.prompt"), lines=4, value="ROMEO:\n", elem_id="prompt",
+                                placeholder=tr("write.prompt_placeholder"))
+            model = gr.Dropdown(model_choices(catalog), value=first, label=tr("common.model"), elem_id="model",
                                 allow_custom_value=True)  # textgen's catalog refuses unknown names
             entry = catalog.get(first) if first else None
             note = gr.Markdown(model_note(entry.title, entry.description) if entry else "", elem_id="model-note")
-            style = gr.Radio(list(PRESETS), value="Balanced", label="Style", elem_id="preset",
-                             info="Presets for the sliders below; moving a slider by hand clears it")
-            with gr.Accordion("Sampling controls", open=False, elem_id="controls"):
+            style = gr.Radio(style_choices(PRESETS), value="Balanced", label=tr("common.style"), elem_id="preset",
+                             info=tr("write.style_info"))
+            with gr.Accordion(tr("common.sampling_controls"), open=False, elem_id="controls"):
                 sliders = [slider(controls[name]) for name in SLIDERS]
-                seed = lenient(gr.Number(-1, precision=0, label="Seed", elem_id="seed",
-                                         info="The same seed gives the same text again. -1 picks one at random."))
-            templated = lenient(gr.Checkbox(False, label="Use the model's chat template", elem_id="chat-template",
-                                            info="For assistant models such as SmolLM2: your prompt becomes a "
-                                                 "message to it, and it answers as in the Chat tab."))
+                seed = lenient(gr.Number(-1, precision=0, label=tr("common.seed"), elem_id="seed",
+                                         info=tr("write.seed_info")))
+            templated = lenient(gr.Checkbox(False, label=tr("write.chat_template"), elem_id="chat-template",
+                                            info=tr("write.chat_template_info")))
             with gr.Row():
-                go = gr.Button("Generate", variant="primary", elem_id="generate")
-                halt = gr.Button("Stop", variant="stop", elem_id="stop")
+                go = gr.Button(tr("common.generate"), variant="primary", elem_id="generate")
+                halt = gr.Button(tr("common.stop"), variant="stop", elem_id="stop")
         with gr.Column(scale=3):
-            output = gr.Textbox(label="Output", lines=14, elem_id="output", buttons=["copy"], autoscroll=True)
+            output = gr.Textbox(label=tr("write.output"), lines=14, elem_id="output", buttons=["copy"],
+                                autoscroll=True)
             stats = gr.Markdown("", elem_id="stats")
-            with gr.Accordion("Token probabilities", open=True):
-                gr.HTML(legend(branching=True), padding=False, elem_classes="tg-legend-block")
+            with gr.Accordion(tr("common.token_probabilities"), open=True):
+                gr.HTML(tr(LEGEND_KEYS[True]), padding=False, elem_classes="tg-legend-block")
                 probs = gr.HTML("", elem_id="tokens", js_on_load=TOKEN_JS, padding=False)
-            with gr.Accordion("Branches: what if the model had picked another token?", open=False,
-                              elem_id="branches") as branches:
-                gr.Markdown("Click a token above, then pick one of the other words the model considered: it "
-                            "writes on from there with the same settings, and the original stays above.")
-                branch_text = gr.Textbox(label="Branch", lines=8, elem_id="branch-output", buttons=["copy"])
+            with gr.Accordion(tr("write.branches"), open=False, elem_id="branches") as branches:
+                gr.Markdown(tr("write.branches_help"))
+                branch_text = gr.Textbox(label=tr("write.branch"), lines=8, elem_id="branch-output",
+                                         buttons=["copy"])
                 branch_stats = gr.Markdown("", elem_id="branch-stats")
                 branch_log = gr.Markdown("", elem_id="branch-log")
                 last_branch = gr.State("")  # the branch shown above, in one line: it joins the log when the next starts
     shipped_examples = examples()
     if shipped_examples:
-        gr.Examples([[e["prompt"]] for e in shipped_examples], inputs=[prompt], label="Examples")
+        gr.Examples([[e["prompt"]] for e in shipped_examples], inputs=[prompt], label=tr("common.examples"))
 
     inputs = [prompt, model, *sliders, seed, templated]
     outputs = [output, stats, probs]
@@ -187,7 +187,8 @@ def build(playground) -> list:
     for started in (go.click, prompt.submit):
         started(tab.forget_branches, None, [branch_text, branch_stats, branch_log, last_branch], **private)
     stop_button(playground, halt, [gen, submitted, branched], api_name="stop")
-    model.change(tab.describe, model, note, **private)
+    # When the page opens (in the visitor's language) and whenever another model is picked.
+    gr.on(None, tab.describe, model, note, **private)
     style.change(tab.pick_style, style, sliders, **private)
     for s in sliders:
         s.input(tab.moved, sliders, style, **private)

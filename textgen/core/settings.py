@@ -16,6 +16,8 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from textgen.core.words import Phrase, say
+
 # The Decoding view's bounds (textgen.local.decoding): beams or samples, and tokens a text writes. Here, without
 # torch, so that the page is laid out before torch is imported.
 DECODE_MAX_WIDTH = 8
@@ -82,8 +84,6 @@ class Control:
     """
 
     name: str
-    label: str
-    help: str  # plain words, for someone who has never heard of a token
     low: float
     high: float | None
     step: float
@@ -99,6 +99,16 @@ class Control:
         high = max(getattr(limits, self.limit), self.low)
         return replace(self, high=high, default=min(self.default, high))
 
+    @property
+    def label(self) -> str:
+        """Its name as the page shows it (English; the page translates by the key `control.<name>.label`)."""
+        return say(f"control.{self.name}.label")
+
+    @property
+    def help(self) -> str:
+        """What it does, in plain words for someone who has never heard of a token (`control.<name>.help`)."""
+        return say(f"control.{self.name}.help")
+
     def preset(self, style: str) -> float | None:
         return dict(self.presets).get(style)
 
@@ -112,31 +122,19 @@ class Control:
 PRESETS = ("Precise", "Balanced", "Creative")
 
 # In the order the decoding loop applies them (see textgen.local.generation), then the length and batch controls.
+# name, low, high (None: the operator's limit), step, default; their words are in textgen/locales, by the keys
+# control.<name>.label and control.<name>.help.
 CONTROL_TABLE: tuple[Control, ...] = (
-    Control("repetition_penalty", "Repetition penalty",
-            "Above 1 makes words (or letters) that are already in the text less likely to come again.",
-            1.0, 2.0, 0.01, 1.0, presets=(("Precise", 1.1), ("Balanced", 1.05), ("Creative", 1.0))),
-    Control("no_repeat_ngram_size", "No-repeat n-gram size",
-            "Never write the same run of this many tokens twice. 0 turns it off.", 0, 10, 1, 0, whole=True),
-    Control("temperature", "Temperature",
-            "How adventurous the model is: 0 always takes its first choice, higher takes more risks.",
-            0.0, 2.0, 0.05, 0.8, presets=(("Precise", 0.3), ("Balanced", 0.8), ("Creative", 1.1))),
-    Control("top_k", "Top-k", "Choose only among the k likeliest next tokens. 0 turns it off.",
-            0, 500, 1, 0, whole=True, presets=(("Precise", 20), ("Balanced", 0), ("Creative", 0))),
-    Control("top_p", "Top-p",
-            "Choose only among the likeliest tokens that together make up this share of the probability.",
-            0.01, 1.0, 0.01, 1.0, presets=(("Precise", 0.9), ("Balanced", 0.95), ("Creative", 1.0))),
-    Control("min_p", "Min-p",
-            "Drop tokens less likely than this fraction of the likeliest one. 0 turns it off.",
-            0.0, 1.0, 0.01, 0.0, presets=(("Precise", 0.0), ("Balanced", 0.0), ("Creative", 0.05))),
-    Control("max_new_tokens", "Max new tokens",
-            "How much to write at most (a token is a letter for our RNN, LSTM and GRU, a word or part of one for our "
-            "Transformer and GPT-2: about ¾ of a word).",
-            1, None, 1, 200, whole=True, limit="max_new_tokens"),
-    Control("num_samples", "Samples", "How many different continuations to write.", 1, None, 1, 1, whole=True,
-            limit="max_samples"),
-    Control("alternatives", "Alternatives shown", "How many alternative tokens to report for each step.",
-            0, 10, 1, 5, whole=True),
+    Control("repetition_penalty", 1.0, 2.0, 0.01, 1.0,
+            presets=(("Precise", 1.1), ("Balanced", 1.05), ("Creative", 1.0))),
+    Control("no_repeat_ngram_size", 0, 10, 1, 0, whole=True),
+    Control("temperature", 0.0, 2.0, 0.05, 0.8, presets=(("Precise", 0.3), ("Balanced", 0.8), ("Creative", 1.1))),
+    Control("top_k", 0, 500, 1, 0, whole=True, presets=(("Precise", 20), ("Balanced", 0), ("Creative", 0))),
+    Control("top_p", 0.01, 1.0, 0.01, 1.0, presets=(("Precise", 0.9), ("Balanced", 0.95), ("Creative", 1.0))),
+    Control("min_p", 0.0, 1.0, 0.01, 0.0, presets=(("Precise", 0.0), ("Balanced", 0.0), ("Creative", 0.05))),
+    Control("max_new_tokens", 1, None, 1, 200, whole=True, limit="max_new_tokens"),
+    Control("num_samples", 1, None, 1, 1, whole=True, limit="max_samples"),
+    Control("alternatives", 0, 10, 1, 5, whole=True),
 )
 CONTROLS: dict[str, Control] = {c.name: c for c in CONTROL_TABLE}
 # The sliders of the Write tab, in the order the page shows them.
@@ -205,7 +203,7 @@ class GenerationSettings:
         limits = limits or Limits()
         unknown = set(controls) - {f.name for f in fields(cls)} - {"prompt"}
         if unknown:
-            raise InvalidRequest(f"unknown setting(s): {', '.join(sorted(unknown))}")
+            raise InvalidRequest(Phrase("error.unknown_settings", names=", ".join(sorted(unknown))))
         warnings: list[str] = []
         values: dict[str, Any] = {"prompt": clean_text(prompt, limits.max_prompt_chars, "prompt", warnings)}
         defaults = cls(prompt="")
@@ -218,7 +216,7 @@ class GenerationSettings:
         if 0 < values.get("temperature", defaults.temperature) < MIN_TEMPERATURE:
             # Dividing logits by a tiny temperature overflows to inf; this close to 0 it is greedy anyway.
             values["temperature"] = 0.0
-            warnings.append(f"a temperature below {MIN_TEMPERATURE} was treated as 0 (always the likeliest token)")
+            warnings.append(Phrase("error.temperature_zero", low=MIN_TEMPERATURE))
         values["seed"] = _seed(controls.get("seed"))
         values["stop"] = _stops(controls.get("stop"), limits)
         return replace(defaults, **values, warnings=tuple(warnings))
@@ -230,14 +228,20 @@ def clean_text(text: Any, max_chars: int, what: str, warnings: list[str]) -> str
     if text is None:
         text = ""
     if not isinstance(text, str):
-        raise InvalidRequest(f"the {what} must be text, got {type(text).__name__}")
+        raise InvalidRequest(Phrase("error.text_type", what=_what(what), kind=type(text).__name__))
     if len(text) > max_chars:
-        raise InvalidRequest(f"the {what} has {len(text):,} characters; the limit is {max_chars:,}. Shorten it.")
+        raise InvalidRequest(Phrase("error.text_too_long", what=_what(what), chars=len(text), limit=max_chars))
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     cleaned = _BAD_CHARS.sub("", text)
     if cleaned != text:
-        warnings.append(f"{len(text) - len(cleaned)} control or invalid character(s) were removed from the {what}")
+        warnings.append(Phrase("error.removed_chars", count=len(text) - len(cleaned), what=_what(what)))
     return cleaned
+
+
+def _what(what: str) -> str:
+    """The name of a text in a message ("prompt", "message", …), in the visitor's language where the catalog has it."""
+    key = {"prompt": "what.prompt", "message": "what.message", "text": "what.text", "system prompt": "what.system"}
+    return Phrase(key[what]) if what in key else what
 
 
 def _number(name: str, raw: Any, low: float, high: float | None, whole: bool) -> int | float:
@@ -246,18 +250,18 @@ def _number(name: str, raw: Any, low: float, high: float | None, whole: bool) ->
             try:
                 raw = float(raw.strip())
             except ValueError:
-                raise InvalidRequest(f"{name} must be a number, got {raw[:40]!r}") from None
+                raise InvalidRequest(Phrase("error.not_number", name=name, got=repr(raw[:40]))) from None
         else:
-            raise InvalidRequest(f"{name} must be a number, got {type(raw).__name__}")
+            raise InvalidRequest(Phrase("error.not_number", name=name, got=type(raw).__name__))
     if isinstance(raw, float) and not math.isfinite(raw):
-        raise InvalidRequest(f"{name} must be a finite number, got {raw}")
+        raise InvalidRequest(Phrase("error.not_finite", name=name, got=raw))
     if whole and raw != int(raw):
-        raise InvalidRequest(f"{name} must be a whole number, got {raw}")
+        raise InvalidRequest(Phrase("error.not_whole", name=name, got=raw))
     # compared as given (ints stay ints: an int too large for a float is still just out of range)
     if raw < low or (high is not None and raw > high):
-        upper = f"{high:g}" if high is not None else "no limit"
-        shown = f"{raw:g}" if isinstance(raw, float) or abs(raw) < 10**15 else "a number that large"
-        raise InvalidRequest(f"{name} must be between {low:g} and {upper}, got {shown}")
+        upper = Phrase("error.no_limit") if high is None else f"{high:g}"
+        shown = f"{raw:g}" if isinstance(raw, float) or abs(raw) < 10**15 else Phrase("error.too_large")
+        raise InvalidRequest(Phrase("error.out_of_range", name=name, low=f"{low:g}", high=upper, got=shown))
     return int(raw) if whole else float(raw)
 
 
@@ -280,10 +284,10 @@ def _stops(raw: Any, limits: Limits) -> tuple[str, ...]:
     if isinstance(raw, str):
         raw = [raw]
     if not isinstance(raw, (list, tuple)) or not all(isinstance(s, str) for s in raw):
-        raise InvalidRequest("stop must be a text or a list of texts")
+        raise InvalidRequest(Phrase("error.stop_type"))
     stops = tuple(s for s in raw if s)
     if len(stops) > limits.max_stop_sequences:
-        raise InvalidRequest(f"at most {limits.max_stop_sequences} stop sequences, got {len(stops)}")
+        raise InvalidRequest(Phrase("error.stop_count", limit=limits.max_stop_sequences, count=len(stops)))
     if any(len(s) > limits.max_stop_chars for s in stops):
-        raise InvalidRequest(f"each stop sequence may have at most {limits.max_stop_chars} characters")
+        raise InvalidRequest(Phrase("error.stop_chars", limit=limits.max_stop_chars))
     return stops
