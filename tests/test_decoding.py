@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from textgen.core.settings import GenerationSettings, InvalidRequest
+from textgen.core.words import Phrase, words_of
 from textgen.local.decoding import decode
 from textgen.local.generation import stream
 
@@ -103,6 +104,14 @@ def test_the_tree_is_json_with_the_documented_fields(manager):
 def test_a_bad_method_or_width_is_refused_in_words(manager, method, width, words):
     with pytest.raises(InvalidRequest, match=words):
         decode(manager.get("lstm"), settings(), method, width)
+
+
+def test_a_refusal_and_a_note_are_said_in_chinese_too(manager):
+    with pytest.raises(InvalidRequest) as refused:
+        decode(manager.get("lstm"), settings(), "beam", 9)
+    assert words_of(refused.value, "zh-CN") == "width（束的个数）必须是 1 到 8 之间的整数，收到的是 9"
+    note = Phrase("decode.greedy_won", width=4)
+    assert "greedy search found it" in note and "贪心解码找到了它" in words_of(note, "zh-CN")
 
 
 def test_more_than_64_new_tokens_is_refused(manager):

@@ -16,7 +16,8 @@ import torch
 import textgen.service.explain as explain
 from textgen.cli import main
 from textgen.core.events import Summary
-from textgen.core.settings import GenerationSettings, InvalidRequest, Limits, RequestError
+from textgen.core.settings import CONTROLS, GenerationSettings, InvalidRequest, Limits, RequestError
+from textgen.core.words import CHINESE, LANGUAGES, say, words_of
 from textgen.local.generation import stream
 from textgen.service.catalog import entry_for_source
 from textgen.service.explain import (
@@ -400,6 +401,17 @@ def test_next_token_json_is_json_and_keeps_the_exact_text_apart_from_the_shown_o
     assert shown(" ") == "␣" and shown("\n") == "↵" and shown("a b\n") == "a␣b↵" and shown("") == "∅"
 
 
+def test_the_stages_are_named_in_the_language_asked_for(manager):
+    session = StepSession(manager.get("lstm"), "First Citizen:")
+    english, chinese = (session.stages({"temperature": 0.5, "top_k": 4}, top_n=3, lang=lang) for lang in LANGUAGES)
+    assert [s["label"] for s in english] == ["The model wants", "Temperature 0.5", "Top-k 4"]
+    assert [s["label"] for s in chinese] == ["模型想写的", "温度 0.5", "Top-k 4"]
+    assert english[2]["help"] == CONTROLS["top_k"].help and chinese[2]["help"] == say("control.top_k.help", CHINESE)
+    assert [s["tokens"] for s in chinese] == [s["tokens"] for s in english]  # the numbers are the same
+    greedy = session.stages({"temperature": 0}, top_n=3, lang=CHINESE)[-1]
+    assert greedy["label"] == "温度 0 选中的" and "温度为 0" in greedy["help"]
+
+
 @pytest.mark.parametrize("controls", [{"top_k": -1}, {"temperature": 9}, {"top_p": 0}, {"min_p": "lots"},
                                       {"no_repeat_ngram_size": 1.5}, {"wobble": 1}])
 def test_bad_controls_get_the_messages_generation_gives(manager, controls):
@@ -435,8 +447,9 @@ def test_a_session_writes_no_more_than_one_request_may(manager):
     with pytest.raises(InvalidRequest, match="n must be between 1 and 5"):
         session.run(6, {"temperature": 1.0}, seed=1)
     assert len(session.run(5, {"temperature": 1.0}, seed=1)["tokens"]) == 5
-    with pytest.raises(InvalidRequest, match="5 new tokens"):
+    with pytest.raises(InvalidRequest, match="5 new tokens") as full:
         session.sample({"temperature": 1.0}, seed=1)
+    assert "已经新写了 5 个词元" in words_of(full.value, CHINESE)
     session.back()
     assert session.sample({"temperature": 1.0}, seed=1)["stop_reason"] is None
 
@@ -480,12 +493,17 @@ def test_our_transformer_computes_weights_only_when_asked_and_gets_the_same_logi
 
 
 def test_a_recurrent_model_has_no_attention_and_a_transformer_no_units(manager):
-    with pytest.raises(InvalidRequest, match="no attention"):
+    with pytest.raises(InvalidRequest, match="no attention") as no_attention:
         attention(manager.get("lstm"), "First Citizen")
-    with pytest.raises(InvalidRequest, match="no memory units"):
+    with pytest.raises(InvalidRequest, match="no memory units") as no_units:
         interesting_units(manager.get("transformer"), PLAY)
-    with pytest.raises(InvalidRequest, match="at least"):
+    with pytest.raises(InvalidRequest, match="at least") as too_short:
         activations(manager.get("lstm"), "short")
+    # The page says each in the visitor's language (the model's title as its operator gave it).
+    title = manager.get("lstm").entry.title
+    assert words_of(no_attention.value, CHINESE).startswith(f"{title} 没有注意力可看")
+    assert "没有记忆单元可看" in words_of(no_units.value, CHINESE)
+    assert "至少需要 20 个字符" in words_of(too_short.value, CHINESE)
 
 
 def test_text_features_mark_lines_speakers_capitals_quotes_and_brackets():
@@ -524,6 +542,9 @@ def test_the_shipped_lstm_has_a_unit_that_follows_the_position_in_the_line(shipp
     units = result["units"]
     assert len({u["unit"] for u in units}) == len(units) == 6
     assert units[0]["feature"] == "line_position" and "line" in units[0]["guess"]
+    assert all(u["guess"].startswith("seems to ") for u in units)  # English as text (the JSON above), and…
+    assert "这一行" in words_of(units[0]["guess"], CHINESE)  # …in Chinese on the page
+    assert not any(c.isascii() and c.isalpha() for c in words_of(units[0]["guess"], CHINESE))
     assert all(-1 <= u["correlation"] <= 1 and len(u["values"]) == len(PLAY) for u in units)
 
 

@@ -596,7 +596,7 @@ def test_smollm2_loads_fast_the_second_time_and_answers_in_english():
     del first
     start = time.perf_counter()
     loaded = load_model(entry, torch.device("cpu"))
-    assert time.perf_counter() - start < 5
+    assert time.perf_counter() - start < 20  # from its prepared copy, not converted again (35-40 s)
     assert loaded.tokenizer.chat_template and loaded.context == 8192
     summary = list(loaded.chat([user("What is the capital of France?")], None, greedy(30)))[-1]
     reply = summary.texts[0]

@@ -14,6 +14,7 @@ from gradio_client import Client
 
 import app
 from textgen.core.settings import SLIDERS
+from textgen.core.words import say
 from textgen.service.catalog import SHIPPED_DIR, Catalog, entry_for_source, shipped_entries
 from textgen.service.loading import ModelManager
 from textgen.service.playground import Playground
@@ -178,8 +179,9 @@ def handler(served, name: str):
     return last_update
 
 
-def request(session: str):
-    return SimpleNamespace(session_hash=session)
+def request(session: str, accept_language: str | None = None):
+    headers = {"accept-language": accept_language} if accept_language else {}
+    return SimpleNamespace(session_hash=session, headers=headers)
 
 
 def page_values(**controls) -> list:
@@ -307,6 +309,34 @@ def test_a_click_before_start_says_what_to_do(served):
                                      *page_values())
 
 
+def english_words(page: str) -> list[str]:
+    """Words of English left in a Chinese page part (its HTML tags, token texts and control names aside)."""
+    text = re.sub(r"<[^>]*>|“[^”]*”|Top-[kp]|Min-p|LSTM|GRU|RNN|Transformer|GPT-2", " ", page)
+    return re.findall(r"[A-Za-z]{3,}", text)
+
+
+def test_a_chinese_visitor_reads_the_tab_in_chinese(served):
+    who = request("zh", "zh-CN,zh;q=0.9,en;q=0.8")
+    text, status, bars = handler(served, "start_step")(who, "ROMEO:\n", "lstm", *page_values(top_k=3))
+    assert "已经读完你的提示" in status and "模型想写的" in bars and "被这一步排除" in bars
+    assert english_words(status) == [] and english_words(bars) == []
+    _, status, _ = handler(served, "sample_step")(who, "ROMEO:\n", "lstm", *page_values(), 5)
+    assert "模型抽到了" in status and "随机种子 5" in status and english_words(status) == []
+    _, status, _ = handler(served, "run_step")(who, "ROMEO:\n", "lstm", *page_values(), 1, 3)
+    assert "写了 3 个词元" in status and "达到了你设定的长度" in status
+    _, status, bars = handler(served, "many_step")(who, "ROMEO:\n", "lstm", *page_values(), 1)
+    assert "抽了 200 次" in bars and english_words(status) == [] and english_words(bars) == []
+    note, *_, units, unit, heat = handler(served, "look_inside")(who, TEXT * 2, "lstm")
+    assert "看了看" in note and "单元" in heat and "似乎" in units["choices"][0][0]
+    assert english_words(heat) == [] and english_words(units["choices"][0][0]) == []
+    # A refusal is said in Chinese too.
+    with pytest.raises(gr.Error, match="请先按“看看内部”"):
+        handler(served, "show_unit")(request("zh-no-look", "zh-CN"), 3)
+    with pytest.raises(gr.Error, match="请先按“开始”"):
+        handler(served, "pick_step")(request("zh-no-start", "zh-CN"), gr.EventData(None, {"token": 3}), "ROMEO:",
+                                     "lstm", *page_values())
+
+
 # -- inside the model -------------------------------------------------------------------------------------------
 
 TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n"
@@ -387,11 +417,14 @@ def test_the_text_view_has_its_own_pop_up_without_branching():
 
 
 def test_before_start_press_start_is_said_once_and_the_bars_say_what_will_appear():
-    from ui.step_view import INTRO, NO_SESSION, bars_html
+    from ui.step_view import bars_html
 
     note = bars_html([])
     assert "appear here" in note and "*" not in note and "Start" not in note
-    assert "Start" in NO_SESSION and "Start" not in INTRO  # the line beside the button says it, once
+    assert "Start" in say("step.no_session") and "Start" not in say("step.intro")  # said beside the button, once
+    # In Chinese too: the button's own name, once.
+    assert say("step.start", "zh-CN") in say("step.no_session", "zh-CN")
+    assert say("step.start", "zh-CN") not in say("step.intro", "zh-CN") and "显示在这里" in bars_html([], lang="zh-CN")
 
 
 def test_a_units_map_is_coloured_on_the_units_own_range_not_around_zero():

@@ -195,7 +195,7 @@ def test_on_a_phone_the_bars_fit_the_screen(page_url, browser, tmp_path):
     url, cat = page_url
     page = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
     _open_tab(page, url)
-    _pick_model(page, cat, "lstm")  # a model with units to show (the page starts on the best one, a Transformer)
+    _pick_model(page, cat, "lstm")  # a model with units to show (whatever the page starts on)
     # The sliders are folded away on a phone, so that Start is on the first screen; a person opens them.
     controls = page.locator("#step-controls > .label-wrap")
     assert _wait_for(lambda: "open" not in (controls.get_attribute("class") or "open"), 10)

@@ -80,6 +80,18 @@ def test_decoding_shows_greedy_beams_and_samples_side_by_side(playground):
     assert beams.count("<li>") + beams.count("<li ") >= 3 and "dc-best" in beams  # a tree, its best path marked
 
 
+def test_decoding_speaks_the_visitors_language(playground):
+    from types import SimpleNamespace
+
+    from textgen.core.words import say
+
+    chinese = SimpleNamespace(session_hash="zh", headers={"accept-language": "zh-CN,zh;q=0.9"})
+    greedy, beams, samples = DecodeTab(playground).side_by_side(chinese, "ROMEO:\n", "gru", 3, 1, 6, 0.8, 0, 0.95, 5)
+    assert say("decode.greedy.title", "zh-CN") in greedy and "束搜索，3 束" in beams and "1 个样本" in samples
+    assert all("模型认为这整段文字出现的概率约为" in html for html in (greedy, beams, samples))
+    assert "the model" not in greedy + beams + samples and "1 samples" not in samples
+
+
 def test_the_decode_api_answers_json_and_refuses_a_bad_width_in_words(playground):
     tree = DecodeTab(playground).decode("ROMEO:\n", "lstm", "beam", 2, max_new_tokens=6)
     assert tree["model"] == "lstm" and len(tree["sequences"]) in (2, 3) and tree["nodes"]

@@ -20,6 +20,7 @@ from helpers import live_app, rest_result
 
 import textgen.service.training as training
 from textgen.core.settings import RequestError
+from textgen.core.words import words_of
 from textgen.service.catalog import Catalog, ModelEntry, owner_key
 from textgen.service.loading import ModelManager
 from textgen.service.playground import Playground
@@ -58,10 +59,10 @@ def chinese(chars: int = 4_000) -> str:
     return (text * (chars // len(text) + 1))[:chars]
 
 
-def train_all(runs, session="s1", text=None, arch="lstm", seconds=3, name="mine"):
+def train_all(runs, session="s1", text=None, arch="lstm", seconds=3, name="mine", lang="en"):
     """Every update of one training, each as it was when handed on (the service updates one object in place)."""
     return [copy.deepcopy(update) for update in runs.train(
-        session, read_visitor_text(text or shakespeare(), None, runs.limits), arch, "small", seconds, name)]
+        session, read_visitor_text(text or shakespeare(), None, runs.limits), arch, "small", seconds, name, lang)]
 
 
 # -- the visitor's text ------------------------------------------------------------------------------------------
@@ -98,6 +99,29 @@ def test_nothing_to_train_on_and_a_text_too_long():
         read_visitor_text("  \n", None, LIMITS)
     cut = read_visitor_text("x" * 3_000, None, TrainingLimits(max_chars=2_000))
     assert len(cut.text) == 2_000 and "only the first 2,000 characters" in cut.notes[0]
+
+
+def test_a_visitor_reads_refusals_progress_and_the_curve_in_their_language():
+    from ui.train import curve, sample_of
+
+    with pytest.raises(RequestError) as refused:
+        read_visitor_text("short text", None, LIMITS)
+    assert str(refused.value) == ("pasted text has 10 characters; a model needs at least 1,000 (a few paragraphs) to "
+                                  "learn anything. Give it more text.")
+    assert words_of(refused.value, "zh-CN") == ("粘贴的文字只有 10 个字符；模型至少要 1,000 个字符（几段话）"
+                                                "才能学到东西。请多给它一些文字。")
+    record = {"step": 1_200, "seconds": 23.4, "tokens_per_second": 9_800, "train_loss": 2.314, "val_loss": 2.4,
+              "sample": "Speak"}
+    assert training.progress_words(record, 45, False) == (
+        "Step 1,200 · 23 s of 45 · 9,800 characters a second · about 22 s left · loss 2.31 on the training text, "
+        "2.40 on the part held back")
+    chinese = training.progress_words(record, 45, False, "zh-CN")
+    assert chinese.startswith("第 1,200 步 · ") and "大约还剩 22 秒" in chinese and "留出的验证文字上 2.40" in chinese
+    assert training.progress_words(record, 45, True, "zh-CN").startswith("正在第 1,200 步停下")
+    assert set(curve([record], "zh-CN")["curve"]) == {"训练文字上", "留出的验证文字上"}
+    assert set(curve([record])["curve"]) == {"on the training text", "on the part held back"}
+    assert sample_of([record], "All:", "zh-CN") == "（训练了 23 秒，第 1,200 步）\nAll:Speak"
+    assert sample_of([record], "All:") == "(after 23 s of training, step 1,200)\nAll:Speak"
 
 
 def test_a_file_wins_over_pasted_text_and_its_name_is_only_shown(tmp_path):
@@ -248,12 +272,14 @@ def test_a_server_restart_brings_back_shared_models_and_not_private_ones(tmp_pat
 
 
 def test_a_chinese_text_trains_a_character_model_that_writes_chinese(runs):
-    updates = train_all(runs, text=chinese(), arch="gru", seconds=4, name="poems")
+    updates = train_all(runs, text=chinese(), arch="gru", seconds=4, name="poems", lang="zh-CN")  # a Chinese visitor
     playground = Playground(ModelManager(runs.catalog, device="cpu"))
     text = list(playground.generate("poems", playground.parse("床前", max_new_tokens=30, seed=1), "s1"))[-1].text
     han = [ch for ch in text if "\u4e00" <= ch <= "\u9fff"]
     assert len(han) >= len(text.replace("\n", "")) // 2, text
-    assert "an alphabet of" in updates[-1].status or updates[0].status
+    status = updates[-1].status  # in the visitor's language; the record and the model's files stay English
+    assert status.startswith("GRU，小号，训练文字：粘贴的文字，共 4,000 个字符，其中有 ") and "种不同的字符" in status
+    assert "✅ 训练完成" in status and "**poems**" in status and "Step" not in status and "alphabet" not in status
 
 
 def test_the_operator_sets_the_limits_and_can_turn_training_off(clean_env, tmp_path):

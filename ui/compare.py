@@ -10,7 +10,9 @@ from __future__ import annotations
 import gradio as gr
 
 from textgen.core.settings import CONTROLS, RequestError
-from ui.render import model_choices, stats_markdown
+from textgen.core.words import say
+from ui.language import language, tr
+from ui.render import model_choices, model_words, stats_markdown
 from ui.widgets import PACE, announce, examples, fail, gpu, lenient, session, slider, stop_button
 
 
@@ -25,6 +27,7 @@ class CompareTab:
     def compare(self, request: gr.Request, prompt, models, temperature, max_new_tokens, seed):
         """Stream every slot's text then every slot's numbers; a model that fails says so in its own box while
         the others write on. The API's /compare."""
+        lang = language(request)
         try:
             settings = self.playground.parse(prompt, temperature=temperature, max_new_tokens=max_new_tokens,
                                              seed=seed, alternatives=0)
@@ -34,15 +37,17 @@ class CompareTab:
                 stats = [gr.update(value="") for _ in range(self.slots)]
                 for i, live in enumerate(lives):
                     if first or live.error:  # set up the box; later updates send only the text
-                        label = live.title + (" · could not write" if live.error else "")
+                        title = model_words(self.playground.catalog.get(live.name), lang)[0] \
+                            if live.name in self.playground.catalog else live.title
+                        label = say("compare.could_not_write", lang, title=title) if live.error else title
                         texts[i] = gr.update(visible=True, label=label, value=live.text)
                     else:
                         texts[i] = live.text
-                    stats[i] = stats_markdown(live)
+                    stats[i] = stats_markdown(live, lang)
                 first = False
                 yield *texts, *stats
         except RequestError as err:
-            raise fail(err) from None
+            raise fail(err, lang) from None
 
 
 def build(playground) -> list:
@@ -50,24 +55,24 @@ def build(playground) -> list:
     tab = CompareTab(playground)
     catalog, limits = playground.catalog, playground.limits
     ours = [e.name for e in catalog if e.origin == "shipped"][: limits.max_compare]
-    gr.Markdown("One prompt, one seed, several models writing at the same time.")
+    gr.Markdown(tr("compare.intro"))
     with gr.Row():
-        prompt = gr.Textbox(label="Prompt", lines=3, value="ROMEO:\n", elem_id="cmp-prompt", scale=3)
+        prompt = gr.Textbox(label=tr("write.prompt"), lines=3, value="ROMEO:\n", elem_id="cmp-prompt", scale=3)
         with gr.Column(scale=2):
             models = lenient(gr.CheckboxGroup(model_choices(catalog), value=ours, elem_id="cmp-models",
-                                              label=f"Models (2 to {limits.max_compare})"))
+                                              label=tr("compare.models", high=limits.max_compare)))
             with gr.Row():
                 temperature = slider(CONTROLS["temperature"], "cmp-temperature", info=False)
                 length = slider(CONTROLS["max_new_tokens"].bounded(limits), "cmp-max", info=False)
-                seed = lenient(gr.Number(1, precision=0, label="Seed", elem_id="cmp-seed"))
+                seed = lenient(gr.Number(1, precision=0, label=tr("common.seed"), elem_id="cmp-seed"))
     with gr.Row():
-        go = gr.Button("Compare", variant="primary", elem_id="cmp-run")
-        halt = gr.Button("Stop", variant="stop", elem_id="cmp-stop")
+        go = gr.Button(tr("compare.run"), variant="primary", elem_id="cmp-run")
+        halt = gr.Button(tr("common.stop"), variant="stop", elem_id="cmp-stop")
     boxes, numbers = [], []
     with gr.Row():
         for i in range(limits.max_compare):
             with gr.Column(min_width=200):
-                boxes.append(gr.Textbox(label=f"Model {i + 1}", lines=12, elem_id=f"cmp-out-{i}",
+                boxes.append(gr.Textbox(label=tr("compare.slot", index=i + 1), lines=12, elem_id=f"cmp-out-{i}",
                                         visible=i < len(ours)))
                 numbers.append(gr.Markdown("", elem_id=f"cmp-stats-{i}"))
 
@@ -79,5 +84,7 @@ def build(playground) -> list:
     if shipped_examples:  # after the button's event, which so keeps the API name /compare
         gr.Examples([[e["prompt"], e.get("models") or models.value, 0.8, length.value, 1] for e in shipped_examples],
                     inputs=run["inputs"], outputs=run["outputs"], fn=tab.compare, run_on_click=True,
-                    cache_examples=False, label="Examples (click one to start)", api_visibility="private")
+                    cache_examples=False, label=tr("compare.examples"), api_visibility="private",
+                    # each example by its prompt, not a table whose headers Gradio cannot translate
+                    example_labels=[" ".join(e["prompt"].split())[:60] for e in shipped_examples])
     return [models]

@@ -14,15 +14,26 @@ import gradio as gr
 from textgen.core.settings import CONTROLS, RequestError
 from textgen.core.settings import DECODE_MAX_NEW_TOKENS as MAX_NEW_TOKENS
 from textgen.core.settings import DECODE_MAX_WIDTH as MAX_WIDTH
+from textgen.core.words import say, words_of
 from ui import decode_view as view
+from ui.language import language, tr
 from ui.render import model_choices
 from ui.widgets import default_model, fail, gpu, lenient, session, slider
 
-INTRO = ("A model gives every possible next token a probability; *how* one is chosen changes the text. "
-         "**Greedy** takes the likeliest token every time. **Beam search** keeps several texts at once and, at every "
-         "step, the likeliest continuations of all of them together, so it can find a likelier whole text than "
-         "greedy. **Samples** draw each token at random by its probability (under the sliders), so each text "
-         "differs. Under each text: how likely the model finds the whole of it.")
+INTRO = "decode.intro"  # the key of the tab's first lines (textgen/locales)
+
+
+def titles(method: str, tree: dict, lang: str) -> tuple[str, str]:
+    """A method's heading and its line of what it does, in `lang` (one beam or sample is said as one)."""
+    width = tree["width"]
+    if method == "greedy":
+        return say("decode.greedy.title", lang), say("decode.greedy.how", lang)
+    if method == "beam":
+        if width == 1:
+            return say("decode.beam.title_one", lang), say("decode.beam.how_one", lang)
+        return say("decode.beam.title", lang, width=width), say("decode.beam.how", lang, width=width)
+    title = say("decode.sample.title_one", lang) if width == 1 else say("decode.sample.title", lang, width=width)
+    return title, say("decode.sample.how", lang, seed=tree["seed"])
 
 
 class DecodeTab:
@@ -34,19 +45,17 @@ class DecodeTab:
     @gpu
     def side_by_side(self, request: gr.Request, prompt, model, beams, samples, max_new_tokens, temperature, top_k,
                      top_p, seed):
-        """The three methods' columns (HTML) for the page."""
+        """The three methods' columns (HTML) for the page, in the visitor's language."""
+        lang = language(request)
         try:
             run = lambda method, width: self.playground.decode(  # noqa: E731 (three calls, one set of values)
                 model, prompt, method, width, max_new_tokens, session(request), temperature=temperature,
                 top_k=top_k, top_p=top_p, seed=seed)
             greedy, beam, sample = run("greedy", 1), run("beam", beams), run("sample", samples)
         except RequestError as err:
-            raise fail(err) from None
-        return (view.method_html("Greedy", "The likeliest next token, every time.", greedy),
-                view.method_html(f"Beam search, {beam['width']} beams",
-                                 f"Keeps the {beam['width']} likeliest texts at every step.", beam),
-                view.method_html(f"{sample['width']} samples", f"Each token drawn at random (seed "
-                                 f"{sample['seed']}; the same seed draws the same texts).", sample))
+            raise fail(err, lang) from None
+        return tuple(view.method_html(*titles(method, tree, lang), tree, lang)
+                     for method, tree in (("greedy", greedy), ("beam", beam), ("sample", sample)))
 
     @gpu
     def decode(self, prompt: str, model: str, method: str = "beam", width: int = 4, max_new_tokens: int = 16,
@@ -56,42 +65,46 @@ class DecodeTab:
         "parent", "step", "token_id", "text", "logprob", "kept"}], ...}, sequences best first (samples in drawing
         order). `method` is "greedy", "beam" or "sample"; `width` the beams or samples (1 to 8); a sequence's
         logprob is the sum of its tokens' under the model, along its path of nodes. The API's /decode."""
+        lang = language(request)
         try:
-            return self.playground.decode(model, prompt, method, width, max_new_tokens, session(request),
+            tree = self.playground.decode(model, prompt, method, width, max_new_tokens, session(request),
                                           temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
         except RequestError as err:
-            raise fail(err) from None
+            raise fail(err, lang) from None
+        # The notes as plain text in the caller's language (English for an API client that names none).
+        return {**tree, "warnings": [words_of(w, lang) for w in tree.get("warnings", [])],
+                "notes": [words_of(n, lang) for n in tree.get("notes", [])]}
 
 
 def build(playground) -> list:
     """Lay out the Decoding tab inside the open gr.Blocks and wire its events; returns its model picker."""
     tab = DecodeTab(playground)
     limits = playground.limits
-    gr.Markdown(INTRO)
+    gr.Markdown(tr(INTRO))
     with gr.Row():
         with gr.Column(scale=2, min_width=280):
-            prompt = gr.Textbox(label="Prompt", lines=2, value="ROMEO:\n", elem_id="dec-prompt")
+            prompt = gr.Textbox(label=tr("decode.prompt"), lines=2, value="ROMEO:\n", elem_id="dec-prompt")
             model = gr.Dropdown(model_choices(playground.catalog), value=default_model(playground.catalog),
-                                label="Model", elem_id="dec-model", allow_custom_value=True)
+                                label=tr("common.model"), elem_id="dec-model", allow_custom_value=True)
         with gr.Column(scale=3, min_width=280):
             with gr.Row():
-                beams = lenient(gr.Slider(1, MAX_WIDTH, value=4, step=1, label="Beams", elem_id="dec-beams",
-                                          info="Texts beam search keeps at every step."))
-                samples = lenient(gr.Slider(1, MAX_WIDTH, value=3, step=1, label="Samples", elem_id="dec-samples",
-                                            info="Texts drawn at random."))
+                beams = lenient(gr.Slider(1, MAX_WIDTH, value=4, step=1, label=tr("decode.beams"),
+                                          elem_id="dec-beams", info=tr("decode.beams_info")))
+                samples = lenient(gr.Slider(1, MAX_WIDTH, value=3, step=1, label=tr("decode.samples"),
+                                            elem_id="dec-samples", info=tr("decode.samples_info")))
                 cap = min(MAX_NEW_TOKENS, limits.max_new_tokens)  # the operator's cap may be lower (even 1)
                 tokens = lenient(gr.Slider(1, max(cap, 2), value=min(16, cap), step=1,
-                                           label="Tokens", elem_id="dec-tokens",
-                                           info="How many tokens each text writes."))
-            with gr.Accordion("Sampling controls (for the samples)", open=False, elem_id="dec-controls"):
+                                           label=tr("decode.tokens"), elem_id="dec-tokens",
+                                           info=tr("decode.tokens_info")))
+            with gr.Accordion(tr("decode.sampling_controls"), open=False, elem_id="dec-controls"):
                 with gr.Row():
                     temperature = slider(CONTROLS["temperature"].bounded(limits), "dec-temperature")
                     top_k = slider(CONTROLS["top_k"].bounded(limits), "dec-top_k")
                     top_p = slider(CONTROLS["top_p"].bounded(limits), "dec-top_p")
-                seed = lenient(gr.Number(-1, precision=0, label="Seed", elem_id="dec-seed",
-                                         info="The same seed draws the same samples again. -1 picks one at random."))
-    go = gr.Button("Write all three", variant="primary", elem_id="dec-run")
-    gr.Markdown(view.TREE_HELP, elem_classes="tg-legend")
+                seed = lenient(gr.Number(-1, precision=0, label=tr("common.seed"), elem_id="dec-seed",
+                                         info=tr("decode.seed_info")))
+    go = gr.Button(tr("decode.run"), variant="primary", elem_id="dec-run")
+    gr.Markdown(tr(view.TREE_HELP), elem_classes="tg-legend")
     columns = []
     with gr.Row(equal_height=False):
         for name in ("greedy", "beam", "sample"):

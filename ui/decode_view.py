@@ -1,6 +1,6 @@
 """The Decoding tab's rendering: each method's texts with how likely the model finds them, and the tree of choices.
 
-    html = method_html("Beam search", "keeps the 4 likeliest texts at every step", tree)  # tree: /decode's JSON
+    html = method_html("Beam search", "keeps the 4 likeliest texts at every step", tree, "zh-CN")  # /decode's JSON
 
 The tree is plain HTML: every stretch of text where the method had no choice is one line; where it kept several
 continuations, the line opens (<details>, so a click, Enter or Space folds it) onto them. The candidates it dropped
@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import html
 import math
+
+from textgen.core.words import ENGLISH, say, words_of
 
 SUPERSCRIPT = str.maketrans("0123456789-", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻")
 DROPPED_SHOWN = 6  # dropped candidates listed under a stretch (the rest are counted)
@@ -36,12 +38,12 @@ CSS = """
 """
 
 
-def odds(logprob: float) -> str:
-    """How likely a whole text is, in words: "about 1 in 2,400" or "about 1 in 10¹⁵"."""
+def odds(logprob: float, lang: str = ENGLISH) -> str:
+    """How likely a whole text is, in words: "about 1 in 2,400" or "about 1 in 10¹⁵" ("约为 2,400 分之一")."""
     exponent = -logprob / math.log(10)
     if exponent < 6:
-        return f"about 1 in {max(1, round(math.exp(-logprob))):,}"
-    return f"about 1 in 10{str(round(exponent)).translate(SUPERSCRIPT)}"
+        return say("decode.odds", lang, count=f"{max(1, round(math.exp(-logprob))):,}")
+    return say("decode.odds", lang, count=f"10{str(round(exponent)).translate(SUPERSCRIPT)}")
 
 
 def shown(text: str) -> str:
@@ -49,19 +51,30 @@ def shown(text: str) -> str:
     return html.escape(text.replace("\n", "↵").replace("\t", "⇥"))
 
 
-def texts_html(tree: dict) -> str:
+def sentence(note: object, lang: str = ENGLISH) -> str:
+    """A note of the tree (a Phrase or plain text) as a sentence in `lang`: a capital first letter and a full stop
+    (a Chinese one ends in 。)."""
+    text = words_of(note, lang)
+    if not text:
+        return text
+    chinese = any("\u4e00" <= ch <= "\u9fff" for ch in text)
+    end = "" if text[-1] in ".。!！?？" else ("。" if chinese else ".")
+    return text[0].upper() + text[1:] + end
+
+
+def texts_html(tree: dict, lang: str = ENGLISH) -> str:
     """The method's texts, best first, each with its chance under the model."""
     items = []
     for sequence in tree["sequences"]:
+        chance = say("decode.chance", lang, odds=odds(sequence["logprob"], lang), logprob=f"{sequence['logprob']:.2f}")
         items.append(f"<li><span class=dc-text>{html.escape(sequence['text'])}</span>"
-                     f"<span class=dc-odds>the model gives this whole text a chance of {odds(sequence['logprob'])} "
-                     f"(log-probability {sequence['logprob']:.2f})</span></li>")
-    notes = "".join(f"<p class=tg-legend>ℹ️ {html.escape(n[0].upper() + n[1:])}.</p>"
+                     f"<span class=dc-odds>{html.escape(chance)}</span></li>")
+    notes = "".join(f"<p class=tg-legend>ℹ️ {html.escape(sentence(n, lang))}</p>"
                     for n in [*tree.get("warnings", []), *tree.get("notes", [])])
     return f"<ol class=dc-texts>{''.join(items)}</ol>{notes}"
 
 
-def tree_html(tree: dict) -> str:
+def tree_html(tree: dict, lang: str = ENGLISH) -> str:
     """The tree of choices as nested, foldable lines (see the module's docstring)."""
     nodes = {n["id"]: n for n in tree["nodes"]}
     kids: dict[int | None, list[dict]] = {}
@@ -92,11 +105,11 @@ def tree_html(tree: dict) -> str:
             node = kept[0]
             text, logprob = text + node["text"], logprob + node["logprob"]
         mark = " dc-best" if start["id"] in best else ""
-        title = html.escape(f"the text up to here: {before(node)}", quote=True)
+        title = html.escape(say("decode.up_to_here", lang, text=before(node)), quote=True)
         line = f"{shown(text)}<span class=dc-lp>{logprob:+.2f}</span>"
         gone = sorted(dropped, key=lambda n: -n["logprob"])
-        more = f" and {len(gone) - DROPPED_SHOWN} more" if len(gone) > DROPPED_SHOWN else ""
-        dropped_html = ("<div class=dc-dropped>dropped: " + "".join(
+        more = say("decode.and_more", lang, count=len(gone) - DROPPED_SHOWN) if len(gone) > DROPPED_SHOWN else ""
+        dropped_html = (f"<div class=dc-dropped>{say('decode.dropped', lang)}" + "".join(
             f"<span>{shown(n['text'])} {n['logprob']:+.1f}</span>" for n in gone[:DROPPED_SHOWN]) + more + "</div>"
             if gone else "")
         if not kept:
@@ -107,17 +120,14 @@ def tree_html(tree: dict) -> str:
 
     roots = [n for n in kids.get(None, []) if n["kept"]]
     if not roots:
-        return "<p class=tg-legend>Nothing was written.</p>"
+        return f"<p class=tg-legend>{say('decode.nothing', lang)}</p>"
     return f"<ul class=dc-tree>{''.join(branch(n) for n in roots)}</ul>"
 
 
-TREE_HELP = ("Under each method's texts, its choices: each line is text it wrote with no choice left, with the "
-             "log-probability it adds (closer to 0 is likelier); where it kept several ways on, the line opens onto "
-             "them (click to fold), and the candidates it dropped are struck through. Green: the likeliest text's "
-             "path. Hover over a line to read the whole text up to it.")
+TREE_HELP = "decode.tree_help"  # the key of the line above the three columns (textgen/locales)
 
 
-def method_html(title: str, how: str, tree: dict) -> str:
-    """One method's column: what it does, its texts, and its tree of choices."""
-    return (f"<h4>{html.escape(title)}</h4><p class=tg-legend>{html.escape(how)}</p>{texts_html(tree)}"
-            f"{tree_html(tree)}")
+def method_html(title: str, how: str, tree: dict, lang: str = ENGLISH) -> str:
+    """One method's column: what it does, its texts, and its tree of choices, in `lang`."""
+    return (f"<h4>{html.escape(title)}</h4><p class=tg-legend>{html.escape(how)}</p>{texts_html(tree, lang)}"
+            f"{tree_html(tree, lang)}")

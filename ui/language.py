@@ -1,6 +1,6 @@
 """Which language a visitor reads the page in, and the page's side of textgen.core.words.
 
-    gr.Button(tr("write.generate"))      # a fixed label: Gradio translates it in the browser (gr.I18n)
+    gr.Button(tr("common.generate"))     # a fixed label: Gradio translates it in the browser (gr.I18n)
     say(key, language(request), **fields) # a text written at run time, in the visitor's language
     demo.launch(i18n=I18N, app_kwargs={"middleware": [Middleware(EarlyScript)]})
 
@@ -12,20 +12,45 @@ script at the top of the page's HTML that makes a chosen language (and a bare "z
 
 from __future__ import annotations
 
+import json
 from urllib.parse import parse_qs, urlparse
 
 import gradio as gr
 
-from textgen.core.words import CHINESE, ENGLISH, LANGUAGES, catalog, language_of
+from textgen.core.words import CHINESE, ENGLISH, LANGUAGES, catalog, language_of, say
 
 COOKIE = "textgen_lang"
-I18N = gr.I18n(**{lang: catalog(lang) for lang in LANGUAGES})
+I18N = gr.I18n(**{lang: dict(catalog(lang)) for lang in LANGUAGES})  # copies: tr() adds filled-in texts
 
 
-def tr(key: str):
+def tr(key: str, **fields):
     """A fixed text of the page by its key, translated by Gradio in the browser (the key must be in every
-    catalog; tests/test_words.py checks)."""
-    return I18N(key)
+    catalog; tests/test_words.py checks). Fields known when the page is built (an operator's limit) are filled in
+    here, once per language: Gradio's translation itself takes no fields. A field may be a function of the
+    language (model titles, say)."""
+    if not fields:
+        return I18N(key)
+
+    def in_(lang: str) -> dict:
+        return {name: value(lang) if callable(value) else value for name, value in fields.items()}
+
+    filled = key + "?" + "&".join(f"{name}={value}" for name, value in sorted(in_(ENGLISH).items()))
+    for lang in LANGUAGES:
+        I18N.translations[lang][filled] = say(key, lang, **in_(lang))
+    return I18N(filled)
+
+
+def shown(value, lang: str = ENGLISH) -> str:
+    """What a visitor reading `lang` sees for a component's text: a `tr` key translated as Gradio's front end does
+    (tests read the page's texts with this); any other value as it is."""
+    text = str(value)
+    if text.startswith(I18N_PREFIX):
+        key = json.loads(text[len(I18N_PREFIX):])["key"]
+        return I18N.translations[lang].get(key, I18N.translations[ENGLISH][key])
+    return text
+
+
+I18N_PREFIX = "__i18n__"  # how Gradio writes a translation key into a component's value
 
 
 def language(request: gr.Request | None) -> str:
@@ -45,6 +70,18 @@ def language(request: gr.Request | None) -> str:
         cookies = getattr(request, "cookies", None) or {}
         choice = cookies.get(COOKIE)
     return language_of(headers.get("accept-language"), choice)
+
+
+def toast_css() -> str:
+    """Gradio's message boxes title themselves with their kind in English ("Error"), whatever their title: in
+    another language the page draws its own word there (Gradio sets <html lang> to the page's language)."""
+    rules = []
+    for lang in LANGUAGES:
+        if lang != ENGLISH:
+            word = say("common.error", lang).replace('"', "")
+            rules.append(f'html:lang({lang}) .toast-title.error {{ font-size: 0; }}\n'
+                         f'html:lang({lang}) .toast-title.error::before {{ content: "{word}"; font-size: 1rem; }}')
+    return "\n".join(rules) + "\n"
 
 
 # Runs before Gradio's own code (module scripts wait for the page to be parsed): remembers `?lang=` and tells

@@ -10,6 +10,8 @@ from __future__ import annotations
 import gradio as gr
 
 from textgen.core.settings import RequestError
+from textgen.core.words import words_of
+from ui.language import language, tr
 from ui.render import SCORE_COLUMNS, model_choices, score_records
 from ui.widgets import fail, gpu, lenient, session
 
@@ -25,37 +27,35 @@ class PerplexityTab:
     @gpu
     def score(self, text, names, progress=gr.Progress(), request: gr.Request = None):  # noqa: B008 (Gradio's progress bar)
         """(table, chart data) for `text` under each model; the API's /score."""
+        lang = language(request)
         try:
-            rows = self.playground.score(names, text, lambda done, what: progress(done, desc=what), session(request))
+            rows = self.playground.score(names, text, lambda done, what: progress(done, desc=words_of(what, lang)),
+                                         session(request))
         except RequestError as err:
-            raise fail(err) from None
+            raise fail(err, lang) from None
         import pandas as pd  # only when a text is scored: the page builds without pandas imported
 
-        records = score_records(rows)
+        records = score_records(rows)  # the chart's columns are fixed (English); the table speaks the visitor's
         # The chart names each model briefly ("GRU", not "GRU (ours, Shakespeare)"): on a phone the full titles ran
         # into each other under the bars. The table beside it keeps the full titles.
         title = SCORE_COLUMNS["title"]
         scored = pd.DataFrame([{**r, title: r[title].split(" (")[0]} for r in records if r[NATS] is not None])
-        return pd.DataFrame(records), scored
+        return pd.DataFrame(score_records(rows, lang)), scored
 
 
 def build(playground) -> list:
     """Lay out the Perplexity tab inside the open gr.Blocks and wire its event; returns its model picker."""
     tab = PerplexityTab(playground)
     catalog, limits = playground.catalog, playground.limits
-    gr.Markdown("Paste a text and see how surprised each model is by it: lower is less surprised. "
-                "Surprise is measured per character, so models that split text differently compare fairly. "
-                "Perplexity per token depends on how a model cuts text into tokens (letters, or pieces of words): "
-                "compare models by the per-character columns.")
-    text = gr.Textbox(label="Text", lines=6, elem_id="ppl-text",
+    gr.Markdown(tr("ppl.intro"))
+    text = gr.Textbox(label=tr("ppl.text"), lines=6, elem_id="ppl-text",
                       value="Now is the winter of our discontent\nMade glorious summer by this sun of York;")
     ours = [e.name for e in catalog if e.origin == "shipped"][: limits.max_compare]
     models = lenient(gr.CheckboxGroup(model_choices(catalog), value=ours, elem_id="ppl-models",
-                                      label=f"Models (1 to {limits.max_compare})"))
-    go = gr.Button("Score", variant="primary", elem_id="ppl-run")
-    chart = gr.BarPlot(x=SCORE_COLUMNS["title"], y=NATS, title="Surprise per character (lower is better)",
-                       x_title="Model", y_title="nats per character", y_lim=[0, None], sort=None,
-                       elem_id="ppl-plot")
+                                      label=tr("ppl.models", high=limits.max_compare)))
+    go = gr.Button(tr("ppl.run"), variant="primary", elem_id="ppl-run")
+    chart = gr.BarPlot(x=SCORE_COLUMNS["title"], y=NATS, title=tr("ppl.chart_title"), x_title=tr("ppl.chart_x"),
+                       y_title=tr("ppl.chart_y"), y_lim=[0, None], sort=None, elem_id="ppl-plot")
     table = gr.Dataframe(elem_id="ppl-table", wrap=True)
     go.click(tab.score, [text, models], [table, chart], api_name="score", concurrency_id="scoring",
              concurrency_limit=1)

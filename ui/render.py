@@ -263,13 +263,13 @@ def _sentence(text: str) -> str:
 
 def model_words(entry, lang: str = ENGLISH) -> tuple[str, str]:
     """A catalog entry's title and description in `lang`: the catalog's words for the models this project names
-    (`model.<name>.title`), an operator's own models as they described them."""
+    (`model.<name>.title`), a visitor's trained model in their words (Phrases), an operator's own as described."""
     if lang != ENGLISH and entry.origin in ("shipped", "hub", "gguf"):
         try:
             return say(f"model.{entry.name}.title", lang), say(f"model.{entry.name}.description", lang)
         except KeyError:
             pass
-    return entry.title, entry.description
+    return words_of(entry.title, lang), words_of(entry.description, lang)
 
 
 def model_note(title: str, description: str, info: dict | None = None, unavailable: str | None = None,
@@ -305,31 +305,31 @@ def model_choices(catalog: Catalog, unavailable: dict[str, str] | None = None,
 
 # -- scores -------------------------------------------------------------------------------------------------
 
-SCORE_COLUMNS = {
-    "title": "Model",
-    "nats_per_char": "Surprise per character (nats)",
-    "bits_per_char": "Bits per character",
-    "ppl_per_token": "Perplexity per token",
-    "tokens": "Tokens",
-    "unknown_chars": "Unknown characters",
-    "error": "Problem",
-}
+SCORE_FIELDS = ("title", "nats_per_char", "bits_per_char", "ppl_per_token", "tokens", "unknown_chars", "error")
 
 
-def score_records(rows: list[ScoreRow]) -> list[dict]:
-    """One dict per model, keyed by the table's column names, rounded for reading."""
-    records = []
+def score_columns(lang: str = ENGLISH) -> dict[str, str]:
+    """The Perplexity table's column names in `lang`, by field."""
+    return {field: say(f"ppl.col.{field}", lang) for field in SCORE_FIELDS}
+
+
+SCORE_COLUMNS = score_columns()  # in English: the chart's columns, and the table for the API
+
+
+def score_records(rows: list[ScoreRow], lang: str = ENGLISH) -> list[dict]:
+    """One dict per model, keyed by the table's column names in `lang`, rounded for reading."""
+    columns, records = score_columns(lang), []
     for row in rows:
         record = {
-            SCORE_COLUMNS["title"]: row.title,
-            SCORE_COLUMNS["nats_per_char"]: None if row.nats_per_char is None else round(row.nats_per_char, 3),
-            SCORE_COLUMNS["bits_per_char"]: None if row.bits_per_char is None else round(row.bits_per_char, 3),
-            SCORE_COLUMNS["ppl_per_token"]: None if row.ppl_per_token is None else round(row.ppl_per_token, 2),
-            SCORE_COLUMNS["tokens"]: row.tokens,
+            columns["title"]: row.title,
+            columns["nats_per_char"]: None if row.nats_per_char is None else round(row.nats_per_char, 3),
+            columns["bits_per_char"]: None if row.bits_per_char is None else round(row.bits_per_char, 3),
+            columns["ppl_per_token"]: None if row.ppl_per_token is None else round(row.ppl_per_token, 2),
+            columns["tokens"]: row.tokens,
             # "none" rather than an empty cell, which reads as a missing number; a failed row stays empty
-            SCORE_COLUMNS["unknown_chars"]: row.unknown_chars or ("none" if row.error is None else ""),
+            columns["unknown_chars"]: row.unknown_chars or (say("ppl.none", lang) if row.error is None else ""),
         }
         if any(r.error for r in rows):
-            record[SCORE_COLUMNS["error"]] = row.error or ""
+            record[columns["error"]] = words_of(row.error, lang) if row.error else ""
         records.append(record)
     return records

@@ -7,20 +7,25 @@
     build(playground)   # inside gr.Blocks: the components, wired to tab's handlers
 
 Each browser session's open text is kept by the service (textgen.service.step_sessions); the handlers are plain
-methods of `StepTab` and ui/step_view.py draws what they return.
+methods of `StepTab` and ui/step_view.py draws what they return. The layout's fixed texts are catalog keys (`tr`,
+translated in the browser); what a handler writes is said in the visitor's language (`say`, `words_of`), while
+the API's values stay English.
 """
 
 from __future__ import annotations
 
+import html
 import logging
 import time
 
 import gradio as gr
 
 from textgen.core.settings import CONTROLS, SLIDERS, RequestError
+from textgen.core.words import ENGLISH, Phrase, say, words_of
 from textgen.service.step_sessions import StepBook, StepState, Written
 from ui import step_view as view
-from ui.render import STOPPED, model_choices, token_js
+from ui.language import language, tr
+from ui.render import model_choices, model_words, stopped, token_js
 from ui.widgets import default_model, fail, gpu, lenient, session, show_on_phone, slider
 
 STEP_CONTROLS = tuple(name for name in SLIDERS if name != "max_new_tokens")  # the Write tab's sampling sliders
@@ -31,15 +36,21 @@ def quote(token: dict | None) -> str:
     return "“" + (token or {}).get("shown", "") + "”"
 
 
-def attempt(work):
-    """Run one request: a bad value or model is a clear message, never a traceback."""
+def note_html(note: str, lang: str = ENGLISH) -> str:
+    """A look inside's one-line "not for this model" (explain's Phrase, said in `lang`), as a sentence."""
+    return f"<p class=sg-legend>{html.escape(say('step.note', lang, note=words_of(note, lang)))}</p>"
+
+
+def attempt(work, lang: str = ENGLISH):
+    """Run one request: a bad value or model is a clear message in the visitor's language, never a traceback."""
     try:
         return work()
     except RequestError as err:
-        raise fail(err) from None
+        raise fail(err, lang) from None
     except Exception as err:
         logging.getLogger("textgen").exception("the Step by step tab failed")
-        raise fail(RequestError(f"the step view failed: {type(err).__name__}: {str(err)[:200]}")) from None
+        failed = Phrase("step.failed", kind=type(err).__name__, detail=str(err)[:200])
+        raise fail(RequestError(failed), lang) from None
 
 
 def chosen(values) -> dict:
@@ -52,29 +63,34 @@ def checked_layer(value, count: int) -> int:
     return int(value) if value is not None and -1 <= int(value) < count else -1
 
 
-def no_attention() -> tuple:
+def no_attention(lang: str = ENGLISH) -> tuple:
     """The attention controls and view with nothing to show."""
-    return (gr.update(choices=view.layer_choices(0), value=-1), gr.update(choices=view.head_choices(0), value=-1),
-            gr.update(minimum=0, maximum=1, value=0), "")
+    return (gr.update(choices=view.layer_choices(0, lang), value=-1),
+            gr.update(choices=view.head_choices(0, lang), value=-1), gr.update(minimum=0, maximum=1, value=0), "")
 
 
-def forget_inside():
+def forget_inside(request: gr.Request = None):
     """Another model: what was seen inside the last one goes (its layers, heads and units are not this one's)."""
-    return "", *no_attention(), gr.update(choices=[], value=None), None, ""
+    return "", *no_attention(language(request)), gr.update(choices=[], value=None), None, ""
 
 
-def shown_state(state: StepState, values, note: str = "") -> tuple[str, str, str]:
+def numbered(key: str, count: int, lang: str, **fields) -> str:
+    """The text `key`.one or `key`.many, as English's plural asks (the Chinese ones are the same)."""
+    return say(f"{key}.{'one' if count == 1 else 'many'}", lang, count=count, **fields)
+
+
+def shown_state(state: StepState, values, note: str = "", lang: str = ENGLISH) -> tuple[str, str, str]:
     """The text so far, the line under the buttons and the bars, for this state and these controls."""
-    stages = state.session.stages(chosen(values))  # no forward pass
+    stages = state.session.stages(chosen(values), lang=lang)  # no forward pass
     key = (len(state.written), tuple(values))
     counts = state.counts if state.counts_key == key else None
     session_ = state.session
     lines = [note] if note else []
-    lines.append(f"**{len(state.written)}** token{'s' * (len(state.written) != 1)} written after the prompt · "
-                 f"the model has run **{session_.forward_passes}** time{'s' * (session_.forward_passes != 1)} "
-                 "so far (moving a slider only redraws the bars)")
-    lines += [f"⚠️ {w}" for w in session_.warnings]
-    return view.text_html(session_.prompt, state.written), "  \n".join(lines), view.bars_html(stages, counts)
+    lines.append(numbered("step.written", len(state.written), lang) + say("stats.join", lang)
+                 + numbered("step.passes", session_.forward_passes, lang))
+    lines += [f"⚠️ {words_of(w, lang)}" for w in session_.warnings]
+    return (view.text_html(session_.prompt, state.written, lang), "  \n".join(lines),
+            view.bars_html(stages, counts, lang))
 
 
 class StepTab:
@@ -89,17 +105,18 @@ class StepTab:
 
     def start_step(self, request: gr.Request, prompt, model, *values):
         """Read the prompt afresh and show what the model wants next (after saying so while the server starts)."""
+        lang = language(request)
         while (waiting := self.playground.starting()) is not None:  # the first seconds after the server started
-            yield gr.skip(), f"⏳ {waiting}", gr.skip()
+            yield gr.skip(), f"⏳ {words_of(waiting, lang)}", gr.skip()
             time.sleep(1)
 
         def work():
             self.playground.step_controls(chosen(values))  # a bad control is reported before the model runs
             state = self.book.get(session(request), model, prompt, fresh=True)
             with state.lock:
-                title = state.session.loaded.entry.title
-                return shown_state(state, values, f"{title} has read your prompt. Here is what it wants next.")
-        yield attempt(work)
+                title = model_words(state.session.loaded.entry, lang)[0]
+                return shown_state(state, values, say("step.read_prompt", lang, title=title), lang)
+        yield attempt(work, lang)
 
     def redraw(self, request: gr.Request, prompt, model, *values):
         """A slider moved: the bars again from the kept logits, with no forward pass (none if nothing is open)."""
@@ -108,147 +125,157 @@ class StepTab:
             if state is None or not state.lock.acquire(timeout=2):
                 return gr.skip(), gr.skip(), gr.skip()
             try:
-                return shown_state(state, values)
+                return shown_state(state, values, lang=lang)
             finally:
                 state.lock.release()
-        return attempt(work)
+        lang = language(request)
+        return attempt(work, lang)
 
     def opened(self, request: gr.Request, model, prompt, act):
-        """act(state) on this browser session's step state (opened on `model` and `prompt`), under its lock."""
+        """act(state, lang) on this browser session's step state (opened on `model` and `prompt`), under its lock,
+        in the visitor's language."""
+        lang = language(request)
+
         def work():
             state = self.book.get(session(request), model, prompt)
             with state.lock:
-                return act(state)
-        return attempt(work)
+                return act(state, lang)
+        return attempt(work, lang)
 
     def sample_step(self, request: gr.Request, prompt, model, *values):
         controls, seed = chosen(values[:-1]), values[-1]
 
-        def act(state):
+        def act(state, lang):
             last = state.session.stages(controls, top_n=5)[-1]
             result = state.session.sample(controls, seed=seed)
             token = result["token"]
             if result["stop_reason"] == "end_of_text":
-                note = f"The model drew {quote(token)}, its sign for the end of a text: nothing more to write."
+                note = say("step.drew_end", lang, token=quote(token))
             elif result["stop_reason"]:
-                note = "⚠️ These settings leave no token the model may write (try a larger no-repeat size)."
+                note = say("step.no_token", lang)
             else:
                 alts = [(t["text"], t["prob"]) for t in last["tokens"] if not t["removed"]]
                 state.written.append(Written(result["piece"], token["prob"], alts))
-                note = (f"The model drew {quote(token)}, which had {100 * token['prob']:.1f}% after all the "
-                        f"controls (seed {result['seed']}).")
-            return shown_state(state, values[:-1], note)
+                note = say("step.drew", lang, token=quote(token), pct=f"{100 * token['prob']:.1f}",
+                           seed=result["seed"])
+            return shown_state(state, values[:-1], note, lang)
         return self.opened(request, model, prompt, act)
 
     def pick_step(self, request: gr.Request, evt: gr.EventData, prompt, model, *values):
         data = getattr(evt, "_data", None) or {}
+        lang = language(request)
 
         def work():
             state = self.book.find(session(request))
             if state is None:
-                raise RequestError("press Start first, then click a bar to write its token")
+                raise RequestError(Phrase("step.press_start"))
             with state.lock:
                 model_stage = state.session.stages(None, top_n=5)[0]
                 result = state.session.pick(data.get("token"))  # checked there: a whole number in the vocabulary
                 token = result["token"]
                 if result["stop_reason"] == "end_of_text":
-                    note = f"You picked {quote(token)}, the model's sign for the end of a text: nothing was added."
+                    note = say("step.picked_end", lang, token=quote(token))
                 else:
                     alts = [(t["text"], t["prob"]) for t in model_stage["tokens"]]
                     state.written.append(Written(result["piece"], token["prob"], alts))
-                    note = (f"You picked {quote(token)}; the model itself gave it {100 * token['prob']:.1f}%.")
-                return shown_state(state, values, note)
-        return attempt(work)
+                    note = say("step.picked", lang, token=quote(token), pct=f"{100 * token['prob']:.1f}")
+                return shown_state(state, values, note, lang)
+        return attempt(work, lang)
 
     def back_step(self, request: gr.Request, prompt, model, *values):
+        lang = language(request)
+
         def work():
             state = self.book.find(session(request))
             if state is None:
-                return gr.skip(), view.NO_SESSION, gr.skip()
+                return gr.skip(), say("step.no_session", lang), gr.skip()
             with state.lock:
                 token = state.session.back()
                 if token is None:
-                    return shown_state(state, values, "Nothing to take back: only your prompt is left.")
+                    return shown_state(state, values, say("step.nothing_back", lang), lang)
                 state.written.pop()
-                return shown_state(state, values, f"Took back {quote(token)}.")
-        return attempt(work)
+                return shown_state(state, values, say("step.took_back", lang, token=quote(token)), lang)
+        return attempt(work, lang)
 
     def run_step(self, request: gr.Request, prompt, model, *values):
         controls, seed, n = chosen(values[:-2]), values[-2], values[-1]
 
-        def act(state):
+        def act(state, lang):
             result = state.session.run(n, controls, seed=seed)
             tokens = result["tokens"][:-1] if result["stop_reason"] == "end_of_text" else result["tokens"]
             state.written += [Written(t["text"], t["prob"]) for t in tokens]
-            why = STOPPED[result["stop_reason"]]
-            note = f"Wrote {len(tokens)} token{'s' * (len(tokens) != 1)} (seed {result['seed']}); stopped: {why}."
-            return shown_state(state, values[:-2], note)
+            note = numbered("step.wrote", len(tokens), lang, seed=result["seed"],
+                            why=stopped(result["stop_reason"], lang))
+            return shown_state(state, values[:-2], note, lang)
         return self.opened(request, model, prompt, act)
 
     def many_step(self, request: gr.Request, prompt, model, *values):
         controls, seed = chosen(values[:-1]), values[-1]
 
-        def act(state):
+        def act(state, lang):
             state.counts = state.session.sample_many(controls, n=STEP_DRAWS, seed=seed)
             state.counts_key = (len(state.written), tuple(values[:-1]))
-            note = (f"Drew the next token {STEP_DRAWS} times with these settings, without writing any: see the "
-                    "counts beside the last box.")
-            return shown_state(state, values[:-1], note)
+            return shown_state(state, values[:-1], say("step.drew_many", lang, count=STEP_DRAWS), lang)
         return self.opened(request, model, prompt, act)
 
     # -- inside the model --
 
     def look_inside(self, request: gr.Request, prompt, model):
+        lang = language(request)
+
         def work():
             state = self.book.get(session(request), model, prompt)
             with state.lock:
                 inside = self.playground.look_inside(state.session.loaded, state.text)
-                title, text_now = state.session.loaded.entry.title, state.text
+                title, text_now = model_words(state.session.loaded.entry, lang)[0], state.text
             self.book.keep_look(session(request), inside)
-            chars = len(text_now)
-            note = f"Looked inside **{title}**, at the text so far ({chars:,} character{'s' * (chars != 1)})."
-            return note, *self.attention_part(inside), *self.units_part(inside)
-        return attempt(work)
+            note = numbered("step.looked", len(text_now), lang, title=title, chars=len(text_now))
+            return note, *self.attention_part(inside, lang), *self.units_part(inside, lang)
+        return attempt(work, lang)
 
     @staticmethod
-    def attention_part(inside: dict) -> tuple:
+    def attention_part(inside: dict, lang: str = ENGLISH) -> tuple:
         """The layer and head pickers, the look-from slider and the attention view for one look inside."""
         if "attention" not in inside:  # no attention to show: the controls go back to nothing
-            return (*no_attention()[:3], f"<p class=sg-legend>{inside['attention_note']}.</p>")
+            return (*no_attention(lang)[:3], note_html(inside["attention_note"], lang))
         a = inside["attention"]
-        return (gr.update(choices=view.layer_choices(a["layers"]), value=-1),
-                gr.update(choices=view.head_choices(a["heads"]), value=-1),
+        return (gr.update(choices=view.layer_choices(a["layers"], lang), value=-1),
+                gr.update(choices=view.head_choices(a["heads"], lang), value=-1),
                 gr.update(minimum=0, maximum=max(len(a["tokens"]) - 1, 1), value=a["query"]),
-                view.attention_html(a))
+                view.attention_html(a, lang=lang))
 
     @staticmethod
-    def units_part(inside: dict) -> tuple:
+    def units_part(inside: dict, lang: str = ENGLISH) -> tuple:
         """The units picker, the unit number and its heat map for one look inside."""
         if "units" not in inside:
-            return gr.update(choices=[], value=None), None, f"<p class=sg-legend>{inside['units_note']}.</p>"
+            return gr.update(choices=[], value=None), None, note_html(inside["units_note"], lang)
         first = inside["units"][0] if inside["units"] else None
         number = first["unit"] if first else None
-        return (gr.update(choices=view.unit_choices(inside["units"]), value=number), number,
-                view.heat_html(inside["tokens"], first["values"], number, first["guess"]) if first else "")
+        return (gr.update(choices=view.unit_choices(inside["units"], lang), value=number), number,
+                view.heat_html(inside["tokens"], first["values"], number, first["guess"], lang) if first else "")
 
     def inside_of(self, request) -> dict:
         look = self.book.look(session(request))
         if look is None:
-            raise RequestError("press Look inside first")
+            raise RequestError(Phrase("step.look_first"))
         return look
 
     def attention_again(self, request: gr.Request, layer, head):
         """Another layer or head: drawn from the weights already read (no forward pass)."""
+        lang = language(request)
+
         def work():
             found = self.inside_of(request).get("attention")
             if found is None:
                 return gr.skip()
             return view.attention_html(found, checked_layer(layer, found["layers"]),
-                                       checked_layer(head, found["heads"]))
-        return attempt(work)
+                                       checked_layer(head, found["heads"]), lang)
+        return attempt(work, lang)
 
     def look_from(self, request: gr.Request, query, layer, head):
         """Attention from another token of the text (one forward pass over the text up to it)."""
+        lang = language(request)
+
         def work():
             inside = self.inside_of(request)
             if "attention" not in inside:
@@ -257,8 +284,8 @@ class StepTab:
             found = self.playground.attention_from(inside["loaded"], inside["text"], query)
             inside["attention"] = found
             return found["query"], view.attention_html(found, checked_layer(layer, found["layers"]),
-                                                       checked_layer(head, found["heads"]))
-        return attempt(work)
+                                                       checked_layer(head, found["heads"]), lang)
+        return attempt(work, lang)
 
     def look_from_click(self, request: gr.Request, evt: gr.EventData, layer, head):
         data = getattr(evt, "_data", None) or {}
@@ -266,6 +293,8 @@ class StepTab:
 
     def show_unit(self, request: gr.Request, number):
         """One unit's heat map, from the values already read (no forward pass)."""
+        lang = language(request)
+
         def work():
             inside = self.inside_of(request)
             if "values" not in inside:
@@ -274,12 +303,12 @@ class StepTab:
             try:
                 n = int(number)
             except (TypeError, ValueError):
-                raise RequestError(f"the unit must be a whole number from 0 to {total - 1}") from None
+                raise RequestError(Phrase("step.unit_range", top=total - 1)) from None
             if not 0 <= n < total or n != number:
-                raise RequestError(f"the unit must be a whole number from 0 to {total - 1}, got {number}")
+                raise RequestError(Phrase("step.unit_range_got", top=total - 1, got=number))
             guess = next((u["guess"] for u in inside["units"] if u["unit"] == n), None)
-            return n, view.heat_html(inside["tokens"], inside["values"][n], n, guess)
-        return attempt(work)
+            return n, view.heat_html(inside["tokens"], inside["values"][n], n, guess, lang)
+        return attempt(work, lang)
 
     # -- the API: what the model wants next, stage by stage --
 
@@ -299,7 +328,7 @@ class StepTab:
             result = self.playground.next_token(model, prompt, chosen(values), top_n, session(request))
             return {k: result[k] for k in ("model", "prompt", "prompt_tokens", "prompt_tokens_cut", "stages",
                                            "warnings")}
-        return attempt(work)
+        return attempt(work, language(request))  # (its values stay English: only a refusal is said in words)
 
 
 def build(playground) -> list:
@@ -308,54 +337,53 @@ def build(playground) -> list:
     catalog, limits = playground.catalog, playground.limits
     controls = {name: CONTROLS[name].bounded(limits) for name in STEP_CONTROLS}
 
-    gr.Markdown(view.INTRO)
+    gr.Markdown(tr("step.intro"))
     with gr.Row():
         with gr.Column(scale=2, min_width=280):
-            prompt = gr.Textbox(label="Prompt", lines=3, value="ROMEO:\n", elem_id="step-prompt",
-                                placeholder="Type the beginning of a text…")
-            model = gr.Dropdown(model_choices(catalog), value=default_model(catalog), label="Model",
+            prompt = gr.Textbox(label=tr("write.prompt"), lines=3, value="ROMEO:\n", elem_id="step-prompt",
+                                placeholder=tr("write.prompt_placeholder"))
+            model = gr.Dropdown(model_choices(catalog), value=default_model(catalog), label=tr("common.model"),
                                 elem_id="step-model", allow_custom_value=True)  # the catalog refuses unknown names
-            with gr.Accordion("Sampling controls", open=True, elem_id="step-controls"):
+            with gr.Accordion(tr("common.sampling_controls"), open=True, elem_id="step-controls"):
                 sliders = [slider(controls[name], f"step-{name}") for name in STEP_CONTROLS]
-                seed = lenient(gr.Number(-1, precision=0, label="Seed", elem_id="step-seed",
-                                         info="The same seed draws the same tokens again. -1 picks one at random."))
+                seed = lenient(gr.Number(-1, precision=0, label=tr("common.seed"), elem_id="step-seed",
+                                         info=tr("step.seed_info")))
                 count = lenient(gr.Slider(1, max(limits.max_new_tokens, 2), value=min(20, limits.max_new_tokens),
-                                          step=1, label="Tokens for Run", elem_id="step-n",
-                                          info="How many tokens Run writes before it stops for a look."))
+                                          step=1, label=tr("step.run_count"), elem_id="step-n",
+                                          info=tr("step.run_count_info")))
         with gr.Column(scale=3, min_width=280):
             with gr.Row(elem_id="step-buttons"):
-                start = gr.Button("Start", variant="primary", elem_id="step-start", min_width=90)
-                sample = gr.Button("Sample", elem_id="step-sample", min_width=90)
-                back = gr.Button("Back", elem_id="step-back", min_width=90)
-                run = gr.Button("Run", elem_id="step-run", min_width=90)
-                many = gr.Button(f"Sample {STEP_DRAWS}×", elem_id="step-many", min_width=90)
-            status = gr.Markdown(view.NO_SESSION, elem_id="step-status")
-            gr.Markdown(view.TEXT_HELP)
+                start = gr.Button(tr("step.start"), variant="primary", elem_id="step-start", min_width=90)
+                sample = gr.Button(tr("step.sample"), elem_id="step-sample", min_width=90)
+                back = gr.Button(tr("step.back"), elem_id="step-back", min_width=90)
+                run = gr.Button(tr("step.run"), elem_id="step-run", min_width=90)
+                many = gr.Button(tr("step.many", count=STEP_DRAWS), elem_id="step-many", min_width=90)
+            status = gr.Markdown(tr("step.no_session"), elem_id="step-status")
+            gr.Markdown(tr("step.text_help"))
             text = gr.HTML("", elem_id="step-text", js_on_load=token_js("step", heading="pop.one_of"),
                            css_template=view.TEXT_CSS)
-            gr.Markdown(view.BARS_HELP)
-            bars = gr.HTML(view.bars_html([]), elem_id="step-bars", js_on_load=view.BARS_JS,
+            gr.Markdown(tr("step.bars_help"))
+            bars = gr.HTML(tr("step.no_bars"), elem_id="step-bars", js_on_load=view.BARS_JS,
                            css_template=view.BARS_CSS)
-    with gr.Accordion("Inside the model", open=False, elem_id="step-inside"):
-        gr.Markdown("What the model does with the text so far, for the curious. **Look inside** reads the text "
-                    "again and shows what fits the model: where a Transformer looks, or what a recurrent model "
-                    "remembers.")
-        look = gr.Button("Look inside", elem_id="step-look")
+    with gr.Accordion(tr("step.inside"), open=False, elem_id="step-inside"):
+        gr.Markdown(tr("step.inside_intro"))
+        look = gr.Button(tr("step.look"), elem_id="step-look")
         inside_note = gr.Markdown("", elem_id="step-inside-note")
-        gr.Markdown("#### Where a Transformer looks\n" + view.ATTENTION_HELP)
+        gr.Markdown(tr("step.attention_intro"))
         with gr.Row():
-            att_layer = gr.Dropdown(view.layer_choices(0), value=-1, label="Layer", elem_id="step-att-layer",
-                                    min_width=140)
-            att_head = gr.Dropdown(view.head_choices(0), value=-1, label="Head", elem_id="step-att-head",
-                                   min_width=140)
-            att_query = lenient(gr.Slider(0, 1, value=0, step=1, label="Look from token number",
+            # Before a look: "all of them" only (a look fills in the layers and heads, in the visitor's language)
+            att_layer = gr.Dropdown([(tr("step.all_layers"), -1)], value=-1, label=tr("step.layer"),
+                                    elem_id="step-att-layer", min_width=140)
+            att_head = gr.Dropdown([(tr("step.all_heads"), -1)], value=-1, label=tr("step.head"),
+                                   elem_id="step-att-head", min_width=140)
+            att_query = lenient(gr.Slider(0, 1, value=0, step=1, label=tr("step.look_from"),
                                           elem_id="step-att-query", min_width=200))
         attention_view = gr.HTML("", elem_id="step-attention", js_on_load=view.KEYS_JS,
                                  css_template=view.INSIDE_CSS)
-        gr.Markdown("#### What a recurrent model remembers\n" + view.UNITS_HELP)
+        gr.Markdown(tr("step.units_intro"))
         with gr.Row():
-            units = gr.Radio([], label="Units worth a look", elem_id="step-units", scale=3)
-            unit = lenient(gr.Number(None, precision=0, label="Or any unit, by number", elem_id="step-unit",
+            units = gr.Radio([], label=tr("step.units"), elem_id="step-units", scale=3)
+            unit = lenient(gr.Number(None, precision=0, label=tr("step.unit_number"), elem_id="step-unit",
                                      min_width=140, scale=1))
         heat = gr.HTML("", elem_id="step-heat", css_template=view.INSIDE_CSS)
 

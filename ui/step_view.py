@@ -2,12 +2,13 @@
 
 Plain functions of plain data (the dicts `textgen.service.explain` returns), as HTML strings; what each browser
 session has open is kept by textgen.service.step_sessions. Free of torch and Gradio, like ui/render.py, so the
-page builds before either loads.
+page builds before either loads. Each takes the visitor's language (`lang`, English unless told): its words are
+the catalogs' "step.*" texts (textgen/locales), and the page's fixed texts are those same keys, by `tr`.
 
-    bars_html(session.stages(controls))          # one card per stage, one clickable bar per candidate token
-    text_html(prompt, written)                   # the text so far, shaded as in the Write tab
-    attention_html(attention(...), layer, head)  # which earlier tokens one token looks at
-    heat_html(tokens, values, unit)              # one unit's value over the text, as colour
+    bars_html(session.stages(controls, lang=lang), lang=lang)  # one card per stage, one clickable bar per token
+    text_html(prompt, written, lang)                           # the text so far, shaded as in the Write tab
+    attention_html(attention(...), layer, head, lang)          # which earlier tokens one token looks at
+    heat_html(tokens, values, unit, guess, lang)               # one unit's value over the text, as colour
 """
 
 from __future__ import annotations
@@ -15,37 +16,8 @@ from __future__ import annotations
 import html
 
 from textgen.core.events import shown
+from textgen.core.words import ENGLISH, say, words_of
 from ui.render import token_span
-
-# -- words for the reader ------------------------------------------------------------------------------------
-
-INTRO = (
-    "A language model writes one small piece of text at a time, called a **token**: a letter for our RNN, LSTM "
-    "and GRU, a word or part of one for our Transformer and GPT-2. This view shows which tokens it could write next "
-    "after your prompt and how likely each is; then move the sliders, or write a token, and look again."
-)
-BARS_HELP = (
-    "Each box is one step of the choosing, in the order it happens: what the model itself wants, then what each "
-    "setting does to that (a greyed-out token is ruled out; the rest share 100% again). **Click a bar** (or Tab to "
-    "it and press Enter) to write that token yourself."
-)
-TEXT_HELP = (
-    "The text so far: your prompt, then each token written here, shaded by how likely it was (red unlikely, green "
-    "likely). Hover over, tap or Tab to one to see what else it could have been."
-)
-ATTENTION_HELP = (
-    "A Transformer picks its next token by looking back at the tokens before it: click a token (or use the "
-    "slider) to see which earlier tokens it looks at most, darker orange meaning more. Each layer, and each "
-    "\"head\" in a layer, looks in its own way; \"all\" averages them."
-)
-UNITS_HELP = (
-    "A recurrent model (RNN, LSTM, GRU) reads one token at a time and keeps a memory of a few hundred numbers, "
-    "called units: pick one to see its value along the text, red where it is highest and blue where lowest. The "
-    "list holds units that seem to follow something you can see in the text, with a guess at what (a guess, not "
-    "a proof)."
-)
-NO_SESSION = "Press **Start** to see what the model wants to write after your prompt."
-NO_BARS = "The model's choices for its next token will appear here."
 
 # -- CSS, scoped to each component by gr.HTML's css_template -------------------------------------------------
 
@@ -117,11 +89,11 @@ element.addEventListener('keydown', e => { if (e.key === 'Enter' || e.key === ' 
 # -- the text so far -----------------------------------------------------------------------------------------
 
 
-def text_html(prompt: str, written: list) -> str:
+def text_html(prompt: str, written: list, lang: str = ENGLISH) -> str:
     """The prompt, plain, then every written token shaded by its probability (hover for its alternatives)."""
     spans = "".join(token_span(w) for w in written)
     prompt_html = f"<span class=sg-prompt>{html.escape(prompt)}</span>" if prompt else ""
-    empty = "" if prompt or written else "<em>(an empty text: the model starts from scratch)</em>"
+    empty = "" if prompt or written else f"<em>{say('step.empty_text', lang)}</em>"
     return f"<div class=sg-text>{prompt_html}{spans}{empty}</div>"
 
 
@@ -134,12 +106,12 @@ def _pct(p: float) -> str:
     return f"{100 * p:.1f}%" if p >= 0.001 else "<0.1%"
 
 
-def bars_html(stages: list[dict], counts: dict | None = None) -> str:
-    """One card per stage (as StepSession.stages gives them), one bar per listed token; a token the stage removed
-    is greyed out and struck through. `counts` (StepSession.sample_many's result) adds, beside the last
-    stage's bars, how often each token came up in that many draws."""
+def bars_html(stages: list[dict], counts: dict | None = None, lang: str = ENGLISH) -> str:
+    """One card per stage (as StepSession.stages gives them, named in `lang`), one bar per listed token; a token the
+    stage removed is greyed out and struck through. `counts` (StepSession.sample_many's result) adds, beside the
+    last stage's bars, how often each token came up in that many draws."""
     if not stages:
-        return f"<p class=sg-note>{NO_BARS}</p>"  # (the line above says to press Start: once is enough)
+        return say("step.no_bars", lang)  # (the line above says to press Start: once is enough)
     drawn = {c["id"]: c["count"] for c in counts["counts"]} if counts and counts.get("draws") else {}
     draws = counts["draws"] if drawn else 0
     cards = []
@@ -150,10 +122,11 @@ def bars_html(stages: list[dict], counts: dict | None = None) -> str:
         for t, tok in enumerate(stage["tokens"]):
             before = stages[s - 1]["tokens"][t]["removed"] if s else False
             rows.append(_bar(tok, before, drawn.get(tok["id"], 0) if counted else None, draws,
-                             focusable=s == last))
-        foot = f"all others: {_pct(stage['other'])} · {stage['kept']:,} token{'s' * (stage['kept'] != 1)} possible"
+                             focusable=s == last, lang=lang))
+        foot = say("step.bars.others.one" if stage["kept"] == 1 else "step.bars.others.many", lang,
+                   pct=_pct(stage["other"]), kept=stage["kept"])
         if stage["blocked"]:
-            foot = "⚠️ this step left no token at all: the model cannot write anything with these settings"
+            foot = say("step.bars.blocked", lang)
         cls = "sg-stage sg-counted" if counted else "sg-stage"
         cards.append(
             f"<section class='{cls}' data-stage='{html.escape(stage['name'])}'>"
@@ -162,29 +135,28 @@ def bars_html(stages: list[dict], counts: dict | None = None) -> str:
     note = ""
     if draws:
         listed = sum(drawn.get(t["id"], 0) for t in stages[-1]["tokens"])
-        rest = f"; {draws - listed} went to tokens not listed" if draws > listed else ""
-        note = (f"<p class=sg-note><b>{draws} draws</b> with these settings (seed {counts['seed']}): the number "
-                f"beside each bar of the last box, and its thin orange line, show how often that token came "
-                f"up{rest}. The more draws, the closer they get to the bars.</p>")
+        rest = say("step.bars.rest", lang, count=draws - listed) if draws > listed else ""
+        note = f"<p class=sg-note>{say('step.bars.draws', lang, draws=draws, seed=counts['seed'], rest=rest)}</p>"
     return f"<div class=sg-stages>{''.join(cards)}</div>{note}"
 
 
-def _bar(tok: dict, removed_before: bool, count: int | None, draws: int, focusable: bool) -> str:
+def _bar(tok: dict, removed_before: bool, count: int | None, draws: int, focusable: bool,
+         lang: str = ENGLISH) -> str:
     label = tok.get("shown") or shown(tok["text"])
     if tok["removed"]:
-        pct, width, cls = "removed", 100 * 0, "sg-bar sg-cut"
-        said = "ruled out by an earlier step" if removed_before else "ruled out by this step"
+        pct, width, cls = say("step.bar.removed", lang), 100 * 0, "sg-bar sg-cut"
+        said = say("step.bar.cut_before" if removed_before else "step.bar.cut_here", lang)
     else:
         pct, width, cls = _pct(tok["prob"]), 100 * tok["prob"], "sg-bar"
-        said = f"{_pct(tok['prob'])} likely"
+        said = say("step.bar.likely", lang, pct=_pct(tok["prob"]))
     extra, line = "", ""
     if count is not None and tok["removed"] and not count:
         extra = "<span class=sg-count></span>"  # it cannot come up: no count to show
     elif count is not None:
         extra = f"<span class=sg-count>{count}×</span>"
         line = f"<span class=sg-drawn style='width:{100 * count / draws:.1f}%'></span>"
-        said += f", came up {count} times in {draws}"
-    aria = html.escape(f"{label}: {said}. Write this token.", quote=True)
+        said += say("step.bar.came_up", lang, count=count, draws=draws)
+    aria = html.escape(say("step.bar.aria", lang, label=label, said=said), quote=True)
     return (f"<li><button type=button class='{cls}' data-id='{int(tok['id'])}' tabindex={0 if focusable else -1} "
             f"aria-label='{aria}' title='{aria}'><span class=sg-tok>{html.escape(label)}</span>"
             f"<span class=sg-track><span class=sg-fill style='width:{width:.1f}%'></span>{line}</span>"
@@ -200,66 +172,74 @@ def _token_html(text: str) -> str:
     return html.escape(text) if text else "∅"
 
 
-def attention_html(result: dict, layer: int = -1, head: int = -1) -> str:
+def attention_html(result: dict, layer: int = -1, head: int = -1, lang: str = ENGLISH) -> str:
     """The text with each token shaded by how much the query token looks at it, for one head of one layer,
     the average of a layer's heads (head -1), or of every head of every layer (layer -1). The query is outlined;
     the tokens after it, which it cannot see, are faded. Every token can be clicked to look from it instead."""
     q = result["query"]
     if layer < 0:
-        weights, where = result["average"], "averaged over every head of every layer"
+        weights, where = result["average"], say("step.att.all", lang)
     elif head < 0:
-        weights, where = result["layer_average"][layer], f"in layer {layer + 1}, averaged over its heads"
+        weights, where = result["layer_average"][layer], say("step.att.layer", lang, layer=layer + 1)
     else:
-        weights, where = result["weights"][layer][head], f"in layer {layer + 1}, head {head + 1}"
+        weights, where = result["weights"][layer][head], say("step.att.head", lang, layer=layer + 1, head=head + 1)
     top = max(weights[: q + 1]) or 1.0
     spans = []
     for i, tok in enumerate(result["tokens"]):
         w = weights[i] if i <= q else 0.0
         cls = "sg-key sg-query" if i == q else "sg-key sg-later" if i > q else "sg-key"
         alpha = 0.85 * w / top
-        tip = "the token it looks from" if i == q else "after it: not seen" if i > q else f"{_pct(w)} of its attention"
-        tip = html.escape(f"token {i}, {tok['shown']}: {tip}", quote=True)
+        tip = (say("step.att.query_tip", lang) if i == q else say("step.att.later_tip", lang) if i > q
+               else say("step.att.share_tip", lang, pct=_pct(w)))
+        tip = html.escape(say("step.token_tip", lang, i=i, shown=tok["shown"], tip=tip), quote=True)
         spans.append(f"<span class='{cls}' data-i={i} tabindex=-1 role=button title='{tip}' aria-label='{tip}' "
                      f"style='background:rgba(234,88,12,{alpha:.2f})'>{_token_html(tok['text'])}</span>")
     ranked = sorted(range(q + 1), key=lambda i: -weights[i])[:5]
-    most = ", ".join(f"“{html.escape(result['tokens'][i]['shown'])}” (token {i}) {_pct(weights[i])}" for i in ranked)
-    head_line = (f"<p class=sg-legend>Looking from token {q}, “{html.escape(result['tokens'][q]['shown'])}”, "
-                 f"{where}. It looks most at: {most}.</p>")
+    most = say("step.att.list", lang).join(
+        say("step.att.most_item", lang, shown=html.escape(result["tokens"][i]["shown"]), i=i, pct=_pct(weights[i]))
+        for i in ranked)
+    line = say("step.att.head_line", lang, q=q, shown=html.escape(result["tokens"][q]["shown"]), where=where,
+               most=most)
+    head_line = f"<p class=sg-legend>{line}</p>"
     return f"{head_line}<div class=sg-text>{''.join(spans)}</div>"
 
 
-def layer_choices(layers: int) -> list[tuple[str, int]]:
-    return [("All layers (average)", -1)] + [(f"Layer {i + 1}", i) for i in range(layers)]
+def layer_choices(layers: int, lang: str = ENGLISH) -> list[tuple[str, int]]:
+    return [(say("step.all_layers", lang), -1)] + [(say("step.layer_n", lang, n=i + 1), i) for i in range(layers)]
 
 
-def head_choices(heads: int) -> list[tuple[str, int]]:
-    return [("All heads (average)", -1)] + [(f"Head {i + 1}", i) for i in range(heads)]
+def head_choices(heads: int, lang: str = ENGLISH) -> list[tuple[str, int]]:
+    return [(say("step.all_heads", lang), -1)] + [(say("step.head_n", lang, n=i + 1), i) for i in range(heads)]
 
 
-HEAT_LEGEND = ("<p class=sg-legend><span style='background:hsla(215,80%,50%,.6)'>lowest in this text</span> "
-               "<span style='border:1px solid #ccc'>in between</span> "
-               "<span style='background:hsla(0,80%,50%,.6)'>highest in this text</span></p>")
+def heat_legend(lang: str = ENGLISH) -> str:
+    """The line under a unit's heading that says how to read its colours."""
+    return (f"<p class=sg-legend><span style='background:hsla(215,80%,50%,.6)'>{say('step.heat.low', lang)}</span> "
+            f"<span style='border:1px solid #ccc'>{say('step.heat.mid', lang)}</span> "
+            f"<span style='background:hsla(0,80%,50%,.6)'>{say('step.heat.high', lang)}</span></p>")
 
 
-def heat_html(tokens: list[dict], values: list[float], unit: int, guess: str | None = None) -> str:
+def heat_html(tokens: list[dict], values: list[float], unit: int, guess: str | None = None,
+              lang: str = ENGLISH) -> str:
     """One unit's value after each token, as colour over the text, on the unit's own range here: red where it is
     highest, blue where lowest, white half-way. Its own range, not zero: a unit that runs from -7.6 to -0.06 and
-    rises at speaker names shows the names red, where a scale around zero painted everything blue and them white."""
+    rises at speaker names shows the names red, where a scale around zero painted everything blue and them white.
+    `guess` (explain's Phrase, or text) is said in `lang`."""
     low, high = min(values, default=0.0), max(values, default=0.0)
     middle, half = (low + high) / 2, (high - low) / 2 or 1.0
     spans = []
     for i, (tok, v) in enumerate(zip(tokens, values)):
         where = (v - middle) / half  # -1 at the lowest, +1 at the highest
         hue = 0 if where >= 0 else 215
-        tip = html.escape(f"token {i}, {tok['shown']}: {v:+.3f}", quote=True)
+        tip = html.escape(say("step.token_tip", lang, i=i, shown=tok["shown"], tip=f"{v:+.3f}"), quote=True)
         spans.append(f"<span title='{tip}' style='background:hsla({hue},80%,50%,{0.8 * abs(where):.2f})'>"
                      f"{_token_html(tok['text'])}</span>")
-    about = f" It {html.escape(guess)}." if guess else ""
-    head = (f"<p class=sg-legend><b>Unit {unit}</b> goes from {low:+.2f} to {high:+.2f} over this text.{about}</p>")
-    return f"{head}{HEAT_LEGEND}<div class=sg-text>{''.join(spans)}</div>"
+    about = say("step.heat.guess", lang, guess=html.escape(words_of(guess, lang))) if guess else ""
+    head = say("step.heat.range", lang, unit=unit, low=f"{low:+.2f}", high=f"{high:+.2f}")
+    return f"<p class=sg-legend>{head}{about}</p>{heat_legend(lang)}<div class=sg-text>{''.join(spans)}</div>"
 
 
-def unit_choices(found: list[dict]) -> list[tuple[str, int]]:
+def unit_choices(found: list[dict], lang: str = ENGLISH) -> list[tuple[str, int]]:
     """The units `interesting_units` found, as radio choices: "Unit 264: seems to track …"."""
-    return [(f"Unit {u['unit']}: {u['guess']} (how closely: {abs(u['correlation']):.2f} out of 1)", u["unit"])
-            for u in found]
+    return [(say("step.unit_choice", lang, unit=u["unit"], guess=words_of(u["guess"], lang),
+                 r=f"{abs(u['correlation']):.2f}"), u["unit"]) for u in found]

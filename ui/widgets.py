@@ -105,9 +105,13 @@ def session(request: gr.Request | None) -> str:
     return getattr(request, "session_hash", None) or "anonymous"
 
 
-def examples() -> list[dict]:
+def examples(lang: str = ENGLISH) -> list[dict]:
+    """The example prompts (assets/examples.json) for a page in `lang`: those written for its audience first, then
+    the English ones (our own models write only English); an English page gets only those."""
     path = ASSETS / "examples.json"
-    return json.loads(path.read_text()) if path.exists() else []
+    every = json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
+    english = [e for e in every if e.get("lang", ENGLISH) == ENGLISH]
+    return english if lang == ENGLISH else [e for e in every if e.get("lang") == lang] + english
 
 
 # What a shipped model's card reports, best predictor of text it never saw first: the held-back plays (the corpus's

@@ -139,8 +139,7 @@ def build(playground) -> list:
                                 placeholder=tr("write.prompt_placeholder"))
             model = gr.Dropdown(model_choices(catalog), value=first, label=tr("common.model"), elem_id="model",
                                 allow_custom_value=True)  # textgen's catalog refuses unknown names
-            entry = catalog.get(first) if first else None
-            note = gr.Markdown(model_note(entry.title, entry.description) if entry else "", elem_id="model-note")
+            note = gr.Markdown("", elem_id="model-note")  # written when the page opens, in the visitor's language
             style = gr.Radio(style_choices(PRESETS), value="Balanced", label=tr("common.style"), elem_id="preset",
                              info=tr("write.style_info"))
             with gr.Accordion(tr("common.sampling_controls"), open=False, elem_id="controls"):
@@ -168,7 +167,14 @@ def build(playground) -> list:
                 last_branch = gr.State("")  # the branch shown above, in one line: it joins the log when the next starts
     shipped_examples = examples()
     if shipped_examples:
-        gr.Examples([[e["prompt"]] for e in shipped_examples], inputs=[prompt], label=tr("common.examples"))
+        shown = gr.Examples([[e["prompt"]] for e in shipped_examples], inputs=[prompt], label=tr("common.examples"))
+        gr.Markdown(tr("examples.note"), elem_id="examples-note")
+
+        def for_visitor(request: gr.Request = None):
+            """The examples for the visitor's language, when the page opens."""
+            return gr.Dataset(samples=[[e["prompt"]] for e in examples(language(request))])
+
+        gr.on(None, for_visitor, None, shown.dataset, queue=False, api_visibility="private")
 
     inputs = [prompt, model, *sliders, seed, templated]
     outputs = [output, stats, probs]

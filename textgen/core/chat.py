@@ -42,6 +42,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from textgen.core.settings import GenerationSettings, InvalidRequest, Limits, clean_text
+from textgen.core.words import Phrase
 
 ROLES = ("user", "assistant")
 MAX_MESSAGES = 200  # older messages than this are left out before anything is tokenised
@@ -70,8 +71,7 @@ def chat_unsupported_reason(chat_template: bool | None, title: str) -> str | Non
     the doubt, and the engine says so if it has none. `title` names the model."""
     if chat_template is not False:
         return None
-    return (f"{title} cannot chat: it has no chat template, so it continues text rather than answering messages. "
-            "Use it in Write, or pick a model made for chat.")
+    return Phrase("chat.cannot_chat", title=title)
 
 
 class TemplatedModel(Protocol):
@@ -129,10 +129,8 @@ def build_chat_prompt(
         start = 0
     else:
         if len(ids_from(len(history))) > budget:
-            parts = "Your message and the system prompt come" if system else "Your message comes"
-            raise ChatError(f"{parts} to {len(ids_from(len(history)))} tokens, more than {loaded.entry.title} can "
-                            f"read while keeping room for its reply ({budget} tokens). Shorten it, or lower "
-                            "Max new tokens.")
+            raise ChatError(Phrase("chat.too_long_with_system" if system else "chat.too_long",
+                                   count=len(ids_from(len(history))), title=loaded.entry.title, budget=budget))
         # Fewest turns left out: a binary search over the starts (each try renders and tokenises once).
         low, high = 1, len(starts) - 1  # starts[high] always fits; starts[0] never does
         while low < high:
@@ -146,11 +144,10 @@ def build_chat_prompt(
     dropped = skipped + start
     note = None
     if dropped:
-        s = "" if dropped == 1 else "s"
-        room = f"{context} tokens, with {reply_room} kept free for its reply" if context else "its limit"
-        note = (f"This conversation is longer than {loaded.entry.title} can read at once ({room}), so it no "
-                f"longer sees the {dropped} oldest message{s}. The system prompt and your newest message are "
-                "always kept.")
+        room = (Phrase("chat.dropped_room", context=context, reply=reply_room) if context
+                else Phrase("chat.dropped_limit"))
+        note = Phrase("chat.dropped_one" if dropped == 1 else "chat.dropped_many", title=loaded.entry.title,
+                      room=room, count=dropped)
     text = _render(loaded.tokenizer, kept, tokenize=False)
     return ChatPrompt(ids=tuple(ids_from(start)), text=text,
                       messages=tuple(kept), dropped=dropped, note=note, reply_room=reply_room,
@@ -186,7 +183,7 @@ def clean_messages(
     """(the system prompt or None, the turns) of a conversation, checked and cleaned; ChatError says what is wrong.
     Cleaning a text may add lines to `warnings`."""
     if not isinstance(messages, (list, tuple)) or not messages:
-        raise ChatError("messages must be a non-empty list of {role, content} messages")
+        raise ChatError(Phrase("chat.messages_type"))
     turns = []
     for i, message in enumerate(messages):
         role, content = _role_and_text(message)
@@ -194,13 +191,12 @@ def clean_messages(
             system = content
             continue
         if role not in ROLES:
-            raise ChatError(f"message {i + 1} has role {str(role)[:20]!r}; use 'user' or 'assistant' "
-                            "(and give the system prompt on its own)")
+            raise ChatError(Phrase("chat.bad_role", index=i + 1, role=repr(str(role)[:20])))
         turns.append({"role": role, "content": clean_text(content, limits.max_prompt_chars, "message", warnings)})
     if not turns or turns[-1]["role"] != "user":
-        raise ChatError("the last message must be the user's: the model answers it")
+        raise ChatError(Phrase("chat.last_not_user"))
     if not turns[-1]["content"].strip():
-        raise ChatError("the newest message is empty: write something for the model to answer")
+        raise ChatError(Phrase("chat.newest_empty"))
     system = clean_text(system, limits.max_prompt_chars, "system prompt", warnings).strip() if system else None
     return system or None, turns
 
@@ -219,7 +215,7 @@ def _role_and_text(message: object) -> tuple[object, object]:
     if content is None:
         content = ""
     if not isinstance(content, str):
-        raise ChatError(f"a message's content must be text, got {type(content).__name__}")
+        raise ChatError(Phrase("chat.content_type", kind=type(content).__name__))
     return role, content
 
 
@@ -240,7 +236,7 @@ def _render(tokenizer, conversation: list[dict[str, str]], tokenize: bool):
                                                 return_dict=False)
         return [int(i) for i in ids]
     except TemplateError as err:  # templates raise on conversations they refuse (say, roles not alternating)
-        raise ChatError(f"this model's chat template refused the conversation: {err}") from None
+        raise ChatError(Phrase("chat.template_refused", detail=err)) from None
 
 
 def _template_stops(tokenizer, text: str) -> tuple[str, ...]:

@@ -16,6 +16,8 @@ import re
 import time
 from dataclasses import asdict, dataclass, field
 
+from textgen.core.words import Phrase
+
 
 @dataclass
 class TokenInfo:
@@ -101,8 +103,8 @@ class Waiting:
     def words(self) -> str:
         if self.over:
             return ""
-        ahead = "you are next" if self.ahead == 0 else f"{self.ahead} ahead of you"
-        return f"⏳ Many people are writing with this model right now; waiting for a free place ({ahead})…"
+        ahead = Phrase("status.queue_next") if self.ahead == 0 else Phrase("status.queue_ahead", count=self.ahead)
+        return Phrase("status.queue", ahead=ahead)
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """The words a visitor reads, in each language the page speaks: one catalog per language, keyed once.
 
-    say("prompt.too_long", "zh-CN", chars=12_000, limit=10_000)   # -> "提示有 12,000 个字符……"
+    say("error.text_too_long", "zh-CN", what="提示", chars=12_000, limit=10_000)   # "提示有 12,000 个字符……"
     language_of("zh-CN,zh;q=0.9,en;q=0.8")                        # -> "zh-CN"
-    raise InvalidRequest(Phrase("prompt.too_long", chars=n, limit=m))   # English by str(), any language by say()
+    raise InvalidRequest(Phrase("error.no_text_to_score"))   # English by str(), any language by words_of()
 
 The catalogs are `textgen/locales/<language>.json`, flat {key: text} with `{name}` fields filled by str.format
 (numbers are formatted there too: `{limit:,}`). The page gives the same catalogs to Gradio's own translation
@@ -93,8 +93,15 @@ class Phrase(str):
     def in_language(self, language: str) -> str:
         return _said(self.key, language, self.fields)
 
+    def __reduce__(self):  # copy.deepcopy and pickle make it again from its key and fields
+        return (_phrase, (self.key, self.fields))
+
     def __repr__(self) -> str:
         return f"Phrase({self.key!r}, **{self.fields!r})"
+
+
+def _phrase(key: str, fields: dict) -> Phrase:
+    return Phrase(key, **fields)
 
 
 def _said(key: str, language: str, fields: dict) -> str:
@@ -109,3 +116,16 @@ def words_of(message: object, language: str = ENGLISH) -> str:
     if isinstance(message, Phrase):
         return message.in_language(language)
     return str(message)
+
+
+def message_of(err: BaseException) -> str:
+    """An exception's message as it was raised (a Phrase stays a Phrase, to be said in the visitor's language)."""
+    if len(err.args) == 1 and isinstance(err.args[0], str):
+        return err.args[0]
+    return str(err)
+
+
+def joined(messages) -> str:
+    """Several messages as one, each once; a single one as it is (so that a Phrase stays one)."""
+    unique = list(dict.fromkeys(m for m in messages if m))
+    return unique[0] if len(unique) == 1 else " ".join(unique)

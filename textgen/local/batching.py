@@ -48,6 +48,7 @@ import torch
 
 from textgen.core.events import Waiting
 from textgen.core.settings import Limits, RequestError
+from textgen.core.words import Phrase
 from textgen.models import contract
 
 log = logging.getLogger("textgen")
@@ -221,7 +222,7 @@ class Scheduler:
         with self._lock:
             if self._closed:
                 steps.close()
-                raise RequestError("the server is shutting down")
+                raise RequestError(Phrase("error.shutting_down"))
             if len(self._waiting) >= self.max_waiting and (self._active or self._waiting):
                 steps.close()
                 raise Busy("so many people are writing with this model right now that there is no place left; "

@@ -36,6 +36,7 @@ import torch
 from transformers.generation.logits_process import SuppressTokensLogitsProcessor
 
 from textgen.core.settings import DECODE_MAX_NEW_TOKENS, DECODE_MAX_WIDTH, GenerationSettings, InvalidRequest
+from textgen.core.words import Phrase
 from textgen.local.batching import apply_processors
 from textgen.local.generation import LocalWeights, Run, draw, sampling_stages
 from textgen.models import contract
@@ -76,6 +77,7 @@ class DecodeTree:
     prompt_tokens: int
     sequences: list[Sequence]  # best first (greedy and beam), in drawing order (samples)
     nodes: list[Node]
+    # Both in words for a visitor (Phrases: English as str, any language by textgen.core.words.words_of).
     warnings: list[str] = field(default_factory=list)  # what went differently from the request (a prompt cut)
     notes: list[str] = field(default_factory=list)  # what is worth knowing about the result
 
@@ -89,18 +91,16 @@ class DecodeTree:
 def check(method: object, width: object, max_new_tokens: int) -> tuple[str, int]:
     """The method and width of a request, or InvalidRequest in words."""
     if method not in METHODS:
-        raise InvalidRequest(f"method must be one of {', '.join(METHODS)}, got {str(method)[:40]!r}")
+        raise InvalidRequest(Phrase("decode.bad_method", methods=", ".join(METHODS), got=repr(str(method)[:40])))
     if method == "greedy":
         width = 1
     if isinstance(width, float) and width.is_integer():
         width = int(width)
     if isinstance(width, bool) or not isinstance(width, int) or not 1 <= width <= MAX_WIDTH:
-        what = "beams" if method == "beam" else "samples"
-        raise InvalidRequest(f"width (the number of {what}) must be a whole number from 1 to {MAX_WIDTH}, "
-                             f"got {str(width)[:40]}")
+        what = Phrase("decode.what_beams" if method == "beam" else "decode.what_samples")
+        raise InvalidRequest(Phrase("decode.bad_width", what=what, limit=MAX_WIDTH, got=str(width)[:40]))
     if max_new_tokens > MAX_NEW_TOKENS:
-        raise InvalidRequest(f"max_new_tokens must be at most {MAX_NEW_TOKENS} here (a longer tree cannot be read), "
-                             f"got {max_new_tokens}")
+        raise InvalidRequest(Phrase("decode.too_many_tokens", limit=MAX_NEW_TOKENS, got=max_new_tokens))
     return method, width
 
 
@@ -199,9 +199,7 @@ class _Search:
         node = None
         for step, (token, logprob) in enumerate(zip(greedy.tokens, greedy.logprobs)):
             node = self._node(node, step, token, logprob, True)
-        self.notes.append(f"beam search of width {self.width} lost the likeliest text on the way: greedy search "
-                          "found it (it takes the likeliest token every time, a path the beams dropped), so it "
-                          "is shown first")
+        self.notes.append(Phrase("decode.greedy_won", width=self.width))
         return self._sequence(greedy.tokens, sum(greedy.logprobs), node)
 
     def _choose(self, judged: torch.Tensor, own: torch.Tensor, last: list[int | None], step: int):
@@ -251,8 +249,8 @@ class _Search:
         if room is not None and len(ids) > room:
             more = len(ids) - room
             ids, cut = ids[more:], cut + more
-            self.run.warnings.append(f"the prompt was cut to its last {room} tokens, so that it and the "
-                                     f"{self.settings.max_new_tokens} new ones fit the model's context of {context}")
+            self.run.warnings.append(Phrase("decode.prompt_cut", room=room, new=self.settings.max_new_tokens,
+                                            context=context))
         return ids, cut
 
     def _tree(self, sequences: list[Sequence], prompt_tokens: int, cut: int) -> DecodeTree:

@@ -39,6 +39,7 @@ from transformers.generation.logits_process import (
 
 from textgen.core.events import Clock, Summary, TextEvent, TokenInfo, Waiting
 from textgen.core.settings import GenerationSettings
+from textgen.core.words import Phrase
 from textgen.local.batching import Forward, Process, Scheduler, process_together, step_together
 from textgen.local.tokenization import encode, end_of_text_ids
 from textgen.models import contract
@@ -114,7 +115,7 @@ class Run:
         if not prompt and not self.ready_ids:
             start = self.tokenizer.bos_token or self.tokenizer.eos_token
             ids = [self.tokenizer.convert_tokens_to_ids(start)] if start else encode(self.tokenizer, "\n").ids
-            self.warnings.append("the prompt was empty, so the model starts a new text from scratch")
+            self.warnings.append(Phrase("warning.empty_prompt"))
             return ids, 0
         if self.ready_ids:  # re-encoding a template's text would add a second BOS and unsanitise control tokens
             ids, start = self.ready_ids, []
@@ -128,8 +129,7 @@ class Run:
         if room is not None and len(ids) > room:
             cut = len(ids) - room
             ids = ids[cut:]
-            self.warnings.append(f"the prompt was longer than this model's context of {self.context} tokens; "
-                                 f"its first {cut} tokens were cut")
+            self.warnings.append(Phrase("warning.prompt_cut", context=self.context, cut=cut))
         return [*start, *ids], cut
 
     # -- the loop ----------------------------------------------------------------------------------------
@@ -214,8 +214,7 @@ class Run:
             # The text outgrew the context: start over from its most recent half (one prefill per
             # context/2 tokens, instead of re-reading a full window for every token).
             # Not a warning: nothing is wrong with the request, this is how a Transformer works. Said once.
-            note = (f"this model reads at most {self.context} tokens at a time, so past that it wrote on from the "
-                    "most recent part of the text")
+            note = Phrase("note.context_restart", context=self.context)
             if note not in self.notes:
                 self.notes.append(note)
             return (yield from self._forward(all_ids[:, -(self.context // 2):], self._new_memory(len(all_ids))))

@@ -26,6 +26,7 @@ from textgen.core.backend import Capabilities, Entry
 from textgen.core.chat import ChatPrompt, build_chat_prompt, reply_settings
 from textgen.core.events import Score, Summary, TextEvent, Waiting
 from textgen.core.settings import GenerationSettings, Limits
+from textgen.core.words import Phrase
 from textgen.local import generation
 from textgen.local.batching import Scheduler
 from textgen.local.evaluate import score_text
@@ -109,7 +110,7 @@ class LoadedModel:
         and GRU), else "word pieces" (BPE: our Transformer, GPT-2, SmolLM2)."""
         vocab = self.tokenizer.get_vocab()
         single = sum(len(t) == 1 for t in vocab)
-        return "letters" if vocab and single >= 0.9 * len(vocab) else "word pieces"
+        return Phrase("tokens.letters") if vocab and single >= 0.9 * len(vocab) else Phrase("tokens.word_pieces")
 
     def info(self) -> dict:
         return {"name": self.name, "title": self.entry.title, "parameters": self.n_params,

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from textgen.core.words import Phrase
+
 UNK = "<unk>"
 EOS = "<|endoftext|>"
 
@@ -72,7 +74,7 @@ class Encoded:
         if not self.unknown:
             return None
         shown = "".join(self.unknown[:20]) + ("…" if len(self.unknown) > 20 else "")
-        return f"{len(self.unknown)} character(s) are not in this model's vocabulary and were replaced: {shown!r}"
+        return Phrase("note.unknown_chars", count=len(self.unknown), shown=repr(shown))
 
 
 def encode(tokenizer: PreTrainedTokenizerBase, text: str) -> Encoded:

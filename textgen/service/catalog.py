@@ -32,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from textgen.core.words import Phrase
 from textgen.local import gguf
 from textgen.models import architectures
 from textgen.remote import discovery
@@ -144,7 +145,7 @@ class ModelEntry:
         A checkpoint whose files are there but damaged is found out on its first load (ModelManager.failed).
         """
         if self.is_local:
-            return None if self.available_offline() else "its files are missing"
+            return None if self.available_offline() else Phrase("why.files_missing")
         if not self.runs_here:  # what the engine last said (asked again at most every 30 s)
             return discovery.unavailable_reason(self.source, self.model_id)
         if self.origin == "hub" and not self.available_offline() and (hub_offline() or not hub_reachable()):
@@ -152,7 +153,7 @@ class ModelEntry:
         return None
 
 
-NEEDS_DOWNLOAD = "needs internet to download"
+NEEDS_DOWNLOAD = Phrase("why.needs_download")
 
 
 def owner_key(session: str) -> str:
@@ -239,12 +240,11 @@ class Catalog:
         """The entry of a model by name. With `session` (a request's), a model another session trained is refused:
         `session=None` is for the server's own use (loading what a request already named)."""
         if not isinstance(name, str) or name not in self._entries:
-            shown = repr(name) if isinstance(name, str) and len(name) <= 80 else "that name"
-            raise UnknownModelError(f"unknown model {shown}; choose one of: {', '.join(self.names())}")
+            shown = repr(name) if isinstance(name, str) and len(name) <= 80 else Phrase("error.unknown_model_name")
+            raise UnknownModelError(Phrase("error.unknown_model", name=shown, names=", ".join(self.names())))
         entry = self._entries[name]
         if session is not None and entry.owner and entry.owner != owner_key(session):
-            raise UnknownModelError(f"the model {name!r} was trained by another visitor, in their own browser "
-                                    "session, and only they can use it; train one of your own in the Train tab")
+            raise UnknownModelError(Phrase("error.others_model", name=name))
         return entry
 
     @classmethod

@@ -22,6 +22,10 @@ data (dicts, lists, numbers, text), ready for JSON. Bad controls raise `InvalidR
 message as generation (they are parsed by `GenerationSettings.parse`); `open_session` turns every error a
 page user can cause (an unknown model too) into `RequestError`, as `textgen.service.playground` does.
 
+The words a visitor reads come from the catalogs (textgen.core.words): the messages of errors and a unit's guess
+are `Phrase`s (English as text; the page says them in the visitor's language), and `stages(..., lang=)` names its
+stages in the language asked for (English unless told: the API and the command line).
+
 Why the bars can be trusted: the stages are `textgen.local.generation.sampling_stages`, the very processors the
 decoding loop runs, applied one at a time to the logits the decoding loop's own `Run` computed (same prompt ids, BOS,
 context cut and refill), and a token is drawn with the decoding loop's `draw`. Nothing here is a copy of the
@@ -47,7 +51,8 @@ from typing import Any
 import torch
 
 from textgen.core.events import STOP_REASONS, shown
-from textgen.core.settings import CONTROLS, GenerationSettings, InvalidRequest, Limits, RequestError
+from textgen.core.settings import GenerationSettings, InvalidRequest, Limits, RequestError
+from textgen.core.words import ENGLISH, Phrase, catalog, message_of, say
 from textgen.local.batching import apply_processors
 from textgen.local.generation import IncrementalDecoder, Run, draw, sampling_stages
 from textgen.local.model import LoadedModel
@@ -80,8 +85,6 @@ MAX_UNIT_TOKENS = 5_000  # read one token at a time (~1 ms each for the shipped 
 # Plain words for each stage: a column header and a sentence (the controls' own help, from the control table).
 STAGE_CONTROL = {"repetition_penalty": "repetition_penalty", "no_repeat_ngram": "no_repeat_ngram_size",
                  "temperature": "temperature", "top_k": "top_k", "top_p": "top_p", "min_p": "min_p"}
-_MODEL_HELP = "What the model itself would write next, before any control changes it."
-_GREEDY_HELP = "Temperature 0: the model always writes its likeliest token, so that one gets everything."
 
 
 def parse_controls(controls: Controls, limits: Limits | None = None) -> GenerationSettings:
@@ -148,8 +151,9 @@ class StepSession:
         """The text written after the prompt so far."""
         return "".join(self._pieces)
 
-    def stages(self, controls: Controls = None, top_n: int = 10) -> list[dict]:
-        """The next token's distribution after each stage of the sampler, in the order applied.
+    def stages(self, controls: Controls = None, top_n: int = 10, lang: str = ENGLISH) -> list[dict]:
+        """The next token's distribution after each stage of the sampler, in the order applied ("label" and
+        "help" in `lang`).
 
         Returns [{"name", "label", "help", "value", "tokens": [{"id", "text", "shown", "prob", "removed"}],
         "kept", "other", "top", "blocked"}]. The first stage is always "model" (the model's own softmax,
@@ -187,7 +191,8 @@ class StepSession:
             allowed = totals[s] > 0
             top = {**self._token_text(best[s]), "prob": round(best_p[s], 6), "removed": False}
             out.append({
-                "name": name, "label": _label(name, settings), "help": _help(name), "value": _value(name, settings),
+                "name": name, "label": _label(name, settings, lang), "help": _help(name, lang),
+                "value": _value(name, settings),
                 "tokens": listed,
                 "kept": int(kept[s]),
                 "other": round(max(0.0, 1.0 - sum(table[s])), 6) if allowed else 0.0,
@@ -334,8 +339,7 @@ class StepSession:
         """Tokens this text may still take: a session writes at most what one request may (max_new_tokens)."""
         room = self.limits.max_new_tokens - (self._ids.shape[1] - len(self.prompt_ids))
         if room <= 0:
-            raise InvalidRequest(f"this text has {self.limits.max_new_tokens} new tokens, the most one request "
-                                 "may write; go back or start again")
+            raise InvalidRequest(Phrase("explain.text_full", count=self.limits.max_new_tokens))
         return room
 
     @torch.inference_mode()
@@ -386,23 +390,18 @@ def _softmax(scores: torch.Tensor) -> torch.Tensor:
     return torch.softmax(row, dim=-1)
 
 
-def _label(name: str, s: GenerationSettings) -> str:
+def _label(name: str, s: GenerationSettings, lang: str = ENGLISH) -> str:
     """A short column header: the stage and its setting ("Top-k 3")."""
-    if name == "model":
-        return "The model wants"
-    if name == "greedy":
-        return "Temperature 0 picks"
-    heads = {"repetition_penalty": "Repetition penalty", "no_repeat_ngram": "No-repeat", "temperature": "Temperature",
-             "top_k": "Top-k", "top_p": "Top-p", "min_p": "Min-p"}
-    return f"{heads[name]} {_value(name, s):g}"
+    if name in ("model", "greedy"):
+        return say(f"explain.label.{name}", lang)
+    return say("explain.label.control", lang, name=say(f"explain.stage.{name}", lang), value=f"{_value(name, s):g}")
 
 
-def _help(name: str) -> str:
-    if name == "model":
-        return _MODEL_HELP
-    if name == "greedy":
-        return _GREEDY_HELP
-    return CONTROLS[STAGE_CONTROL[name]].help
+def _help(name: str, lang: str = ENGLISH) -> str:
+    """A stage's sentence: the model's and greedy's own, else the control's help (the control table's words)."""
+    if name in ("model", "greedy"):
+        return say(f"explain.help.{name}", lang)
+    return say(f"control.{STAGE_CONTROL[name]}.help", lang)
 
 
 def _value(name: str, s: GenerationSettings) -> float | int | None:
@@ -411,9 +410,9 @@ def _value(name: str, s: GenerationSettings) -> float | int | None:
 
 def _whole(name: str, value: Any, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) and not (isinstance(value, float) and value.is_integer()):
-        raise InvalidRequest(f"{name} must be a whole number, got {value!r:.40}")
+        raise InvalidRequest(Phrase("error.not_whole", name=name, got=f"{value!r:.40}"))
     if not low <= value <= high:
-        raise InvalidRequest(f"{name} must be between {low} and {high}, got {value}")
+        raise InvalidRequest(Phrase("error.out_of_range", name=name, low=low, high=high, got=value))
     return int(value)
 
 
@@ -435,7 +434,17 @@ def open_session(manager: ModelManager, name: object, prompt: object, limits: Li
     try:
         return StepSession(manager.get(name), prompt, limits)
     except (UnknownModelError, ModelLoadError, InvalidRequest) as err:
-        raise RequestError(str(err)) from None
+        raise RequestError(message_of(err)) from None
+
+
+def _title(loaded: LoadedModel) -> str:
+    """The model's title for a message: the catalogs' words for a model this project names (so the page can say
+    it in the visitor's language), an operator's own model as they called it."""
+    entry = loaded.entry
+    key = f"model.{entry.name}.title"
+    if entry.origin in ("shipped", "hub", "gguf") and catalog(ENGLISH).get(key) == entry.title:
+        return Phrase(key)
+    return entry.title
 
 
 # -- inside a Transformer: attention ------------------------------------------------------------------------
@@ -455,9 +464,8 @@ def attention(loaded: LoadedModel, text: str, query: int = -1, limits: Limits | 
     """
     can = loaded.capabilities
     if not can.attention:
-        instead = (" it reads one token at a time and carries a memory along instead (see its units)" if can.units
-                   else " it does not look back over the text the way a Transformer does")
-        raise InvalidRequest(f"{loaded.entry.title} has no attention to show:{instead}")
+        why = "units" if can.units else "other"  # a recurrent model's memory is worth a look instead
+        raise InvalidRequest(Phrase(f"explain.no_attention.{why}", title=_title(loaded)))
     ids = _text_ids(loaded, text, limits)
     query = _whole("query", query, -len(ids), len(ids) - 1) % len(ids)
     batch = torch.tensor([ids[: query + 1]], dtype=torch.long, device=loaded.device)
@@ -486,7 +494,7 @@ def _attention_weights(model, batch: torch.Tensor) -> torch.Tensor:
             finally:
                 model.set_attn_implementation(previous)
     if not attentions:
-        raise InvalidRequest("this model does not report its attention weights")
+        raise InvalidRequest(Phrase("explain.no_attention_weights"))
     return torch.stack([a[0, :, -1, :].float() for a in attentions])
 
 
@@ -511,16 +519,10 @@ def activations(loaded: LoadedModel, text: str, layer: int = -1, state: str = "c
 
 # Simple things a reader can see in a text, each a number per token. Most are known once that token is read;
 # a speaker's name and a word in capitals are marked from their first letter (the text is known in full).
-FEATURES = {
-    "line_position": "how far into the line the text is",
-    "line_start": "a new line is about to start (just after a newline)",
-    "speaker_name": "the text is inside a speaker's name at the start of a line (\"ROMEO:\")",
-    "word_position": "how far into the word the text is",
-    "caps_word": "the text is inside a word in capitals",
-    "in_quote": "the text is inside a quotation",
-    "in_parentheses": "the text is inside parentheses",
-    "sentence_end": "a sentence has just ended (. ! or ?)",
-}
+# Their words are the catalogs' "explain.feature.<name>".
+FEATURES = {name: say(f"explain.feature.{name}") for name in (
+    "line_position", "line_start", "speaker_name", "word_position", "caps_word", "in_quote", "in_parentheses",
+    "sentence_end")}
 
 
 def text_features(pieces: list[str]) -> dict[str, list[float]]:
@@ -566,7 +568,7 @@ def interesting_units(loaded: LoadedModel, text: str, layer: int = -1, state: st
     pieces = [loaded.token_text(i) for i in ids]
     features = {k: v for k, v in text_features(pieces).items() if len(set(v)) > 1}  # a constant says nothing
     if not features:
-        raise InvalidRequest("this text is too uniform to compare the units with (try a few lines of a play)")
+        raise InvalidRequest(Phrase("explain.too_uniform"))
     names = list(features)
     r = _correlations(values, torch.tensor([features[n] for n in names], dtype=torch.float64).T)
     best = {n: (int(r[:, j].abs().argmax()), float(r[:, j][r[:, j].abs().argmax()])) for j, n in enumerate(names)}
@@ -586,13 +588,16 @@ def interesting_units(loaded: LoadedModel, text: str, layer: int = -1, state: st
             "features": {n: {"unit": u, "correlation": round(c, 3)} for n, (u, c) in best.items()}}
 
 
-def _guess(feature: str, corr: float) -> str:
-    strength = "strongly " if abs(corr) >= 0.6 else "" if abs(corr) >= 0.3 else "weakly "
-    direction = "rises" if corr > 0 else "falls"
+def _guess(feature: str, corr: float) -> Phrase:
+    """A unit's guess in a line ("seems to track how far into the line the text is: it strongly rises as the line
+    goes on"), English as text and in any language by `in_language`."""
+    strength = "strongly_" if abs(corr) >= 0.6 else "" if abs(corr) >= 0.3 else "weakly_"
+    how = Phrase(f"explain.how.{strength}{'rises' if corr > 0 else 'falls'}")
+    what = Phrase(f"explain.feature.{feature}")
     if feature in ("line_position", "word_position"):
-        where = "line" if feature == "line_position" else "word"
-        return f"seems to track {FEATURES[feature]}: it {strength}{direction} as the {where} goes on"
-    return f"seems to notice when {FEATURES[feature]}: it {strength}{direction} then"
+        where = Phrase("explain.where.line" if feature == "line_position" else "explain.where.word")
+        return Phrase("explain.guess.track", feature=what, how=how, where=where)
+    return Phrase("explain.guess.notice", feature=what, how=how)
 
 
 def _correlations(values: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
@@ -610,17 +615,16 @@ def _unit_values(loaded: LoadedModel, text: str, layer: int, state: str,
                  limits: Limits | None) -> tuple[torch.Tensor, list[int], int, str]:
     model = loaded.model
     if not loaded.capabilities.units:  # only ours have units (textgen.models.contract), so `model` is one of ours
-        raise InvalidRequest(f"{loaded.entry.title} has no memory units to look at: only a recurrent model (RNN, "
-                             "LSTM or GRU) keeps its memory in units from token to token")
+        raise InvalidRequest(Phrase("explain.no_units", title=_title(loaded)))
     if state not in ("cell", "hidden"):
-        raise InvalidRequest(f"state must be 'cell' or 'hidden', got {state!r:.40}")
+        raise InvalidRequest(Phrase("explain.bad_state", got=f"{state!r:.40}"))
     layers = model.unit_layers
     layer = _whole("layer", layer, -layers, layers - 1) % layers
     if state not in model.unit_states:
         state = model.unit_states[0]  # an RNN's or GRU's only state
     ids = _text_ids(loaded, text, limits)
     if len(ids) < MIN_UNIT_TOKENS:
-        raise InvalidRequest(f"give at least {MIN_UNIT_TOKENS} characters of text to compare the units with")
+        raise InvalidRequest(Phrase("explain.too_short", count=MIN_UNIT_TOKENS))
     ids = ids[:MAX_UNIT_TOKENS]
     batch = torch.tensor([ids], dtype=torch.long, device=loaded.device)
     return model.unit_values(batch, layer, state).float().cpu(), ids, layer, state
@@ -630,7 +634,7 @@ def _text_ids(loaded: LoadedModel, text: str, limits: Limits | None) -> list[int
     """A text's token ids exactly as generation reads a prompt (checks, BOS, cut to the context)."""
     settings = GenerationSettings.parse(text, limits or Limits.from_env())
     if not settings.prompt:
-        raise InvalidRequest("type some text to look inside the model with")
+        raise InvalidRequest(Phrase("explain.no_text"))
     return Run(loaded, settings, threading.Event()).prompt_ids()[0]
 
 

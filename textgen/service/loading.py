@@ -28,6 +28,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 import textgen.models.auto  # noqa: F401  (registers our architectures with the Auto classes)
 from textgen.core.backend import Backend
 from textgen.core.settings import Limits
+from textgen.core.words import Phrase
 from textgen.local import gguf
 from textgen.local.devices import pick_device, pick_dtype
 from textgen.local.model import LoadedModel
@@ -88,15 +89,14 @@ def load_model(
         if "device_map" not in kwargs:
             model = model.to(device)
     except (torch.OutOfMemoryError, MemoryError):
-        raise ModelMemoryError(f"there is not enough memory on the server to load {entry.title}; "
-                               "pick a smaller model", reason="not enough memory") from None
+        raise ModelMemoryError(Phrase("load.no_memory", title=entry.title), reason=Phrase("why.no_memory")) from None
     except gguf.GGUFError as err:  # already in words: unsupported architecture, unreadable file, no cache
-        raise ModelLoadError(f"{entry.title} cannot be used: {err.visitor}. Pick another model.",
+        raise ModelLoadError(Phrase("load.cannot_use", title=entry.title, why=err.visitor),
                              detail=str(err), reason=err.visitor) from err
     except Exception as err:  # many exception types reach here: OSError, SafetensorError, ValueError...
         message, detail = _explain(entry, err)
-        raise ModelLoadError(message, detail, "its files are damaged" if entry.is_local else "could not be loaded") \
-            from err
+        why = Phrase("why.files_damaged") if entry.is_local else Phrase("why.not_loaded")
+        raise ModelLoadError(message, detail, why) from err
     model.eval()
     return LoadedModel(entry, model, tokenizer, model.device, time.perf_counter() - start)
 
@@ -241,8 +241,7 @@ def _check_hub_reachable(entry: ModelEntry) -> None:
     # Without this, an offline machine spends ~25 s in retries before transformers gives up.
     if catalog.hub_offline() or not catalog.hub_reachable():
         raise ModelLoadError(
-            f"{entry.title} has to be downloaded first, and this server has no internet connection. "
-            "Pick another model.",
+            Phrase("load.needs_download", title=entry.title),
             detail=f"{entry.title} ({entry.source}) is not in the local Hugging Face cache and the Hub cannot be "
             "reached from this machine. Download it once with a network connection (it is then cached and "
             "works offline with HF_HUB_OFFLINE=1), or add a local copy with --model /path/to/model.",
@@ -255,10 +254,10 @@ def _explain(entry: ModelEntry, err: Exception) -> tuple[str, str]:
     text = str(err).strip().splitlines()[0][:300] if str(err).strip() else type(err).__name__
     if entry.is_local:
         shown = _shown_path(entry.source)
-        return (f"{entry.title} cannot be used: its files on the server are missing or damaged. Pick another model.",
+        return (Phrase("load.damaged", title=entry.title),
                 f"the checkpoint of {entry.title} at {shown} is missing, incomplete or corrupt "
                 f"({text.replace(entry.source, shown)}); retrain it or restore its files.")
-    return (f"{entry.title} could not be loaded on this server. Pick another model.",
+    return (Phrase("load.failed", title=entry.title),
             f"could not load {entry.title} ({entry.source}): {text}")
 
 

@@ -34,6 +34,7 @@ from textgen.core.backend import Backend
 from textgen.core.chat import chat_unsupported_reason
 from textgen.core.events import Live, ScoreRow, Summary, TextEvent, Waiting
 from textgen.core.settings import GenerationSettings, InvalidRequest, Limits, RequestError, clean_text
+from textgen.core.words import Phrase, joined, message_of
 from textgen.local import decoding
 from textgen.remote.client import EngineError, engine_concurrency
 from textgen.service import explain
@@ -147,7 +148,7 @@ class Playground:
         lives = [Live.arrived_at(e.name, e.title, arrived) for e in entries]
         for live in lives:
             if not self.manager.is_loaded(live.name):
-                live.status = f"Loading {live.title}…"
+                live.status = Phrase("status.loading", title=live.title)
         with self._signal(session, stopped) as cancel:  # before loading, as in generate
             yield lives
             runs: dict[int, Iterator[TextEvent | Summary]] = {}
@@ -158,9 +159,9 @@ class Playground:
                     on_engines = on_engines and not loaded.capabilities.runs_here
                     runs[i] = loaded.stream(settings, cancel)
                 except RequestError as err:
-                    live.error = str(err)
+                    live.error = message_of(err)
             if not runs:
-                raise RequestError(" ".join(dict.fromkeys(live.error for live in lives)))
+                raise RequestError(joined(live.error for live in lives))
             yield lives
             pace = _Pace(every, self.running)
             with self._slot(on_engines, cancel):  # one slot for the whole comparison, as it is one page request
@@ -170,7 +171,7 @@ class Playground:
                             with self._errors(lives[i].title):
                                 event = next(runs[i], None)
                         except RequestError as err:
-                            lives[i].error, event = str(err), None
+                            lives[i].error, event = message_of(err), None
                         if event is None:
                             del runs[i]
                             continue
@@ -189,14 +190,14 @@ class Playground:
         with self._errors("the text"):
             text = clean_text(text, self.limits.max_score_chars, "text", [])
         if not text.strip():
-            raise RequestError("paste some text to score")
+            raise RequestError(Phrase("error.no_text_to_score"))
         entries = self._compare_entries(names, minimum=1, session=session)
         rows = []
         for i, entry in enumerate(entries):
             row = ScoreRow(entry.name, entry.title)
             report = None
             if progress is not None:
-                progress(i / len(entries), f"Loading {entry.title}…")
+                progress(i / len(entries), Phrase("status.loading", title=entry.title))
 
                 def report(done: float, i=i, title=entry.title) -> None:
                     progress((i + done) / len(entries), f"Scoring with {title}")
@@ -208,10 +209,10 @@ class Playground:
                 row.nats_per_char, row.bits_per_char = score.nats_per_char, score.bits_per_char
                 row.ppl_per_token, row.tokens, row.unknown_chars = score.ppl, score.tokens, score.unknown_chars
             except RequestError as err:
-                row.error = str(err)
+                row.error = message_of(err)
             rows.append(row)
         if all(row.error for row in rows):
-            raise RequestError(" ".join(dict.fromkeys(row.error for row in rows)))
+            raise RequestError(joined(row.error for row in rows))
         return rows
 
     # -- the step-by-step view (textgen.service.explain), reached only through here ------------------------------------
@@ -243,8 +244,7 @@ class Playground:
             method, width = decoding.check(method, width, settings.max_new_tokens)  # before any load
             backend = self.manager.get(self._entry(name, session).name)
             if not backend.capabilities.runs_here:
-                raise RequestError(f"{backend.entry.title} runs on an inference engine, which offers neither beam "
-                                   "search nor the choices behind a text; pick a model that runs here")
+                raise RequestError(Phrase("error.engine_no_decoding", title=backend.entry.title))
             with self._signal(session) as cancel:
                 tree = decoding.decode(backend, settings, method, width, cancel)
             return {"model": backend.name, "title": backend.entry.title, **tree.as_json()}
@@ -258,17 +258,17 @@ class Playground:
             try:
                 inside["attention"] = explain.attention(loaded, text, -1, self.limits)
             except InvalidRequest as err:
-                inside["attention_note"] = str(err)
+                inside["attention_note"] = message_of(err)
             except Exception as err:  # a Hugging Face model that cannot report attention in its own way
                 log.warning("no attention from %s: %s", loaded.entry.name, err)
-                inside["attention_note"] = f"{loaded.entry.title} could not report where it looks"
+                inside["attention_note"] = Phrase("explain.no_attention_report", title=loaded.entry.title)
             try:
                 found = explain.interesting_units(loaded, text, limits=self.limits)
                 inside["units"] = found["units"]
                 inside["values"] = explain.activations(loaded, text, limits=self.limits)["values"]
                 inside["tokens"] = found["tokens"]
             except InvalidRequest as err:
-                inside["units_note"] = str(err)
+                inside["units_note"] = message_of(err)
         return inside
 
     def attention_from(self, loaded, text: str, query: object) -> dict:
@@ -369,10 +369,10 @@ class Playground:
         if isinstance(names, str):
             names = [names]
         if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
-            raise RequestError("models must be a list of model names")
+            raise RequestError(Phrase("error.models_type"))
         names = list(dict.fromkeys(names))
         if not minimum <= len(names) <= self.limits.max_compare:
-            raise RequestError(f"pick between {minimum} and {self.limits.max_compare} models")
+            raise RequestError(Phrase("error.models_count", low=minimum, high=self.limits.max_compare))
         return [self._entry(n, session) for n in names]
 
     # -- first use -------------------------------------------------------------------------------------------
@@ -443,17 +443,16 @@ class Playground:
         there is one (its own, or the one the server started), else how long the load has taken."""
         step = self._preparing.get(live.name)
         if step is None and preparing is not None:  # before the preparation's first step is heard
-            step = (f"Preparing {live.title} for fast loading (first use only)", time.monotonic() - elapsed,
-                    preparing)
+            step = (Phrase("status.preparing", title=live.title), time.monotonic() - elapsed, preparing)
         if step is None:
             if elapsed < 5:
-                return f"Loading {live.title} (first use, a few seconds)…"
-            return f"Loading {live.title}… {elapsed:.0f} s so far"
+                return Phrase("status.loading_first", title=live.title)
+            return Phrase("status.loading_so_far", title=live.title, seconds=f"{elapsed:.0f}")
         message, since, expected = step
         so_far = time.monotonic() - since
-        left = (f", about {max(1, round(expected - so_far))} s left" if expected and so_far < expected
-                else ", nearly done" if expected else "")
-        return f"{message} · {so_far:.0f} s so far{left}…"
+        left = (Phrase("status.left", seconds=max(1, round(expected - so_far))) if expected and so_far < expected
+                else Phrase("status.nearly_done") if expected else "")
+        return Phrase("status.step_so_far", message=message, seconds=f"{so_far:.0f}", left=left)
 
     def _load(self, live: Live, progress: Callable[[str], None] | None = None) -> Backend:
         """The model of `live`, loading it if needed (the time it took goes in `live.load_seconds`)."""
@@ -476,18 +475,18 @@ class Playground:
         except RequestError:
             raise
         except (InvalidRequest, UnknownModelError) as err:
-            raise RequestError(str(err)) from None
+            raise RequestError(message_of(err)) from None
         except (ModelLoadError, EngineError) as err:
             log.warning("model not available: %s", err.detail)
-            raise RequestError(str(err)) from None
+            raise RequestError(message_of(err)) from None
         except (torch.OutOfMemoryError, MemoryError):
             self.manager.clear()
             log.error("out of memory while %s was working; every model was unloaded", what)
-            raise RequestError(f"the server ran out of memory while {what} was writing; the models were "
-                               "unloaded to recover. Try a shorter request.") from None
+            raise RequestError(Phrase("error.out_of_memory", what=what)) from None
         except Exception as err:
             log.exception("generation failed for %s", what)
-            raise RequestError(f"{what} failed: {type(err).__name__}: {str(err)[:200]}") from None
+            raise RequestError(Phrase("error.failed", what=what, detail=f"{type(err).__name__}: {str(err)[:200]}")) \
+                from None
 
     @contextmanager
     def _signal(self, session: str, stopped: bool = False):

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 
 from textgen.core.events import Live
 from textgen.core.settings import GenerationSettings, InvalidRequest, Limits, RequestError
+from textgen.core.words import Phrase, message_of
 from textgen.remote.client import engine_concurrency
 from textgen.service.catalog import Catalog
 
@@ -161,9 +162,8 @@ class LazyPlayground:
             if self._state == "ready":
                 return self._playground
             if self._state == "failed":
-                raise RequestError(f"the models could not be started on this server (tried {self._attempts} "
-                                   "times; the server's log says why). Try again in a minute.")
-        raise RequestError("the models are still starting; try again in a few seconds")
+                raise RequestError(Phrase("error.start_failed", attempts=self._attempts))
+        raise RequestError(Phrase("error.starting"))
 
     @property
     def ready(self) -> bool:
@@ -177,10 +177,10 @@ class LazyPlayground:
             elapsed = time.monotonic() - self._started_at if self._state == "starting" else 0.0
             retrying = self._failures > 0
         left = self._usual * (1 + (retrying and 1)) - elapsed
-        when = (f"about {max(1, round(left))} s" if left > 0
-                else f"taking longer than the usual {max(1, round(self._usual))} s on this server")  # never "0 s"
-        why = "a first try failed, so it is trying again; " if retrying else ""
-        return f"The server has just started and the models are still starting ({why}{when})…"
+        when = (Phrase("status.server_about", seconds=max(1, round(left))) if left > 0
+                else Phrase("status.server_longer", seconds=max(1, round(self._usual))))  # never "0 s"
+        why = Phrase("status.server_retrying") if retrying else ""
+        return Phrase("status.server_starting", why=why, when=when)
 
     # -- what answers at once ----------------------------------------------------------------------------------
 
@@ -189,7 +189,7 @@ class LazyPlayground:
         try:
             return GenerationSettings.parse(prompt, self.limits, **controls)
         except InvalidRequest as err:
-            raise RequestError(str(err)) from None
+            raise RequestError(message_of(err)) from None
 
     def unavailable(self, session: str = "") -> dict[str, str]:
         """As Playground.unavailable; before the models can load, from the catalog's own checks."""

@@ -6,6 +6,10 @@
         print(update.status, update.record)     # the page's words; the API's record (step, losses, sample, model)
     runs.stop("session-key")                    # from any thread: ends it at the next step, keeping the best weights
 
+A visitor reads it in their language: `train(..., lang="zh-CN")` writes the status lines in Chinese, and a refusal
+is a RequestError whose message is a Phrase (English as a str; textgen.core.words.words_of says it in any language).
+The record, the model's files and the trainer's own log stay English.
+
 Each training runs in a process of its own (textgen/training/worker.py: one thread, a lower priority), so the
 server keeps writing for everyone else; one at a time by default, the others wait and are told their place. What a
 visitor sends is written only into this module's folder (`$TEXTGEN_CACHE/trained/<random id>/`), never under a
@@ -39,6 +43,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from textgen.core.settings import RequestError, data_root
+from textgen.core.words import ENGLISH, Phrase, say, words_of
 from textgen.models import architectures
 from textgen.service.catalog import Catalog, ModelEntry, owner_key
 
@@ -101,8 +106,8 @@ class TrainingLimits:
 @dataclass(frozen=True)
 class VisitorText:
     text: str
-    source: str  # "pasted text" or the uploaded file's own name (for words only, never a path)
-    notes: tuple[str, ...] = ()  # what was done to it (cut to the limit, the pasted text set aside)
+    source: str  # "pasted text" (a Phrase) or the uploaded file's own name (for words only, never a path)
+    notes: tuple[str, ...] = ()  # what was done to it (cut to the limit, the pasted text set aside): Phrases
 
     @property
     def alphabet(self) -> int:
@@ -119,38 +124,34 @@ def read_visitor_text(text: object, file: object, limits: TrainingLimits) -> Vis
         try:
             size = path.stat().st_size
         except OSError:
-            raise RequestError("the uploaded file could not be read; upload it again") from None
+            raise RequestError(Phrase("train.unreadable")) from None
         if size > limits.max_upload_mb * 2**20:
-            raise RequestError(f"“{shown}” is {size / 2**20:,.1f} MB; files up to {limits.max_upload_mb} MB can be "
-                               "trained on here. Upload a shorter text.")
+            raise RequestError(Phrase("train.too_big", name=shown, mb=size / 2**20, limit=limits.max_upload_mb))
         raw = path.read_bytes()
         if not raw.strip():
-            raise RequestError(f"“{shown}” is empty; upload a file with some text in it")
+            raise RequestError(Phrase("train.empty_file", name=shown))
         try:
             body = raw.decode("utf-8-sig")
         except UnicodeDecodeError:
-            raise RequestError(f"“{shown}” is not plain text (UTF-8): save it as a .txt file in UTF-8 and upload it "
-                               "again") from None
+            raise RequestError(Phrase("train.not_utf8", name=shown)) from None
         if isinstance(text, str) and text.strip():
-            notes.append("the uploaded file is used; the pasted text was set aside")
+            notes.append(Phrase("train.note_file_wins"))
         source = f"“{shown}”"
     else:
         if text is not None and not isinstance(text, str):
-            raise RequestError("the text must be a string")
-        body, source = text or "", "pasted text"
+            raise RequestError(Phrase("train.text_type"))
+        body, source = text or "", Phrase("train.pasted_text")
         if not body.strip():
-            raise RequestError("paste a text or upload a .txt file to train on")
+            raise RequestError(Phrase("train.nothing"))
     body = body.replace("\r\n", "\n").replace("\r", "\n")
     if len(body) > limits.max_chars:  # cut first: a huge text sent through the API is not scanned whole
-        notes.append(f"only the first {limits.max_chars:,} characters are used")
+        notes.append(Phrase("train.note_cut", limit=limits.max_chars))
         body = body[: limits.max_chars]
     odd = sum(1 for ch in body if unicodedata.category(ch) in ("Cc", "Cs", "Co", "Cn") and ch not in "\n\t")
     if "\x00" in body or odd > len(body) * 0.01:
-        raise RequestError(f"{source} does not look like text (it is full of control characters); train on "
-                           "plain text")
+        raise RequestError(Phrase("train.not_text", source=source))
     if len(body.strip()) < MIN_CHARS:
-        raise RequestError(f"{source} has {len(body.strip()):,} characters; a model needs at least {MIN_CHARS:,} "
-                           "(a few paragraphs) to learn anything. Give it more text.")
+        raise RequestError(Phrase("train.too_short", source=source, chars=len(body.strip()), least=MIN_CHARS))
     return VisitorText(body, source, tuple(notes))
 
 
@@ -172,7 +173,7 @@ def size_config(architecture: str, size: str) -> dict:
     its widths (for an LSTM, the shipped model's 512 units)."""
     arch = architectures.get(architecture)
     if size not in SIZES:
-        raise RequestError(f"size must be one of {', '.join(SIZES)}")
+        raise RequestError(Phrase("train.bad_size", sizes=", ".join(SIZES)))
     if size == "small":
         return {}
     return {k: arch.recipe[k] * 2 for k in ("hidden_size", "embedding_size", "n_embd") if k in arch.recipe}
@@ -185,7 +186,7 @@ def size_config(architecture: str, size: str) -> dict:
 class TrainUpdate:
     """What the page and the API show at one moment of a training."""
 
-    status: str  # in words: waiting, starting, step and time left, done
+    status: str  # in words, in the visitor's language: waiting, starting, step and time left, done
     records: list[dict] = field(default_factory=list)  # every progress record so far (the loss curve)
     model: str | None = None  # the catalog name, once the model exists
     done: bool = False
@@ -234,19 +235,20 @@ class TrainingRuns:
     # -- asking --
 
     def train(self, session: str, text: VisitorText, architecture: object, size: object, seconds: object,
-              name: object = "") -> Iterator[TrainUpdate]:
-        """Train a model on `text` for `seconds`, handing on what it looks like as it learns; the last update is
-        done, with the model's catalog name and a zip of its folder. RequestError in words for a bad request."""
+              name: object = "", lang: str = ENGLISH) -> Iterator[TrainUpdate]:
+        """Train a model on `text` for `seconds`, handing on what it looks like as it learns (its status in
+        `lang`); the last update is done, with the model's catalog name and a zip of its folder. RequestError in
+        words (a Phrase) for a bad request."""
         if not self.limits.enabled:
-            raise RequestError("training is turned off on this server")
+            raise RequestError(Phrase("train.off"))
         arch, size, seconds = self._check(architecture, size, seconds)
         job = self._enqueue(session)
         try:
-            yield from self._wait_turn(job)
+            yield from self._wait_turn(job, lang)
             if job.stop.is_set():
-                yield TrainUpdate("Stopped before it started: nothing was trained.", done=True)
+                yield TrainUpdate(say("train.stopped_early", lang), done=True)
                 return
-            yield from self._run(job, text, arch, str(size), seconds, model_name(name, arch))
+            yield from self._run(job, text, arch, str(size), seconds, model_name(name, arch), lang)
         finally:
             job.stop.set()  # a closed tab ends the training too (the generator is closed at its next yield)
             self._leave(job)
@@ -264,30 +266,29 @@ class TrainingRuns:
 
     def _check(self, architecture: object, size: object, seconds: object) -> tuple[str, str, int]:
         if not isinstance(architecture, str) or architecture not in architectures.names():
-            raise RequestError(f"architecture must be one of {', '.join(architectures.names())}")
+            raise RequestError(Phrase("train.bad_arch", names=", ".join(architectures.names())))
         if size not in SIZES:
-            raise RequestError(f"size must be one of {', '.join(SIZES)}")
+            raise RequestError(Phrase("train.bad_size", sizes=", ".join(SIZES)))
         try:
             seconds = int(float(seconds))
         except (TypeError, ValueError):
-            raise RequestError("seconds must be a number") from None
+            raise RequestError(Phrase("train.seconds_type")) from None
         if not MIN_SECONDS <= seconds <= self.limits.max_seconds:
-            raise RequestError(f"train for between {MIN_SECONDS} and {self.limits.max_seconds} seconds")
+            raise RequestError(Phrase("train.seconds_range", least=MIN_SECONDS, most=self.limits.max_seconds))
         return architecture, str(size), seconds
 
     def _enqueue(self, session: str) -> _Job:
         with self._lock:
             if session in self._sessions:
-                raise RequestError("this page is training a model already; wait for it or press Stop")
+                raise RequestError(Phrase("train.busy"))
             if len(self._waiting) >= self.limits.max_waiting:
-                raise RequestError(f"{len(self._waiting)} people are waiting to train already; try again in a few "
-                                   "minutes")
+                raise RequestError(Phrase("train.queue_full", count=len(self._waiting)))
             job = _Job(session)
             self._waiting.append(job)
             self._sessions[session] = job
             return job
 
-    def _wait_turn(self, job: _Job) -> Iterator[TrainUpdate]:
+    def _wait_turn(self, job: _Job, lang: str = ENGLISH) -> Iterator[TrainUpdate]:
         while True:
             with self._lock:
                 place = self._waiting.index(job)
@@ -296,9 +297,8 @@ class TrainingRuns:
                     if not job.stop.is_set():
                         self._running.append(job)
                     return
-            ahead = "you are next" if place == 0 else f"{place} ahead of you"
-            yield TrainUpdate(f"⏳ Another visitor's model is training; {self.limits.at_once} at a time on this "
-                              f"server. Waiting for your turn ({ahead}).")
+            ahead = say("train.next", lang) if place == 0 else say("train.ahead", lang, count=place)
+            yield TrainUpdate(say("train.waiting", lang, at_once=self.limits.at_once, ahead=ahead))
             with self._lock:
                 self._lock.wait(timeout=1.0)
 
@@ -314,29 +314,28 @@ class TrainingRuns:
 
     # -- one run --
 
-    def _run(self, job: _Job, text: VisitorText, arch: str, size: str, seconds: int, name: str
-             ) -> Iterator[TrainUpdate]:
+    def _run(self, job: _Job, text: VisitorText, arch: str, size: str, seconds: int, name: str,
+             lang: str = ENGLISH) -> Iterator[TrainUpdate]:
         self.sweep()
         folder = self.root / secrets.token_hex(8)
         with self._lock:
             self._active.add(folder)
         try:
-            yield from self._train_in(folder, job, text, arch, size, seconds, name)
+            yield from self._train_in(folder, job, text, arch, size, seconds, name, lang)
         finally:
             with self._lock:
                 self._active.discard(folder)
 
-    def _train_in(self, folder: Path, job: _Job, text: VisitorText, arch: str, size: str, seconds: int, name: str
-                  ) -> Iterator[TrainUpdate]:
+    def _train_in(self, folder: Path, job: _Job, text: VisitorText, arch: str, size: str, seconds: int, name: str,
+                  lang: str = ENGLISH) -> Iterator[TrainUpdate]:
         try:
             folder.mkdir(parents=True)
             (folder / "text.txt").write_text(text.text, encoding="utf-8")
         except OSError as err:
             log.error("cannot write a training folder under %s: %s", self.root, err)
-            raise RequestError("the server has no room to train right now; try again later") from None
-        about = (f"{arch_title(arch)}, {size}, on {text.source}: {len(text.text):,} characters, an alphabet of "
-                 f"{text.alphabet:,} different characters" + "".join(f"; {n}" for n in text.notes) + ".  \n")
-        update = TrainUpdate(about + "Starting the trainer…", prompt=sample_prompt(text.text))
+            raise RequestError(Phrase("train.no_room")) from None
+        about = about_words(arch, size, text, lang) + "  \n"
+        update = TrainUpdate(about + say("train.starting", lang), prompt=sample_prompt(text.text))
         yield update
         child = self._start(folder, text, arch, size, seconds, update.prompt)
         lines: queue.Queue = queue.Queue()
@@ -352,15 +351,15 @@ class TrainingRuns:
                 except queue.Empty:
                     if not update.records:
                         waited = time.monotonic() - started
-                        update.status = f"{about}Starting the trainer… {waited:.0f} s (loading the libraries it needs)"
+                        update.status = about + say("train.starting_wait", lang, seconds=waited)
                         yield update
                     continue
                 if line is None:  # the child ended without a last word
-                    error = "the training stopped unexpectedly"
+                    error = Phrase("train.died")
                     break
                 if "record" in line:
                     update.records.append(line["record"])
-                    update.status = about + progress_words(line["record"], seconds, job.stop.is_set())
+                    update.status = about + progress_words(line["record"], seconds, job.stop.is_set(), lang)
                     yield update
                 summary, error = line.get("done"), line.get("error", error)
         finally:
@@ -371,11 +370,11 @@ class TrainingRuns:
             threading.Thread(target=_reap, args=(child, folder if summary is None else None), daemon=True).start()
         if error is not None:
             log.warning("training in %s failed: %s (its log: %s)", folder, error, folder / "train.log")
-            raise RequestError(f"the training failed: {error}")
+            raise RequestError(Phrase("train.failed", error=error))  # the trainer's own error stays English
         entry = self._register(folder, job.session, name, arch, size, text, summary)
         update.model, update.done = entry.name, True
         update.download = self._zip(folder, entry.name)
-        update.status = about + finished_words(entry, summary, job.stop.is_set())
+        update.status = about + finished_words(entry, summary, job.stop.is_set(), lang)
         yield update
 
     def _start(self, folder: Path, text: VisitorText, arch: str, size: str, seconds: int, prompt: str
@@ -399,7 +398,7 @@ class TrainingRuns:
         except OSError as err:
             log.error("cannot start a training process (%s): %s", self.python, err)
             shutil.rmtree(folder, ignore_errors=True)
-            raise RequestError("the trainer could not be started on this server; try again later") from None
+            raise RequestError(Phrase("train.cannot_start")) from None
         _tell(child, json.dumps(request))
         return child
 
@@ -502,21 +501,30 @@ def arch_title(arch: str) -> str:
     return architectures.get(arch).title
 
 
-def progress_words(record: dict, seconds: int, stopping: bool) -> str:
-    """"Step 120 · 23 s of 45 · 9,800 characters a second · about 22 s left · surprise 2.31 (new text 2.40)"."""
+def about_words(arch: str, size: str, text: VisitorText, lang: str = ENGLISH) -> str:
+    """"LSTM, small, on pasted text: 6,000 characters, an alphabet of 31 different characters." (and what was done
+    to the text), in `lang`."""
+    notes = "".join(say("train.note", lang, note=words_of(n, lang)) for n in text.notes)
+    size_word = say(f"train.size_word.{size}", lang) if size in SIZES else size
+    return say("train.about", lang, title=arch_title(arch), size=size_word, source=words_of(text.source, lang),
+               chars=len(text.text), alphabet=text.alphabet, notes=notes)
+
+
+def progress_words(record: dict, seconds: int, stopping: bool, lang: str = ENGLISH) -> str:
+    """"Step 120 · 23 s of 45 · 9,800 characters a second · about 22 s left · loss 2.31 on the training text, 2.40
+    on the part held back", in `lang`."""
     if stopping:
-        return f"Stopping at step {record['step']:,}; keeping the best weights so far…"
+        return say("train.stopping", lang, step=record["step"])
     left = max(0.0, seconds - record["seconds"])
-    return (f"Step {record['step']:,} · {record['seconds']:.0f} s of {seconds} · "
-            f"{record.get('tokens_per_second', 0):,} characters a second · about {left:.0f} s left · "
-            f"loss {record['train_loss']:.2f} on the training text, {record['val_loss']:.2f} on the part held back")
+    return say("train.progress", lang, step=record["step"], seconds=record["seconds"], total=seconds,
+               rate=record.get("tokens_per_second", 0), left=left, train=record["train_loss"],
+               val=record["val_loss"])
 
 
-def finished_words(entry: ModelEntry, summary: dict, stopped: bool) -> str:
-    how = "Stopped" if stopped else "Done"
-    return (f"✅ {how} after {summary.get('steps', 0):,} steps ({summary.get('train_seconds', 0):.0f} s). "
-            f"**{entry.name}** is in the model pickers of every tab now (for you alone"
-            f"{'' if not entry.owner else ', in this browser tab'}); download it below to keep it.")
+def finished_words(entry: ModelEntry, summary: dict, stopped: bool, lang: str = ENGLISH) -> str:
+    who = "train.for_everyone" if not entry.owner else "train.for_you_here"
+    return say("train.stopped" if stopped else "train.done", lang, steps=summary.get("steps", 0),
+               seconds=summary.get("train_seconds", 0), name=entry.name, who=say(who, lang))
 
 
 # -- the child process ----------------------------------------------------------------------------------------------
