@@ -99,3 +99,18 @@ def browser():
         yield b
         b.close()
 
+
+@pytest.fixture(scope="module")
+def shipped_page(catalog):
+    """(url, catalog) of the whole page served on the shipped models when they are there (real text for pictures
+    and real speeds), plus GPT-2, which cannot be downloaded here: the page must say so and the others not mind."""
+    import app  # here: the page (gradio) is imported only by the tests that serve it
+    from textgen.service.catalog import SHIPPED_DIR
+    from textgen.service.playground import Playground
+
+    shipped = [d for d in SHIPPED_DIR.glob("*") if (d / "model.safetensors").exists()]
+    cat = Catalog.default() if len(shipped) >= 2 else catalog
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    demo, url = app.serve(Playground(ModelManager(cat, device="cpu")), free_port())
+    yield url, cat
+    demo.close()

@@ -12,14 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import free_port
 from helpers import page_errors, set_slider, wait_for
 
-import app
 from textgen.core.settings import Limits
-from textgen.service.catalog import SHIPPED_DIR, Catalog
-from textgen.service.loading import ModelManager
-from textgen.service.playground import Playground
 
 # Seconds the page may take to answer while text streams, or to say it stopped after Stop: a frozen page took
 # several; a healthy one on a busy machine a few tenths. benchmarks/page.py runs the same test at 0.5 s.
@@ -29,15 +24,8 @@ pytestmark = pytest.mark.browser  # the `browser` fixture (conftest.py) skips wh
 
 
 @pytest.fixture(scope="module")
-def page_url(catalog, tmp_path_factory):
-    # The shipped models when they are there (real text for the picture and real speeds), plus GPT-2, which
-    # cannot be downloaded here: the page must say so and the other models must not mind.
-    shipped = [d for d in SHIPPED_DIR.glob("*") if (d / "model.safetensors").exists()]
-    cat = Catalog.default() if len(shipped) >= 2 else catalog
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    demo, url = app.serve(Playground(ModelManager(cat, device="cpu")), free_port())
-    yield url, cat
-    demo.close()
+def page_url(shipped_page):
+    return shipped_page  # conftest.py: the page on the shipped models
 
 
 def _output(page, elem_id: str) -> str:
