@@ -38,7 +38,7 @@ def say(key: str, language: str = ENGLISH, /, **fields) -> str:
     text = texts.get(key)
     if text is None:
         text = catalog(ENGLISH)[key]  # a KeyError here is a bug: every key is in the English catalog
-    return text.format(**fields) if fields else text
+    return text.format(**fields)  # always: a text without fields may still write a brace as {{ }}
 
 
 def normalise(tag: str | None) -> str | None:
