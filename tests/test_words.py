@@ -72,9 +72,9 @@ def test_say_fills_in_fields_and_a_phrase_is_english_until_said_in_another_langu
     assert phrase == "the prompt has 12,000 characters; the limit is 10,000. Shorten it."
     assert json.dumps([phrase]) == json.dumps([str(phrase)])  # a str: logs, JSON and the API stay English
     assert words_of(InvalidRequest(phrase), CHINESE) == "提示有 12,000 个字符，上限是 10,000 个。请删短一些。"
-    assert words_of(ValueError("plain words"), CHINESE) == "plain words"
+    assert words_of(ValueError("plain words"), CHINESE) == "plain words"  # not yet in the catalog: as it is
     # a text without fields still writes its braces once ({{ }} in the catalog)
-    assert Phrase("chat.history_type") == "history must be a list of {role, content} messages"  # not yet in the catalog: as it is
+    assert Phrase("chat.history_type") == "history must be a list of {role, content} messages"
     with pytest.raises(KeyError):
         Phrase("no.such.key")
     import copy
