@@ -4,8 +4,9 @@
     for item in scheduler.submit(run.steps(), rows=1):   # run: a textgen.local.generation.Run
         ...                                              # Waiting while it waits, then its TextEvents and Summary
 
-Why: writing one token is bound by reading the weights, so sixteen rows cost little more than one (the shipped
-LSTM, one thread: 0.6 ms a step for 1 row, 1.6 ms for 4, 3.1 ms for 16). Gradio's `batch=True` cannot stream,
+Why: writing one token is bound by reading the weights, so sixteen rows can cost little more than one, given a
+matrix product made for a few rows (textgen/models/packed.py: the shipped LSTM's large product, one thread, 1.9 ms
+for 1 row, 2.2 for 4, 4.5 for 16, where torch's default takes 1.7, 4.5 and 7.6). Gradio's `batch=True` cannot stream,
 and transformers' continuous batching has no recurrent models and no per-request alternatives, so this is ours.
 
 How (vLLM's engine core and TGI's router, in small): a request is a *step coroutine*
@@ -18,11 +19,13 @@ calls the model itself. One thread per model drives every admitted request to it
 Each request keeps its own controls, random generator, probabilities and Stop: only the forward pass is shared,
 and a slow reader never slows the batch (its events wait in its own queue).
 
-Exactness: a matrix product rounds differently for fewer than 4 rows (a matrix-vector kernel) than for 4 or more,
-and with 2 threads also for some counts that are not a multiple of 4. `step_together` pads every decode batch to a
-multiple of 4 rows, a request alone included, so a seeded request writes bit for bit the same text alone as in
-any batch (tests/test_batching.py checks it on the four shipped models). The price: a request alone pays
-for 4 rows (the LSTM's step 1.6 ms instead of 0.6).
+Exactness: torch's default matrix product rounds differently for fewer than 4 rows (a matrix-vector kernel) than
+for 4 or more, and with 2 threads also for some counts that are not a multiple of 4. `step_together` pads every
+decode batch to a multiple of 4 rows, a request alone included, so a seeded request writes bit for bit the same
+text alone as in any batch (tests/test_batching.py checks it on the four shipped models). The large products on
+packed weights (the LSTM's and RNN's layers, a Hugging Face model's) give each row exactly as alone at any size;
+the padding is for the small ones (the GRU's cell, our Transformer's layers, the output layers). The price: a
+request alone pays for 4 rows (`benchmarks/packed.py` measures a step at 1, 4, 8 and 16 rows).
 
 Models with a key/value cache: each text keeps its own cache. Our Transformer's `step_rows` runs the shared
 layers over all rows and attention text by text (exact, as above); a Hugging Face model's caches are joined

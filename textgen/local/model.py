@@ -32,6 +32,7 @@ from textgen.local.batching import Scheduler
 from textgen.local.evaluate import score_text
 from textgen.local.tokenization import end_of_text_ids, special_label
 from textgen.models.contract import context_length, is_ours
+from textgen.models.packed import packed_bytes
 
 _SCHEDULERS_LOCK = threading.Lock()
 
@@ -61,7 +62,8 @@ class LoadedModel:
 
     @property
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (*self.model.parameters(), *self.model.buffers()))
+        own = sum(t.numel() * t.element_size() for t in (*self.model.parameters(), *self.model.buffers()))
+        return own + packed_bytes(self.model)  # the packed copies of its weights, where it has them
 
     @cached_property
     def prompt_start(self) -> list[int]:

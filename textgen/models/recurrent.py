@@ -19,6 +19,7 @@ from transformers.utils import ModelOutput
 
 from textgen.models.common import causal_lm_loss
 from textgen.models.contract import TextgenModel
+from textgen.models.packed import PackedWeight
 
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 
@@ -180,8 +181,12 @@ class RecurrentLM(TextgenModel):
             if self.cell == "gru":
                 inp = torch.gru_cell(inp, h_all[i], *self.rnn._flat_weights[4 * i : 4 * i + 4])
             else:
-                weight, bias = self._fused(i)
-                gates = torch.addmm(bias, torch.cat([inp, h_all[i]], dim=1), weight.t())
+                weight, bias, product = self._fused(i)
+                joined = torch.cat([inp, h_all[i]], dim=1)  # (B, input + hidden)
+                if product is not None and product.usable(joined):
+                    gates = product(joined, bias)  # (B, 4 or 1 x hidden)
+                else:
+                    gates = torch.addmm(bias, joined, weight.t())
                 if self.cell == "lstm":
                     in_gate, forget, cell, out_gate = gates.chunk(4, dim=1)
                     c = torch.sigmoid(forget) * state[1][i] + torch.sigmoid(in_gate) * torch.tanh(cell)
@@ -194,16 +199,19 @@ class RecurrentLM(TextgenModel):
         state = (h_out, torch.stack(new_c)) if self.cell == "lstm" else h_out
         return inp.unsqueeze(1), state
 
-    def _fused(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """[W_ih | W_hh] and b_ih + b_hh of one layer, rebuilt whenever any of those tensors changes."""
+    def _fused(self, layer: int) -> tuple[torch.Tensor, torch.Tensor, PackedWeight | None]:
+        """[W_ih | W_hh] and b_ih + b_hh of one layer, rebuilt whenever any of those tensors changes, and the
+        product on its packed copy where that applies (textgen/models/packed.py: faster from 4 rows, which a
+        decode batch always has, and each row exactly as alone)."""
         # _flat_weights (per layer: w_ih, w_hh, b_ih, b_hh) is kept current by nn.RNNBase itself.
         tensors = self.rnn._flat_weights[4 * layer : 4 * layer + 4]
         key = tuple((id(t), t._version) for t in tensors)
         cache = self.__dict__.setdefault("_fused_cache", {})
         if cache.get(layer, (None,))[0] != key:
             w_ih, w_hh, b_ih, b_hh = tensors
-            cache[layer] = (key, torch.cat([w_ih, w_hh], dim=1).contiguous(), (b_ih + b_hh).contiguous())
-        return cache[layer][1], cache[layer][2]
+            fused = torch.cat([w_ih, w_hh], dim=1).contiguous()  # (gates, input + hidden)
+            cache[layer] = (key, fused, (b_ih + b_hh).contiguous(), PackedWeight.of(fused, lambda: 0))
+        return cache[layer][1:]
 
     def prepare_inputs_for_generation(
         self, input_ids: torch.LongTensor, state: State | None = None, **kwargs

@@ -32,6 +32,8 @@ from textgen.core.words import Phrase
 from textgen.local import gguf
 from textgen.local.devices import pick_device, pick_dtype
 from textgen.local.model import LoadedModel
+from textgen.models import contract
+from textgen.models.packed import pack_linear_layers
 from textgen.remote.backend import RemoteModel
 from textgen.service import catalog
 from textgen.service.catalog import ASSETS, Catalog, ModelEntry, UnknownModelError, entry_for_source
@@ -98,6 +100,8 @@ def load_model(
         why = Phrase("why.files_damaged") if entry.is_local else Phrase("why.not_loaded")
         raise ModelLoadError(message, detail, why) from err
     model.eval()
+    if not contract.is_ours(model):  # ours pack what gains inside their own step (textgen/models/recurrent.py)
+        pack_linear_layers(model)  # a crowd's batched steps at a fraction of the cost, on CPU (see there)
     return LoadedModel(entry, model, tokenizer, model.device, time.perf_counter() - start)
 
 
