@@ -446,7 +446,7 @@ def test_top_p_draws_only_from_the_likeliest_tokens_that_make_up_p(manager):
 
 
 def test_top_p_on_a_large_vocabulary_keeps_exactly_what_transformers_keeps():
-    """The short cut (the likeliest few hundred tokens, not a sort of all 50,257) against transformers' own."""
+    """The short cut (a sort of the scores alone, not of their token numbers) against transformers' own."""
     from transformers import TopPLogitsWarper
 
     gen = torch.Generator().manual_seed(0)
