@@ -23,7 +23,7 @@ from helpers import page_errors, wait_for
 from test_gguf_chat import SPECIALS, chatml_tokenizer, tiny_llama
 
 import app
-from textgen.core.settings import SLIDERS
+from textgen.core.settings import CHAT_SYSTEM_PROMPT, SLIDERS
 from textgen.local.gguf import packaged_gguf
 from textgen.service.catalog import Catalog, ModelEntry, entry_for_source
 from textgen.service.loading import ModelManager
@@ -297,10 +297,11 @@ def test_write_with_the_chat_template_answers_the_prompt_as_a_message(served):
     # The same prompt, as plain text and as a user message in the template: the model reads different tokens.
     raw_text, raw_stats, raw_tokens = client.predict(*plain, api_name="/generate")
     chat_text, chat_stats, chat_tokens = client.predict(*plain, True, api_name="/generate")
-    _, _, reply_tokens = client.predict(*chat_args("Hello there", system="", max_new_tokens=12, seed=1,
-                                                   temperature=0.0), api_name="/chat")
+    _, _, reply_tokens = client.predict(*chat_args("Hello there", system=CHAT_SYSTEM_PROMPT, max_new_tokens=12,
+                                                   seed=1, temperature=0.0), api_name="/chat")
     assert "**12** tokens" in raw_stats and "**12** tokens" in chat_stats
-    # Token for token, with the same probabilities, what the Chat tab's reply is; and not the plain text's.
+    # Token for token, with the same probabilities, what the Chat tab's reply is (with its system prompt); and not
+    # the plain text's.
     assert chat_tokens == reply_tokens and chat_tokens != raw_tokens
     assert not any(t in chat_text for t in TEMPLATE_TOKENS)
     assert client.predict(*plain, False, api_name="/generate")[0] == raw_text  # unticked: as before
