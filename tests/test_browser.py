@@ -138,6 +138,22 @@ def test_write_and_the_token_probabilities(page_url, browser, tmp_path):
     page.close()
 
 
+def test_on_a_phone_every_tab_is_on_screen_without_a_hidden_menu(page_url, browser):
+    url, _ = page_url
+    page = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    page.goto(url)
+    page.locator("#generate").wait_for(timeout=60_000)
+    tabs = page.locator('[role="tab"]')
+    assert _wait_for(lambda: tabs.count() == 7, 10), tabs.count()
+    for i in range(tabs.count()):
+        tab = tabs.nth(i)
+        box = tab.bounding_box()
+        assert tab.is_visible() and box and box["x"] >= 0 and box["x"] + box["width"] <= 390, (tab.inner_text(), box)
+    tabs.nth(5).tap()  # the sixth, Perplexity, is one tap away like the first
+    assert _wait_for(lambda: tabs.nth(5).get_attribute("aria-selected") == "true", 10)
+    page.close()
+
+
 def test_on_a_phone_the_text_and_the_pop_up_stay_on_screen(page_url, browser, tmp_path):
     url, cat = page_url
     page = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
