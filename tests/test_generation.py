@@ -10,7 +10,7 @@ import torch
 
 from textgen.core.events import Summary, TextEvent
 from textgen.core.settings import GenerationSettings
-from textgen.local.generation import NucleusWarper, stream
+from textgen.local.generation import NucleusWarper, Uniforms, draw, stream
 
 ALL_MODELS = ["rnn", "lstm", "gru", "transformer", "tiny-gpt2"]
 CHAR_MODELS = ["rnn", "lstm", "gru", "transformer"]
@@ -491,3 +491,18 @@ def test_no_forward_step_is_wasted_after_the_last_token(manager):
         _, summary = generate(loaded, max_new_tokens=12, seed=1)
     assert summary.tokens == [12]
     assert len(forwards) == 12  # the prefill gives the first token, each later step one more
+
+
+def test_random_numbers_drawn_ahead_are_the_ones_drawn_a_token_at_a_time():
+    ahead, one_by_one = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    numbers = Uniforms(ahead)
+    taken = torch.cat([numbers.take(rows) for rows in [1, 3, 2] * 100])  # past the first 256 drawn ahead
+    assert torch.equal(taken, torch.cat([torch.rand(1, 1, generator=one_by_one) for _ in range(len(taken))]))
+
+
+def test_a_draw_follows_the_distribution_and_never_picks_an_impossible_token():
+    scores = torch.tensor([[0.5, 0.0, 0.3, 0.2, 0.0]]).log()  # tokens 1 and 4 are impossible
+    rng = torch.Generator().manual_seed(1)
+    counts = torch.bincount(torch.cat([draw(scores, False, rng)[0] for _ in range(4000)]), minlength=5)
+    assert counts[1] == counts[4] == 0
+    assert torch.allclose(counts.float() / 4000, torch.tensor([0.5, 0.0, 0.3, 0.2, 0.0]), atol=0.03)

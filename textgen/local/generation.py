@@ -41,7 +41,7 @@ from transformers.generation.logits_process import (
 from textgen.core.events import Clock, Summary, TextEvent, TokenInfo, Waiting
 from textgen.core.settings import GenerationSettings
 from textgen.core.words import Phrase
-from textgen.local.batching import Forward, Process, Scheduler, process_together, step_together
+from textgen.local.batching import Forward, Process, Scheduler, choose, process_together, step_together
 from textgen.local.tokenization import encode, end_of_text_ids
 from textgen.models import contract
 
@@ -101,6 +101,7 @@ class Run:
         self.notes: list[str] = []
         self.seed = settings.seed if settings.seed is not None else secrets.randbelow(2**31)
         self.rng = torch.Generator(device=self.device).manual_seed(self.seed)
+        self.uniforms = Uniforms(self.rng)
         self.memory_tokens = 0  # tokens the memory holds, to keep within the context
         self.context = loaded.context
         self.forward_steps = 0
@@ -190,17 +191,15 @@ class Run:
 
     def _pick(self, logits: torch.Tensor, all_ids: torch.Tensor, samples: list[_Sample]):
         """The next token of every sample and the distribution it came from; (None, None) if none can go on."""
-        scores = yield Process(self.sampling_key, self.pipeline, all_ids, logits)
-        blocked = torch.isneginf(scores).all(dim=-1)
-        if blocked.any():
-            # The rules left a sample no token at all (say, no-repeat size 1 after every character was used):
-            # it ends here; its row gets the raw logits only so that the rest of the batch can go on.
-            for row in blocked.nonzero().flatten().tolist():
-                samples[row].reason = samples[row].reason or "no_allowed_token"
-            if all(sample.reason for sample in samples):
-                return None, None
-            scores = torch.where(blocked[:, None], logits, scores)
-        return draw(scores, self.settings.greedy, self.rng)
+        uniforms = None if self.settings.greedy else self.uniforms.take(len(samples))
+        choice = yield Process(self.sampling_key, self.pipeline, all_ids, logits, uniforms)
+        for row in choice.blocked.nonzero().flatten().tolist():
+            # The rules left a sample no token at all (say, no-repeat size 1 after every character was used): it
+            # ends here; its row was drawn from the raw logits only so that the rest of the batch can go on.
+            samples[row].reason = samples[row].reason or "no_allowed_token"
+        if all(sample.reason for sample in samples):
+            return None, None
+        return choice.tokens, choice.probs
 
     def _advance(self, row: int, sample: _Sample, token_id: int, probs: torch.Tensor) -> TextEvent:
         if token_id in self.eos_ids:
@@ -331,25 +330,38 @@ def sampling_key(settings: GenerationSettings) -> tuple | None:
 
 
 def draw(scores: torch.Tensor, greedy: bool, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """The decoding loop's choice from processed scores (batch x vocab): one token per row, and the distribution.
+    """The decoding loop's choice from processed scores (batch x vocab), for callers outside it (the step view, the
+    decoding methods): one token per row, and the distribution. Greedy takes the argmax and draws nothing from
+    `rng`; otherwise one number per row from `rng`, as the loop draws them (`Uniforms`), so a seeded generator
+    gives the same tokens wherever this is called (see textgen.local.batching.choose)."""
+    uniforms = None if greedy else torch.rand(len(scores), 1, generator=rng, device=scores.device)
+    choice = choose(scores, scores, uniforms)
+    return choice.tokens, choice.probs
 
-    Greedy takes the argmax (the first on a tie) and draws nothing from `rng`; otherwise one uniform number per
-    row from `rng`, placed on the row's cumulative distribution (inverse transform sampling), so a seeded
-    generator gives the same tokens wherever this is called, alone or in a batch.
 
-    Why not `torch.multinomial`: for one draw it makes a random number for every token of the vocabulary (GPT-2's
-    50,257: 27 ms for 8 rows on this CPU, a sixth of an 8-row batched step of a GPT-2-small-shaped model); the
-    cumulative sum and one number a row pick from the same distribution in 1 ms.
+class Uniforms:
+    """A request's random numbers, drawn from its generator a few hundred at a time and handed out in order.
+
+    The same numbers in the same order as one draw a token (`torch.rand` of n numbers equals n draws of one:
+    tests/test_generation.py checks it), so a seed writes the same text; drawn ahead, they cost no operation a
+    token, and a batch's choice (textgen.local.batching.process_together) gets them as one tensor.
     """
-    probs = torch.softmax(scores, dim=-1)
-    if greedy:
-        return scores.argmax(dim=-1), probs
-    cumulative = probs.cumsum(dim=-1)  # (B, V)
-    target = torch.rand(len(probs), 1, generator=rng, device=probs.device) * cumulative[:, -1:]  # (B, 1)
-    chosen = torch.searchsorted(cumulative, target, right=True)  # the first token whose sum passes the target
-    if bool((chosen >= probs.shape[-1]).any()):  # the target rounded up onto the total: the last possible token
-        chosen = torch.minimum(chosen, torch.searchsorted(cumulative, cumulative[:, -1:]))
-    return chosen.squeeze(1), probs
+
+    AHEAD = 256
+
+    def __init__(self, rng: torch.Generator):
+        self.rng = rng
+        self.ahead = torch.empty(0, device=rng.device)
+        self.used = 0
+
+    def take(self, rows: int) -> torch.Tensor:
+        """The next `rows` numbers in [0, 1), as (rows, 1)."""
+        if self.used + rows > len(self.ahead):
+            more = torch.rand(max(self.AHEAD, rows), generator=self.rng, device=self.rng.device)
+            self.ahead, self.used = torch.cat([self.ahead[self.used :], more]), 0
+        numbers = self.ahead[self.used : self.used + rows]
+        self.used += rows
+        return numbers[:, None]
 
 
 class NucleusWarper(TopPLogitsWarper):
