@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--styles", nargs="+", default=list(STYLES), choices=list(STYLES))
-    parser.add_argument("--seeds", type=int, default=10, help="seeds 1..N for each question")
+    parser.add_argument("--seeds", type=int, default=10, help="seeds for each question: N of them")
+    parser.add_argument("--first-seed", type=int, default=1, help="the first of the seeds (default 1: seeds 1..N)")
     parser.add_argument("--tokens", type=int, default=40, help="max new tokens of a reply (answers come first)")
     parser.add_argument("--system", default=CHAT_SYSTEM_PROMPT,
                         help="the system prompt (default: the Chat tab's; \"\" for the model's own)")
@@ -77,14 +78,16 @@ def main(argv: list[str] | None = None) -> int:
     from textgen.service.playground import Playground
 
     playground = Playground(ModelManager(Catalog.default()))
-    print(f"{args.model}: {len(QUESTIONS)} questions x seeds 1-{args.seeds}, {args.tokens} tokens a reply", flush=True)
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    print(f"{args.model}: {len(QUESTIONS)} questions x seeds {seeds[0]}-{seeds[-1]}, {args.tokens} tokens a reply",
+          flush=True)
     totals = {}
     for style in args.styles:
         started, score = time.perf_counter(), 0
         print(f"\n{style}: {STYLES[style]}", flush=True)
         for question, accepted in QUESTIONS:
             hits = 0
-            for seed in range(1, args.seeds + 1):
+            for seed in seeds:
                 settings = playground.parse("", seed=seed, max_new_tokens=args.tokens, **STYLES[style])
                 *_, live = playground.chat(args.model, [{"role": "user", "content": question}], args.system,
                                            settings)
