@@ -426,10 +426,10 @@ def test_a_second_model_with_a_taken_name_is_kept_under_a_new_name(model_dirs):
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 SHIPPED = sorted(p.name for p in SHIPPED_DIR.iterdir() if (p / "config.json").is_file())
-# The README's table of models: | `lstm` | LSTM, ... | 3.46M | 1.582 | 1.423 | 1.457 | 38 min | (parameters, the
-# held-back plays, the validation loss when trained)
-README_MODELS = {m[0]: (float(m[1]), m[2], m[3]) for m in
-                 re.findall(r"^\| `(\w+)` \| [^|]+ \| ([\d.]+)M \| ([\d.]+) \| ([\d.]+) \|", README, re.MULTILINE)}
+# The README's table of models: | `gru` | GRU, ... | 2.60M | 1.485 | 1.320 | 1.324 | 60 min | (parameters, the
+# held-back plays or "not measured yet", the validation loss when trained)
+README_MODELS = {m[0]: (float(m[1]), m[2], m[3]) for m in re.findall(
+    r"^\| `(\w+)` \| [^|]+ \| ([\d.]+)M \| ([\d.]+|not measured yet) \| ([\d.]+)[^|]* \|", README, re.MULTILINE)}
 
 
 def test_the_readme_table_lists_every_shipped_model():
@@ -463,7 +463,10 @@ def test_each_shipped_model_loads_and_writes_offline(name, clean_env):
     millions, heldback, loss = README_MODELS[name]
     assert round(loaded.n_params / 1e6, 2) == millions
     recorded = json.loads((SHIPPED_DIR / name / "training_summary.json").read_text())
-    assert f"{recorded['heldback_nats_per_char']:.3f}" == heldback
+    if heldback == "not measured yet":  # a model new this round: the maintainers have not scored it there yet
+        assert "heldback_nats_per_char" not in recorded
+    else:
+        assert f"{recorded['heldback_nats_per_char']:.3f}" == heldback
     assert f"{recorded['val_nats_per_char']:.3f}" == loss
 
 
