@@ -41,7 +41,7 @@ from transformers.generation.logits_process import (
 from textgen.core.events import Clock, Summary, TextEvent, TokenInfo, Waiting
 from textgen.core.settings import GenerationSettings
 from textgen.core.words import Phrase
-from textgen.local.batching import Forward, Process, Scheduler, choose, process_together, step_together
+from textgen.local.batching import Choice, Forward, Process, Scheduler, choose, process_together, step_together
 from textgen.local.tokenization import encode, end_of_text_ids
 from textgen.models import contract
 
@@ -158,13 +158,13 @@ class Run:
         ttft = None
         logits, cache = yield from self.prefill_steps(all_ids)
         for step in range(s.max_new_tokens if logits is not None else 0):
-            next_ids, probs = yield from self._pick(logits, all_ids, samples)
-            if next_ids is None:
+            choice = yield from self._pick(logits, all_ids, samples)
+            if choice is None:
                 break
             ttft = clock.active() if ttft is None else ttft
+            next_ids = choice.tokens
             all_ids = torch.cat([all_ids, next_ids[:, None]], dim=1)
-            events = [self._advance(row, sample, int(next_ids[row]), probs[row])
-                      for row, sample in enumerate(samples) if sample.reason is None]
+            events = [self._advance(row, sample, choice) for row, sample in enumerate(samples) if sample.reason is None]
             for event in events:
                 with clock:
                     yield event
@@ -190,23 +190,25 @@ class Run:
         )
 
     def _pick(self, logits: torch.Tensor, all_ids: torch.Tensor, samples: list[_Sample]):
-        """The next token of every sample and the distribution it came from; (None, None) if none can go on."""
+        """The choice of every sample's next token (textgen.local.batching.Choice); None if none can go on."""
         uniforms = None if self.settings.greedy else self.uniforms.take(len(samples))
-        choice = yield Process(self.sampling_key, self.pipeline, all_ids, logits, uniforms)
-        for row in choice.blocked.nonzero().flatten().tolist():
-            # The rules left a sample no token at all (say, no-repeat size 1 after every character was used): it
-            # ends here; its row was drawn from the raw logits only so that the rest of the batch can go on.
-            samples[row].reason = samples[row].reason or "no_allowed_token"
+        choice = yield Process(self.sampling_key, self.pipeline, all_ids, logits, uniforms, self.settings.alternatives)
+        for row, blocked in enumerate(choice.blocked):
+            if blocked:
+                # The rules left a sample no token at all (say, no-repeat size 1 after every character was used): it
+                # ends here; its row was drawn from the raw logits only so that the rest of the batch can go on.
+                samples[row].reason = samples[row].reason or "no_allowed_token"
         if all(sample.reason for sample in samples):
-            return None, None
-        return choice.tokens, choice.probs
+            return None
+        return choice
 
-    def _advance(self, row: int, sample: _Sample, token_id: int, probs: torch.Tensor) -> TextEvent:
+    def _advance(self, row: int, sample: _Sample, choice: Choice) -> TextEvent:
+        token_id = choice.ids[row]
         if token_id in self.eos_ids:
             sample.reason = "end_of_text"
-            return TextEvent(row, "", self._token_info(token_id, probs))
+            return TextEvent(row, "", self._token_info(token_id, choice, row))
         piece, new_text = sample.add(token_id)
-        return TextEvent(row, new_text, self._token_info(token_id, probs, piece))
+        return TextEvent(row, new_text, self._token_info(token_id, choice, row, piece))
 
     def next_steps(self, all_ids: torch.Tensor, next_ids: torch.Tensor, cache):
         """The step after `next_ids` (one token a row); at the context's end, a new start from the recent half."""
@@ -266,16 +268,11 @@ class Run:
         self.memory_tokens += input_ids.shape[1]
         return (yield Forward(input_ids, memory))
 
-    def _token_info(self, token_id: int, probs: torch.Tensor, piece: str | None = None) -> TokenInfo:
-        k = self.settings.alternatives
-        alternatives = []
-        if k:
-            top_p, top_i = probs.topk(min(k, probs.shape[-1]))
-            alternatives = [(self.loaded.token_label(i), round(p, 5))
-                            for p, i in zip(top_p.tolist(), top_i.tolist()) if p > 0]
+    def _token_info(self, token_id: int, choice: Choice, row: int, piece: str | None = None) -> TokenInfo:
+        alternatives = [(self.loaded.token_label(i), round(p, 5)) for i, p in choice.top[row] if p > 0]
         label = self.loaded.token_label(token_id)  # a special token's plain words, never raw markup
         text = piece if piece is not None and label == self.loaded.token_text(token_id) else label
-        return TokenInfo(token_id, text, round(float(probs[token_id]), 5), alternatives)
+        return TokenInfo(token_id, text, round(choice.chosen[row], 5), alternatives)
 
 
 PREFILL_CHUNK = 256  # prompt tokens per forward step of a recurrent model's prefill
