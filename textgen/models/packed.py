@@ -29,6 +29,7 @@ from __future__ import annotations
 
 __all__ = ["MIN_ELEMENTS", "PackedWeight", "pack_linear_layers", "packed_bytes"]
 
+import functools
 import logging
 import os
 import types
@@ -45,9 +46,23 @@ LAYOUT_ROWS = 8
 
 
 def enabled() -> bool:
-    """Whether this torch has the kernel and the operator has not turned packing off."""
-    return (os.environ.get("TEXTGEN_PACK_WEIGHTS", "1") != "0" and torch.backends.mkldnn.is_available()
-            and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+    """Whether this torch has the kernel, it runs on this CPU, and the operator has not turned packing off."""
+    return os.environ.get("TEXTGEN_PACK_WEIGHTS", "1") != "0" and _kernel_works()
+
+
+@functools.cache
+def _kernel_works() -> bool:
+    """One tiny packed product, tried once: a torch built without oneDNN, or a CPU its kernels refuse, keeps the
+    default products everywhere instead of failing mid-text."""
+    if not (torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")):
+        return False
+    try:
+        weight = torch.ops.mkldnn._reorder_linear_weight(torch.ones(8, 8), LAYOUT_ROWS)
+        out = torch.ops.mkldnn._linear_pointwise(torch.ones(2, 8), weight, None, "none", [], "")
+        return bool(torch.equal(out, torch.full((2, 8), 8.0)))
+    except RuntimeError as err:
+        log.warning("oneDNN's packed products do not run here (%s); the default kernels are used", err)
+        return False
 
 
 class PackedWeight:
