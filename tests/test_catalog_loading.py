@@ -317,10 +317,10 @@ def test_unload_and_clear(catalog):
 def test_concurrent_requests_for_one_model_load_it_once(catalog, monkeypatch):
     real_load, calls = textgen.service.loading.load_model, []
 
-    def slow_load(entry, device=None):
+    def slow_load(entry, device=None, **options):
         calls.append(entry.name)
         time.sleep(0.3)
-        return real_load(entry, device)
+        return real_load(entry, device, **options)
 
     monkeypatch.setattr(textgen.service.loading, "load_model", slow_load)
     manager = ModelManager(catalog, device="cpu")

@@ -88,3 +88,32 @@ def test_the_operator_can_turn_packing_off(monkeypatch):
     model = gpt2_with_a_large_layer()
     assert PackedWeight.of(torch.randn(2048, 1024)) is None
     assert pack_linear_layers(model) == 0 and packed_bytes(model) == 0
+
+
+def test_nothing_is_packed_when_the_copies_would_not_fit_the_memory_that_can_be_spared(caplog):
+    model = gpt2_with_a_large_layer()
+    wanted = sum(m.weight.numel() * 4 for m in model.modules()
+                 if type(m).__name__ == "Conv1D" and m.weight.numel() >= MIN_ELEMENTS)
+    with caplog.at_level("INFO", logger="textgen"):
+        assert pack_linear_layers(model, max_bytes=wanted - 1) == 0
+    assert packed_bytes(model) == 0 and "not packed" in caplog.text
+    assert pack_linear_layers(model, max_bytes=wanted) == wanted  # exactly enough room: packed
+
+
+def test_the_room_for_copies_is_half_the_free_memory_and_within_the_operators_budget(monkeypatch):
+    from textgen.service import loading
+
+    model = gpt2_with_a_large_layer()
+    own = sum(p.numel() * 4 for p in model.parameters())
+    monkeypatch.setattr(loading, "available_memory_bytes", lambda: 10 << 30)
+    assert loading.packing_room(model) == 5 << 30
+    assert loading.packing_room(model, memory_budget_bytes=own + (1 << 20)) == 1 << 20
+    monkeypatch.setattr(loading, "available_memory_bytes", lambda: None)  # unknown: only the budget bounds it
+    assert loading.packing_room(model) is None
+
+
+def test_the_memory_this_machine_can_spare_is_read():
+    from textgen.local.devices import available_memory_bytes
+
+    free = available_memory_bytes()
+    assert free is None or 0 < free < 1 << 50

@@ -61,6 +61,36 @@ def configure_cpu_threads(threads: int | None = None) -> int:
     return threads
 
 
+def available_memory_bytes() -> int | None:
+    """Memory this process can still take without swapping or being killed, or None where it cannot be read.
+
+    The smaller of the kernel's estimate (MemAvailable) and the room left under a container's limit (cgroup v2,
+    then v1): a Space or a Docker container sees the host's memory in /proc/meminfo but is killed at its own limit.
+    """
+    found = []
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    found.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            with open(limit_file) as f:
+                limit = f.read().strip()
+            with open(usage_file) as f:
+                usage = int(f.read().strip())
+        except (OSError, ValueError):
+            continue
+        if limit.isdigit() and int(limit) < 1 << 60:  # "max", or v1's huge number, means no limit
+            found.append(max(0, int(limit) - usage))
+        break
+    return min(found) if found else None
+
+
 def describe_hardware() -> str:
     """A short description for model cards and benchmark reports, e.g. '2-core CPU (1 torch thread)'."""
     if torch.cuda.is_available():

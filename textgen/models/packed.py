@@ -96,21 +96,28 @@ class PackedWeight:
         return torch.ops.mkldnn._linear_pointwise(x.contiguous(), self.packed, bias, "none", [], "")
 
 
-def pack_linear_layers(model: nn.Module) -> int:
+def pack_linear_layers(model: nn.Module, max_bytes: int | None = None) -> int:
     """Give each large linear layer of a Hugging Face model a packed product for inference; the bytes it added.
 
     `nn.Linear` layers and transformers' `Conv1D` (GPT-2's) qualify. A layer keeps its parameters (saving, tied
     embeddings and the inside-the-model views read those) and its own forward for one row (MKL is a little
     faster there: GPT-2 small, 70 against 80 ms a step) and wherever a gradient is taken.
+    Nothing is packed when the copies would take more than `max_bytes`: a crowd served a little slower is
+    better than a server killed for memory (a 7B model's copies would be 28 GB).
     """
     if getattr(model, "_packed_bytes", 0):
         return model._packed_bytes
+    layers = [(module, product) for module in model.modules()
+              if (weight := _weight_of(module)) is not None
+              and (product := PackedWeight.of(weight, lambda module=module: module.weight._version)) is not None]
+    wanted = sum(_weight_of(module).numel() * 4 for module, _ in layers)  # float32 copies
+    if max_bytes is not None and wanted > max_bytes:
+        log.info("weights not packed for batched steps: the copies would take %d MB, %d MB can be spared",
+                 wanted >> 20, max(0, max_bytes) >> 20)
+        return 0
     added = 0
-    for module in model.modules():
+    for module, product in layers:
         weight = _weight_of(module)
-        product = PackedWeight.of(weight, lambda module=module: module.weight._version) if weight is not None else None
-        if product is None:
-            continue
         try:
             product(torch.zeros(1, weight.shape[1]), None)  # packs now, and fails here on a CPU without the kernel
         except RuntimeError as err:

@@ -30,7 +30,7 @@ from textgen.core.backend import Backend
 from textgen.core.settings import Limits
 from textgen.core.words import Phrase
 from textgen.local import gguf
-from textgen.local.devices import pick_device, pick_dtype
+from textgen.local.devices import available_memory_bytes, pick_device, pick_dtype
 from textgen.local.model import LoadedModel
 from textgen.models import contract
 from textgen.models.packed import pack_linear_layers
@@ -63,11 +63,13 @@ class ModelMemoryError(ModelLoadError):
 
 
 def load_model(
-    entry: ModelEntry, device: torch.device | None = None, progress: Callable[[str], None] | None = None
+    entry: ModelEntry, device: torch.device | None = None, progress: Callable[[str], None] | None = None,
+    memory_budget_bytes: int | None = None,
 ) -> LoadedModel | RemoteModel:
     """Load one catalog entry; raises ModelLoadError with a message a user can act on. `progress` hears the
     steps of a GGUF file's one-time conversion. A model served by an inference engine has nothing to load here:
-    it comes back as a RemoteModel (textgen.remote.backend), which sends each request to the engine."""
+    it comes back as a RemoteModel (textgen.remote.backend), which sends each request to the engine.
+    `memory_budget_bytes` (the operator's budget for loaded models) bounds the extra copies made for speed."""
     if not entry.runs_here:
         return RemoteModel(entry)
     device = device or pick_device()
@@ -101,8 +103,19 @@ def load_model(
         raise ModelLoadError(message, detail, why) from err
     model.eval()
     if not contract.is_ours(model):  # ours pack what gains inside their own step (textgen/models/recurrent.py)
-        pack_linear_layers(model)  # a crowd's batched steps at a fraction of the cost, on CPU (see there)
+        # a crowd's batched steps at a fraction of the cost, on CPU (see there), where the copies fit
+        pack_linear_layers(model, max_bytes=packing_room(model, memory_budget_bytes))
     return LoadedModel(entry, model, tokenizer, model.device, time.perf_counter() - start)
+
+
+def packing_room(model: torch.nn.Module, memory_budget_bytes: int | None = None) -> int | None:
+    """Bytes that copies of a just-loaded model's weights may take: half the memory still free (the rest stays
+    for the crowd's caches and the next model), and no more than the operator's budget leaves beside the model."""
+    room = [free // 2] if (free := available_memory_bytes()) is not None else []
+    if memory_budget_bytes is not None:
+        own = sum(t.numel() * t.element_size() for t in (*model.parameters(), *model.buffers()))
+        room.append(memory_budget_bytes - own)
+    return min(room) if room else None
 
 
 def needs_preparing(entry: ModelEntry) -> bool:
@@ -157,10 +170,11 @@ class ModelManager:
             try:
                 try:
                     # progress hears the steps of a one-time preparation (a GGUF file's conversion), if any
-                    loaded = load_model(entry, self.device, **({"progress": progress} if progress else {}))
+                    loaded = load_model(entry, self.device, memory_budget_bytes=self.budget_bytes,
+                                        **({"progress": progress} if progress else {}))
                 except ModelMemoryError:
                     self.clear()  # free every other model and try once more before giving up
-                    loaded = load_model(entry, self.device)
+                    loaded = load_model(entry, self.device, memory_budget_bytes=self.budget_bytes)
             except ModelLoadError as err:
                 self.failed[entry.name] = err.reason  # the pickers mark it until a load succeeds
                 raise
