@@ -141,15 +141,18 @@ class Run:
         steps, reply = self.steps(), None
         while True:
             try:
-                item = steps.send(reply)
+                with torch.inference_mode():  # as the scheduler's thread drives `steps`
+                    item = steps.send(reply)
             except StopIteration:
                 return
             reply = self._answer(item) if isinstance(item, (Forward, Process)) else None
             if reply is None:
                 yield item
 
-    @torch.inference_mode()
     def steps(self) -> Generator[TextEvent | Summary | Forward, Any, None]:
+        """The request as a step coroutine (textgen.local.batching): its events, and a Forward or Process whenever
+        it needs the model. Driven in inference mode (the scheduler's round, or `events`): not entered here,
+        where it would be entered and left again at every token of every request (a tenth of a crowd's time)."""
         s = self.settings
         clock = Clock()
         ids, cut = self.prompt_ids()
