@@ -351,6 +351,7 @@ def test_attention_for_transformers(served, model):
     assert len(layers["choices"]) >= 3 and len(heads["choices"]) >= 3 and query["maximum"] > 10
     assert "Looking from token" in shading and "sg-query" in shading and shading.count("sg-key") > 10
     assert "no memory units" in heat and units["choices"] == []  # the one-line "not for this model"
+    assert units["visible"] is False and unit["visible"] is False and layers["visible"]  # only what fits shows
     # Another head: drawn again from the weights already read.
     one_head = handler(served, "attention_again")(who, 0, 1)
     assert "layer 1, head 2" in one_head and one_head != shading
@@ -365,7 +366,9 @@ def test_units_for_recurrent_models(served, model):
     who = request(f"units-{model}")
     note, layers, heads, query, shading, units, unit, heat = handler(served, "look_inside")(who, TEXT * 2, model)
     assert "has no attention" in shading  # the one-line "not for this model"
-    assert len(units["choices"]) >= 3 and unit == units["value"]
+    assert not any(picker["visible"] for picker in (layers, heads, query))  # only what fits shows
+    assert len(units["choices"]) >= 3 and unit["value"] == units["value"] and units["visible"]
+    unit = unit["value"]
     assert "seems to" in units["choices"][0][0] and f"Unit {unit}" in heat and "hsla(" in heat
     number, other = handler(served, "show_unit")(who, 7)
     assert number == 7 and "Unit 7" in other
@@ -380,7 +383,7 @@ def test_units_for_recurrent_models(served, model):
 
 def test_too_short_a_text_for_units_says_so(served):
     note, *_, heat = handler(served, "look_inside")(request("short"), "ROMEO:", "lstm")
-    assert "at least 20 characters" in heat
+    assert "Give at least 20 characters" in heat and "write some more first" in heat  # a sentence, what to do
 
 
 # -- the page side, without a server -------------------------------------------------------------------------------

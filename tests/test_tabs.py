@@ -97,3 +97,36 @@ def test_the_decode_api_answers_json_and_refuses_a_bad_width_in_words(playground
     assert tree["model"] == "lstm" and len(tree["sequences"]) in (2, 3) and tree["nodes"]
     with pytest.raises(gr.Error, match="from 1 to 8"):
         DecodeTab(playground).decode("ROMEO:\n", "lstm", "beam", 9)
+
+
+def test_the_note_under_a_model_not_loaded_yet_already_says_what_its_tokens_are(catalog):
+    from textgen.service.loading import ModelManager
+
+    fresh = Playground(ModelManager(catalog, device="cpu"))  # nothing loaded
+    assert "Its tokens are letters" in WriteTab(fresh).describe("lstm")
+    assert "Its tokens are word pieces" in WriteTab(fresh).describe("tiny-gpt2")
+    fresh.manager.get("lstm")
+    loaded = WriteTab(fresh).describe("lstm")
+    assert "its tokens are letters" in loaded and "parameters" in loaded  # once loaded: the full line
+
+
+def test_a_branch_from_a_space_names_it_as_the_pop_up_shows_it(playground):
+    class Picked:
+        _data = {"prefix": "To be or", "alt": " ", "original": "\n", "index": 2}
+
+    args = generate_args(model="gru", max_new_tokens=3)  # prompt, model, the sliders, seed, chat template
+    updates = list(WriteTab(playground).branch(Picked(), None, *args, "", ""))
+    label = updates[0][1]["label"]
+    assert "“␣” instead of “↵”" in label
+
+
+def test_a_look_inside_hides_the_controls_that_do_not_fit_the_model_and_says_why_in_a_sentence():
+    from textgen.core.words import Phrase
+
+    inside = {"attention_note": Phrase("explain.no_attention_report", title="LSTM"),
+              "units_note": Phrase("explain.too_short", count=20)}
+    layer, head, query, view = StepTab.attention_part(inside)
+    assert not any(update["visible"] for update in (layer, head, query))
+    units, unit, note = StepTab.units_part(inside)
+    assert units["visible"] is False and unit["visible"] is False
+    assert "Give at least 20 characters" in note and "write some more first." in note

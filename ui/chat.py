@@ -84,7 +84,7 @@ class ChatTab:
         title, description = model_words(catalog.get(name), lang)
         why = playground.unavailable().get(name)
         info = None if why else playground.model_info(name)
-        note = model_note(title, description, info, why, lang)
+        note = model_note(title, description, info, why, lang, tokens=catalog.get(name).token_kind())
         if why or (info is None and self.known[name] is not False):
             return note
         # Loaded: its tokenizer says. Not loaded and known to have no template: say so before it loads.

@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+import math
+
 import gradio as gr
 
 from textgen.core.settings import RequestError
@@ -40,7 +42,14 @@ class PerplexityTab:
         # into each other under the bars. The table beside it keeps the full titles.
         title = SCORE_COLUMNS["title"]
         scored = pd.DataFrame([{**r, title: r[title].split(" (")[0]} for r in records if r[NATS] is not None])
-        return pd.DataFrame(score_records(rows, lang)), scored
+        top = chart_top([r[NATS] for r in records if r[NATS] is not None])
+        return pd.DataFrame(score_records(rows, lang)), gr.BarPlot(scored, y_lim=[0, top])
+
+
+def chart_top(values: list[float]) -> float | None:
+    """The chart's upper end: a round number a little above the highest bar. Left to the chart, the axis ended at
+    the highest bar's value rounded down (1.2 for an RNN at 1.218), cutting that bar's top off."""
+    return math.ceil(max(values) * 1.08 / 0.2) * 0.2 if values else None
 
 
 def build(playground) -> list:

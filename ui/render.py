@@ -51,10 +51,16 @@ TOKEN_CSS = """
 .tg-pop .tg-branch::before { content: "↪ "; opacity: .6; }
 .tg-pop .tg-branch:hover, .tg-pop .tg-branch:focus { background: rgba(59, 130, 246, .18); border-color: #3b82f6; }
 .tg-legend { font-size: 0.85em; opacity: 0.85; margin-bottom: 6px; }
-/* Perplexity's table on a phone: the model's name wraps in a narrow first column, so that the numbers show. */
+/* Perplexity's table on a phone: the model's name wraps in a narrow first column, so that the numbers show; words
+   wrap between words only (the table's own style broke "Surprise" into "Surpri/se"), in a smaller font, and what
+   still does not fit scrolls sideways. */
 @media (max-width: 700px) {
   #ppl-table td:first-child, #ppl-table th:first-child { max-width: 7em; min-width: 6em; white-space: normal; }
   #ppl-table th { min-width: 5em; }
+  #ppl-table table, #ppl-table .body-cell, #ppl-table th { font-size: 12px; }
+  #ppl-table .first-column, #ppl-table th:first-child { min-width: 8.5em !important; }
+  #ppl-table th, #ppl-table th *, #ppl-table .body-cell, #ppl-table .body-cell * { word-break: normal !important;
+    overflow-wrap: normal !important; hyphens: manual; }
 }
 .tg-legend span { padding: 0 6px; border-radius: 3px; }
 /* The language switch sits at the top right, above the title. */
@@ -273,11 +279,14 @@ def model_words(entry, lang: str = ENGLISH) -> tuple[str, str]:
 
 
 def model_note(title: str, description: str, info: dict | None = None, unavailable: str | None = None,
-               lang: str = ENGLISH) -> str:
-    """What the model picker says about the picked model."""
+               lang: str = ENGLISH, tokens: str | None = None) -> str:
+    """What the model picker says about the picked model: `info` once it is loaded; before, `tokens` (what its
+    tokens are, read from its files) where known, since the help everywhere refers to this note."""
     note = f"**{html.escape(title)}**: {html.escape(description)}"
     if unavailable:
         return note + "  \n" + say("note.unavailable", lang, why=html.escape(words_of(unavailable, lang)))
+    if not info and tokens:
+        return note + "  \n" + say("note.tokens_only", lang, tokens=words_of(tokens, lang))
     if info:
         ctx = (say("note.context_unlimited", lang) if info.get("context") is None
                else say("note.context_tokens", lang, count=info["context"]))

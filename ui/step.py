@@ -37,8 +37,10 @@ def quote(token: dict | None) -> str:
 
 
 def note_html(note: str, lang: str = ENGLISH) -> str:
-    """A look inside's one-line "not for this model" (explain's Phrase, said in `lang`), as a sentence."""
-    return f"<p class=sg-legend>{html.escape(say('step.note', lang, note=words_of(note, lang)))}</p>"
+    """A look inside's one-line "not for this model" (explain's Phrase, said in `lang`), as a sentence: the
+    phrase is a clause (an API error embeds it), so its first letter is made a capital here."""
+    clause = words_of(note, lang)
+    return f"<p class=sg-legend>{html.escape(say('step.note', lang, note=clause[:1].upper() + clause[1:]))}</p>"
 
 
 def attempt(work, lang: str = ENGLISH):
@@ -63,15 +65,22 @@ def checked_layer(value, count: int) -> int:
     return int(value) if value is not None and -1 <= int(value) < count else -1
 
 
-def no_attention(lang: str = ENGLISH) -> tuple:
-    """The attention controls and view with nothing to show."""
-    return (gr.update(choices=view.layer_choices(0, lang), value=-1),
-            gr.update(choices=view.head_choices(0, lang), value=-1), gr.update(minimum=0, maximum=1, value=0), "")
+def no_attention(lang: str = ENGLISH, shown: bool = True) -> tuple:
+    """The attention controls and view with nothing to show; the controls hidden where the model has none."""
+    return (gr.update(choices=view.layer_choices(0, lang), value=-1, visible=shown),
+            gr.update(choices=view.head_choices(0, lang), value=-1, visible=shown),
+            gr.update(minimum=0, maximum=1, value=0, visible=shown), "")
+
+
+def no_units(shown: bool = True) -> tuple:
+    """The units picker and number with nothing in them; hidden where the model has no units."""
+    return gr.update(choices=[], value=None, visible=shown), gr.update(value=None, visible=shown)
 
 
 def forget_inside(request: gr.Request = None):
-    """Another model: what was seen inside the last one goes (its layers, heads and units are not this one's)."""
-    return "", *no_attention(language(request)), gr.update(choices=[], value=None), None, ""
+    """Another model: what was seen inside the last one goes (its layers, heads and units are not this one's), and
+    every control shows again until the next look says which fit this model."""
+    return "", *no_attention(language(request)), *no_units(), ""
 
 
 def numbered(key: str, count: int, lang: str, **fields) -> str:
@@ -236,22 +245,23 @@ class StepTab:
     @staticmethod
     def attention_part(inside: dict, lang: str = ENGLISH) -> tuple:
         """The layer and head pickers, the look-from slider and the attention view for one look inside."""
-        if "attention" not in inside:  # no attention to show: the controls go back to nothing
-            return (*no_attention(lang)[:3], note_html(inside["attention_note"], lang))
+        if "attention" not in inside:  # no attention to show: its controls go, the note says why
+            return (*no_attention(lang, shown=False)[:3], note_html(inside["attention_note"], lang))
         a = inside["attention"]
-        return (gr.update(choices=view.layer_choices(a["layers"], lang), value=-1),
-                gr.update(choices=view.head_choices(a["heads"], lang), value=-1),
-                gr.update(minimum=0, maximum=max(len(a["tokens"]) - 1, 1), value=a["query"]),
+        return (gr.update(choices=view.layer_choices(a["layers"], lang), value=-1, visible=True),
+                gr.update(choices=view.head_choices(a["heads"], lang), value=-1, visible=True),
+                gr.update(minimum=0, maximum=max(len(a["tokens"]) - 1, 1), value=a["query"], visible=True),
                 view.attention_html(a, lang=lang))
 
     @staticmethod
     def units_part(inside: dict, lang: str = ENGLISH) -> tuple:
         """The units picker, the unit number and its heat map for one look inside."""
-        if "units" not in inside:
-            return gr.update(choices=[], value=None), None, note_html(inside["units_note"], lang)
+        if "units" not in inside:  # no units to show (a Transformer's, or too short a text): the note says why
+            return *no_units(shown=False), note_html(inside["units_note"], lang)
         first = inside["units"][0] if inside["units"] else None
         number = first["unit"] if first else None
-        return (gr.update(choices=view.unit_choices(inside["units"], lang), value=number), number,
+        return (gr.update(choices=view.unit_choices(inside["units"], lang), value=number, visible=True),
+                gr.update(value=number, visible=True),
                 view.heat_html(inside["tokens"], first["values"], number, first["guess"], lang) if first else "")
 
     def inside_of(self, request) -> dict:

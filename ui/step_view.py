@@ -231,12 +231,19 @@ def heat_html(tokens: list[dict], values: list[float], unit: int, guess: str | N
     for i, (tok, v) in enumerate(zip(tokens, values)):
         where = (v - middle) / half  # -1 at the lowest, +1 at the highest
         hue = 0 if where >= 0 else 215
-        tip = html.escape(say("step.token_tip", lang, i=i, shown=tok["shown"], tip=f"{v:+.3f}"), quote=True)
+        tip = html.escape(say("step.token_tip", lang, i=i, shown=tok["shown"], tip=signed(v, 3)), quote=True)
         spans.append(f"<span title='{tip}' style='background:hsla({hue},80%,50%,{0.8 * abs(where):.2f})'>"
                      f"{_token_html(tok['text'])}</span>")
     about = say("step.heat.guess", lang, guess=html.escape(words_of(guess, lang))) if guess else ""
-    head = say("step.heat.range", lang, unit=unit, low=f"{low:+.2f}", high=f"{high:+.2f}")
+    head = say("step.heat.range", lang, unit=unit, low=signed(low), high=signed(high))
     return f"<p class=sg-legend>{head}{about}</p>{heat_legend(lang)}<div class=sg-text>{''.join(spans)}</div>"
+
+
+def signed(value: float, places: int = 2) -> str:
+    """A value with its sign, "+1.73" or "-0.42", and zero as plain "0.00": a value that rounds to zero is not shown
+    as "-0.00"."""
+    text = f"{value:+.{places}f}"
+    return text[1:] if float(text) == 0 else text
 
 
 def unit_choices(found: list[dict], lang: str = ENGLISH) -> list[tuple[str, int]]:

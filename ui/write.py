@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from textgen.core.events import shown
 from textgen.core.settings import (
     CHAT_SYSTEM_PROMPT,
     CONTROLS,
@@ -99,7 +100,8 @@ class WriteTab:
         prefix, alt, original = (str(data.get(k, "")) for k in ("prefix", "alt", "original"))
         start = f"{prefix[-60:]}[{alt}]"
         lang = language(request)
-        label = say("write.branch_at", lang, index=int(data.get("index", 0)) + 1, alt=alt, original=original)
+        label = say("write.branch_at", lang, index=int(data.get("index", 0)) + 1, alt=shown(alt),
+                    original=shown(original))  # a space as ␣, as the pop-up shows it, never empty quotes
         log = (f"{log}\n{last}" if log else f"{say('write.earlier_branches', lang)}\n{last}") if last else log
         playground = self.playground
         try:
@@ -124,7 +126,8 @@ class WriteTab:
             return ""
         title, description = model_words(catalog.get(name), lang)
         why = self.playground.unavailable().get(name)
-        return model_note(title, description, None if why else self.playground.model_info(name), why, lang)
+        return model_note(title, description, None if why else self.playground.model_info(name), why, lang,
+                          tokens=catalog.get(name).token_kind())
 
     @staticmethod
     def pick_style(style: str):

@@ -30,7 +30,7 @@ from textgen.core.words import Phrase
 from textgen.local import generation
 from textgen.local.batching import Scheduler
 from textgen.local.evaluate import score_text
-from textgen.local.tokenization import end_of_text_ids, special_label
+from textgen.local.tokenization import end_of_text_ids, special_label, token_kind
 from textgen.models.contract import context_length, is_ours
 from textgen.models.packed import packed_bytes
 
@@ -107,12 +107,9 @@ class LoadedModel:
         return label if label is not None else self.token_text(token_id)
 
     @cached_property
-    def token_kind(self) -> str:
-        """What one of its tokens is, in words a visitor reads: "letters" for a character tokenizer (our RNN, LSTM
-        and GRU), else "word pieces" (BPE: our Transformer, GPT-2, SmolLM2)."""
-        vocab = self.tokenizer.get_vocab()
-        single = sum(len(t) == 1 for t in vocab)
-        return Phrase("tokens.letters") if vocab and single >= 0.9 * len(vocab) else Phrase("tokens.word_pieces")
+    def token_kind(self) -> Phrase:
+        """What one of its tokens is, in words a visitor reads (textgen.local.tokenization.token_kind)."""
+        return token_kind(self.tokenizer.get_vocab())
 
     def info(self) -> dict:
         return {"name": self.name, "title": self.entry.title, "parameters": self.n_params,

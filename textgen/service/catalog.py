@@ -34,6 +34,7 @@ from pathlib import Path
 
 from textgen.core.words import Phrase
 from textgen.local import gguf
+from textgen.local.tokenization import token_kind_in_folder
 from textgen.models import architectures
 from textgen.remote import discovery
 from textgen.remote.client import engine_urls, label, normalise_url
@@ -91,6 +92,13 @@ class ModelEntry:
         """Its weights load into this process; False for a model an inference engine serves (textgen/remote), whose
         backend sends each request there. What its backend's `capabilities.runs_here` will say, before it opens."""
         return self.origin != "engine"
+
+    def token_kind(self) -> Phrase | None:
+        """What its tokens are (letters, word pieces), read from its folder's tokenizer without loading it: the
+        note under a model picked but not loaded yet. None where it has no folder here (a Hub id, a GGUF file)."""
+        if self.origin not in ("shipped", "local") or not Path(self.source).is_dir():
+            return None
+        return token_kind_in_folder(str(Path(self.source).resolve()))
 
     def chat_template_known(self) -> bool | None:
         """Whether a model has a chat template, as far as its files tell before it is loaded: True, False, or None
