@@ -121,8 +121,10 @@ function show(tok) {
     pop.appendChild(none);
   }
   pop.style.display = 'block';
+  pop.style.left = '0px'; pop.style.top = '0px';  // measured at the left edge: where it was last could narrow it
   const r = tok.getBoundingClientRect(), w = pop.offsetWidth, h = pop.offsetHeight;
-  const left = Math.max(4, Math.min(r.left, window.innerWidth - w - 4));
+  const width = document.documentElement.clientWidth || window.innerWidth;  // less any scroll bar
+  const left = Math.max(8, Math.min(r.left, width - w - 8));  // clear of the screen's edges, a phone's included
   const top = r.bottom + h + 6 < window.innerHeight ? r.bottom + 4 : Math.max(4, r.top - h - 4);
   pop.style.left = left + 'px'; pop.style.top = top + 'px';
 }
