@@ -506,3 +506,20 @@ def test_a_draw_follows_the_distribution_and_never_picks_an_impossible_token():
     counts = torch.bincount(torch.cat([draw(scores, False, rng)[0] for _ in range(4000)]), minlength=5)
     assert counts[1] == counts[4] == 0
     assert torch.allclose(counts.float() / 4000, torch.tensor([0.5, 0.0, 0.3, 0.2, 0.0]), atol=0.03)
+
+
+def test_a_character_tokenizer_s_tokens_are_looked_up_and_read_exactly_as_decoding_them(char_tokenizer):
+    """The decoder takes a character tokenizer's texts from a table (no decoding a token); what it hands out is
+    what decoding the whole text gives. A byte-level BPE, whose characters can span tokens, keeps decoding."""
+    from textgen.local.generation import IncrementalDecoder, _letter_pieces
+    from textgen.local.tokenization import train_bpe_tokenizer
+
+    assert _letter_pieces(char_tokenizer) is not None
+    ids = torch.randint(0, len(char_tokenizer), (300,), generator=torch.Generator().manual_seed(3)).tolist()
+    decoder = IncrementalDecoder(char_tokenizer, [])
+    assert "".join(decoder.push(i) for i in ids) == char_tokenizer.decode(ids)
+    bpe = train_bpe_tokenizer(["naïve café — “quoted” ROMEO: O, speak again"], vocab_size=280)
+    assert _letter_pieces(bpe) is None
+    text = "café — “quoted”"
+    decoder = IncrementalDecoder(bpe, [])
+    assert "".join(decoder.push(i) for i in bpe(text)["input_ids"]) == text
