@@ -45,6 +45,26 @@ QUESTIONS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Who wrote Romeo and Juliet?", ("shakespeare",)),
 )
 
+# A second set, written after the system prompt had been chosen on the first, to check that choice on questions it
+# was not chosen with (`--questions fresh`).
+FRESH: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("What is the capital of Italy?", ("rome",)),
+    ("What is the capital of Spain?", ("madrid",)),
+    ("What is 3 + 5?", ("8", "eight")),
+    ("How many hours are in a day?", ("24", "twenty")),
+    ("What color is a banana?", ("yellow",)),
+    ("What is the opposite of up?", ("down",)),
+    ("How many months are in a year?", ("12", "twelve")),
+    ("At what temperature in Celsius does water boil?", ("100",)),
+    ("Which planet do we live on?", ("earth",)),
+    ("What is the largest ocean on Earth?", ("pacific",)),
+    ("Who painted the Mona Lisa?", ("leonardo", "vinci")),
+    ("What is the tallest animal?", ("giraffe", "giraffes")),
+    ("What do you call a baby cat?", ("kitten",)),
+    ("What is the color of snow?", ("white",)),
+)
+QUESTION_SETS = {"main": QUESTIONS, "fresh": FRESH}
+
 # Candidate styles: Chat's own (Answers), Write's presets, and the other values tried (benchmarks/CHAT.md).
 STYLES: dict[str, dict[str, float]] = {
     "answers": dict(CHAT_STYLE),
@@ -71,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--system", default=CHAT_SYSTEM_PROMPT,
                         help="the system prompt (default: the Chat tab's; \"\" for the model's own)")
     parser.add_argument("--show", action="store_true", help="print every reply")
+    parser.add_argument("--questions", choices=list(QUESTION_SETS), default="main",
+                        help="which questions: the set the defaults were chosen on, or a fresh one to check them")
     args = parser.parse_args(argv)
 
     from textgen.service.catalog import Catalog
@@ -79,13 +101,14 @@ def main(argv: list[str] | None = None) -> int:
 
     playground = Playground(ModelManager(Catalog.default()))
     seeds = range(args.first_seed, args.first_seed + args.seeds)
-    print(f"{args.model}: {len(QUESTIONS)} questions x seeds {seeds[0]}-{seeds[-1]}, {args.tokens} tokens a reply",
+    questions = QUESTION_SETS[args.questions]
+    print(f"{args.model}: {len(questions)} questions x seeds {seeds[0]}-{seeds[-1]}, {args.tokens} tokens a reply",
           flush=True)
     totals = {}
     for style in args.styles:
         started, score = time.perf_counter(), 0
         print(f"\n{style}: {STYLES[style]}", flush=True)
-        for question, accepted in QUESTIONS:
+        for question, accepted in questions:
             hits = 0
             for seed in seeds:
                 settings = playground.parse("", seed=seed, max_new_tokens=args.tokens, **STYLES[style])
@@ -98,8 +121,8 @@ def main(argv: list[str] | None = None) -> int:
             score += hits
             print(f"  {hits:>2}/{args.seeds}  {question}", flush=True)
         totals[style] = score
-        print(f"  {score}/{len(QUESTIONS) * args.seeds} right ({time.perf_counter() - started:.0f} s)", flush=True)
-    print("\n" + "  ".join(f"{s}: {n}/{len(QUESTIONS) * args.seeds}" for s, n in totals.items()))
+        print(f"  {score}/{len(questions) * args.seeds} right ({time.perf_counter() - started:.0f} s)", flush=True)
+    print("\n" + "  ".join(f"{s}: {n}/{len(questions) * args.seeds}" for s, n in totals.items()))
     return 0
 
 

@@ -166,9 +166,11 @@ def matching_preset(values: dict[str, float]) -> str | None:
 # "France" into French). SmolLM2, 14 plain questions x 5 seeds, benchmarks/chat_accuracy.py: 47 of 70 right
 # against 45 for Precise (its 1.1 penalty) with the Chat tab's system prompt; see benchmarks/CHAT.md.
 CHAT_STYLE_NAME = "Answers"
-# The Chat tab's system prompt, shown in its box: SmolLM2 answered 10 of 14 plain questions right with it against 7
-# of 14 with its own ("You are a helpful AI assistant named SmolLM…"), greedy; benchmarks/CHAT.md.
-CHAT_SYSTEM_PROMPT = "You are a helpful assistant. Answer questions correctly and briefly."
+# The Chat tab's system prompt, shown in its box. With the Answers style and no seed fixed, SmolLM2 answered 110 of
+# 140 plain questions right with it against 95 with the one before ("…Answer questions correctly and briefly."),
+# and 49 of 70 against 44 on 14 questions written after it was chosen; its own prompt ("You are a helpful AI
+# assistant named SmolLM…") did worst. benchmarks/CHAT.md.
+CHAT_SYSTEM_PROMPT = "You are a helpful assistant. Give the correct answer first, in a few words."
 CHAT_STYLE: dict[str, float] = {"temperature": 0.3, "top_k": 20, "top_p": 0.9, "min_p": 0.0, "repetition_penalty": 1.0}
 
 
