@@ -34,7 +34,6 @@ from pathlib import Path
 
 from textgen.core.words import Phrase
 from textgen.local import gguf
-from textgen.local.tokenization import token_kind_in_folder
 from textgen.models import architectures
 from textgen.remote import discovery
 from textgen.remote.client import engine_urls, label, normalise_url
@@ -98,6 +97,8 @@ class ModelEntry:
         note under a model picked but not loaded yet. None where it has no folder here (a Hub id, a GGUF file)."""
         if self.origin not in ("shipped", "local") or not Path(self.source).is_dir():
             return None
+        from textgen.local.tokenization import token_kind_in_folder  # here: the catalog imports no transformers
+
         return token_kind_in_folder(str(Path(self.source).resolve()))
 
     def chat_template_known(self) -> bool | None:
