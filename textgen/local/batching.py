@@ -53,6 +53,7 @@ import torch
 from textgen.core.events import Waiting
 from textgen.core.settings import Limits, RequestError
 from textgen.core.words import Phrase
+from textgen.local.devices import StepThreads
 from textgen.models import contract
 
 log = logging.getLogger("textgen")
@@ -246,6 +247,15 @@ class _Request:
         return True
 
 
+def _step_threads(model) -> StepThreads:
+    """A Hugging Face model on CPU may take more threads for a step of several rows, a prompt of T tokens being T
+    rows (see StepThreads): its batch is not bit for bit the same as alone anyway (joined caches), and a text
+    alone writes every token on the process's count. Our models keep that count throughout: their exactness in
+    any batch holds for one count (our Transformer's layers round differently on two threads)."""
+    cpu = next((p.device.type == "cpu" for p in model.parameters()), True) if hasattr(model, "parameters") else True
+    return StepThreads() if cpu and not contract.is_ours(model) else StepThreads(most=1)
+
+
 class Scheduler:
     """Every request to one model, advanced together: at most `limits.max_batch` rows a step, and at most
     `limits.max_waiting` requests waiting for a place (more are told the model is busy).
@@ -259,6 +269,7 @@ class Scheduler:
         self.model = model
         self.set_limits(limits or Limits.from_env())
         self.batches = contract.can_batch(model)
+        self.threads = _step_threads(model)
         self.batch_rows: Counter[int] = Counter()
         self._lock = threading.Lock()
         self._waiting: deque[_Request] = deque()
@@ -329,6 +340,9 @@ class Scheduler:
     # -- the scheduler's thread ------------------------------------------------------------------------------
 
     def _loop(self) -> None:
+        # A thread takes torch's remembered count at its first op, and another model's step may have changed it
+        # for a moment (StepThreads): this one starts from the process's own.
+        torch.set_num_threads(self.threads.base)
         while True:
             with self._lock:
                 if self._closed:
@@ -393,7 +407,8 @@ class Scheduler:
                 self._active = [r for r in self._active if r not in ended]
         for group in self._groups(asking):
             try:
-                replies = step_together(self.model, [r.ask for r in group])
+                with self.threads.around(sum(r.ask.input_ids.numel() for r in group)):
+                    replies = step_together(self.model, [r.ask for r in group])
             except Exception as err:  # out of memory, a broken model: each request's reader says it
                 for request in group:
                     request.steps.close()

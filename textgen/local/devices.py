@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import os
+import statistics
+import time
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -45,6 +50,14 @@ def pick_mixed_precision() -> str:
     return {torch.bfloat16: "bf16", torch.float16: "fp16"}[pick_dtype(device)]
 
 
+_process_threads: int | None = None  # what configure_cpu_threads set; None: torch's own count
+
+
+def process_threads() -> int:
+    """The process's torch CPU threads, as `configure_cpu_threads` set them (else torch's count in this thread)."""
+    return _process_threads or torch.get_num_threads()
+
+
 def configure_cpu_threads(threads: int | None = None) -> int:
     """Set torch's CPU threads deliberately; `threads` or $TEXTGEN_THREADS, else 1.
 
@@ -56,6 +69,8 @@ def configure_cpu_threads(threads: int | None = None) -> int:
         threads = int(os.environ.get("TEXTGEN_THREADS", "1"))
     threads = max(1, min(threads, os.cpu_count() or 1))
     torch.set_num_threads(threads)
+    global _process_threads
+    _process_threads = threads
     # nn.LSTM's oneDNN path is several times slower than the plain kernels for small batches here.
     torch.backends.mkldnn.enabled = False
     return threads
@@ -96,3 +111,77 @@ def describe_hardware() -> str:
     if torch.cuda.is_available():
         return torch.cuda.get_device_name()
     return f"{os.cpu_count()}-core CPU ({torch.get_num_threads()} torch thread(s))"
+
+
+class StepThreads:
+    """How many CPU threads one model's batched steps take: all this process's cores (or $TEXTGEN_STEP_THREADS)
+    for a step of at least `min_rows` rows while that is measured faster, else the process's own count. Set in
+    the scheduler's thread only, around each step:
+
+        threads = StepThreads()
+        with threads.around(rows=8):      # a step of 8 rows, timed
+            step_together(model, asks)
+
+    Why: a few rows of a large model are bound by arithmetic, not by reading the weights, so a second core
+    helps there and nowhere else: a GPT-2-shaped step of 8 rows took 136 ms on one thread and 96 on two, 1 row
+    57 and 59 (`python benchmarks/packed.py --model /tmp/gpt2-shaped --threads 2`). Why measured: an OpenMP
+    thread whose core is busy (a training, the web server under load) stalls every product, so two threads
+    can be far slower than one. Each size of batch (4-7 rows, 8-15, ...) keeps its recent step times with each
+    count and takes the faster, trying the other again every `recheck` steps.
+
+    torch's thread count is per OS thread (OpenMP's), so the web server's threads and other models' schedulers
+    keep theirs. torch also remembers the last count set, for the process: a thread that runs its first op during
+    such a step starts with the step's count (the schedulers set their own when they start, and the count is
+    put back after every step).
+    """
+
+    def __init__(self, most: int | None = None, min_rows: int = 4, recheck: int = 32):
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        if most is None:
+            most = int(os.environ.get("TEXTGEN_STEP_THREADS", cores))
+        self.base = process_threads()
+        self.most = max(self.base, min(most, cores))
+        self.min_rows, self.recheck = min_rows, recheck
+        self._times: dict[tuple[int, int], deque[float]] = {}  # (size, threads) -> recent step seconds
+        self._steps: dict[int, int] = {}  # size -> steps taken
+        self._trying: dict[int, int] = {}  # size -> the count being tried again (two steps), if any
+
+    def choose(self, rows: int) -> int:
+        """Threads for the next step of `rows` rows."""
+        if self.most == self.base or rows < self.min_rows:
+            return self.base
+        size = rows.bit_length()
+        taken = self._steps[size] = self._steps.get(size, 0) + 1
+        if taken % self.recheck == 0:  # see whether the other count is faster now: two steps, its old times dropped
+            self._trying[size] = self._ranked(size)[1]
+            self._times.pop((size, self._trying[size]), None)
+            return self._trying[size]
+        if taken % self.recheck == 1 and size in self._trying:
+            return self._trying.pop(size)
+        return self._ranked(size)[0]
+
+    def record(self, rows: int, threads: int, seconds: float) -> None:
+        """A step's time, as the choice between the counts sees it."""
+        if self.most != self.base and rows >= self.min_rows:
+            self._times.setdefault((rows.bit_length(), threads), deque(maxlen=5)).append(seconds)
+
+    @contextmanager
+    def around(self, rows: int) -> Iterator[int]:
+        """Run the enclosed step with the chosen threads in this thread, time it, and put the count back."""
+        threads = self.choose(rows)
+        if threads != self.base:
+            torch.set_num_threads(threads)
+        start = time.perf_counter()
+        try:
+            yield threads
+        finally:
+            if threads != self.base:
+                torch.set_num_threads(self.base)
+        self.record(rows, threads, time.perf_counter() - start)
+
+    def _ranked(self, size: int) -> tuple[int, int]:
+        """(the faster count for this size, the other); all the cores until one has been measured slower."""
+        many, few = self._times.get((size, self.most)), self._times.get((size, self.base))
+        if many and few and statistics.median(few) < statistics.median(many):
+            return self.base, self.most
+        return self.most, self.base

@@ -1,0 +1,62 @@
+"""A model's batched steps may take more CPU threads where that is measured faster (devices.StepThreads)."""
+
+import os
+import threading
+
+import pytest
+import torch
+
+from textgen.local.devices import StepThreads, process_threads
+
+
+def test_a_text_alone_keeps_the_process_count_and_a_batch_starts_on_all_the_cores():
+    threads = StepThreads(most=2)
+    assert threads.choose(rows=1) == threads.base
+    assert threads.choose(rows=3) == threads.base  # below 4 rows a step waits on reading the weights
+    if threads.most > threads.base:
+        assert threads.choose(rows=8) == threads.most
+
+
+def test_the_slower_count_is_left_and_tried_again_every_so_often():
+    threads = StepThreads(most=2, recheck=8)
+    if threads.most == threads.base:
+        pytest.skip("one core here: there is no second count to choose")
+    many, few = threads.most, threads.base
+    # on a busy machine the second thread stalls every product: all the cores take 3x as long
+    seen = []
+    for _ in range(40):
+        count = threads.choose(rows=8)
+        seen.append(count)
+        threads.record(8, count, 0.3 if count == many else 0.1)
+    assert seen[:7] == [many] * 7  # no measurement of one thread yet: all the cores
+    assert seen[7:9] == [few, few]  # the recheck: one thread, twice
+    assert set(seen[9:15]) == {few}  # measured faster, so kept
+    assert seen[15:17] == [many, many]  # and all the cores tried again later
+    assert seen[17:23] == [few] * 6  # still slower: back to one
+    # each size of batch is judged by its own steps: 16 rows have not been measured yet
+    assert threads.choose(rows=16) == many
+
+
+def test_the_count_is_set_in_the_scheduler_thread_only_and_put_back_after_the_step():
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one core here")
+    threads = StepThreads(most=2)
+    inside = []
+
+    def scheduler() -> None:
+        with threads.around(rows=8):
+            inside.append(torch.get_num_threads())
+        inside.append(torch.get_num_threads())
+
+    worker = threading.Thread(target=scheduler)
+    worker.start()
+    worker.join()
+    assert inside == [2, threads.base]
+    assert torch.get_num_threads() == process_threads()
+
+
+def test_models_that_promise_exact_batches_keep_one_count(manager):
+    ours, theirs = manager.get("lstm").scheduler, manager.get("tiny-gpt2").scheduler
+    assert ours.threads.most == ours.threads.base
+    if (os.cpu_count() or 1) >= 2 and "TEXTGEN_STEP_THREADS" not in os.environ:
+        assert theirs.threads.most > theirs.threads.base
