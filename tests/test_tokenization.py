@@ -1,5 +1,7 @@
 """Char and byte-level BPE tokenizers: exact round trips, unknown text, saving and loading."""
 
+import json
+
 import pytest
 from transformers import AutoTokenizer
 
@@ -104,3 +106,14 @@ def test_a_given_character_vocabulary_keeps_its_ids_and_sends_the_rest_to_unk():
     tok = tokenization.char_tokenizer({"\n": 0, "a": 1, "b": 2, UNK: 3})
     assert tok("ab\nz", add_special_tokens=False)["input_ids"] == [1, 2, 0, 3]
     assert tok.decode([2, 1, 0]) == "ba\n"
+
+
+def test_a_folders_token_kind_follows_a_tokenizer_saved_again_into_it(tmp_path):
+    """The note under a model not loaded yet reads its tokenizer file; a model trained again into the same
+    folder with other tokens is described by its new file, not by what was read before."""
+    train_char_tokenizer("To be, or not to be").save_pretrained(tmp_path)
+    assert tokenization.token_kind_in_folder(str(tmp_path)).key == "tokens.letters"
+    words = {"model": {"type": "BPE", "vocab": {"To": 0, " be": 1, ", or": 2, " not": 3, " to": 4}}}
+    (tmp_path / "tokenizer.json").write_text(json.dumps(words), encoding="utf-8")
+    assert tokenization.token_kind_in_folder(str(tmp_path)).key == "tokens.word_pieces"
+    assert tokenization.token_kind_in_folder(str(tmp_path / "missing")) is None
