@@ -13,8 +13,9 @@ How (vLLM's engine core and TGI's router, in small): a request is a *step corout
 (`textgen.local.generation.Run.steps`) that yields its events and, whenever it needs the model, a `Forward`; it never
 calls the model itself. One thread per model drives every admitted request to its next `Forward`, then answers:
 - the decode steps (one new token a row) of every request are joined into one batch (`step_together`);
-- a prompt (several tokens) is read alone, one piece per round (a recurrent model reads 256 tokens a piece), so a
-  long prompt holds the others up for one piece at a time, never for the whole prompt;
+- a prompt (several tokens) is read alone, one piece a prompt per round (a recurrent model reads 256 tokens a
+  piece), as many prompts in a round as PREFILL_WORK allows and always the oldest, so a long prompt holds the
+  others up for one piece at a time, never for the whole prompt;
 - a request that ends, is stopped or whose reader went away leaves at once; a new one joins at the next round.
 Each request keeps its own controls, random generator, probabilities and Stop: only the forward pass is shared,
 and a slow reader never slows the batch (its events wait in its own queue).
@@ -31,6 +32,12 @@ Models with a key/value cache: each text keeps its own cache. Our Transformer's 
 layers over all rows and attention text by text (exact, as above); a Hugging Face model's caches are joined
 left-padded for the step, with a mask (`contract.step_rows`: equal to float precision, not bit for bit). A
 cache that cannot be joined (a sliding window's) is stepped alone, each such request every round.
+
+Threads: a Hugging Face model's steps of 4 rows or more (a prompt of T tokens is T rows) take all the cores while
+that is measured faster (textgen.local.devices.StepThreads): a GPT-2-shaped step of 8 rows took 136 ms on one
+thread and 96 on two. Its attention over the cache rounds differently on two threads (the kernel splits the cache
+between them), one more reason its batch is not bit for bit; a text alone stays on the process's count. Our
+models stay on that count throughout.
 """
 
 from __future__ import annotations
@@ -61,6 +68,10 @@ PAD_ROWS = 4  # decode batches are padded to a multiple of this many rows (see E
 # A Hugging Face model's batch holds rows x its longest text in one joined cache for the step: at most this many
 # token places (GPT-2 small: 73 KB a place, so 600 MB), or the batch is cut into groups of similar lengths.
 PADDED_PLACES = 8192
+# Prompt tokens x parameters read in one round beside the decode step: about 500 characters of the shipped LSTM
+# (3.5 M parameters), 16 tokens of GPT-2 small (so one prompt a round there, as a prompt costs that model about as
+# much as a decode step of the batch).
+PREFILL_WORK = 2_000_000_000
 
 
 @dataclass
@@ -270,6 +281,7 @@ class Scheduler:
         self.set_limits(limits or Limits.from_env())
         self.batches = contract.can_batch(model)
         self.threads = _step_threads(model)
+        self.parameters = sum(p.numel() for p in model.parameters()) if hasattr(model, "parameters") else 1
         self.batch_rows: Counter[int] = Counter()
         self._lock = threading.Lock()
         self._waiting: deque[_Request] = deque()
@@ -449,11 +461,25 @@ class Scheduler:
             return [[r] for r in asking]
         decode = [r for r in asking if r.ask.is_decode and self._joins(r.ask.memory)]
         lone = [[r] for r in asking if r.ask.is_decode and not self._joins(r.ask.memory)]
-        prompt = next((r for r in asking if not r.ask.is_decode), None)
-        groups = lone + ([[prompt]] if prompt else [])
+        groups = lone + [[r] for r in self._prompts_this_round([r for r in asking if not r.ask.is_decode])]
         if decode and contract.memory_kind(self.model) == "cache" and not contract.is_ours(self.model):
             return groups + self._padded_groups(decode)
         return groups + ([decode] if decode else [])
+
+    def _prompts_this_round(self, prompts: list[_Request]) -> list[_Request]:
+        """The prompts whose next piece is read this round, each alone: the oldest's always, then the next ones'
+        while the round's prompt work (tokens x the model's parameters) stays within PREFILL_WORK. A class that
+        presses Generate together then joins the batch within a round or two, not one prompt a round (16 LSTM
+        prompts had taken 16 rounds, the last text starting 0.3 s after the first), and a long prompt or a large
+        model's still holds the others up for one piece at a time."""
+        chosen, work = [], 0
+        for request in prompts:
+            cost = request.ask.input_ids.numel() * self.parameters
+            if chosen and work + cost > PREFILL_WORK:
+                break
+            chosen.append(request)
+            work += cost
+        return chosen
 
     @staticmethod
     def _padded_groups(decode: list[_Request]) -> list[list[_Request]]:
