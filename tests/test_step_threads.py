@@ -2,15 +2,27 @@
 
 import os
 import threading
+import time
+from pathlib import Path
 
 import pytest
 import torch
 
-from textgen.local.devices import StepThreads, process_threads
+from textgen.local.devices import OtherWork, StepThreads, process_threads
+
+
+class Quiet:
+    """No other program at work on this machine (the suite's machine may be busy: the choice is tested alone)."""
+
+    def __init__(self, busy: float = 0.0):
+        self.busy = busy
+
+    def cores(self) -> float:
+        return self.busy
 
 
 def test_a_text_alone_keeps_the_process_count_and_a_batch_starts_on_all_the_cores():
-    threads = StepThreads(most=2)
+    threads = StepThreads(most=2, others=Quiet())
     assert threads.choose(rows=1) == threads.base
     assert threads.choose(rows=3) == threads.base  # below 4 rows a step waits on reading the weights
     if threads.most > threads.base:
@@ -18,7 +30,7 @@ def test_a_text_alone_keeps_the_process_count_and_a_batch_starts_on_all_the_core
 
 
 def test_the_slower_count_is_left_and_tried_again_every_so_often():
-    threads = StepThreads(most=2, recheck=8)
+    threads = StepThreads(most=2, recheck=8, others=Quiet())
     if threads.most == threads.base:
         pytest.skip("one core here: there is no second count to choose")
     many, few = threads.most, threads.base
@@ -40,7 +52,7 @@ def test_the_slower_count_is_left_and_tried_again_every_so_often():
 def test_the_count_is_set_in_the_scheduler_thread_only_and_put_back_after_the_step():
     if (os.cpu_count() or 1) < 2:
         pytest.skip("one core here")
-    threads = StepThreads(most=2)
+    threads = StepThreads(most=2, others=Quiet())
     inside = []
 
     def scheduler() -> None:
@@ -60,3 +72,23 @@ def test_models_that_promise_exact_batches_keep_one_count(manager):
     assert ours.threads.most == ours.threads.base
     if (os.cpu_count() or 1) >= 2 and "TEXTGEN_STEP_THREADS" not in os.environ:
         assert theirs.threads.most > theirs.threads.base
+
+
+def test_no_second_thread_while_another_program_keeps_a_core_busy():
+    others = Quiet(busy=1.0)  # say, a browser or a training on the other core
+    threads = StepThreads(most=2, others=others)
+    assert threads.choose(rows=8) == threads.base
+    others.busy = 0.1
+    assert threads.choose(rows=8) == threads.most
+
+
+def test_other_programs_work_is_read_from_the_machine_without_counting_ours():
+    if not Path("/proc/stat").exists() or not Path("/proc/self/stat").exists():
+        pytest.skip("no /proc here: other programs' work is taken as none")
+    others = OtherWork(every=0.0)
+    time.sleep(0.5)
+    resting = others.cores()  # whatever else this machine is doing
+    end = time.monotonic() + 0.5
+    while time.monotonic() < end:  # now this process keeps a core busy: that is not another program's work
+        pass
+    assert others.cores() < resting + 0.7

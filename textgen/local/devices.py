@@ -127,7 +127,8 @@ class StepThreads:
     57 and 59 (`python benchmarks/packed.py --model /tmp/gpt2-shaped --threads 2`). Why measured: an OpenMP
     thread whose core is busy (a training, the web server under load) stalls every product, so two threads
     can be far slower than one. Each size of batch (4-7 rows, 8-15, ...) keeps its recent step times with each
-    count and takes the faster, trying the other again every `recheck` steps.
+    count and takes the faster, trying the other again every `recheck` steps; and none takes a second thread
+    while other programs keep a core busy (`OtherWork`).
 
     torch's thread count is per OS thread (OpenMP's), so the web server's threads and other models' schedulers
     keep theirs. torch also remembers the last count set, for the process: a thread that runs its first op during
@@ -135,7 +136,8 @@ class StepThreads:
     put back after every step).
     """
 
-    def __init__(self, most: int | None = None, min_rows: int = 4, recheck: int = 32):
+    def __init__(self, most: int | None = None, min_rows: int = 4, recheck: int = 32,
+                 others: OtherWork | None = None):
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         if most is None:
             most = int(os.environ.get("TEXTGEN_STEP_THREADS", cores))
@@ -145,10 +147,16 @@ class StepThreads:
         self._times: dict[tuple[int, int], deque[float]] = {}  # (size, threads) -> recent step seconds
         self._steps: dict[int, int] = {}  # size -> steps taken
         self._trying: dict[int, int] = {}  # size -> the count being tried again (two steps), if any
+        self._others = others or OtherWork()
 
     def choose(self, rows: int) -> int:
         """Threads for the next step of `rows` rows."""
         if self.most == self.base or rows < self.min_rows:
+            return self.base
+        if self._others.cores() > 0.5:
+            # Another program is using a core (browsers, a training, a second server): a thread of ours there
+            # would wait for it at every product. 8 pages in Chromium on this machine, each writing 50 tokens of
+            # a GPT-2-shaped model: 25 s on two threads, 15 on one; step times alone did not show it in time.
             return self.base
         size = rows.bit_length()
         taken = self._steps[size] = self._steps.get(size, 0) + 1
@@ -185,3 +193,39 @@ class StepThreads:
         if many and few and statistics.median(few) < statistics.median(many):
             return self.base, self.most
         return self.most, self.base
+
+
+class OtherWork:
+    """How many cores other programs have kept busy lately (this process's own threads not counted), from
+    /proc/stat and /proc/self/stat, read at most every `every` seconds; 0 where those cannot be read."""
+
+    def __init__(self, every: float = 0.5):
+        self.every = every
+        self._at, self._last, self._busy = 0.0, self._read(), 0.0
+
+    def cores(self) -> float:
+        now = time.monotonic()
+        if now - self._at >= self.every:
+            reading = self._read()
+            if reading and self._last:
+                (total, idle, mine), (total0, idle0, mine0) = reading, self._last
+                ticks = total - total0  # all cores' ticks in the interval
+                if ticks > 0:
+                    cores = os.cpu_count() or 1
+                    others = (ticks - (idle - idle0)) - (mine - mine0)
+                    self._busy = max(0.0, others / ticks * cores)
+            self._at, self._last = now, reading
+        return self._busy
+
+    @staticmethod
+    def _read() -> tuple[int, int, int] | None:
+        """(all ticks, idle ticks, this process's ticks), or None."""
+        try:
+            with open("/proc/stat") as f:
+                fields = [int(x) for x in f.readline().split()[1:]]
+            with open("/proc/self/stat") as f:
+                mine = f.read().rsplit(")", 1)[1].split()
+        except (OSError, ValueError, IndexError):
+            return None
+        # /proc/stat: user nice system idle iowait irq softirq steal guest guest_nice (guest time is in user already)
+        return sum(fields[:8]), fields[3] + fields[4], int(mine[11]) + int(mine[12])  # utime, stime
