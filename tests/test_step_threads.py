@@ -92,3 +92,17 @@ def test_other_programs_work_is_read_from_the_machine_without_counting_ours():
     while time.monotonic() < end:  # now this process keeps a core busy: that is not another program's work
         pass
     assert others.cores() < resting + 0.7
+
+
+def test_one_step_at_a_time_takes_the_extra_cores():
+    """Two models' batches at once: the first takes all the cores, the second keeps the process's count."""
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one core here")
+    first, second = StepThreads(most=2, others=Quiet()), StepThreads(most=2, others=Quiet())
+    counts = []
+    with first.around(rows=8) as wide:
+        with second.around(rows=8) as narrow:
+            counts += [wide, narrow]
+    with second.around(rows=8) as after:
+        counts.append(after)
+    assert counts == [2, second.base, 2]

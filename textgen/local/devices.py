@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import statistics
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -113,6 +114,9 @@ def describe_hardware() -> str:
     return f"{os.cpu_count()}-core CPU ({torch.get_num_threads()} torch thread(s))"
 
 
+_WIDE = threading.Lock()  # held by the one step that has taken more threads than the process's count
+
+
 class StepThreads:
     """How many CPU threads one model's batched steps take: all this process's cores (or $TEXTGEN_STEP_THREADS)
     for a step of at least `min_rows` rows while that is measured faster, else the process's own count. Set in
@@ -175,8 +179,12 @@ class StepThreads:
 
     @contextmanager
     def around(self, rows: int) -> Iterator[int]:
-        """Run the enclosed step with the chosen threads in this thread, time it, and put the count back."""
+        """Run the enclosed step with the chosen threads in this thread, time it, and put the count back. One
+        step in the process at a time takes more than the process's count: two models' batches at once on two
+        threads each would be four threads on two cores, each product waiting for a thread that is not running."""
         threads = self.choose(rows)
+        if threads != self.base and not _WIDE.acquire(blocking=False):
+            threads = self.base  # another model's step has the extra cores now
         if threads != self.base:
             torch.set_num_threads(threads)
         start = time.perf_counter()
@@ -185,6 +193,7 @@ class StepThreads:
         finally:
             if threads != self.base:
                 torch.set_num_threads(self.base)
+                _WIDE.release()
         self.record(rows, threads, time.perf_counter() - start)
 
     def _ranked(self, size: int) -> tuple[int, int]:
@@ -197,7 +206,8 @@ class StepThreads:
 
 class OtherWork:
     """How many cores other programs have kept busy lately (this process's own threads not counted), from
-    /proc/stat and /proc/self/stat, read at most every `every` seconds; 0 where those cannot be read."""
+    /proc/stat and /proc/self/stat, read at most every `every` seconds; 0 where those cannot be read. A container
+    that sees its host's CPUs counts the host's other work too: its steps then keep one thread, as before."""
 
     def __init__(self, every: float = 0.5):
         self.every = every
