@@ -106,3 +106,12 @@ def test_one_step_at_a_time_takes_the_extra_cores():
     with second.around(rows=8) as after:
         counts.append(after)
     assert counts == [2, second.base, 2]
+
+
+def test_a_mistyped_setting_falls_back_to_all_the_cores(monkeypatch, caplog):
+    monkeypatch.setenv("TEXTGEN_STEP_THREADS", "two")
+    threads = StepThreads(others=Quiet())  # a model still loads
+    assert threads.most >= threads.base
+    assert "TEXTGEN_STEP_THREADS='two' is not a whole number of threads" in caplog.text
+    monkeypatch.setenv("TEXTGEN_STEP_THREADS", "1")
+    assert StepThreads(others=Quiet()).most == StepThreads(most=1).base

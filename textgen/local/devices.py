@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import statistics
 import threading
@@ -11,6 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
+
+log = logging.getLogger("textgen")
 
 
 def pick_device(preference: str | None = None) -> torch.device:
@@ -114,6 +117,18 @@ def describe_hardware() -> str:
     return f"{os.cpu_count()}-core CPU ({torch.get_num_threads()} torch thread(s))"
 
 
+def _threads_setting(name: str, default: int) -> int:
+    """A whole number of threads from the environment; `default` (and a line in the log) for anything else, so
+    that a typing mistake in an operator's setting never stops a model from loading."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if raw.isdigit() and int(raw) > 0:
+        return int(raw)
+    log.warning("%s=%r is not a whole number of threads; using %d", name, raw, default)
+    return default
+
+
 _WIDE = threading.Lock()  # held by the one step that has taken more threads than the process's count
 
 
@@ -144,7 +159,7 @@ class StepThreads:
                  others: OtherWork | None = None):
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         if most is None:
-            most = int(os.environ.get("TEXTGEN_STEP_THREADS", cores))
+            most = _threads_setting("TEXTGEN_STEP_THREADS", cores)
         self.base = process_threads()
         self.most = max(self.base, min(most, cores))
         self.min_rows, self.recheck = min_rows, recheck
