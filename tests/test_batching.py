@@ -9,7 +9,7 @@ import torch
 from textgen.core.events import Summary, TextEvent, Waiting
 from textgen.core.settings import GenerationSettings, Limits
 from textgen.local.batching import Busy, Forward, Scheduler, step_together
-from textgen.local.generation import PROMPT_BY_TOKEN, Run, stream
+from textgen.local.generation import Run, stream
 from textgen.models import contract
 
 # Sixteen requests as a class would send them: different prompts, controls, seeds, lengths and sample counts.
@@ -177,35 +177,10 @@ def test_a_crowds_short_prompts_are_read_in_the_same_round(manager, monkeypatch)
         return real(model, asks)
 
     monkeypatch.setattr(batching, "step_together", step_together)
-    longer = "x" * PROMPT_BY_TOKEN  # read in one step (a shorter one joins the batch a token a step, below)
-    results = all_at_once(manager.get("lstm"),
-                          [dict(prompt=f"Hark {i} {longer}", seed=i, max_new_tokens=5) for i in range(8)])
+    results = all_at_once(manager.get("lstm"), [dict(prompt=f"Hark {i}", seed=i, max_new_tokens=5) for i in range(8)])
     assert all(isinstance(events[-1], Summary) for events in results)
     second_decode = [i for i, kind in enumerate(steps) if kind == "decode"][1]
     assert steps[:second_decode].count("prompt") >= 6  # one a round would have read 2 by then
-
-
-def test_a_crowds_short_prompts_join_the_batch_a_token_a_step(manager, monkeypatch):
-    """Short prompts of a recurrent model are read a token a step, in the same steps as everyone's decoding: a
-    class's prompts are read together, and each text is still exactly the same as alone."""
-    import textgen.local.batching as batching
-
-    rows, real = [], batching.step_together
-
-    def step_together(model, asks):
-        rows.append(sum(ask.input_ids.shape[0] for ask in asks) if all(a.is_decode for a in asks) else 0)
-        if len(rows) == 1:
-            time.sleep(1.0)  # the first step: the others arrive meanwhile
-        return real(model, asks)
-
-    requests = [dict(prompt=f"Hark, {i}!", seed=i, max_new_tokens=5) for i in range(8)]
-    loaded = manager.get("lstm")
-    alone = [written(list(stream(loaded, settings_of(r)))) for r in requests]
-    monkeypatch.setattr(batching, "step_together", step_together)
-    together = [written(events) for events in all_at_once(loaded, requests)]
-    assert 0 not in rows  # no prompt was read in a step of its own
-    assert max(rows) == 8  # all eight read and written in the same steps
-    assert together == alone
 
 
 def test_a_failing_step_fails_its_requests_in_words_and_the_model_serves_the_next(manager, monkeypatch):

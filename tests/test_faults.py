@@ -151,8 +151,7 @@ def test_out_of_memory_while_writing_unloads_the_models_and_the_next_request_wor
     expected = write(fresh(catalog), "lstm")
     playground = fresh(catalog)
     playground.manager.get("gru")
-    # the prompt (a token a step: a short one) and two tokens went through; then memory runs out
-    hook = FailingForward(oom(), at=len("First Citizen:") + 2)
+    hook = FailingForward(oom(), at=3)  # the prompt and a token went through; then memory runs out
     playground.manager.get("lstm").model.register_forward_pre_hook(hook)
 
     request = playground.parse("First Citizen:", max_new_tokens=24, seed=1, temperature=0.9)

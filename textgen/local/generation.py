@@ -230,12 +230,9 @@ class Run:
 
         A model without a context limit reads a long prompt in pieces, checking for a stop between them, so that
         even a 10,000-character prompt stops within one piece (its memory carries across: same result), and a
-        scheduler can take other requests' steps in between. A recurrent model reads a short prompt a token a
-        step (PROMPT_BY_TOKEN).
+        scheduler can take other requests' steps in between.
         """
         piece = PREFILL_CHUNK if self.context is None else input_ids.shape[1]
-        if input_ids.shape[1] <= PROMPT_BY_TOKEN and contract.memory_kind(self.model) == "state":
-            piece = 1
         logits, memory = None, self._new_memory(len(input_ids))
         for start in range(0, input_ids.shape[1], piece):
             if self.cancel.is_set():
@@ -282,13 +279,6 @@ class Run:
 
 
 PREFILL_CHUNK = 256  # prompt tokens per forward step of a recurrent model's prefill
-# A recurrent model's prompt of at most this many tokens is read a token a step, each step the same shape as a
-# decode step, so that a crowd's prompts join the batch's steps instead of being read one after another: torch's
-# LSTM over a prompt alone costs 6-9 ms for 3-7 tokens on our CPU (the shipped LSTM), which for a class of 16
-# pressing Generate together was 0.15 s of reading before anyone's first token; in the batch each prompt token
-# adds a row, about 0.2 ms. Alone, a prompt so read costs about 3 ms a token (7 tokens: 20 ms against 9 ms).
-# Alone or in a batch, a prompt of a given length is read the same way, so each text stays the same.
-PROMPT_BY_TOKEN = 32
 
 # Every stage a sampler can have, in the order applied; "model" is the model's own wish, the others are controls.
 STAGE_NAMES = ("model", "repetition_penalty", "no_repeat_ngram", "temperature", "top_k", "top_p", "min_p")

@@ -137,12 +137,6 @@ class RecurrentLM(TextgenModel):
 
     # -- the contract (textgen/models/contract.py) --
 
-    def start_memory(self, batch_size: int) -> State:
-        """Zeros in every layer, which is what torch's RNNs start from when given no state; a real state rather than
-        None, so that a prompt's first token can join a batch's step (textgen.local.batching) like any other."""
-        zeros = self.head.weight.new_zeros(self.rnn.num_layers, batch_size, self.rnn.hidden_size)
-        return (zeros, zeros.clone()) if self.cell == "lstm" else zeros
-
     def step(self, input_ids: torch.LongTensor, memory: State | None, all_logits: bool = False
              ) -> tuple[torch.Tensor, State]:
         out = self(input_ids=input_ids, state=memory, logits_to_keep=0 if all_logits else 1)
