@@ -159,6 +159,19 @@ def test_dropped_client_ends_the_models_compute(served):
     assert len(steps.times) - before < 200
 
 
+def test_a_client_that_leaves_while_its_long_prompt_is_read_ends_the_models_compute(served):
+    # 3,000 characters: the LSTM reads them in 12 pieces (0.1 s each here) before its first token.
+    url, playground, steps = served
+    client = Client(url, verbose=False)
+    before = len(steps.times)
+    job = client.submit(*generate_args(prompt="a b c d " * 375, model="lstm", max_new_tokens=1000),
+                        api_name="/generate")
+    wait_until(lambda: len(steps.times) >= before + 3, what="the prompt's first pieces")
+    job.cancel()
+    wait_until(lambda: playground.running() == 0, timeout=10, what="the run to end")
+    assert len(steps.times) - before < 100  # not the whole text for nobody
+
+
 def test_a_client_killed_mid_stream_ends_the_models_compute(served):
     # What closing the tab does: the connection just goes away, with no cancel message.
     url, playground, steps = served

@@ -101,6 +101,10 @@ class Playground:
         run once the slot is held."""
         with self._slot(not loaded.capabilities.runs_here, cancel), self._errors(live.title):
             pace = _Pace(every, self.running)
+            # A first update before the model starts: a web server that hands this iterator on (Gradio) can only
+            # close it, when its client goes away, once it has had an update; without one, a client that left while
+            # the prompt was read (a long prompt, a crowd's) would have had its whole text written for nobody.
+            yield live
             for event in events():
                 if isinstance(event, Waiting):  # its place in the model's queue, or that its turn has come
                     live.add(event)
