@@ -387,6 +387,7 @@ def test_engine_requests_never_wait_for_a_full_local_model(fake, model_dirs):
         worker.join(5)
         assert done and done[0][1].tokens == [3], "an engine request waited for the local model"
         second = playground.generate("gru", playground.parse("Twice", max_new_tokens=3), session="b")
+        assert not next(second).status  # its first update, as it starts
         assert "waiting for a free place (you are next)" in next(second).status  # a second local one waits
         local.close()  # its reader leaves: the row is free
         assert list(second)[-1].summary.tokens == [3]
