@@ -43,7 +43,7 @@ class Echo:
     def set_limits(self, limits) -> None:
         self.limits_set = limits
 
-    def stream(self, settings, cancel=None, prompt_ids=None):
+    def stream(self, settings, cancel=None, prompt_ids=None, patience=None):
         text = (settings.prompt or "?")[: settings.max_new_tokens]
         for ch in text:
             yield TextEvent(0, ch, TokenInfo(ord(ch), ch, 1.0, []))
@@ -51,7 +51,7 @@ class Echo:
                       prompt_tokens_cut=0, time_to_first_token=0.0, tokens_per_second=0.0, seconds=0.0,
                       seed=settings.seed or 0, forward_steps=0, probabilities="model")
 
-    def chat(self, messages, system, settings, cancel=None, limits=None):
+    def chat(self, messages, system, settings, cancel=None, limits=None, patience=None):
         prompt = messages_prompt(messages, system, settings.max_new_tokens, limits)
         yield prompt
         yield from self.stream(GenerationSettings.parse(prompt.messages[-1]["content"]), cancel)

@@ -337,3 +337,22 @@ def test_caches_that_cannot_be_joined_still_take_turns_every_round(manager, monk
         run = run + 1 if later > earlier else 1
         longest = max(longest, run)
     assert longest <= 4 and max(lengths) >= 20, lengths
+
+
+def test_a_patient_reader_gets_the_same_events_in_bunches_and_its_end_at_once(manager):
+    """A page shown at a pace lets a text's events gather between its looks (its thread does not wake at every
+    token), and still hears at once when the text ends."""
+    loaded = manager.get("lstm")
+    request = dict(prompt="First", seed=3, max_new_tokens=60)
+    alone = written(list(stream(loaded, settings_of(request))))
+    looks: list[float] = []
+
+    def patience() -> float:  # a reader that, after its first look, could wait half a minute
+        looks.append(time.monotonic())
+        return 0.0 if len(looks) == 1 else 30.0
+
+    started = time.monotonic()
+    events = list(stream(loaded, settings_of(request), patience=patience))
+    assert written(events) == alone
+    assert time.monotonic() - started < 30  # its end woke it: it did not sit out its patience
+    assert len(looks) <= 3  # 60 tokens, read in one or two bunches

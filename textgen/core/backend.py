@@ -85,12 +85,16 @@ class Backend(Protocol):
         """The operator's limits for its requests (a local model's batch size and queue)."""
 
     def stream(self, settings: GenerationSettings, cancel: threading.Event | None = None,
-               prompt_ids: list[int] | None = None) -> Iterator[TextEvent | Summary | Waiting]:
+               prompt_ids: list[int] | None = None, patience: Callable[[], float] | None = None,
+               ) -> Iterator[TextEvent | Summary | Waiting]:
         """Its text for one request: `Waiting` while it queues, TextEvents as tokens arrive, then one Summary.
-        `prompt_ids` are ready-made token ids (a chat template's) used instead of encoding the prompt."""
+        `prompt_ids` are ready-made token ids (a chat template's) used instead of encoding the prompt. `patience()`:
+        how many seconds the reader can wait before it next wants the events so far (a page shown at a pace; a
+        backend may let them gather meanwhile)."""
 
     def chat(self, messages: object, system: object, settings: GenerationSettings,
              cancel: threading.Event | None = None, limits: Limits | None = None,
+             patience: Callable[[], float] | None = None,
              ) -> Iterator[ChatPrompt | TextEvent | Summary | Waiting]:
         """Its reply to a conversation (textgen.core.chat): the ChatPrompt it reads first, then as `stream`."""
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import secrets
 import threading
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any, Protocol
 
 import numpy as np
@@ -70,17 +70,18 @@ class LocalWeights(Protocol):
 
 def stream(
     loaded: LocalWeights, settings: GenerationSettings, cancel: threading.Event | None = None,
-    prompt_ids: list[int] | None = None,
+    prompt_ids: list[int] | None = None, patience: Callable[[], float] | None = None,
 ) -> Iterator[TextEvent | Summary | Waiting]:
     """Generate for one request; yields TextEvents as tokens arrive, then one Summary.
 
     `prompt_ids`, when given, is the prompt as ready-made token ids with their special tokens (a chat
     template's, see textgen.core.chat): used as they are, instead of encoding `settings.prompt` and adding a BOS.
     A local model writes through its scheduler (textgen.local.batching), together with everyone else's requests to
-    it; while every place there is taken, `Waiting` says how many are ahead.
+    it; while every place there is taken, `Waiting` says how many are ahead. `patience`: how long the reader can wait
+    for its next events (see Scheduler.submit).
     """
     run = Run(loaded, settings, cancel or threading.Event(), prompt_ids)
-    yield from loaded.scheduler.submit(run.steps(), rows=settings.num_samples)
+    yield from loaded.scheduler.submit(run.steps(), rows=settings.num_samples, patience=patience)
 
 
 class Run:

@@ -131,18 +131,21 @@ class LoadedModel:
         self.scheduler.set_limits(limits)
 
     def stream(self, settings: GenerationSettings, cancel: threading.Event | None = None,
-               prompt_ids: list[int] | None = None) -> Iterator[TextEvent | Summary | Waiting]:
-        yield from generation.stream(self, settings, cancel, prompt_ids)
+               prompt_ids: list[int] | None = None, patience: Callable[[], float] | None = None,
+               ) -> Iterator[TextEvent | Summary | Waiting]:
+        yield from generation.stream(self, settings, cancel, prompt_ids, patience)
 
     def chat(self, messages: object, system: object, settings: GenerationSettings,
              cancel: threading.Event | None = None, limits: Limits | None = None,
+             patience: Callable[[], float] | None = None,
              ) -> Iterator[ChatPrompt | TextEvent | Summary | Waiting]:
         # The conversation through the model's chat template, fitted to its context (textgen.core.chat), then written
         # as any text, from the template's token ids.
         warnings: list[str] = []
         prompt = build_chat_prompt(self, messages, system, settings.max_new_tokens, limits, warnings)
         yield prompt
-        yield from self.stream(reply_settings(settings, prompt, warnings), cancel, prompt_ids=list(prompt.ids))
+        yield from self.stream(reply_settings(settings, prompt, warnings), cancel, prompt_ids=list(prompt.ids),
+                               patience=patience)
 
     def score(self, text: str, progress: Callable[[float], None] | None = None) -> Score:
         return score_text(self.model, self.tokenizer, text, progress=progress)

@@ -95,12 +95,15 @@ class RemoteModel:
         pass  # the engine schedules its own requests; this machine only bounds how many stream at once
 
     def stream(self, settings: GenerationSettings, cancel: threading.Event | None = None,
-               prompt_ids: list[int] | None = None) -> Iterator[TextEvent | Summary]:
-        """TextEvents as the engine's tokens arrive, then one Summary, from its `/completions`."""
+               prompt_ids: list[int] | None = None, patience: Callable[[], float] | None = None,
+               ) -> Iterator[TextEvent | Summary]:
+        """TextEvents as the engine's tokens arrive, then one Summary, from its `/completions` (read as the engine
+        sends them, whatever the reader's `patience`: the engine paces its stream itself)."""
         yield from _RemoteRun(self, settings, cancel or threading.Event(), prompt_ids).events()
 
     def chat(self, messages: object, system: object, settings: GenerationSettings,
              cancel: threading.Event | None = None, limits: Limits | None = None,
+             patience: Callable[[], float] | None = None,
              ) -> Iterator[ChatPrompt | TextEvent | Summary]:
         """The reply from the engine's `/chat/completions`: the engine applies the model's own chat template and
         fits the conversation to its context, so it is sent the cleaned messages as they are."""

@@ -92,20 +92,21 @@ class Playground:
         # say) is kept, and the run then ends before its first forward step.
         with self._signal(session, stopped) as cancel:
             loaded = yield from self._loading(live)
-            yield from self._write(live, loaded, lambda: loaded.stream(settings, cancel), cancel, every)
+            yield from self._write(live, loaded, lambda patience: loaded.stream(settings, cancel, patience=patience),
+                                   cancel, every)
 
-    def _write(self, live: Live, loaded, events: Callable[[], Iterator], cancel: threading.Event,
+    def _write(self, live: Live, loaded, events: Callable[[Callable[[], float]], Iterator], cancel: threading.Event,
                every: float) -> Iterator[Live]:
         """Feed one model's events into `live`, handing it on at the page's pace (its place in the model's queue at
-        once), inside an engine slot for an engine's model, and with its failures in words. `events` starts the
-        run once the slot is held."""
+        once), inside an engine slot for an engine's model, and with its failures in words. `events(patience)` starts
+        the run once the slot is held; `patience()` says how long this reader can let the events gather."""
         with self._slot(not loaded.capabilities.runs_here, cancel), self._errors(live.title):
             pace = _Pace(every, self.running)
             # A first update before the model starts: a web server that hands this iterator on (Gradio) can only
             # close it, when its client goes away, once it has had an update; without one, a client that left while
             # the prompt was read (a long prompt, a crowd's) would have had its whole text written for nobody.
             yield live
-            for event in events():
+            for event in events(pace.patience):
                 if isinstance(event, Waiting):  # its place in the model's queue, or that its turn has come
                     live.add(event)
                     yield live
@@ -135,7 +136,8 @@ class Playground:
         live = Live.arrived_at(entry.name, entry.title, arrived)
         with self._signal(session, stopped) as cancel:  # before loading, as in generate
             loaded = yield from self._loading(live)
-            yield from self._write(live, loaded, lambda: loaded.chat(messages, system, settings, cancel, self.limits),
+            yield from self._write(live, loaded, lambda patience: loaded.chat(messages, system, settings, cancel,
+                                                                              self.limits, patience=patience),
                                    cancel, every)
 
     def compare(
@@ -528,6 +530,10 @@ class _Pace:
     def __init__(self, every: float, crowd: Callable[[], int] = lambda: 1):
         self.every, self.crowd = every, crowd
         self.next_at = 0.0
+
+    def patience(self) -> float:
+        """Seconds until the next update is due (0 before the first): the events can gather until then."""
+        return max(0.0, self.next_at - time.monotonic()) if self.next_at else 0.0
 
     def due(self, first: bool = False, last: bool = False) -> bool:
         now = time.monotonic()
