@@ -23,7 +23,7 @@ anything else is left untouched and logged.
 
 from __future__ import annotations
 
-__all__ = ["lazy_session_configs", "page_config"]
+__all__ = ["lazy_session_configs"]
 
 import logging
 
@@ -36,7 +36,7 @@ log = logging.getLogger("textgen")
 _PAGE_CONFIGS: dict[int, tuple[object, dict]] = {}
 
 
-def page_config(blocks_config, key: int, block) -> dict:
+def _page_config(blocks_config, key: int, block) -> dict:
     """A fresh copy of `block`'s configuration (as Gradio's `config_for_block(key, [], block)` writes it), made once
     per component of the page. A session's own replacement of a component (an update that changed its properties)
     is a new object, and gets its configuration made anew, never kept."""
@@ -61,7 +61,7 @@ class _Configs(dict):
         config = self._session.blocks_config
         block = config.blocks[key]
         if self._page.get(key) is block:  # the page's own component, as every new session starts with it
-            super().__setitem__(key, page_config(config, key, block))
+            super().__setitem__(key, _page_config(config, key, block))
         else:
             super().__setitem__(key, config.config_for_block(key, [], block))
 
