@@ -22,6 +22,7 @@ from textgen.service.startup import LazyPlayground, for_page
 from textgen.service.training import TrainingLimits, TrainingRuns
 from ui import chat, compare, decode, perplexity, step, train, write
 from ui.language import I18N, EarlyScript, language, toast_css, tr
+from ui.polling import calm_queue
 from ui.render import TOKEN_CSS, model_choices
 from ui.sessions import lazy_session_configs
 from ui.widgets import PHONE_CSS, session
@@ -63,6 +64,7 @@ def build_demo(playground: Playground | LazyPlayground, training: TrainingLimits
 
         demo.load(mark_unavailable, None, pickers, queue=False, api_visibility="private")
     demo.queue(max_size=playground.limits.queue_size, default_concurrency_limit=playground.limits.concurrency)
+    calm_queue(demo)  # it looks for new work every 10 ms, not every 1 (ui/polling.py)
     return demo
 
 

@@ -66,6 +66,13 @@ def test_the_api_takes_generate_args_in_the_order_of_the_pages_inputs(catalog):
     assert tuple(inspect.signature(generate).parameters)[1:] == GENERATE_INPUTS  # after the request
 
 
+def test_the_pages_queue_looks_for_new_work_every_10_ms_not_every_1(catalog):
+    """Gradio's queue polls; at its own 1 ms an idle app used 9% of a core here (ui/polling.py). A Gradio whose
+    queue has changed fails this test instead of polling unnoticed."""
+    demo = app.build_demo(Playground(ModelManager(catalog, device="cpu")))
+    assert demo._queue.sleep_when_free >= 0.01 and demo._queue.progress_update_sleep_when_free >= 0.05
+
+
 def test_generate_streams_partial_updates(served):
     url, _, steps = served
     # The LSTM here takes 0.1 s a token, longer than the page's pace: every token is its own update.
