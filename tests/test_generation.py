@@ -445,10 +445,21 @@ def test_top_p_draws_only_from_the_likeliest_tokens_that_make_up_p(manager):
     assert all(len(e.token.alternatives) == 1 for e in tight)
 
 
-def test_top_p_on_a_large_vocabulary_keeps_exactly_what_transformers_keeps():
-    """The short cut (a sort of the scores alone, not of their token numbers) against transformers' own."""
+@pytest.mark.parametrize("threads", [1, 2])
+def test_top_p_on_a_large_vocabulary_keeps_exactly_what_transformers_keeps(threads):
+    """The short cut (a sort of the scores alone, not of their token numbers; its rows split between the threads
+    where the scheduler gives a batch's choice two) against transformers' own."""
     from transformers import TopPLogitsWarper
 
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        _compare_top_p_with_transformers(TopPLogitsWarper)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _compare_top_p_with_transformers(TopPLogitsWarper) -> None:
     gen = torch.Generator().manual_seed(0)
     peaked = torch.randn(6, 50_257, generator=gen) * 4  # GPT-2-sized rows whose nucleus is a few hundred tokens
     flat = torch.randn(2, 50_257, generator=gen) * 0.1  # rows whose nucleus is most of the vocabulary: the sort

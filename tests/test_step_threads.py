@@ -115,3 +115,18 @@ def test_a_mistyped_setting_falls_back_to_all_the_cores(monkeypatch, caplog):
     assert "TEXTGEN_STEP_THREADS='two' is not a whole number of threads" in caplog.text
     monkeypatch.setenv("TEXTGEN_STEP_THREADS", "1")
     assert StepThreads(others=Quiet()).most == StepThreads(most=1).base
+
+
+def test_choosing_a_large_batchs_tokens_takes_all_the_cores_when_they_are_free_and_gives_them_back():
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one core here")
+    threads = StepThreads(most=2, others=Quiet())
+    with threads.wide(8 * 50_257) as taken:  # 8 rows of GPT-2's scores
+        assert taken == torch.get_num_threads() == threads.most
+    assert torch.get_num_threads() == threads.base
+    with threads.wide(16 * 65) as taken:  # 16 rows of a character model's: not worth a second thread
+        assert taken == threads.base
+    with StepThreads(most=2, others=Quiet(busy=1.0)).wide(8 * 50_257) as taken:  # another program has a core
+        assert taken == threads.base
+    with threads.around(rows=8), threads.wide(8 * 50_257) as taken:  # one wide piece of work at a time
+        assert taken == threads.base

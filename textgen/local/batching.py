@@ -137,8 +137,9 @@ def choose(scores: torch.Tensor, logits: torch.Tensor, uniforms: torch.Tensor | 
     Python `if` over a tensor, and the numbers the events need leave the tensors in one go, so a whole batch is
     chosen for in a handful of operations.
     """
-    blocked = torch.isneginf(scores).all(dim=-1)  # (rows,)
-    scores = torch.where(blocked[:, None], logits, scores)
+    blocked = (scores.amax(dim=-1) == float("-inf")).tolist()  # one pass over the scores, not two
+    if any(blocked):
+        scores = torch.where(torch.tensor(blocked, device=scores.device)[:, None], logits, scores)
     probs = torch.softmax(scores, dim=-1)  # (rows, V)
     if uniforms is None:
         tokens = scores.argmax(dim=-1)
@@ -149,7 +150,7 @@ def choose(scores: torch.Tensor, logits: torch.Tensor, uniforms: torch.Tensor | 
         # A target that rounded up onto the total would land past the end: the last token with any probability.
         tokens = torch.minimum(chosen, torch.searchsorted(cumulative, total)).squeeze(1)
     top_p, top_i = probs.topk(min(alternatives, probs.shape[-1]), dim=-1)  # (rows, k)
-    return Choice(tokens, probs, blocked.tolist(), tokens.tolist(),
+    return Choice(tokens, probs, blocked, tokens.tolist(),
                   probs.gather(-1, tokens[:, None]).squeeze(1).tolist(),
                   [list(zip(i, p)) for i, p in zip(top_i.tolist(), top_p.tolist())])
 
@@ -468,7 +469,8 @@ class Scheduler:
             groups.setdefault(request.ask.key if request.ask.key is not None else id(request), []).append(request)
         for group in groups.values():
             try:
-                replies = process_together([r.ask for r in group])
+                with self.threads.wide(sum(r.ask.logits.numel() for r in group)):
+                    replies = process_together([r.ask for r in group])
             except Exception as err:  # a control that failed on these scores: its requests' readers say it
                 replies = [err] * len(group)
             for request, reply in zip(group, replies):
