@@ -274,6 +274,46 @@ def test_a_hugging_face_model_batches_texts_of_different_lengths_with_a_padded_c
         assert torch.allclose(memory.layers[0].keys, memory_alone.layers[0].keys, atol=1e-5)
 
 
+def test_a_hugging_face_model_reads_several_texts_first_tokens_in_one_step(manager):
+    """A class's prompts to GPT-2 and its kind: read together, left-padded, each text's numbers and cache those of
+    its prompt read alone (to float precision), and its next step goes on from there."""
+    model = manager.get("tiny-gpt2").model
+    generator = torch.Generator().manual_seed(1)
+    prompts = [torch.randint(0, model.config.vocab_size, (rows, length), generator=generator)
+               for rows, length in [(1, 1), (2, 9), (1, 4)]]
+    with torch.inference_mode():
+        alone = [contract.step(model, ids, contract.start_memory(model)) for ids in prompts]
+        together = step_together(model, [Forward(ids, contract.start_memory(model)) for ids in prompts])
+        for (logits, memory), (logits_alone, memory_alone), ids in zip(together, alone, prompts):
+            assert torch.allclose(logits, logits_alone, atol=1e-5)
+            assert memory.get_seq_length() == memory_alone.get_seq_length() == ids.shape[1]
+            assert torch.allclose(memory.layers[-1].values, memory_alone.layers[-1].values, atol=1e-5)
+            new = torch.zeros((ids.shape[0], 1), dtype=torch.long)
+            assert torch.allclose(contract.step(model, new, memory)[0], contract.step(model, new, memory_alone)[0],
+                                  atol=1e-5)
+
+
+def test_a_crowds_prompts_to_a_hugging_face_model_are_read_in_one_step(manager, monkeypatch):
+    import textgen.local.batching as batching
+
+    loaded = manager.get("tiny-gpt2")
+    monkeypatch.setattr(loaded, "_scheduler", Scheduler(loaded.model))
+    steps, real = [], batching.step_together
+
+    def step_together(model, asks):
+        steps.append([contract.is_fresh(ask.memory) for ask in asks])
+        if len(steps) == 1:
+            time.sleep(1.0)  # the first text's prompt: the others arrive meanwhile and wait for the next round
+        return real(model, asks)
+
+    monkeypatch.setattr(batching, "step_together", step_together)
+    requests = [dict(prompt="ROMEO " * (1 + i), seed=i, max_new_tokens=5) for i in range(6)]
+    results = all_at_once(loaded, requests)
+    assert all(isinstance(events[-1], Summary) for events in results)
+    first_reads = [len(step) for step in steps if all(step)]
+    assert sum(first_reads) == 6 and len(first_reads) <= 2, steps  # read one by one, that would be 6 steps
+
+
 def test_a_hugging_face_model_writes_several_requests_together(manager):
     loaded = manager.get("tiny-gpt2")
     requests = [dict(prompt="ROMEO" * (1 + i), seed=i, max_new_tokens=30) for i in range(6)]
