@@ -1,7 +1,9 @@
 """Many requests to one model at once: written together, one forward pass a token, each exactly as alone."""
 
+import os
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -9,6 +11,7 @@ import torch
 from textgen.core.events import Summary, TextEvent, Waiting
 from textgen.core.settings import GenerationSettings, Limits
 from textgen.local.batching import Busy, Forward, Scheduler, step_together
+from textgen.local.devices import StepThreads
 from textgen.local.generation import Run, stream
 from textgen.models import contract
 
@@ -94,6 +97,28 @@ def test_the_padding_keeps_a_row_the_same_in_a_batch_of_any_size(manager):
             for (logits, state), (logits_alone, state_alone) in zip(together, alone):
                 assert torch.equal(logits, logits_alone)
                 assert all(torch.equal(a, b) for a, b in zip(state, state_alone))
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru", "rnn"])
+def test_a_recurrent_models_batch_on_two_threads_writes_exactly_what_each_writes_alone_on_one(manager, name,
+                                                                                               monkeypatch):
+    """Our recurrent models' batches may take both cores (batching._step_threads); a text alone keeps one. Forced
+    here whatever the machine's other work, so that the batch's steps really run on two threads."""
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one core here: no second thread to take")
+    loaded = manager.get(name)
+    alone = [written(list(stream(loaded, settings_of(r)))) for r in REQUESTS]
+    scheduler = Scheduler(loaded.model)
+    scheduler.threads = StepThreads(most=2, min_rows=8, others=SimpleNamespace(cores=lambda: 0.0))
+    monkeypatch.setattr(loaded, "_scheduler", scheduler)
+    counts: list[int] = []
+    handle = loaded.model.register_forward_pre_hook(lambda module, args: counts.append(torch.get_num_threads()))
+    try:
+        together = [written(events) for events in all_at_once(loaded, REQUESTS)]
+    finally:
+        handle.remove()
+    assert together == alone
+    assert 2 in counts  # the batch's steps did run on two threads
 
 
 def test_stop_ends_one_request_and_leaves_the_others_as_they_would_be_alone(manager):

@@ -38,7 +38,8 @@ Threads: a Hugging Face model's steps of 4 rows or more (a prompt of T tokens is
 that is measured faster (textgen.local.devices.StepThreads): a GPT-2-shaped step of 8 rows took 136 ms on one
 thread and 96 on two. Its attention over the cache rounds differently on two threads (the kernel splits the cache
 between them), one more reason its batch is not bit for bit; a text alone stays on the process's count. Our
-models stay on that count throughout.
+recurrent models' batches of 8 rows or more do the same, bit for bit as on one thread; our Transformer stays on the
+process's count throughout (`_step_threads`).
 """
 
 from __future__ import annotations
@@ -284,12 +285,27 @@ class _Request:
 
 
 def _step_threads(model) -> StepThreads:
-    """A Hugging Face model on CPU may take more threads for a step of several rows, a prompt of T tokens being T
-    rows (see StepThreads): its batch is not bit for bit the same as alone anyway (joined caches), and a text
-    alone writes every token on the process's count. Our models keep that count throughout: their exactness in
-    any batch holds for one count (our Transformer's layers round differently on two threads)."""
+    """How many threads a model's steps take (see StepThreads): on a CPU, all the cores for a batch while that is
+    measured faster, and the process's count for a text alone.
+
+    - A Hugging Face model: from 4 rows (a prompt of T tokens is T rows). Its batch is not bit for bit the same as
+      alone anyway (joined caches); a text alone (1 row) gained nothing from a second thread (57 ms, 59 on two).
+    - Our recurrent models: from 8 rows, so a text alone (padded to 4 rows) keeps one thread. Their large products
+      (textgen/models/packed.py) and the small padded ones came out bit for bit the same on one thread or two: 42
+      texts in batches of 5-16 each equal to alone, on the LSTM, RNN and GRU, with their steps on either count.
+      16 LSTM texts of 100 tokens through the REST API took 1.16-1.52 s against 1.46-1.65 s on one thread
+      (alternating runs). A text alone would be a quarter faster on two (0.34-0.38 s against 0.46-0.51), but it
+      already writes hundreds of tokens a second, faster than the page shows them, and the second core is then the
+      web server's, for everyone else's pages.
+    - Our Transformer keeps the process's count: its layers round differently on two threads, and its texts are
+      promised bit for bit the same in any batch.
+    """
     cpu = next((p.device.type == "cpu" for p in model.parameters()), True) if hasattr(model, "parameters") else True
-    return StepThreads() if cpu and not contract.is_ours(model) else StepThreads(most=1)
+    if not cpu:
+        return StepThreads(most=1)
+    if not contract.is_ours(model):
+        return StepThreads()
+    return StepThreads(min_rows=8) if contract.memory_kind(model) == "state" else StepThreads(most=1)
 
 
 class Scheduler:
