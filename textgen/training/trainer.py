@@ -45,6 +45,7 @@ from textgen.local.evaluate import score_text
 from textgen.local.tokenization import train_bpe_tokenizer, train_char_tokenizer
 from textgen.models import architectures
 from textgen.models.contract import context_length, start_memory, step
+from textgen.training.clock import TrainingClock
 from textgen.training.config import SIZE_FIELDS, TrainConfig, lr_at
 from textgen.training.data import random_windows, read_text, split_text
 from textgen.training.model_card import earlier_stages, plot_loss, write_model_card
@@ -206,7 +207,7 @@ class Trainer:
         # `initial`: a resumed run's bar starts where it stopped, and tqdm measures its rate (so the time left)
         # from the progress made since, not from 0% in the first seconds.
         bar = tqdm(total=100, initial=100 * self.progress(), disable=not acc.is_main_process, bar_format=BAR_FORMAT)
-        t0, last_report, loss_ema = time.perf_counter() - self.elapsed, time.perf_counter(), None
+        clock, last_report, loss_ema = TrainingClock(already=self.elapsed), time.perf_counter(), None
         tokens_since, last_sent = 0, -math.inf
         self.model.train()
         finished = self.progress() >= 1.0
@@ -231,7 +232,7 @@ class Trainer:
             loss_ema = loss.item() if loss_ema is None else 0.9 * loss_ema + 0.1 * loss.item()
             # Every process must stop (and validate) at the same step, or one would wait for the others'
             # gradients forever: they all take process 0's clock.
-            self.elapsed = self._agree(time.perf_counter() - t0)
+            self.elapsed = self._agree(clock.lap())  # paused minutes (kill -STOP) not counted: training/clock.py
             finished = self.progress() >= 1.0 or bool(self._agree(float(self.stop())))
             checkpoint = self.step % cfg.eval_interval == 0 or finished
             watched = self.report is not None and (self.step == 1 or self.elapsed - last_sent >= self.report_every)
@@ -262,6 +263,7 @@ class Trainer:
                 bar.set_postfix_str(f"step {self.step}, loss {loss_ema:.3f}, "
                                     f"{tokens_since / (now - last_report):,.0f} tok/s", refresh=True)
                 last_report, tokens_since = now, 0
+        clock.close()
         bar.n = 100
         bar.close()
         summary = {"steps": self.step, "train_seconds": round(self.elapsed, 1),
