@@ -198,31 +198,26 @@ class StepThreads:
         """Run the enclosed step with the chosen threads in this thread, time it, and put the count back. One
         step in the process at a time takes more than the process's count: two models' batches at once on two
         threads each would be four threads on two cores, each product waiting for a thread that is not running."""
-        threads = self.choose(rows)
+        with self._taking(self.choose(rows)) as threads:
+            start = time.perf_counter()
+            yield threads
+        self.record(rows, threads, time.perf_counter() - start)
+
+    def wide(self, elements: int):
+        """All the cores for plain work over `elements` numbers in this thread (choosing a batch's tokens from a
+        large vocabulary), when they are free; the process's count otherwise (a context manager, as `around`).
+        Not timed: such work (a softmax, a cumulative sum, a sort of each row) divides between threads without
+        reading any weights, so it is faster on two cores whenever both are idle (8 rows of GPT-2's 50,257 scores
+        chosen for in 15 ms on one thread, 10 on two)."""
+        free = self.most > self.base and elements >= WIDE_ELEMENTS and self._others.cores() <= 0.5
+        return self._taking(self.most if free else self.base)
+
+    @contextmanager
+    def _taking(self, threads: int) -> Iterator[int]:
+        """`threads` in this thread for the enclosed work, if no other step has the extra cores; then put back."""
         if threads != self.base and not _WIDE.acquire(blocking=False):
             threads = self.base  # another model's step has the extra cores now
         if threads != self.base:
-            torch.set_num_threads(threads)
-        start = time.perf_counter()
-        try:
-            yield threads
-        finally:
-            if threads != self.base:
-                torch.set_num_threads(self.base)
-                _WIDE.release()
-        self.record(rows, threads, time.perf_counter() - start)
-
-    @contextmanager
-    def wide(self, elements: int) -> Iterator[int]:
-        """All the cores for plain work over `elements` numbers in this thread (choosing a batch's tokens from a
-        large vocabulary), when they are free; the process's count otherwise. Not timed: such work (a softmax, a
-        cumulative sum, a sort of each row) divides between threads without reading any weights, so it is faster
-        on two cores whenever both are idle (8 rows of GPT-2's 50,257 scores chosen for in 15 ms on one thread,
-        10 on two)."""
-        threads = self.base
-        if (self.most > self.base and elements >= WIDE_ELEMENTS and self._others.cores() <= 0.5
-                and _WIDE.acquire(blocking=False)):
-            threads = self.most
             torch.set_num_threads(threads)
         try:
             yield threads
