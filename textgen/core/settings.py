@@ -163,15 +163,16 @@ def matching_preset(values: dict[str, float]) -> str | None:
 
 # Chat's own style, "Answers": a small assistant answers plain questions best close to its first choice and with no
 # repetition penalty, which also penalises the question's own words ("the capital of France is" was steered off
-# "France" into French). SmolLM2, 14 plain questions x 5 seeds, benchmarks/chat_accuracy.py: 47 of 70 right
-# against 45 for Precise (its 1.1 penalty) with the Chat tab's system prompt; see benchmarks/CHAT.md.
+# "France" into French). SmolLM2, 28 plain questions x 10 seeds, benchmarks/chat_accuracy.py: temperature 0.1 got
+# 222 of 280 right and 21 questions right in at least 9 tries of 10, against 206 and 18 at 0.3; greedy answers 22
+# of the 28 but writes the same reply every time, which hides how the model chooses. See benchmarks/CHAT.md.
 CHAT_STYLE_NAME = "Answers"
-# The Chat tab's system prompt, shown in its box. With the Answers style and no seed fixed, SmolLM2 answered 110 of
+# The Chat tab's system prompt, shown in its box. At temperature 0.3 and no seed fixed, SmolLM2 answered 110 of
 # 140 plain questions right with it against 95 with the one before ("…Answer questions correctly and briefly."),
 # and 49 of 70 against 44 on 14 questions written after it was chosen; its own prompt ("You are a helpful AI
 # assistant named SmolLM…") did worst. benchmarks/CHAT.md.
 CHAT_SYSTEM_PROMPT = "You are a helpful assistant. Give the correct answer first, in a few words."
-CHAT_STYLE: dict[str, float] = {"temperature": 0.3, "top_k": 20, "top_p": 0.9, "min_p": 0.0, "repetition_penalty": 1.0}
+CHAT_STYLE: dict[str, float] = {"temperature": 0.1, "top_k": 20, "top_p": 0.9, "min_p": 0.0, "repetition_penalty": 1.0}
 
 
 MIN_TEMPERATURE = 0.01
