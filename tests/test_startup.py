@@ -45,6 +45,31 @@ def test_the_page_module_does_not_import_torch():
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
 
 
+def test_the_notes_under_the_model_pickers_import_neither_torch_nor_transformers():
+    # They answer while the start-up thread is importing transformers; a second thread importing it at that moment
+    # could get a half-built module ("cannot import name 'PreTrainedTokenizerBase'"): the note read "Error" and the
+    # start-up lost its first try, in 8 of 9 starts with a browser open. So their words, the tokens' kind included,
+    # come from files alone.
+    code = """if True:
+        import sys, threading, app
+        from textgen.core.settings import Limits
+        from textgen.service.catalog import Catalog
+        from textgen.service.startup import LazyPlayground
+        catalog = Catalog.default()
+        never = threading.Event()  # a start-up that never ends: only the notes' own imports can bring in torch
+        demo = app.build_demo(LazyPlayground(catalog, Limits(), build=lambda *args: never.wait()))
+        notes = [fn.fn for fn in demo.fns.values() if fn.name == "describe"]
+        assert len(notes) >= 2, [fn.name for fn in demo.fns.values()]
+        # each note for the models its picker offers (Chat offers only models with a chat template)
+        said = [note(name) for note in notes for name in getattr(note.__self__, "offered", catalog).names()]
+        assert any("letters" in text for text in said) and any("word pieces" in text for text in said), said
+        heavy = {"torch", "transformers"} & set(sys.modules)
+        assert not heavy, heavy
+        never.set()
+    """
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=180)
+
+
 def test_lazy_playground_builds_in_the_background_and_serves(catalog):
     from textgen.core.settings import Limits
     from textgen.service.startup import LazyPlayground

@@ -5,6 +5,7 @@ import json
 import pytest
 from transformers import AutoTokenizer
 
+from textgen.core.vocabulary import token_kind_in_folder
 from textgen.local import tokenization
 from textgen.local.tokenization import UNK, encode, train_bpe_tokenizer, train_char_tokenizer
 
@@ -112,8 +113,8 @@ def test_a_folders_token_kind_follows_a_tokenizer_saved_again_into_it(tmp_path):
     """The note under a model not loaded yet reads its tokenizer file; a model trained again into the same
     folder with other tokens is described by its new file, not by what was read before."""
     train_char_tokenizer("To be, or not to be").save_pretrained(tmp_path)
-    assert tokenization.token_kind_in_folder(str(tmp_path)).key == "tokens.letters"
+    assert token_kind_in_folder(str(tmp_path)).key == "tokens.letters"
     words = {"model": {"type": "BPE", "vocab": {"To": 0, " be": 1, ", or": 2, " not": 3, " to": 4}}}
     (tmp_path / "tokenizer.json").write_text(json.dumps(words), encoding="utf-8")
-    assert tokenization.token_kind_in_folder(str(tmp_path)).key == "tokens.word_pieces"
-    assert tokenization.token_kind_in_folder(str(tmp_path / "missing")) is None
+    assert token_kind_in_folder(str(tmp_path)).key == "tokens.word_pieces"
+    assert token_kind_in_folder(str(tmp_path / "missing")) is None

@@ -26,11 +26,12 @@ from textgen.core.backend import Capabilities, Entry
 from textgen.core.chat import ChatPrompt, build_chat_prompt, reply_settings
 from textgen.core.events import Score, Summary, TextEvent, Waiting
 from textgen.core.settings import GenerationSettings, Limits
+from textgen.core.vocabulary import token_kind
 from textgen.core.words import Phrase
 from textgen.local import generation
 from textgen.local.batching import Scheduler
 from textgen.local.evaluate import score_text
-from textgen.local.tokenization import end_of_text_ids, special_label, token_kind
+from textgen.local.tokenization import end_of_text_ids, special_label
 from textgen.models.contract import context_length, is_ours
 from textgen.models.packed import packed_bytes
 
@@ -108,7 +109,7 @@ class LoadedModel:
 
     @cached_property
     def token_kind(self) -> Phrase:
-        """What one of its tokens is, in words a visitor reads (textgen.local.tokenization.token_kind)."""
+        """What one of its tokens is, in words a visitor reads (textgen.core.vocabulary.token_kind)."""
         return token_kind(self.tokenizer.get_vocab())
 
     def info(self) -> dict:

@@ -11,11 +11,8 @@ the same streaming and decoding code as GPT-2's tokenizer.
 
 from __future__ import annotations
 
-import functools
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
@@ -124,35 +121,3 @@ def special_label(text: str, end: bool = False, start: bool = False, padding: bo
 
 SPECIAL_LABELS = {"end": "⟨end of text⟩", "start": "⟨start⟩", "padding": "⟨padding⟩", "unknown": "⟨unknown⟩",
                   "marker": "⟨marker⟩"}
-
-
-def token_kind(vocab: Iterable[str]) -> Phrase:
-    """What one token of a vocabulary is, in words a visitor reads: "letters" for a character tokenizer (our RNN,
-    LSTM and GRU), else "word pieces" (BPE: our Transformer, GPT-2, SmolLM2)."""
-    tokens = list(vocab)
-    single = sum(len(t) == 1 for t in tokens)
-    return Phrase("tokens.letters") if tokens and single >= 0.9 * len(tokens) else Phrase("tokens.word_pieces")
-
-
-def token_kind_in_folder(folder: str) -> Phrase | None:
-    """`token_kind` of a model folder's tokenizer.json, read without loading the model (the note under a model
-    picked but not loaded yet); None where the folder has none or it cannot be read."""
-    path = Path(folder) / "tokenizer.json"
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
-    # Keyed by the file's time and size too: a model trained again into the same folder may have other tokens.
-    return _token_kind_of_file(str(path), stat.st_mtime_ns, stat.st_size)
-
-
-@functools.lru_cache(maxsize=64)
-def _token_kind_of_file(path: str, mtime_ns: int, size: int) -> Phrase | None:
-    if size > 20 << 20:  # not a tokenizer: do not read it
-        return None
-    try:
-        vocab = json.loads(Path(path).read_text(encoding="utf-8"))["model"]["vocab"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return token_kind(vocab if isinstance(vocab, dict) else (t[0] for t in vocab if t))  # Unigram: [token, score]
-

@@ -32,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from textgen.core.vocabulary import token_kind_in_folder
 from textgen.core.words import Phrase
 from textgen.local import gguf
 from textgen.models import architectures
@@ -97,8 +98,6 @@ class ModelEntry:
         note under a model picked but not loaded yet. None where it has no folder here (a Hub id, a GGUF file)."""
         if self.origin not in ("shipped", "local") or not Path(self.source).is_dir():
             return None
-        from textgen.local.tokenization import token_kind_in_folder  # here: the catalog imports no transformers
-
         return token_kind_in_folder(str(Path(self.source).resolve()))
 
     def chat_template_known(self) -> bool | None:
