@@ -486,5 +486,9 @@ def test_a_question_to_an_assistant_in_write_points_to_its_chat_template(chat_ca
     assert not asks_an_assistant(assistants, "tiny-chat", "Once upon a time", "there was a king")
     assert not asks_an_assistant(assistants, "lstm", "Who art thou?", "")  # no template: nothing to point to
     assert not asks_an_assistant(assistants, "no-such-model", "Why?", "")
+    # Picking an assistant in Write ticks its chat template; picking another model unticks it.
+    demo = app.build_demo(Playground(ModelManager(chat_catalog, device="cpu")))
+    picked = next(fn.fn for fn in demo.fns.values() if fn.name == "template_for")
+    assert picked("tiny-chat") is True and picked("lstm") is False
     assert "Use the model's chat template" in say("write.ask_with_template", title="SmolLM2")
     assert "使用模型的对话模板" in say("write.ask_with_template", "zh-CN", title="SmolLM2")

@@ -129,6 +129,12 @@ class WriteTab:
         return model_note(title, description, None if why else self.playground.model_info(name), why, lang,
                           tokens=catalog.get(name).token_kind())
 
+    def template_for(self, name: str) -> bool:
+        """The chat-template box when a model is picked: ticked for an assistant (a question sent to SmolLM2 as plain
+        text is continued as text, or ends at once with nothing written), unticked for the others. A visitor may
+        still untick it to see how the assistant continues plain text."""
+        return name in self.assistants
+
     @staticmethod
     def pick_style(style: str):
         values = preset_values(style)
@@ -211,6 +217,7 @@ def build(playground) -> list:
     stop_button(playground, halt, [gen, submitted, branched], api_name="stop")
     # When the page opens (in the visitor's language) and whenever another model is picked.
     gr.on(None, tab.describe, model, note, **private)
+    model.input(tab.template_for, model, templated, **private)
     style.change(tab.pick_style, style, sliders, **private)
     for s in sliders:
         s.input(tab.moved, sliders, style, **private)
