@@ -151,6 +151,13 @@ def test_on_a_phone_every_tab_is_on_screen_without_a_hidden_menu(page_url, brows
         assert tab.is_visible() and box and box["x"] >= 0 and box["x"] + box["width"] <= 390, (tab.inner_text(), box)
     tabs.nth(5).tap()  # the sixth, Perplexity, is one tap away like the first
     assert _wait_for(lambda: tabs.nth(5).get_attribute("aria-selected") == "true", 10)
+    # Before Score: no empty chart, no table headed "1 | 2 | 3"; after it, both, with a row per model.
+    assert page.locator("#ppl-run").is_visible() and not page.locator("#ppl-table").is_visible()
+    assert not page.locator("#ppl-plot").is_visible()
+    page.locator("#ppl-run").tap()
+    assert _wait_for(lambda: page.locator("#ppl-table").is_visible(), 120)
+    assert _wait_for(lambda: "Surprise per character" in page.locator("#ppl-table").inner_text(), 10)
+    assert page.locator("#ppl-plot").is_visible()
     page.close()
 
 

@@ -52,6 +52,11 @@ def chart_top(values: list[float]) -> float | None:
     return math.ceil(max(values) * 1.08 / 0.2) * 0.2 if values else None
 
 
+def shown_both():
+    """The chart and the table, shown once they hold scores."""
+    return gr.update(visible=True), gr.update(visible=True)
+
+
 def build(playground) -> list:
     """Lay out the Perplexity tab inside the open gr.Blocks and wire its event; returns its model picker."""
     tab = PerplexityTab(playground)
@@ -64,8 +69,11 @@ def build(playground) -> list:
                                       label=tr("ppl.models", high=limits.max_compare)))
     go = gr.Button(tr("ppl.run"), variant="primary", elem_id="ppl-run")
     chart = gr.BarPlot(x=SCORE_COLUMNS["title"], y=NATS, title=tr("ppl.chart_title"), x_title=tr("ppl.chart_x"),
-                       y_title=tr("ppl.chart_y"), y_lim=[0, None], sort=None, elem_id="ppl-plot")
-    table = gr.Dataframe(elem_id="ppl-table", wrap=True)
-    go.click(tab.score, [text, models], [table, chart], api_name="score", concurrency_id="scoring",
-             concurrency_limit=1)
+                       y_title=tr("ppl.chart_y"), y_lim=[0, None], sort=None, elem_id="ppl-plot", visible=False)
+    # Both appear with the first scores: empty, they showed a blank chart and a table headed "1 | 2 | 3".
+    table = gr.Dataframe(elem_id="ppl-table", wrap=True, visible=False)
+    scored = go.click(tab.score, [text, models], [table, chart], api_name="score", concurrency_id="scoring",
+                      concurrency_limit=1)
+    # Shown by a page-only step, so that the API's /score still answers plain values.
+    scored.success(shown_both, None, [table, chart], queue=False, api_visibility="private")
     return [models]
