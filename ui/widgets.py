@@ -46,7 +46,10 @@ SHOW_OUTPUT_JS = show_on_phone("output")  # Write's text
 
 # On a phone, Chat's conversation is shorter and its Send, Stop and Clear share one row, so that the message box
 # and Stop stay on the first screen with the conversation (a 390x844 phone had Stop and Clear below the fold).
+# Step by step's five buttons keep their words on one line: at 1366 px "Sample 200×" broke in two, taller than
+# the rest.
 PHONE_CSS = """
+#step-buttons > button { white-space: nowrap; padding-left: 6px; padding-right: 6px; }
 @media (max-width: 700px) {
   #chat-history { height: 300px !important; max-height: 300px !important; }
   #chat-buttons { flex-wrap: nowrap !important; gap: 6px; }
