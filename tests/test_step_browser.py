@@ -162,10 +162,15 @@ def test_inside_the_models(page_url, browser, tmp_path):
     _pick_model(page, cat, "lstm")
     _start(page, text)
     page.get_by_text("Inside the model").click()
+    # Before a look there is nothing to pick from: the pickers come with the look, those that fit the model.
+    pickers = {name: page.locator(f"#step-{name}") for name in ("att-layer", "att-head", "att-query", "units")}
+    assert _wait_for(lambda: page.locator("#step-look").is_visible(), 10)
+    assert not any(p.is_visible() for p in pickers.values())
     page.locator("#step-look").click()
     # The LSTM: units worth a look, one shown as a heat map; attention says in one line that it has none.
     assert _wait_for(lambda: "Unit" in page.locator("#step-heat").inner_text(), 30)
     assert "has no attention" in page.locator("#step-attention").inner_text()
+    assert pickers["units"].is_visible() and not pickers["att-layer"].is_visible()
     options = page.locator("#step-units label")
     assert options.count() >= 3 and "seems to" in options.first.inner_text()
     first_map = page.locator("#step-heat").inner_html()
@@ -177,10 +182,14 @@ def test_inside_the_models(page_url, browser, tmp_path):
     _pick_model(page, cat, "transformer")
     title = cat.get("transformer").title
     assert _wait_for(lambda: f"{title} has read your prompt" in page.locator("#step-status").inner_text(), 30)
+    # Another model: the LSTM's units go at once, and no attention picker is offered before the look.
+    assert _wait_for(lambda: not any(p.is_visible() for p in pickers.values()), 10)
     page.locator("#step-look").click()
     view = page.locator("#step-attention")
     assert _wait_for(lambda: "Looking from token" in view.inner_text(), 30)
     assert "no memory units" in page.locator("#step-heat").inner_text()
+    assert pickers["att-layer"].is_visible() and pickers["att-head"].is_visible()
+    assert not pickers["units"].is_visible()
     keys = view.locator(".sg-key")
     n = keys.count()  # the prompt's tokens: 62 characters, fewer tokens for a BPE model
     keys.nth(n // 3).click()

@@ -79,8 +79,9 @@ def no_units(shown: bool = True) -> tuple:
 
 def forget_inside(request: gr.Request = None):
     """Another model: what was seen inside the last one goes (its layers, heads and units are not this one's), and
-    every control shows again until the next look says which fit this model."""
-    return "", *no_attention(language(request)), *no_units(), ""
+    so do the pickers, until the next look shows those that fit this model (a Transformer's layers and heads, a
+    recurrent model's units): an LSTM picked after the Transformer must not offer the Transformer's heads."""
+    return "", *no_attention(language(request), shown=False), *no_units(shown=False), ""
 
 
 def numbered(key: str, count: int, lang: str, **fields) -> str:
@@ -381,20 +382,21 @@ def build(playground) -> list:
         inside_note = gr.Markdown("", elem_id="step-inside-note")
         gr.Markdown(tr("step.attention_intro"))
         with gr.Row():
-            # Before a look: "all of them" only (a look fills in the layers and heads, in the visitor's language)
+            # Hidden before a look, which shows those that fit the model and fills in its layers and heads (in
+            # the visitor's language); until then there is nothing to pick from.
             att_layer = gr.Dropdown([(tr("step.all_layers"), -1)], value=-1, label=tr("step.layer"),
-                                    elem_id="step-att-layer", min_width=140)
+                                    elem_id="step-att-layer", min_width=140, visible=False)
             att_head = gr.Dropdown([(tr("step.all_heads"), -1)], value=-1, label=tr("step.head"),
-                                   elem_id="step-att-head", min_width=140)
+                                   elem_id="step-att-head", min_width=140, visible=False)
             att_query = lenient(gr.Slider(0, 1, value=0, step=1, label=tr("step.look_from"),
-                                          elem_id="step-att-query", min_width=200))
+                                          elem_id="step-att-query", min_width=200, visible=False))
         attention_view = gr.HTML("", elem_id="step-attention", js_on_load=view.KEYS_JS,
                                  css_template=view.INSIDE_CSS)
         gr.Markdown(tr("step.units_intro"))
         with gr.Row():
-            units = gr.Radio([], label=tr("step.units"), elem_id="step-units", scale=3)
+            units = gr.Radio([], label=tr("step.units"), elem_id="step-units", scale=3, visible=False)
             unit = lenient(gr.Number(None, precision=0, label=tr("step.unit_number"), elem_id="step-unit",
-                                     min_width=140, scale=1))
+                                     min_width=140, scale=1, visible=False))
         heat = gr.HTML("", elem_id="step-heat", css_template=view.INSIDE_CSS)
 
     gr.api(tab.next_token, api_name="next_token", concurrency_id="step", concurrency_limit=limits.concurrency)
