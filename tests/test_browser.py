@@ -158,6 +158,10 @@ def test_on_a_phone_every_tab_is_on_screen_without_a_hidden_menu(page_url, brows
     assert _wait_for(lambda: page.locator("#ppl-table").is_visible(), 120)
     assert _wait_for(lambda: "Surprise per character" in page.locator("#ppl-table").inner_text(), 10)
     assert page.locator("#ppl-plot").is_visible()
+    # The chart's axes are named in words, not by a raw translation key ("__i18n__{...", as they once were).
+    plot = page.locator("#ppl-plot")
+    assert _wait_for(lambda: "surprise per character" in plot.inner_html(), 10)
+    assert "__i18n__" not in plot.inner_html()
     page.close()
 
 

@@ -223,8 +223,8 @@ def test_score_records_round_for_reading_and_name_the_columns():
     rows = [ScoreRow("lstm", "LSTM", nats_per_char=1.23456, bits_per_char=1.78111, ppl_per_token=3.4567, tokens=12,
                      unknown_chars="你")]
     assert score_records(rows) == [{"Model": "LSTM", SCORE_COLUMNS["nats_per_char"]: 1.235,
-                                    "Bits per character": 1.781, SCORE_COLUMNS["ppl_per_token"]: 3.46, "Tokens": 12,
-                                    "Unknown characters": "你"}]
+                                    "Surprise per character, in bits": 1.781, SCORE_COLUMNS["ppl_per_token"]: 3.46,
+                                    "Tokens": 12, "Unknown characters": "你"}]
     known = score_records([ScoreRow("gru", "GRU", 1.0, 1.44, 2.7, 5)])[0]
     assert known["Unknown characters"] == "none"  # a value in every cell, not a blank
 

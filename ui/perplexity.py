@@ -12,7 +12,7 @@ import math
 import gradio as gr
 
 from textgen.core.settings import RequestError
-from textgen.core.words import words_of
+from textgen.core.words import say, words_of
 from ui.language import language, tr
 from ui.render import SCORE_COLUMNS, model_choices, score_records
 from ui.widgets import fail, gpu, lenient, session
@@ -43,7 +43,10 @@ class PerplexityTab:
         title = SCORE_COLUMNS["title"]
         scored = pd.DataFrame([{**r, title: r[title].split(" (")[0]} for r in records if r[NATS] is not None])
         top = chart_top([r[NATS] for r in records if r[NATS] is not None])
-        return pd.DataFrame(score_records(rows, lang)), gr.BarPlot(scored, y_lim=[0, top])
+        # The axis titles as plain words in the visitor's language: Gradio translates a plot's title but showed
+        # an axis title given as a translation key as its raw key ("__i18n__{...").
+        chart = gr.BarPlot(scored, y_lim=[0, top], x_title=say("ppl.chart_x", lang), y_title=say("ppl.chart_y", lang))
+        return pd.DataFrame(score_records(rows, lang)), chart
 
 
 def chart_top(values: list[float]) -> float | None:
@@ -68,8 +71,9 @@ def build(playground) -> list:
     models = lenient(gr.CheckboxGroup(model_choices(catalog), value=ours, elem_id="ppl-models",
                                       label=tr("ppl.models", high=limits.max_compare)))
     go = gr.Button(tr("ppl.run"), variant="primary", elem_id="ppl-run")
-    chart = gr.BarPlot(x=SCORE_COLUMNS["title"], y=NATS, title=tr("ppl.chart_title"), x_title=tr("ppl.chart_x"),
-                       y_title=tr("ppl.chart_y"), y_lim=[0, None], sort=None, elem_id="ppl-plot", visible=False)
+    # Its axis titles come with the first scores (in the visitor's language); it is hidden until then.
+    chart = gr.BarPlot(x=SCORE_COLUMNS["title"], y=NATS, title=tr("ppl.chart_title"), y_lim=[0, None], sort=None,
+                       elem_id="ppl-plot", visible=False)
     # Both appear with the first scores: empty, they showed a blank chart and a table headed "1 | 2 | 3".
     table = gr.Dataframe(elem_id="ppl-table", wrap=True, visible=False)
     scored = go.click(tab.score, [text, models], [table, chart], api_name="score", concurrency_id="scoring",
