@@ -66,6 +66,16 @@ def test_chat_keeps_the_question_in_the_box_when_the_message_is_empty(playground
         ChatTab(playground).take("   ", [])
 
 
+def test_chat_shows_the_question_at_once_before_the_reply_queues(playground):
+    # take() runs unqueued: the question is in the conversation before the reply's first step, however long that
+    # waits (a server still starting, every writer busy); the reply's step gets the conversation before it.
+    before = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+    box, asked, past, shown, *locks = ChatTab(playground).take("Who are you?", before)
+    assert asked == "Who are you?" and [m["content"] for m in past] == ["Hi", "Hello"]
+    assert [m["content"] for m in shown] == ["Hi", "Hello", "Who are you?"] and shown[-1]["role"] == "user"
+    assert box["value"] == "" and all(lock["interactive"] is False for lock in [box, *locks])
+
+
 def test_chat_answers_with_a_model_that_has_no_template_by_saying_why_not(playground):
     values = (0.8, 0, 0.95, 0.0, 1.0, 0, 20, 1)  # the sliders, then the seed
     with pytest.raises(gr.Error) as refused:

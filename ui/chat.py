@@ -118,13 +118,17 @@ class ChatTab:
             raise fail(err, lang) from None
 
     def take(self, message: str, conversation: list, request: gr.Request = None):
-        """Before the reply queues: move the message out of the box, and lock sending until the reply ends (a
-        second message sent meanwhile would be answered without the first reply)."""
+        """Before the reply queues: move the message out of the box into the conversation, and lock sending until
+        the reply ends (a second message sent meanwhile would be answered without the first reply). The question
+        shows here, unqueued, rather than with the reply's first step: while the server was still starting, or
+        with every writer busy, that step came seconds later and the message seemed lost."""
         if not message.strip():
             raise gr.Error(say("chat.empty_message_box", language(request)), print_exception=False)
         self.playground.queued(session(request))  # so that Stop also ends it while it waits in the queue
         locked = gr.update(interactive=False)
-        return gr.update(value="", interactive=False), message, chat_messages(conversation), locked, locked
+        past = chat_messages(conversation)
+        return (gr.update(value="", interactive=False), message, past, [*past, {"role": "user", "content": message}],
+                locked, locked)
 
     @staticmethod
     def unlock():
@@ -132,9 +136,10 @@ class ChatTab:
         return unlocked, unlocked, unlocked
 
     @staticmethod
-    def give_back(text: str):
-        """After a failed reply (Gradio then runs no `then`): the message goes back to the box, unlocked."""
-        return gr.update(value=text, interactive=True), *ChatTab.unlock()[1:]
+    def give_back(text: str, past: list):
+        """After a failed reply (Gradio then runs no `then`): the message goes back to the box, unlocked, and the
+        conversation to what it was before it."""
+        return gr.update(value=text, interactive=True), past or [], *ChatTab.unlock()[1:]
 
     @staticmethod
     def pick_style(style: str):
@@ -206,8 +211,8 @@ def build(playground) -> list:
     history = lenient(gr.JSON(None, visible=False, elem_id="chat-history-in"))
 
     private = {"queue": False, "api_visibility": "private"}
-    taking = {"fn": tab.take, "inputs": [message, chatbot], "outputs": [message, asked, history, send, clear],
-              **private}
+    taking = {"fn": tab.take, "inputs": [message, chatbot],
+              "outputs": [message, asked, history, chatbot, send, clear], **private}
     run = {"fn": tab.chat, "inputs": [asked, history, model, system, *sliders, seed],
            "outputs": [chatbot, stats, probs], "concurrency_id": "generation", "concurrency_limit": limits.writers,
            "show_progress": "hidden"}
@@ -215,7 +220,7 @@ def build(playground) -> list:
     submitted = message.submit(**taking).success(**run, api_visibility="private")
     for event in (sent, submitted):
         event.then(tab.unlock, None, [message, send, clear], **private)
-        event.failure(tab.give_back, asked, [message, send, clear], **private)
+        event.failure(tab.give_back, [asked, history], [message, chatbot, send, clear], **private)
         event.then(tab.describe, model, note, **private)  # size and context, now that the model is loaded
     stop_button(playground, halt, [sent, submitted], api_visibility="private")
     clear.click(lambda: ([], "", ""), None, [chatbot, stats, probs], **private)
