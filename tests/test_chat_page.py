@@ -295,8 +295,10 @@ def test_write_with_the_chat_template_answers_the_prompt_as_a_message(served):
     assert [p["parameter_name"] for p in info][-1] == "chat_template"
     plain = ("Hello there", "tiny-chat", 0.0, 0, 1.0, 0.0, 1.0, 0, 12, 1)
     # The same prompt, as plain text and as a user message in the template: the model reads different tokens.
-    raw_text, raw_stats, raw_tokens = client.predict(*plain, api_name="/generate")
+    raw_text, raw_stats, raw_tokens = client.predict(*plain, False, api_name="/generate")
     chat_text, chat_stats, chat_tokens = client.predict(*plain, True, api_name="/generate")
+    # This page starts on the assistant, so its chat template is ticked from the start, and is the API's default.
+    assert client.predict(*plain, api_name="/generate")[2] == chat_tokens
     _, _, reply_tokens = client.predict(*chat_args("Hello there", system=CHAT_SYSTEM_PROMPT, max_new_tokens=12,
                                                    seed=1, temperature=0.0), api_name="/chat")
     assert "**12** tokens" in raw_stats and "**12** tokens" in chat_stats
@@ -304,7 +306,6 @@ def test_write_with_the_chat_template_answers_the_prompt_as_a_message(served):
     # the plain text's.
     assert chat_tokens == reply_tokens and chat_tokens != raw_tokens
     assert not any(t in chat_text for t in TEMPLATE_TOKENS)
-    assert client.predict(*plain, False, api_name="/generate")[0] == raw_text  # unticked: as before
 
 
 # -- the page in a browser ------------------------------------------------------------------------------------
@@ -492,5 +493,8 @@ def test_a_question_to_an_assistant_in_write_points_to_its_chat_template(chat_ca
     demo = app.build_demo(Playground(ModelManager(chat_catalog, device="cpu")))
     picked = next(fn.fn for fn in demo.fns.values() if fn.name == "template_for")
     assert picked("tiny-chat") is True and picked("lstm") is False
+    # This catalog starts on the assistant, so the box starts ticked (a page starting on our GRU starts unticked).
+    box = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "chat-template")
+    assert box.value is True
     assert "Use the model's chat template" in say("write.ask_with_template", title="SmolLM2")
     assert "使用模型的对话模板" in say("write.ask_with_template", "zh-CN", title="SmolLM2")

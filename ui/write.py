@@ -164,8 +164,10 @@ def build(playground) -> list:
                 sliders = [slider(controls[name]) for name in SLIDERS]
                 seed = lenient(gr.Number(-1, precision=0, label=tr("common.seed"), elem_id="seed",
                                          info=tr("write.seed_info")))
-            templated = lenient(gr.Checkbox(False, label=tr("write.chat_template"), elem_id="chat-template",
-                                            info=tr("write.chat_template_info")))
+            # Ticked from the start where the page starts on an assistant, as picking one ticks it; so also the
+            # /generate API's default, which answers as the page's defaults would.
+            templated = lenient(gr.Checkbox(tab.template_for(first), label=tr("write.chat_template"),
+                                            elem_id="chat-template", info=tr("write.chat_template_info")))
             with gr.Row():
                 go = gr.Button(tr("common.generate"), variant="primary", elem_id="generate")
                 halt = gr.Button(tr("common.stop"), variant="stop", elem_id="stop")
