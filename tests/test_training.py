@@ -191,6 +191,17 @@ def test_a_third_run_keeps_both_earlier_ones(config, tmp_path):
     assert saved["earlier_stages"] == third["earlier_stages"]
 
 
+def test_init_from_trains_in_float32_from_a_half_precision_checkpoint(config, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    train(config)
+    half = tmp_path / "half"  # a stage kept in float16, half the size, to commit between sessions
+    AutoModelForCausalLM.from_pretrained(config.out).half().save_pretrained(half)
+    AutoTokenizer.from_pretrained(config.out).save_pretrained(half)
+    again = Trainer(replace(config, out=str(tmp_path / "more"), init_from=str(half)))
+    assert {p.dtype for p in again.model.parameters()} == {torch.float32}
+
+
 def test_init_from_refuses_a_checkpoint_of_another_architecture(config):
     train(config)
     with pytest.raises(ValueError, match="not a LSTMForCausalLM"):

@@ -163,7 +163,9 @@ class Trainer:
             return build_model(cfg, len(self.tokenizer))
         # Continue from a finished checkpoint (say, a shipped model in a later session): its weights and
         # tokenizer, with a fresh optimizer and schedule. Its own sizes win over any size flags.
-        model = AutoModelForCausalLM.from_pretrained(cfg.init_from)
+        # In float32 whatever the checkpoint's stored dtype: transformers 5 loads a float16 file (a stage kept small
+        # to commit) as float16, and the optimizer would then step in half precision.
+        model = AutoModelForCausalLM.from_pretrained(cfg.init_from, dtype=torch.float32)
         arch = architectures.get(cfg.arch)
         expected = arch.classes()[1]
         if type(model) is not expected:
