@@ -88,6 +88,13 @@ def test_spaces_newlines_and_tabs_are_visible_among_the_alternatives():
     assert [row[2] for row in alternatives] == ["60.0%", "20.0%", "10.0%", "5.0%", "5.0%"]
 
 
+def test_the_end_of_a_text_reads_as_words_among_the_alternatives():
+    # A special token's label is words between angle quotes: its spaces are not text the model would write.
+    tok = TokenInfo(5, "⟨end of text⟩", 0.9, [("⟨end of text⟩", 0.9), (" The", 0.1)])
+    _, _, alternatives = parsed(tok)
+    assert [row[1] for row in alternatives] == ["⟨end of text⟩", "␣The"]
+
+
 def test_a_newline_token_shows_its_mark_and_still_breaks_the_line():
     _, text, _ = parsed(TokenInfo(4, "\n", 0.9, []))
     assert text == "↵\n"

@@ -199,10 +199,20 @@ class Score:
         return asdict(self)
 
 
+def is_special_label(text: str) -> bool:
+    """Whether a token's text is a special token's label in angle quotes ("⟨end of text⟩", from
+    textgen.local.tokenization.SPECIAL_LABELS): words to read, not text the model wrote."""
+    return len(text) > 2 and text.startswith("⟨") and text.endswith("⟩")
+
+
 def shown(text: str) -> str:
     """A token's text as a person can see it: a space as ␣, a newline as ↵, a tab as ⇥, nothing as ∅, and any
-    other control character as its code (\\x1b), never raw. The one rule for the page, the step view and the CLI."""
+    other control character as its code (\\x1b), never raw; a special token's label as it is (its spaces are
+    between words, not written: "⟨end␣of␣text⟩" read as code). The one rule for the page, the step view and the
+    CLI."""
     if text == "":
         return "∅"
+    if is_special_label(text):
+        return text
     out = text.replace(" ", "␣").replace("\n", "↵").replace("\t", "⇥")
     return re.sub(r"[\x00-\x1f\x7f]", lambda m: f"\\x{ord(m.group()):02x}", out)
