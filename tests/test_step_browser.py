@@ -171,6 +171,9 @@ def test_inside_the_models(page_url, browser, tmp_path):
     assert _wait_for(lambda: "Unit" in page.locator("#step-heat").inner_text(), 30)
     assert "has no attention" in page.locator("#step-attention").inner_text()
     assert pickers["units"].is_visible() and not pickers["att-layer"].is_visible()
+    # Only the view that fits keeps its heading: no "Where a Transformer looks" above the LSTM's note.
+    intros = {name: page.locator(f"#step-{name}-intro") for name in ("attention", "units")}
+    assert intros["units"].is_visible() and not intros["attention"].is_visible()
     options = page.locator("#step-units label")
     assert options.count() >= 3 and "seems to" in options.first.inner_text()
     first_map = page.locator("#step-heat").inner_html()
@@ -184,12 +187,14 @@ def test_inside_the_models(page_url, browser, tmp_path):
     assert _wait_for(lambda: f"{title} has read your prompt" in page.locator("#step-status").inner_text(), 30)
     # Another model: the LSTM's units go at once, and no attention picker is offered before the look.
     assert _wait_for(lambda: not any(p.is_visible() for p in pickers.values()), 10)
+    assert all(intro.is_visible() for intro in intros.values())  # before a look, both say what it can show
     page.locator("#step-look").click()
     view = page.locator("#step-attention")
     assert _wait_for(lambda: "Looking from token" in view.inner_text(), 30)
     assert "no memory units" in page.locator("#step-heat").inner_text()
     assert pickers["att-layer"].is_visible() and pickers["att-head"].is_visible()
     assert not pickers["units"].is_visible()
+    assert intros["attention"].is_visible() and not intros["units"].is_visible()
     keys = view.locator(".sg-key")
     n = keys.count()  # the prompt's tokens: 62 characters, fewer tokens for a BPE model
     keys.nth(n // 3).click()

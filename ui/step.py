@@ -81,7 +81,13 @@ def forget_inside(request: gr.Request = None):
     """Another model: what was seen inside the last one goes (its layers, heads and units are not this one's), and
     so do the pickers, until the next look shows those that fit this model (a Transformer's layers and heads, a
     recurrent model's units): an LSTM picked after the Transformer must not offer the Transformer's heads."""
-    return "", *no_attention(language(request), shown=False), *no_units(shown=False), ""
+    return "", *no_attention(language(request), shown=False), *no_units(shown=False), "", *intros(True, True)
+
+
+def intros(attention: bool, units: bool) -> tuple:
+    """The two views' headings and help: both before a look (they say what a look can show), after one only those
+    that fit the model (an LSTM's look read "Where a Transformer looks" above its note that it has no attention)."""
+    return gr.update(visible=attention), gr.update(visible=units)
 
 
 def numbered(key: str, count: int, lang: str, **fields) -> str:
@@ -238,9 +244,11 @@ class StepTab:
             with state.lock:
                 inside = self.playground.look_inside(state.session.loaded, state.text)
                 title, text_now = model_words(state.session.loaded.entry, lang)[0], state.text
+                can = state.session.loaded.capabilities
             self.book.keep_look(session(request), inside)
             note = numbered("step.looked", len(text_now), lang, title=title, chars=len(text_now))
-            return note, *self.attention_part(inside, lang), *self.units_part(inside, lang)
+            return (note, *self.attention_part(inside, lang), *self.units_part(inside, lang),
+                    *intros(can.attention, can.units))
         return attempt(work, lang)
 
     @staticmethod
@@ -380,7 +388,7 @@ def build(playground) -> list:
         gr.Markdown(tr("step.inside_intro"))
         look = gr.Button(tr("step.look"), elem_id="step-look")
         inside_note = gr.Markdown("", elem_id="step-inside-note")
-        gr.Markdown(tr("step.attention_intro"))
+        attention_intro = gr.Markdown(tr("step.attention_intro"), elem_id="step-attention-intro")
         with gr.Row():
             # Hidden before a look, which shows those that fit the model and fills in its layers and heads (in
             # the visitor's language); until then there is nothing to pick from.
@@ -392,7 +400,7 @@ def build(playground) -> list:
                                           elem_id="step-att-query", min_width=200, visible=False))
         attention_view = gr.HTML("", elem_id="step-attention", js_on_load=view.KEYS_JS,
                                  css_template=view.INSIDE_CSS)
-        gr.Markdown(tr("step.units_intro"))
+        units_intro = gr.Markdown(tr("step.units_intro"), elem_id="step-units-intro")
         with gr.Row():
             units = gr.Radio([], label=tr("step.units"), elem_id="step-units", scale=3, visible=False)
             unit = lenient(gr.Number(None, precision=0, label=tr("step.unit_number"), elem_id="step-unit",
@@ -418,7 +426,8 @@ def build(playground) -> list:
     for s in sliders:
         s.input(tab.redraw, inputs, outputs, queue=False, trigger_mode="always_last", api_visibility="private",
                 show_progress="hidden")
-    look_outputs = [inside_note, att_layer, att_head, att_query, attention_view, units, unit, heat]
+    look_outputs = [inside_note, att_layer, att_head, att_query, attention_view, units, unit, heat, attention_intro,
+                    units_intro]
     look.click(tab.look_inside, [prompt, model], **{**step, "outputs": look_outputs})
     private = {"api_visibility": "private", "show_progress": "hidden"}
     model.input(forget_inside, None, look_outputs, queue=False, **private)
