@@ -14,8 +14,9 @@ that for the small, wide products of decoding. Measured on our 2-core CPU, one t
   packed 1.9, 2.2, 4.5.
 Exactness: MKL rounds a row differently for 2-7 rows than alone (so the scheduler pads our models' decode batches
 to 4 rows); on packed weights each row came out bit for bit the same for 1 to 40 rows, on one thread or two,
-for every weight shape of our models and GPT-2's (tests/test_packed.py checks it). torch itself uses these
-kernels only inside `torch.compile`'s frozen graphs, which would compile again for every batch size and cache
+for every weight shape of our models and GPT-2's (tests/test_packed.py checks it), once a single row goes
+through as two where this CPU's oneDNN would round it apart (PackedWeight._rounds_one_row_apart). torch itself
+uses these kernels only inside `torch.compile`'s frozen graphs, which would compile again for every batch size and cache
 length a crowd goes through; this keeps the models eager and swaps only the product.
 
 Only large weights are packed (at least MIN_ELEMENTS): a call on packed weights costs about 0.1 ms more, which
@@ -73,6 +74,8 @@ class PackedWeight:
         self.packed: torch.Tensor | None = None
         self.packed_version = -1
         self.nbytes = 0
+        self.packed_in = 0
+        self.single_apart = False  # found when it packs: _rounds_one_row_apart
 
     @classmethod
     def of(cls, weight: torch.Tensor, version: Callable[[], int] | None = None) -> PackedWeight | None:
@@ -93,7 +96,23 @@ class PackedWeight:
             weight = self.source().detach().contiguous()
             self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, LAYOUT_ROWS)
             self.packed_version, self.nbytes = self.version(), weight.numel() * weight.element_size()
-        return torch.ops.mkldnn._linear_pointwise(x.contiguous(), self.packed, bias, "none", [], "")
+            self.packed_in = weight.shape[1]
+            self.single_apart = self._rounds_one_row_apart()
+        if len(x) == 1 and self.single_apart:  # as a batch of two (itself and zeros) rounds it: see below
+            pair = torch.cat([x, x.new_zeros(1, x.shape[1])])
+            return self._product(pair, bias)[:1]
+        return self._product(x.contiguous(), bias)
+
+    def _product(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed, bias, "none", [], "")
+
+    def _rounds_one_row_apart(self) -> bool:
+        """Whether oneDNN rounds a row alone differently from the same row in a batch, for this weight on this CPU:
+        on an AVX-512 EPYC it takes another kernel for one row at 3,072 inputs (GPT-2's MLP output), and not at
+        1,024. Where it does, one row goes through as two (itself and zeros), at about 0.02 ms more a product;
+        elsewhere it keeps the plain call."""
+        rows = torch.randn(2, self.packed_in, generator=torch.Generator().manual_seed(0))
+        return not torch.equal(self._product(rows[:1], None), self._product(rows, None)[:1])
 
 
 def pack_linear_layers(model: nn.Module, max_bytes: int | None = None) -> int:
