@@ -326,7 +326,7 @@ def test_a_chinese_visitor_reads_the_tab_in_chinese(served):
     assert "写了 3 个词元" in status and "达到了你设定的长度" in status
     _, status, bars = handler(served, "many_step")(who, "ROMEO:\n", "lstm", *page_values(), 1)
     assert "抽了 200 次" in bars and english_words(status) == [] and english_words(bars) == []
-    note, *_, units, unit, heat = handler(served, "look_inside")(who, TEXT * 2, "lstm")
+    note, *_, units, unit, heat, _, _ = handler(served, "look_inside")(who, TEXT * 2, "lstm")
     assert "看了看" in note and "单元" in heat and "似乎" in units["choices"][0][0]
     assert english_words(heat) == [] and english_words(units["choices"][0][0]) == []
     # A refusal is said in Chinese too.
@@ -346,8 +346,10 @@ TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n"
 def test_attention_for_transformers(served, model):
     who = request(f"att-{model}")
     handler(served, "start_step")(who, TEXT, model, *page_values())
-    note, layers, heads, query, shading, units, unit, heat = handler(served, "look_inside")(who, TEXT, model)
+    look = handler(served, "look_inside")(who, TEXT, model)
+    note, layers, heads, query, shading, units, unit, heat, attention_intro, units_intro = look
     assert "Looked inside" in note
+    assert attention_intro["visible"] and not units_intro["visible"]  # only the view that fits keeps its heading
     assert len(layers["choices"]) >= 3 and len(heads["choices"]) >= 3 and query["maximum"] > 10
     assert "Looking from token" in shading and "sg-query" in shading and shading.count("sg-key") > 10
     assert "no memory units" in heat and units["choices"] == []  # the one-line "not for this model"
@@ -364,8 +366,10 @@ def test_attention_for_transformers(served, model):
 @pytest.mark.parametrize("model", ["lstm", "gru", "rnn"])
 def test_units_for_recurrent_models(served, model):
     who = request(f"units-{model}")
-    note, layers, heads, query, shading, units, unit, heat = handler(served, "look_inside")(who, TEXT * 2, model)
+    look = handler(served, "look_inside")(who, TEXT * 2, model)
+    note, layers, heads, query, shading, units, unit, heat, attention_intro, units_intro = look
     assert "has no attention" in shading  # the one-line "not for this model"
+    assert units_intro["visible"] and not attention_intro["visible"]
     assert not any(picker["visible"] for picker in (layers, heads, query))  # only what fits shows
     assert len(units["choices"]) >= 3 and unit["value"] == units["value"] and units["visible"]
     unit = unit["value"]
@@ -382,8 +386,9 @@ def test_units_for_recurrent_models(served, model):
 
 
 def test_too_short_a_text_for_units_says_so(served):
-    note, *_, heat = handler(served, "look_inside")(request("short"), "ROMEO:", "lstm")
+    note, *_, heat, _, units_intro = handler(served, "look_inside")(request("short"), "ROMEO:", "lstm")
     assert "Give at least 20 characters" in heat and "write some more first" in heat  # a sentence, what to do
+    assert units_intro["visible"]  # an LSTM's units view, waiting for more text
 
 
 # -- the page side, without a server -------------------------------------------------------------------------------
