@@ -40,7 +40,8 @@ def note_html(note: str, lang: str = ENGLISH) -> str:
     """A look inside's one-line "not for this model" (explain's Phrase, said in `lang`), as a sentence: the
     phrase is a clause (an API error embeds it), so its first letter is made a capital here."""
     clause = words_of(note, lang)
-    return f"<p class=sg-legend>{html.escape(say('step.note', lang, note=clause[:1].upper() + clause[1:]))}</p>"
+    # At the text's own size: a sentence to read (why the view is empty, what to do), not a small legend.
+    return f"<p class=sg-why>{html.escape(say('step.note', lang, note=clause[:1].upper() + clause[1:]))}</p>"
 
 
 def attempt(work, lang: str = ENGLISH):

@@ -62,6 +62,7 @@ INSIDE_CSS = TEXT_CSS + """
 .sg-later { opacity: 0.35; }
 .sg-legend { font-size: 0.85em; opacity: 0.85; margin: 4px 0; }
 .sg-legend span { padding: 0 6px; border-radius: 3px; }
+.sg-why { margin: 4px 0; }
 """
 
 # Clicking (or pressing Enter on) a bar writes its token: the page's Python gets the token id in the event data.
