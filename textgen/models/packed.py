@@ -74,7 +74,6 @@ class PackedWeight:
         self.packed: torch.Tensor | None = None
         self.packed_version = -1
         self.nbytes = 0
-        self.packed_in = 0
         self.single_apart = False  # found when it packs: _rounds_one_row_apart
 
     @classmethod
@@ -96,8 +95,7 @@ class PackedWeight:
             weight = self.source().detach().contiguous()
             self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, LAYOUT_ROWS)
             self.packed_version, self.nbytes = self.version(), weight.numel() * weight.element_size()
-            self.packed_in = weight.shape[1]
-            self.single_apart = self._rounds_one_row_apart()
+            self.single_apart = self._rounds_one_row_apart(weight.shape[1])
         if len(x) == 1 and self.single_apart:  # as a batch of two (itself and zeros) rounds it: see below
             pair = torch.cat([x, x.new_zeros(1, x.shape[1])])
             return self._product(pair, bias)[:1]
@@ -106,12 +104,12 @@ class PackedWeight:
     def _product(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, bias, "none", [], "")
 
-    def _rounds_one_row_apart(self) -> bool:
+    def _rounds_one_row_apart(self, width: int) -> bool:
         """Whether oneDNN rounds a row alone differently from the same row in a batch, for this weight on this CPU:
         on an AVX-512 EPYC it takes another kernel for one row at 3,072 inputs (GPT-2's MLP output), and not at
         1,024. Where it does, one row goes through as two (itself and zeros), at about 0.02 ms more a product;
         elsewhere it keeps the plain call."""
-        rows = torch.randn(2, self.packed_in, generator=torch.Generator().manual_seed(0))
+        rows = torch.randn(2, width, generator=torch.Generator().manual_seed(0))
         return not torch.equal(self._product(rows[:1], None), self._product(rows, None)[:1])
 
 
