@@ -387,7 +387,9 @@ def test_units_for_recurrent_models(served, model):
 
 def test_too_short_a_text_for_units_says_so(served):
     note, *_, heat, _, units_intro = handler(served, "look_inside")(request("short"), "ROMEO:", "lstm")
-    assert "Give at least 20 characters" in heat and "write some more first" in heat  # a sentence, what to do
+    # a sentence that says what there is, what is needed and which buttons to press
+    assert "The text so far has 6 characters" in heat and "at least 20" in heat
+    assert "press Run to let the model write more, then Look inside again." in heat
     assert units_intro["visible"]  # an LSTM's units view, waiting for more text
 
 

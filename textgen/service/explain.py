@@ -624,7 +624,7 @@ def _unit_values(loaded: LoadedModel, text: str, layer: int, state: str,
         state = model.unit_states[0]  # an RNN's or GRU's only state
     ids = _text_ids(loaded, text, limits)
     if len(ids) < MIN_UNIT_TOKENS:
-        raise InvalidRequest(Phrase("explain.too_short", count=MIN_UNIT_TOKENS))
+        raise InvalidRequest(Phrase("explain.too_short", count=MIN_UNIT_TOKENS, have=len(ids)))
     ids = ids[:MAX_UNIT_TOKENS]
     batch = torch.tensor([ids], dtype=torch.long, device=loaded.device)
     return model.unit_values(batch, layer, state).float().cpu(), ids, layer, state
