@@ -3,7 +3,9 @@ model, and its page handlers called as Gradio calls them (one browser session, o
 
 from __future__ import annotations
 
+import html
 import inspect
+import json
 import re
 from types import SimpleNamespace
 
@@ -254,6 +256,10 @@ def test_pick_back_sample_run_and_sample_many(served):
     # Run N: N more tokens.
     text, status, _ = handler(served, "run_step")(who, "ROMEO:\n", "gru", *page_values(temperature=0.8), 3, 12)
     assert len(written(text)) == 13 and "Wrote 12 tokens" in status
+    # Each token Run wrote brings what else it could have been to its pop-up, as a sampled one does.
+    pop_ups = [json.loads(html.unescape(a)) for a in re.findall(r"data-a='([^']*)'", text)]
+    assert len(pop_ups) == 13 and all(len(rows) >= 2 for rows in pop_ups)
+    assert all(sum(chosen for chosen, _, _ in rows) == 1 for rows in pop_ups)
     # Sample many: 200 draws, shown beside the last box; nothing written.
     text, status, bars = handler(served, "many_step")(who, "ROMEO:\n", "gru", *page_values(top_k=5), 1)
     assert len(written(text)) == 13

@@ -220,7 +220,8 @@ class StepTab:
         def act(state, lang):
             result = state.session.run(n, controls, seed=seed)
             tokens = result["tokens"][:-1] if result["stop_reason"] == "end_of_text" else result["tokens"]
-            state.written += [Written(t["text"], t["prob"]) for t in tokens]
+            state.written += [Written(t["text"], t["prob"], [(a["text"], a["prob"]) for a in t["alternatives"]])
+                              for t in tokens]
             note = numbered("step.wrote", len(tokens), lang, seed=result["seed"],
                             why=stopped(result["stop_reason"], lang))
             return shown_state(state, values[:-2], note, lang)

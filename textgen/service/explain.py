@@ -257,7 +257,9 @@ class StepSession:
 
         The same seed and controls from the same prompt give the decoding loop's tokens
         (`textgen.local.generation.stream`): one generator, one draw per token. Returns {"tokens": [...],
-        "text", "seed", "stop_reason"} with stop_reason "length", "end_of_text" or "no_allowed_token".
+        "text", "seed", "stop_reason"} with stop_reason "length", "end_of_text" or "no_allowed_token"; each token
+        also lists its "alternatives", the likeliest tokens of the distribution it was drawn from (itself included),
+        as a token written by `sample` can show them.
         """
         settings = parse_controls(controls, self.limits)
         n = _whole("n", n, 1, self.limits.max_new_tokens)
@@ -265,9 +267,10 @@ class StepSession:
         seed, rng = self._rng(settings, seed)
         tokens, text, reason = [], "", "length"
         for _ in range(n):
-            result = self._write(*self._draw(settings, rng))
+            token_id, probs = self._draw(settings, rng)
+            result = self._write(token_id, probs)
             if result["token"] is not None:
-                tokens.append(result["token"])
+                tokens.append({**result["token"], "alternatives": self._likeliest(probs)})
             if result["stop_reason"]:
                 reason = result["stop_reason"]
                 break
@@ -334,6 +337,13 @@ class StepSession:
         piece = self._decoder.push(token_id)
         self._pieces.append(piece)
         return {"token": token, "stop_reason": None, "piece": piece}
+
+    def _likeliest(self, probs: torch.Tensor, k: int = 5) -> list[dict]:
+        """The k likeliest tokens of a distribution (those it allows), likeliest first: {"id", "text", "shown",
+        "prob"} each."""
+        top = probs.topk(min(k, probs.numel()))
+        return [{**self._token_text(i), "prob": round(p, 6)}
+                for p, i in zip(top.values.tolist(), top.indices.tolist()) if p > 0]
 
     def _room(self) -> int:
         """Tokens this text may still take: a session writes at most what one request may (max_new_tokens)."""
