@@ -290,6 +290,8 @@ def test_branch_from_a_token_writes_on_and_keeps_the_original(page_url, browser,
     assert first[:20].replace("\n", "↵").lstrip("…") in log.replace("\n", "↵") and log.count("Branch at token") == 1
     # A new text: the old text's branches go.
     page.locator("#generate").click()
+    assert _wait_for(lambda: not branch.is_visible(), 30)  # the section folds away, no empty box left open
+    page.locator("#branches button").first.click()  # opened again, it is empty
     assert _wait_for(lambda: branch.input_value() == "" and page.locator("#branch-log").inner_text() == "", 30)
     assert _errors(page) == 0
     page.close()

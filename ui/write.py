@@ -116,8 +116,9 @@ class WriteTab:
 
     @staticmethod
     def forget_branches():
-        """A new text: the branches of the old one go (they branched from tokens that are no longer there)."""
-        return gr.update(value="", label=tr("write.branch")), "", "", ""
+        """A new text: the branches of the old one go (they branched from tokens that are no longer there), and
+        their section folds away until a token of the new text is branched from."""
+        return gr.Accordion(open=False), gr.update(value="", label=tr("write.branch")), "", "", ""
 
     def describe(self, name: str, request: gr.Request = None) -> str:
         """The words under the model picker: what it is, its size once loaded, or why it cannot be used."""
@@ -215,7 +216,7 @@ def build(playground) -> list:
                             api_visibility="private", concurrency_id="generation",
                             concurrency_limit=limits.writers, show_progress="hidden")
     for started in (go.click, prompt.submit):
-        started(tab.forget_branches, None, [branch_text, branch_stats, branch_log, last_branch], **private)
+        started(tab.forget_branches, None, [branches, branch_text, branch_stats, branch_log, last_branch], **private)
     stop_button(playground, halt, [gen, submitted, branched], api_name="stop")
     # When the page opens (in the visitor's language) and whenever another model is picked.
     gr.on(None, tab.describe, model, note, **private)
