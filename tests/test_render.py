@@ -231,9 +231,14 @@ def test_score_records_round_for_reading_and_name_the_columns():
                      unknown_chars="你")]
     assert score_records(rows) == [{"Model": "LSTM", SCORE_COLUMNS["nats_per_char"]: 1.235,
                                     "Surprise per character, in bits": 1.781, SCORE_COLUMNS["ppl_per_token"]: 3.46,
-                                    "Tokens": 12, "Unknown characters": "你"}]
+                                    "Tokens": 12, "Unknown characters": "“你”"}]
     known = score_records([ScoreRow("gru", "GRU", 1.0, 1.44, 2.7, 5)])[0]
     assert known["Unknown characters"] == "none"  # a value in every cell, not a blank
+    # Listed one by one: digits run together would read as a number.
+    digits = score_records([ScoreRow("gru", "GRU", 4.7, 6.8, 110.0, 40, unknown_chars="é9—10%")])[0]
+    assert digits["Unknown characters"] == "“é” “9” “—” “1” “0” “%”"
+    many = score_records([ScoreRow("gru", "GRU", 4.7, 6.8, 110.0, 40, unknown_chars="0123456789%é ")])[0]
+    assert many["Unknown characters"].endswith("“%” “é” …")
 
 
 def test_score_records_add_a_problem_column_only_when_a_model_failed():

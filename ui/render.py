@@ -327,6 +327,12 @@ def score_columns(lang: str = ENGLISH) -> dict[str, str]:
 SCORE_COLUMNS = score_columns()  # in English: the chart's columns, and the table for the API
 
 
+def listed_chars(chars: str, most: int = 12) -> str:
+    """Characters one by one, each in quotes: "é9—10%" run together reads as a number, “é” “9” “—” … does not."""
+    listed = " ".join(f"“{shown(c)}”" for c in chars[:most])
+    return listed + (" …" if len(chars) > most else "")
+
+
 def score_records(rows: list[ScoreRow], lang: str = ENGLISH) -> list[dict]:
     """One dict per model, keyed by the table's column names in `lang`, rounded for reading."""
     columns, records = score_columns(lang), []
@@ -338,7 +344,8 @@ def score_records(rows: list[ScoreRow], lang: str = ENGLISH) -> list[dict]:
             columns["ppl_per_token"]: None if row.ppl_per_token is None else round(row.ppl_per_token, 2),
             columns["tokens"]: row.tokens,
             # "none" rather than an empty cell, which reads as a missing number; a failed row stays empty
-            columns["unknown_chars"]: row.unknown_chars or (say("ppl.none", lang) if row.error is None else ""),
+            columns["unknown_chars"]: (listed_chars(row.unknown_chars) if row.unknown_chars
+                                       else say("ppl.none", lang) if row.error is None else ""),
         }
         if any(r.error for r in rows):
             record[columns["error"]] = words_of(row.error, lang) if row.error else ""
