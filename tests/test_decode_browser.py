@@ -54,6 +54,8 @@ def test_greedy_beams_and_samples_side_by_side_on_a_laptop(page_url, browser, tm
     assert page.locator("#dec-sample .dc-texts li").count() == 3
     boxes = [page.locator(f"#dec-{name}").bounding_box() for name in ("greedy", "beam", "sample")]
     assert boxes[0]["x"] < boxes[1]["x"] < boxes[2]["x"], "the three methods should stand side by side"
+    sliders = [page.locator(f"#dec-{name}").bounding_box() for name in ("beams", "samples", "tokens")]
+    assert len({round(b["y"]) for b in sliders}) == 1, sliders  # and the three sliders in one row
     # The tree folds: a click on a branch's line closes it, and its lines below are hidden.
     branch = beam.locator(".dc-tree details").first
     assert branch.get_attribute("open") is not None
@@ -73,6 +75,9 @@ def test_on_a_phone_the_methods_stand_one_under_another(page_url, browser, tmp_p
     boxes = [page.locator(f"#dec-{name}").bounding_box() for name in ("greedy", "beam", "sample")]
     assert boxes[0]["y"] < boxes[1]["y"] < boxes[2]["y"]
     assert all(b["x"] >= 0 and b["x"] + b["width"] <= 390 for b in boxes), boxes
+    # So do the sliders: side by side, each had half a phone and its help wrapped one word a line.
+    sliders = [page.locator(f"#dec-{name}").bounding_box() for name in ("beams", "samples", "tokens")]
+    assert all(a["y"] + a["height"] <= b["y"] + 1 for a, b in zip(sliders, sliders[1:])), sliders
     assert page.evaluate("document.documentElement.scrollWidth") <= 390, "the page scrolls sideways"
     page.screenshot(path=str(tmp_path / "decode-phone.png"), full_page=True)
     assert page_errors(page) == 0

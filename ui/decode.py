@@ -18,7 +18,7 @@ from textgen.core.words import say, words_of
 from ui import decode_view as view
 from ui.language import language, tr
 from ui.render import model_choices
-from ui.widgets import default_model, fail, gpu, lenient, session, slider
+from ui.widgets import SLIDER_WIDTH, default_model, fail, gpu, lenient, session, slider
 
 INTRO = "decode.intro"  # the key of the tab's first lines (textgen/locales)
 
@@ -89,13 +89,14 @@ def build(playground) -> list:
         with gr.Column(scale=3, min_width=280):
             with gr.Row():
                 beams = lenient(gr.Slider(1, MAX_WIDTH, value=4, step=1, label=tr("decode.beams"),
-                                          elem_id="dec-beams", info=tr("decode.beams_info")))
+                                          elem_id="dec-beams", info=tr("decode.beams_info"), min_width=SLIDER_WIDTH))
                 samples = lenient(gr.Slider(1, MAX_WIDTH, value=3, step=1, label=tr("decode.samples"),
-                                            elem_id="dec-samples", info=tr("decode.samples_info")))
+                                            elem_id="dec-samples", info=tr("decode.samples_info"),
+                                            min_width=SLIDER_WIDTH))
                 cap = min(MAX_NEW_TOKENS, limits.max_new_tokens)  # the operator's cap may be lower (even 1)
                 tokens = lenient(gr.Slider(1, max(cap, 2), value=min(16, cap), step=1,
                                            label=tr("decode.tokens"), elem_id="dec-tokens",
-                                           info=tr("decode.tokens_info")))
+                                           info=tr("decode.tokens_info"), min_width=SLIDER_WIDTH))
             with gr.Accordion(tr("decode.sampling_controls"), open=False, elem_id="dec-controls"):
                 with gr.Row():
                     temperature = slider(CONTROLS["temperature"].bounded(limits), "dec-temperature")

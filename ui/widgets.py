@@ -69,13 +69,18 @@ def lenient(component):
     return component
 
 
+# A slider's narrowest width in a row: below it, a row's sliders go one under another. At Gradio's 160 px, two
+# fitted a phone's width side by side, their help wrapping one word a line and their tracks out of line.
+SLIDER_WIDTH = 220
+
+
 def slider(control: Control, elem_id: str | None = None, info: bool = True) -> gr.Slider:
     """A slider for one control of the table (its range already capped by the operator's limits)."""
     high = control.high if control.high > control.low else control.low + control.step  # a slider needs two ends
     return lenient(gr.Slider(control.low, high, value=control.start, step=control.step,
                              label=tr(f"control.{control.name}.label"),
                              info=tr(f"control.{control.name}.help") if info else None,
-                             elem_id=elem_id or control.name))
+                             elem_id=elem_id or control.name, min_width=SLIDER_WIDTH))
 
 
 def style_choices(styles) -> list:
