@@ -224,6 +224,10 @@ def test_compare_streams_models_side_by_side(page_url, browser):
     assert _wait_for(lambda: all("tokens/s" in page.locator(f"#cmp-stats-{i}").inner_text()
                                  for i in range(min(chosen, 2))), 60)
     assert "First Citizen" in page.locator("#cmp-prompt textarea").input_value()
+    # The boxes end level, however much text each model wrote in its tokens (a long one scrolls inside).
+    assert _wait_for(lambda: all("stopped" in page.locator(f"#cmp-stats-{i}").inner_text() for i in range(chosen)), 120)
+    heights = {round(page.locator(f"#cmp-out-{i}").bounding_box()["height"]) for i in range(chosen)}
+    assert len(heights) == 1, heights
     assert _errors(page) == 0
     page.close()
 

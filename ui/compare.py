@@ -72,8 +72,10 @@ def build(playground) -> list:
     with gr.Row():
         for i in range(limits.max_compare):
             with gr.Column(min_width=200):
-                boxes.append(gr.Textbox(label=tr("compare.slot", index=i + 1), lines=12, elem_id=f"cmp-out-{i}",
-                                        visible=i < len(ours)))
+                # As tall as each other whatever each writes (max_lines): a model of word pieces writes a few
+                # times more text in the same tokens, and its box grew past the others'. A long text scrolls.
+                boxes.append(gr.Textbox(label=tr("compare.slot", index=i + 1), lines=12, max_lines=12,
+                                        elem_id=f"cmp-out-{i}", visible=i < len(ours)))
                 numbers.append(gr.Markdown("", elem_id=f"cmp-stats-{i}"))
 
     run = {"fn": tab.compare, "inputs": [prompt, models, temperature, length, seed], "outputs": [*boxes, *numbers],
