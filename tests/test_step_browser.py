@@ -130,6 +130,11 @@ def test_step_pick_back_sample_many_and_run(page_url, browser, tmp_path):
     assert page.locator(".tg-pop-step").count() == 1  # one pop-up for this view, apart from the Write tab's
     page.mouse.move(0, 0)
     assert _wait_for(lambda: not pop.is_visible(), 5)
+    # So does a token that Run wrote: its pop-up lists the other tokens it was drawn among, not itself alone.
+    page.locator("#step-text .tg-tok").last.hover()
+    assert _wait_for(lambda: pop.is_visible(), 5) and pop.inner_text().count("%") >= 2, pop.inner_text()
+    page.mouse.move(0, 0)
+    assert _wait_for(lambda: not pop.is_visible(), 5)
 
     # The README's picture: a word about to start, three controls on, and 200 draws beside the bars.
     page.locator("#step-prompt textarea").fill("ROMEO:\nBut soft, what light through yonder window")
