@@ -8,15 +8,19 @@ import torch
 import textgen.local.devices
 from textgen.cli import build_parser, main
 from textgen.core.settings import (
+    CHAT_STYLE,
+    CHAT_STYLE_NAME,
     CONTROLS,
     PRESETS,
     SLIDERS,
     GenerationSettings,
     InvalidRequest,
     Limits,
-    matching_preset,
+    matching_style,
     preset_values,
+    style_values,
 )
+from textgen.core.settings import STYLES as PAGE_STYLES
 from textgen.local.devices import configure_cpu_threads, pick_device
 
 parse = GenerationSettings.parse
@@ -210,13 +214,13 @@ def test_each_style_sets_its_values():
     assert PRESETS == tuple(STYLES)
     for style, values in STYLES.items():
         assert preset_values(style) == values
-        assert matching_preset({**values, "no_repeat_ngram_size": 3, "max_new_tokens": 77}) == style
+        assert matching_style({**values, "no_repeat_ngram_size": 3, "max_new_tokens": 77}) == style
         assert parse("x", **values)  # every style is a valid request
 
 
 def test_the_page_starts_at_the_balanced_style():
     start = {name: CONTROLS[name].start for name in SLIDERS}
-    assert matching_preset(start) == "Balanced"
+    assert matching_style(start) == "Balanced"
     assert start["max_new_tokens"] == CONTROLS["max_new_tokens"].default == 200
 
 
@@ -225,8 +229,15 @@ def test_moving_a_slider_off_a_style_gives_no_style(style):
     for name, value in STYLES[style].items():
         control = CONTROLS[name]
         moved = value + control.step if value + control.step <= control.high else value - control.step
-        assert matching_preset({**STYLES[style], name: moved}) is None, (style, name, moved)
-    assert matching_preset({}) is None and preset_values("No such style") == {}
+        assert matching_style({**STYLES[style], name: moved}) is None, (style, name, moved)
+    assert matching_style({}) is None and preset_values("No such style") == {} and style_values("No such") == {}
+
+
+def test_chat_s_answers_style_is_one_of_the_page_s_styles():
+    assert PAGE_STYLES == (*PRESETS, CHAT_STYLE_NAME)
+    assert style_values(CHAT_STYLE_NAME) == CHAT_STYLE and preset_values(CHAT_STYLE_NAME) == {}
+    assert matching_style(dict(CHAT_STYLE)) == CHAT_STYLE_NAME
+    assert matching_style(dict(CHAT_STYLE), PRESETS) is None  # where a page offers only the presets
 
 
 # -- CPU threads: --threads and TEXTGEN_THREADS ------------------------------------------------------------

@@ -19,8 +19,8 @@ from textgen.core.settings import (
     PRESETS,
     SLIDERS,
     RequestError,
-    matching_preset,
-    preset_values,
+    matching_style,
+    style_values,
 )
 from textgen.core.words import ENGLISH, Phrase, say, words_of
 from textgen.service.catalog import Catalog
@@ -143,15 +143,12 @@ class ChatTab:
 
     @staticmethod
     def pick_style(style: str):
-        values = CHAT_STYLE if style == CHAT_STYLE_NAME else preset_values(style)
+        values = style_values(style)
         return [values.get(name, gr.skip()) for name in SLIDERS]
 
     @staticmethod
     def moved(*values):
-        now = dict(zip(SLIDERS, values, strict=True))
-        if all(abs(float(now[n]) - v) < 1e-9 for n, v in CHAT_STYLE.items()):
-            return CHAT_STYLE_NAME
-        return matching_preset(now)
+        return matching_style(dict(zip(SLIDERS, values, strict=True)))
 
     def mark_unavailable(self, request: gr.Request = None):
         """When the page opens, the models that cannot be used here say so (as the page does for the other

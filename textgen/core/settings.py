@@ -120,6 +120,7 @@ class Control:
 
 
 PRESETS = ("Precise", "Balanced", "Creative")
+WRITE_STYLE = "Balanced"  # Write's first style for a model that writes text: the control table's defaults
 
 # In the order the decoding loop applies them (see textgen.local.generation), then the length and batch controls.
 # name, low, high (None: the operator's limit), step, default; their words are in textgen/locales, by the keys
@@ -152,13 +153,6 @@ def preset_values(style: str, names: tuple[str, ...] = SLIDERS) -> dict[str, flo
     return {n: CONTROLS[n].preset(style) for n in names if CONTROLS[n].preset(style) is not None}
 
 
-def matching_preset(values: dict[str, float]) -> str | None:
-    """The style whose values these are, or None once a slider has been moved off every style."""
-    for style in PRESETS:
-        wanted = preset_values(style)
-        if all(abs(float(values.get(n, math.nan)) - v) < 1e-9 for n, v in wanted.items()):
-            return style
-    return None
 
 
 # Chat's own style, "Answers": a small assistant answers plain questions best close to its first choice and with no
@@ -173,6 +167,24 @@ CHAT_STYLE_NAME = "Answers"
 # assistant named SmolLM…") did worst. benchmarks/CHAT.md.
 CHAT_SYSTEM_PROMPT = "You are a helpful assistant. Give the correct answer first, in a few words."
 CHAT_STYLE: dict[str, float] = {"temperature": 0.1, "top_k": 20, "top_p": 0.9, "min_p": 0.0, "repetition_penalty": 1.0}
+
+
+# Every style a page offers: the control table's presets and Chat's own, for questions to an assistant.
+STYLES = (*PRESETS, CHAT_STYLE_NAME)
+
+
+def style_values(style: str) -> dict[str, float]:
+    """The values a style sets, for the sliders it touches (the others keep theirs); {} for an unknown style."""
+    return dict(CHAT_STYLE) if style == CHAT_STYLE_NAME else preset_values(style)
+
+
+def matching_style(values: dict[str, float], styles: tuple[str, ...] = STYLES) -> str | None:
+    """The first of `styles` whose values these are, or None once a slider has been moved off every one."""
+    for style in styles:
+        wanted = style_values(style)
+        if wanted and all(abs(float(values.get(n, math.nan)) - v) < 1e-9 for n, v in wanted.items()):
+            return style
+    return None
 
 
 MIN_TEMPERATURE = 0.01
