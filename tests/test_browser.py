@@ -165,6 +165,38 @@ def test_on_a_phone_every_tab_is_on_screen_without_a_hidden_menu(page_url, brows
     page.close()
 
 
+BROKEN_WORDS_JS = """() => {  // the words of the table's headers that the layout split across two lines
+  const broken = [];
+  for (const th of document.querySelectorAll('#ppl-table th')) {
+    const walker = document.createTreeWalker(th, NodeFilter.SHOW_TEXT);
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+      for (const m of node.data.matchAll(/\\S+/g)) {
+        const range = document.createRange();
+        range.setStart(node, m.index);
+        range.setEnd(node, m.index + m[0].length);
+        if (range.getClientRects().length > 1) broken.push(m[0]);
+      }
+    }
+  }
+  return broken;
+}"""
+
+
+def test_on_a_laptop_the_perplexity_table_lists_unknown_characters_and_breaks_no_word(page_url, browser, tmp_path):
+    url, _ = page_url
+    page = browser.new_page(viewport={"width": 1366, "height": 768})
+    page.goto(url)
+    page.get_by_role("tab", name="Perplexity").click()
+    page.locator("#ppl-text textarea").fill("The café opened at 9 o'clock — 100% sure!")
+    page.locator("#ppl-run").click()
+    table = page.locator("#ppl-table")
+    assert _wait_for(lambda: "“é” “9” “—”" in table.inner_text(), 120), table.inner_text()
+    assert page.evaluate(BROKEN_WORDS_JS) == []  # "Tokens" once read "Token / s" beside the unknown characters
+    page.screenshot(path=str(tmp_path / "perplexity.png"))
+    assert _errors(page) == 0
+    page.close()
+
+
 def test_on_a_phone_the_text_and_the_pop_up_stay_on_screen(page_url, browser, tmp_path):
     url, cat = page_url
     page = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)

@@ -51,16 +51,17 @@ TOKEN_CSS = """
 .tg-pop .tg-branch::before { content: "↪ "; opacity: .6; }
 .tg-pop .tg-branch:hover, .tg-pop .tg-branch:focus { background: rgba(59, 130, 246, .18); border-color: #3b82f6; }
 .tg-legend { font-size: 0.85em; opacity: 0.85; margin-bottom: 6px; }
-/* Perplexity's table on a phone: the model's name wraps in a narrow first column, so that the numbers show; words
-   wrap between words only (the table's own style broke "Surprise" into "Surpri/se"), in a smaller font, and what
-   still does not fit scrolls sideways. */
+/* Perplexity's table wraps between words only, at every width: the table's own style broke "Surprise" into
+   "Surpri/se" on a phone and "Tokens" into "Token/s" on a laptop once a column of unknown characters took room. */
+#ppl-table th, #ppl-table th *, #ppl-table .body-cell, #ppl-table .body-cell * { word-break: normal !important;
+  overflow-wrap: normal !important; hyphens: manual; }
+/* On a phone: the model's name wraps in a narrow first column, so that the numbers show, in a smaller font, and
+   what still does not fit scrolls sideways. */
 @media (max-width: 700px) {
   #ppl-table td:first-child, #ppl-table th:first-child { max-width: 7em; min-width: 6em; white-space: normal; }
   #ppl-table th { min-width: 5em; }
   #ppl-table table, #ppl-table .body-cell, #ppl-table th { font-size: 12px; }
   #ppl-table .first-column, #ppl-table th:first-child { min-width: 8.5em !important; }
-  #ppl-table th, #ppl-table th *, #ppl-table .body-cell, #ppl-table .body-cell * { word-break: normal !important;
-    overflow-wrap: normal !important; hyphens: manual; }
 }
 .tg-legend span { padding: 0 6px; border-radius: 3px; }
 /* The language switch sits at the top right, above the title. */
