@@ -8,6 +8,7 @@ real output; set TEXTGEN_SCREENSHOT=assets/screenshot.png to refresh the README'
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 
@@ -106,11 +107,25 @@ def test_a_long_text_streams_with_the_page_responsive_and_stop_answers(page_url,
     page.close()
 
 
+def _contrast_on_white(css_color: str) -> float:
+    """WCAG's contrast ratio of an rgb(...) colour against white (4.5 is the least for text to read)."""
+    def linear(c: float) -> float:
+        c /= 255
+        return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
+    r, g, b = (float(v) for v in re.findall(r"[\d.]+", css_color)[:3])
+    luminance = 0.2126 * linear(r) + 0.7152 * linear(g) + 0.0722 * linear(b)
+    return 1.05 / (luminance + 0.05)
+
+
 def test_write_and_the_token_probabilities(page_url, browser, tmp_path):
     url, cat = page_url
     target = "transformer" if "transformer" in cat else _ours(cat)[0]
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(url)
+    # The help under the controls reads on a projector (Gradio's own grey was about 1.9:1 on white).
+    helps = page.locator(".info-text")
+    assert _wait_for(lambda: helps.count() > 0, 30)
+    assert _contrast_on_white(helps.first.evaluate("e => getComputedStyle(e).color")) >= 4.5
     page.locator("#prompt textarea").fill("ROMEO:\n")
     _pick_model(page, cat, target)
     page.get_by_text("Sampling controls").click()

@@ -49,6 +49,9 @@ SHOW_OUTPUT_JS = show_on_phone("output")  # Write's text
 # Step by step's five buttons keep their words on one line: at 1366 px "Sample 200×" broke in two, taller than
 # the rest.
 PHONE_CSS = """
+/* The help under each control at the labels' grey: Gradio's own (#bbbbc2 on white, about 1.9:1) was unreadable on
+   a projector. (In dark mode the theme sets its own value on body.dark, which wins below it.) */
+:root:not(.dark) { --block-info-text-color: #71717a; }
 #step-buttons > button { white-space: nowrap; padding-left: 6px; padding-right: 6px; }
 @media (max-width: 700px) {
   #chat-history { height: 300px !important; max-height: 300px !important; }
