@@ -225,6 +225,7 @@ def test_the_picker_offers_only_models_that_can_chat(chat_catalog, tmp_path):
     # Sampling starts at Chat's own style, measured on plain questions: close to the first choice, no repetition
     # penalty (it penalises the question's own words); and a system prompt that asks for correct, brief answers.
     assert _component(demo, "chat-preset").value == "Answers"
+    assert [v for _, v in _component(demo, "chat-preset").choices] == [v for _, v in _component(demo, "preset").choices]
     assert _component(demo, "chat-temperature").value == 0.1 and _component(demo, "chat-top_k").value == 20
     assert _component(demo, "chat-repetition_penalty").value == 1.0
     assert _component(demo, "chat-system").value == CHAT_SYSTEM_PROMPT

@@ -16,8 +16,8 @@ from textgen.core.settings import (
     CHAT_STYLE_NAME,
     CHAT_SYSTEM_PROMPT,
     CONTROLS,
-    PRESETS,
     SLIDERS,
+    STYLES,
     RequestError,
     matching_style,
     style_values,
@@ -161,7 +161,6 @@ def build(playground) -> list:
     tab = ChatTab(playground)
     limits = playground.limits
     controls = {name: CONTROLS[name].bounded(limits) for name in SLIDERS}
-    chat_styles = [CHAT_STYLE_NAME, *PRESETS]  # Chat's own style first: measured on plain questions
     first = next(iter(tab.offered.names()), None)
     with gr.Row():
         with gr.Column(scale=3):
@@ -192,7 +191,8 @@ def build(playground) -> list:
                 gr.Markdown(tr("chat.left_out", models=titles), elem_id="chat-left-out")
             system = gr.Textbox(CHAT_SYSTEM_PROMPT, label=tr("chat.system"), lines=2, elem_id="chat-system",
                                 info=tr("chat.system_info"))
-            style = gr.Radio(style_choices(chat_styles), value=CHAT_STYLE_NAME, label=tr("common.style"),
+            # The same styles in the same order as Write's; Chat starts on its own (measured on plain questions).
+            style = gr.Radio(style_choices(STYLES), value=CHAT_STYLE_NAME, label=tr("common.style"),
                              elem_id="chat-preset", info=tr("chat.style_info"))
             with gr.Accordion(tr("common.sampling_controls"), open=False, elem_id="chat-controls"):
                 sliders = [slider(controls[name], f"chat-{name}") for name in SLIDERS]
