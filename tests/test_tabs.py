@@ -134,9 +134,10 @@ def test_a_look_inside_hides_the_controls_that_do_not_fit_the_model_and_says_why
     from textgen.core.words import Phrase
 
     inside = {"attention_note": Phrase("explain.no_attention_report", title="LSTM"),
-              "units_note": Phrase("explain.too_short", count=20)}
+              "units_note": Phrase("explain.too_short", count=20, have=6)}
     layer, head, query, view = StepTab.attention_part(inside)
     assert not any(update["visible"] for update in (layer, head, query))
     units, unit, note = StepTab.units_part(inside)
     assert units["visible"] is False and unit["visible"] is False
-    assert "Give at least 20 characters" in note and "write some more first." in note
+    assert "The text so far has 6 characters" in note and "at least 20" in note  # explain's words, said for this tab
+    assert "press Run to let the model write more, then Look inside again." in note

@@ -44,6 +44,14 @@ def note_html(note: str, lang: str = ENGLISH) -> str:
     return f"<p class=sg-why>{html.escape(say('step.note', lang, note=clause[:1].upper() + clause[1:]))}</p>"
 
 
+def step_words(note: str) -> str:
+    """Too short a text for the units, said as what to press here: explain's own words ("write some more first")
+    serve any caller, the CLI and the API too."""
+    if isinstance(note, Phrase) and note.key == "explain.too_short":
+        return Phrase("step.units_too_short", **note.fields)
+    return note
+
+
 def attempt(work, lang: str = ENGLISH):
     """Run one request: a bad value or model is a clear message in the visitor's language, never a traceback."""
     try:
@@ -268,7 +276,7 @@ class StepTab:
     def units_part(inside: dict, lang: str = ENGLISH) -> tuple:
         """The units picker, the unit number and its heat map for one look inside."""
         if "units" not in inside:  # no units to show (a Transformer's, or too short a text): the note says why
-            return *no_units(shown=False), note_html(inside["units_note"], lang)
+            return *no_units(shown=False), note_html(step_words(inside["units_note"]), lang)
         first = inside["units"][0] if inside["units"] else None
         number = first["unit"] if first else None
         return (gr.update(choices=view.unit_choices(inside["units"], lang), value=number, visible=True),

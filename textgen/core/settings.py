@@ -153,8 +153,6 @@ def preset_values(style: str, names: tuple[str, ...] = SLIDERS) -> dict[str, flo
     return {n: CONTROLS[n].preset(style) for n in names if CONTROLS[n].preset(style) is not None}
 
 
-
-
 # Chat's own style, "Answers": a small assistant answers plain questions best close to its first choice and with no
 # repetition penalty, which also penalises the question's own words ("the capital of France is" was steered off
 # "France" into French). SmolLM2, 28 plain questions x 10 seeds, benchmarks/chat_accuracy.py: temperature 0.1 got

@@ -274,16 +274,8 @@ class Playground:
                 inside["values"] = explain.activations(loaded, text, limits=self.limits)["values"]
                 inside["tokens"] = found["tokens"]
             except InvalidRequest as err:
-                inside["units_note"] = self._step_words(message_of(err))
+                inside["units_note"] = message_of(err)
         return inside
-
-    @staticmethod
-    def _step_words(note: str) -> str:
-        """Too short a text, said as what to press in the step view (explain's own words, "write some more",
-        serve any caller)."""
-        if isinstance(note, Phrase) and note.key == "explain.too_short":
-            return Phrase("step.units_too_short", **note.fields)
-        return note
 
     def attention_from(self, loaded, text: str, query: object) -> dict:
         """Attention from another token of `text` (one forward pass over the text up to it)."""
