@@ -202,7 +202,12 @@ def test_on_a_laptop_the_perplexity_table_lists_unknown_characters_and_breaks_no
     page = browser.new_page(viewport={"width": 1366, "height": 768})
     page.goto(url)
     page.get_by_role("tab", name="Perplexity").click()
-    page.locator("#ppl-text textarea").fill("The café opened at 9 o'clock — 100% sure!")
+    text, box = "The café opened at 9 o'clock — 100% sure!", page.locator("#ppl-text textarea")
+    # Typed once the tab is drawn with its sample text: filled sooner, the tab's first drawing can put it back.
+    assert _wait_for(lambda: box.input_value() != "", 30)
+    page.wait_for_timeout(500)
+    box.fill(text)
+    assert _wait_for(lambda: box.input_value() == text, 5)
     page.locator("#ppl-run").click()
     table = page.locator("#ppl-table")
     assert _wait_for(lambda: "“é” “9” “—”" in table.inner_text(), 120), table.inner_text()
