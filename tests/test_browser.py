@@ -177,6 +177,8 @@ def test_on_a_phone_every_tab_is_on_screen_without_a_hidden_menu(page_url, brows
     plot = page.locator("#ppl-plot")
     assert _wait_for(lambda: "surprise per character" in plot.inner_html(), 10)
     assert "__i18n__" not in plot.inner_html()
+    # The table is wider than a phone and scrolls sideways inside its box: a line above it says so.
+    assert page.locator("#ppl-swipe").is_visible()
     page.close()
 
 
@@ -212,8 +214,26 @@ def test_on_a_laptop_the_perplexity_table_lists_unknown_characters_and_breaks_no
     table = page.locator("#ppl-table")
     assert _wait_for(lambda: "“é” “9” “—”" in table.inner_text(), 120), table.inner_text()
     assert page.evaluate(BROKEN_WORDS_JS) == []  # "Tokens" once read "Token / s" beside the unknown characters
+    assert not page.locator("#ppl-swipe").is_visible()  # the phone's hint to swipe: this table fits a laptop
     page.screenshot(path=str(tmp_path / "perplexity.png"))
     assert _errors(page) == 0
+    page.close()
+
+
+def test_on_a_laptop_each_tab_opens_with_its_main_button_in_the_window(page_url, browser):
+    """At 1366x768 a newcomer sees what to press without scrolling: Write's Generate was once 60 px under the
+    window's bottom, below the style and the settings, and Compare's, Chat's, Score's and Train's likewise."""
+    url, _ = page_url
+    page = browser.new_page(viewport={"width": 1366, "height": 768})
+    page.goto(url)
+    page.locator("#generate").wait_for(timeout=60_000)
+    for tab, button in [("Write", "#generate"), ("Step by step", "#step-start"), ("Chat", "#chat-send"),
+                        ("Compare", "#cmp-run"), ("Perplexity", "#ppl-run"), ("Train", "#train-run")]:
+        page.get_by_role("tab", name=tab).click()
+        page.locator(button).wait_for(state="visible", timeout=10_000)
+        page.evaluate("window.scrollTo(0, 0)")
+        box = page.locator(button).bounding_box()
+        assert box and box["y"] + box["height"] <= 768, (tab, box)
     page.close()
 
 

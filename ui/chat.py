@@ -164,7 +164,8 @@ def build(playground) -> list:
     first = next(iter(tab.offered.names()), None)
     with gr.Row():
         with gr.Column(scale=3):
-            chatbot = gr.Chatbot(label=tr("chat.conversation"), elem_id="chat-history", height=420, buttons=["copy"],
+            # 380 px: at 420 the Send button fell under the fold of a 1366x768 laptop.
+            chatbot = gr.Chatbot(label=tr("chat.conversation"), elem_id="chat-history", height=380, buttons=["copy"],
                                  placeholder=tr("chat.conversation_placeholder"))
             # One line to start with, so that Enter sends (Gradio sends a taller box with Shift+Enter instead)
             message = gr.Textbox(label=tr("chat.message"), lines=1, max_lines=8, elem_id="chat-message",

@@ -56,15 +56,18 @@ def build(playground) -> list:
     catalog, limits = playground.catalog, playground.limits
     ours = [e.name for e in catalog if e.origin == "shipped"][: limits.max_compare]
     gr.Markdown(tr("compare.intro"))
+    # The settings under the prompt, beside the long list of models: under the list, they left the space below the
+    # prompt empty and pushed the Compare button under the fold of a 1366x768 laptop.
     with gr.Row():
-        prompt = gr.Textbox(label=tr("write.prompt"), lines=3, value="ROMEO:\n", elem_id="cmp-prompt", scale=3)
-        with gr.Column(scale=2):
-            models = lenient(gr.CheckboxGroup(model_choices(catalog), value=ours, elem_id="cmp-models",
-                                              label=tr("compare.models", high=limits.max_compare)))
+        with gr.Column(scale=3):
+            prompt = gr.Textbox(label=tr("write.prompt"), lines=3, value="ROMEO:\n", elem_id="cmp-prompt")
             with gr.Row():
                 temperature = slider(CONTROLS["temperature"], "cmp-temperature", info=False)
                 length = slider(CONTROLS["max_new_tokens"].bounded(limits), "cmp-max", info=False)
                 seed = lenient(gr.Number(1, precision=0, label=tr("common.seed"), elem_id="cmp-seed"))
+        with gr.Column(scale=2):
+            models = lenient(gr.CheckboxGroup(model_choices(catalog), value=ours, elem_id="cmp-models",
+                                              label=tr("compare.models", high=limits.max_compare)))
     with gr.Row():
         go = gr.Button(tr("compare.run"), variant="primary", elem_id="cmp-run")
         halt = gr.Button(tr("common.stop"), variant="stop", elem_id="cmp-stop")

@@ -55,9 +55,9 @@ def chart_top(values: list[float]) -> float | None:
     return math.ceil(max(values) * 1.08 / 0.2) * 0.2 if values else None
 
 
-def shown_both():
-    """The chart and the table, shown once they hold scores."""
-    return gr.update(visible=True), gr.update(visible=True)
+def shown_all():
+    """The chart, the table and the hint above it, shown once they hold scores."""
+    return gr.update(visible=True), gr.update(visible=True), gr.update(visible=True)
 
 
 def build(playground) -> list:
@@ -65,7 +65,7 @@ def build(playground) -> list:
     tab = PerplexityTab(playground)
     catalog, limits = playground.catalog, playground.limits
     gr.Markdown(tr("ppl.intro"))
-    text = gr.Textbox(label=tr("ppl.text"), lines=6, elem_id="ppl-text",
+    text = gr.Textbox(label=tr("ppl.text"), lines=4, elem_id="ppl-text",
                       value="Now is the winter of our discontent\nMade glorious summer by this sun of York;")
     ours = [e.name for e in catalog if e.origin == "shipped"][: limits.max_compare]
     models = lenient(gr.CheckboxGroup(model_choices(catalog), value=ours, elem_id="ppl-models",
@@ -75,9 +75,12 @@ def build(playground) -> list:
     chart = gr.BarPlot(x=SCORE_COLUMNS["title"], y=NATS, title=tr("ppl.chart_title"), y_lim=[0, None], sort=None,
                        elem_id="ppl-plot", visible=False)
     # Both appear with the first scores: empty, they showed a blank chart and a table headed "1 | 2 | 3".
+    # On a phone the table is wider than the screen and scrolls sideways inside its box, with nothing to say so:
+    # "Unknown characters" was off screen. The hint shows on narrow screens only (the CSS in render.py).
+    swipe = gr.Markdown(tr("ppl.swipe"), elem_id="ppl-swipe", visible=False)
     table = gr.Dataframe(elem_id="ppl-table", wrap=True, visible=False)
     scored = go.click(tab.score, [text, models], [table, chart], api_name="score", concurrency_id="scoring",
                       concurrency_limit=1)
     # Shown by a page-only step, so that the API's /score still answers plain values.
-    scored.success(shown_both, None, [table, chart], queue=False, api_visibility="private")
+    scored.success(shown_all, None, [table, chart, swipe], queue=False, api_visibility="private")
     return [models]

@@ -63,7 +63,11 @@ TOKEN_CSS = """
   #ppl-table table, #ppl-table .body-cell, #ppl-table th { font-size: 12px; }
   #ppl-table .first-column, #ppl-table th:first-child { min-width: 8.5em !important; }
 }
-.tg-legend span { padding: 0 6px; border-radius: 3px; }
+@media (min-width: 701px) { #ppl-swipe { display: none !important; } }
+#ppl-swipe { font-size: 0.85em; margin-bottom: -8px; }
+/* The legend's coloured words; not Gradio's own span around a Markdown's text, whose padding made the blank lines
+   around its paragraph take room (a gap of 35-50 px above and below the Train tab's limits). */
+.tg-legend span:not(.md) { padding: 0 6px; border-radius: 3px; }
 /* The language switch sits at the top right, above the title. */
 .tg-lang { text-align: right; font-size: 0.9em; margin-bottom: -28px; }
 @media (max-width: 700px) { .tg-lang { margin-bottom: 0; } }

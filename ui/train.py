@@ -89,12 +89,13 @@ def build(playground, runs: TrainingRuns, pickers: list) -> list:
     with gr.Row():
         with gr.Column(scale=3, min_width=280):
             # value= given, even empty: the API then lists the input as optional (text or file, either may be left out)
-            text = gr.Textbox("", label=tr("train.text"), lines=8, max_lines=14, elem_id="train-text",
+            # 6 lines, and the file box as tall: at 8 the Train button was under the fold of a 1366x768 laptop.
+            text = gr.Textbox("", label=tr("train.text"), lines=6, max_lines=14, elem_id="train-text",
                               placeholder=tr("train.text_placeholder"))
         with gr.Column(scale=2, min_width=240):
             # Not lenient: Gradio's own check that the file is one uploaded to it comes first.
             file = gr.File(None, label=tr("train.file"), file_types=[".txt"], type="filepath",
-                           elem_id="train-file")
+                           elem_id="train-file", height=190)
     with gr.Row():
         archs = [arch_choice(a) for a in architectures.all_architectures()]
         architecture = lenient(gr.Dropdown(archs, value="lstm" if "lstm" in architectures.names() else archs[0][1],

@@ -176,6 +176,11 @@ def build(playground) -> list:
             model = gr.Dropdown(model_choices(catalog), value=first, label=tr("common.model"), elem_id="model",
                                 allow_custom_value=True)  # textgen's catalog refuses unknown names
             note = gr.Markdown("", elem_id="model-note")  # written when the page opens, in the visitor's language
+            # Right under what a first visit needs (a prompt and a model), above the finer settings: below them
+            # the buttons were under the fold of a 1366x768 laptop, and a newcomer looked for Generate.
+            with gr.Row():
+                go = gr.Button(tr("common.generate"), variant="primary", elem_id="generate")
+                halt = gr.Button(tr("common.stop"), variant="stop", elem_id="stop")
             # A page that starts on an assistant starts in its style, as picking one does (and so does /generate).
             style = gr.Radio(style_choices(STYLES), value=tab.first_style(first), label=tr("common.style"),
                              elem_id="preset", info=tr("write.style_info"))
@@ -189,9 +194,6 @@ def build(playground) -> list:
             # /generate API's default, which answers as the page's defaults would.
             templated = lenient(gr.Checkbox(tab.template_for(first), label=tr("write.chat_template"),
                                             elem_id="chat-template", info=tr("write.chat_template_info")))
-            with gr.Row():
-                go = gr.Button(tr("common.generate"), variant="primary", elem_id="generate")
-                halt = gr.Button(tr("common.stop"), variant="stop", elem_id="stop")
         with gr.Column(scale=3):
             output = gr.Textbox(label=tr("write.output"), lines=14, elem_id="output", buttons=["copy"],
                                 autoscroll=True)
