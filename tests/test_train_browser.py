@@ -39,6 +39,12 @@ def page_url(tmp_path_factory):
     mp.undo()
 
 
+# The loss curve's lines that the page really draws: a path with points and a visible colour.
+DRAWN_LINES_JS = """() => [...document.querySelectorAll('#train-plot .mark-line path')]
+    .filter(p => (p.getAttribute('d') || '').includes('L') && getComputedStyle(p).stroke !== 'none')
+    .map(p => getComputedStyle(p).stroke)"""
+
+
 def _train(page, url: str, seconds: int, name: str) -> None:
     page.goto(url)
     page.get_by_role("tab", name="Train").click()
@@ -56,7 +62,10 @@ def test_train_watch_it_learn_and_write_with_the_model(page_url, browser, tmp_pa
     assert wait_for(lambda: "Done after" in page.locator("#train-status").inner_text(), 120), "training did not end"
     samples.add(page.locator("#train-sample textarea").input_value())
     assert len(samples) == 2, "the sample should change as the model learns"
-    assert page.locator("#train-plot").locator("canvas, svg").count() > 0, "no loss curve"
+    # Both lines drawn in a colour, and named in the legend: once the axes showed and the lines had no colour.
+    assert wait_for(lambda: len(page.evaluate(DRAWN_LINES_JS)) == 2, 15), page.evaluate(DRAWN_LINES_JS)
+    legend = page.locator("#train-plot .role-legend").text_content()
+    assert "on the training text" in legend and "on the part held back" in legend, legend
     download = page.locator("#train-download")  # Gradio shows the name in two parts: "bard" and ".zip"
     assert wait_for(lambda: "bard.zip" in download.inner_text().replace("\n", ""), 15), download.inner_text()
     shot = os.environ.get("TEXTGEN_TRAIN_SCREENSHOT")

@@ -41,8 +41,11 @@ class TrainTab:
         try:
             visitor_text = read_visitor_text(text, file, self.runs.limits)
             for update in self.runs.train(session(request), visitor_text, architecture, size, seconds, name, lang):
-                yield (update.status, curve(update.records, lang), sample_of(update.records, update.prompt, lang),
-                       update.record, update.download)
+                # No curve before the first record: a plot first handed an empty table kept an empty colour scale
+                # for good, and drew both lines in no colour at all (axes, no lines, no legend).
+                plotted = curve(update.records, lang) if update.records else gr.skip()
+                yield (update.status, plotted, sample_of(update.records, update.prompt, lang), update.record,
+                       update.download)
         except RequestError as err:
             raise fail(err, lang) from None
 
