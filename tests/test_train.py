@@ -279,7 +279,7 @@ def test_a_chinese_text_trains_a_character_model_that_writes_chinese(runs):
     assert len(han) >= len(text.replace("\n", "")) // 2, text
     status = updates[-1].status  # in the visitor's language; the record and the model's files stay English
     assert status.startswith("GRU，小号，训练文字：粘贴的文字，共 4,000 个字符，其中有 ") and "种不同的字符" in status
-    assert "✅ 训练完成" in status and "**poems**" in status and "Step" not in status and "alphabet" not in status
+    assert "✔ 训练完成" in status and "**poems**" in status and "Step" not in status and "alphabet" not in status
 
 
 def test_the_operator_sets_the_limits_and_can_turn_training_off(clean_env, tmp_path):

@@ -86,9 +86,10 @@ class WriteTab:
             for live in runs:
                 yield live.text, stats_markdown(live, lang), view.render(live.tokens)
             if live is not None and not chat and asks_an_assistant(self.assistants, model, prompt, live.text):
-                # a question went to an assistant as plain text: it continues the text, or ends at once
+                # a question went to an assistant as plain text: it continues the text, or ends at once. (ℹ️ as the
+                # page's other notes: 💡 drew as an empty box on a machine without an emoji font.)
                 hint = say("write.ask_with_template", lang, title=model_words(playground.catalog.get(model), lang)[0])
-                yield gr.skip(), f"{stats_markdown(live, lang)}  \n💡 {hint}", gr.skip()
+                yield gr.skip(), f"{stats_markdown(live, lang)}  \nℹ️ {hint}", gr.skip()
         except RequestError as err:
             yield gr.skip(), refused(err, lang), gr.skip()
             raise fail(err, lang) from None
