@@ -234,7 +234,12 @@ def test_on_a_laptop_each_tab_opens_with_its_main_button_in_the_window(page_url,
         page.evaluate("window.scrollTo(0, 0)")
         box = page.locator(button).bounding_box()
         assert box and box["y"] + box["height"] <= 768, (tab, box)
+    assert page.evaluate(CUT_PICKER_JS) is False  # Train's kind of model read "LSTM: A recurrent network with gated me"
     page.close()
+
+
+CUT_PICKER_JS = """() => { const i = document.querySelector('#train-arch input');
+    return i.scrollWidth > i.clientWidth + 1; }"""  # whether the picker's words run on under its arrow
 
 
 def test_on_a_phone_the_text_and_the_pop_up_stay_on_screen(page_url, browser, tmp_path):

@@ -18,7 +18,7 @@ from textgen.service import training
 from textgen.service.training import MIN_CHARS, SIZES, TrainingRuns, read_visitor_text
 from ui.language import language, tr
 from ui.render import model_choices
-from ui.widgets import fail, lenient, session
+from ui.widgets import SLIDER_WIDTH, fail, lenient, session
 
 # The keys of the tab's fixed texts (textgen/locales): its first lines, the loss explained, each size's choice.
 INTRO, LOSS_HELP = "train.intro", "train.loss_help"
@@ -74,8 +74,9 @@ def sample_of(records: list[dict], prompt: str, lang: str = ENGLISH) -> str:
 
 
 def arch_choice(arch) -> tuple:
-    """An architecture's choice in the picker: "LSTM: A recurrent network…" in the visitor's language where the
-    catalogs have its words (an architecture added later has its own English ones until they do)."""
+    """An architecture's choice in the picker: "LSTM: gated memory…" in the visitor's language where the catalogs
+    have its words, short enough for the closed picker at a laptop's width (an architecture added later has its
+    own English description until they do)."""
     key = f"train.arch.{arch.name}"
     return (tr(key) if key in catalog(ENGLISH) else f"{arch.title}: {arch.description}"), arch.name
 
@@ -99,18 +100,21 @@ def build(playground, runs: TrainingRuns, pickers: list) -> list:
             # Not lenient: Gradio's own check that the file is one uploaded to it comes first.
             file = gr.File(None, label=tr("train.file"), file_types=[".txt"], type="filepath",
                            elem_id="train-file", height=190)
+    # Widths under which each goes to a line of its own: on a phone two shared a line, and the picker showed
+    # "LSTM: gated mem" under its arrow; on a laptop the four still share one row.
     with gr.Row():
         archs = [arch_choice(a) for a in architectures.all_architectures()]
         architecture = lenient(gr.Dropdown(archs, value="lstm" if "lstm" in architectures.names() else archs[0][1],
-                                           label=tr("train.arch"), elem_id="train-arch"))
+                                           label=tr("train.arch"), elem_id="train-arch", scale=2, min_width=300))
         size = lenient(gr.Radio([(tr(SIZE_HELP[s]), s) for s in SIZES], value="small", label=tr("train.size"),
-                                elem_id="train-size"))
+                                elem_id="train-size", min_width=SLIDER_WIDTH))
         seconds = lenient(gr.Slider(training.MIN_SECONDS, limits.max_seconds, value=min(60, limits.max_seconds),
-                                    step=1, label=tr("train.seconds"), elem_id="train-seconds"))
+                                    step=1, label=tr("train.seconds"), elem_id="train-seconds",
+                                    min_width=SLIDER_WIDTH))
         name = gr.Textbox("", label=tr("train.name"), placeholder="my-lstm", max_lines=1, elem_id="train-name")
     with gr.Row():
         go = gr.Button(tr("train.start"), variant="primary", elem_id="train-run")
-        stop = gr.Button(tr("common.stop"), elem_id="train-stop")
+        stop = gr.Button(tr("common.stop"), variant="stop", elem_id="train-stop")  # red, as every tab's Stop
     status = gr.Markdown(elem_id="train-status")
     with gr.Row(equal_height=False):
         with gr.Column(min_width=300):
