@@ -410,6 +410,24 @@ def test_chat_in_the_browser_streams_stops_and_shows_the_tokens(served, browser)
 
 @pytest.mark.browser
 @needs_chromium
+def test_an_example_fills_the_message_and_picks_its_style(served, browser):
+    """The poem is asked in Balanced (at Answers' settings a small model repeats its lines), a question in Answers."""
+    url, _, _ = served
+    page = _open_chat(browser, url, viewport={"width": 1400, "height": 1000})
+    page.locator("#chat-controls").get_by_text("Sampling controls").click()
+    temperature = page.locator("#chat-temperature input[type=number]")
+    for text, style, value in [("Write a short poem about the sea.", "Balanced", "0.8"),
+                               ("What is the capital of France?", "Answers", "0.1")]:
+        page.get_by_text(text, exact=True).click()
+        assert _wait_for(lambda: page.locator("#chat-message textarea").input_value() == text, 10)  # noqa: B023
+        assert _wait_for(lambda: page.locator(f"#chat-preset input[value={style}]").is_checked(), 10), style  # noqa: B023
+        assert _wait_for(lambda: temperature.input_value() == value, 10), temperature.input_value()  # noqa: B023
+    assert _errors(page) == 0
+    page.close()
+
+
+@pytest.mark.browser
+@needs_chromium
 def test_chat_on_a_phone_is_usable(served, browser, tmp_path):
     url, _, _ = served
     page = _open_chat(browser, url, viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)

@@ -28,8 +28,10 @@ from ui.language import language, tr
 from ui.render import LEGEND_KEYS, TokenView, model_choices, model_note, model_words, stats_markdown, token_js
 from ui.widgets import PACE, fail, gpu, lenient, named, refused, session, slider, stop_button, style_choices
 
-CHAT_EXAMPLES = ["What is the capital of France?", "Write a short poem about the sea.",
-                 "Explain in two sentences what a language model is."]
+# Each example with the style it is asked in. The poem in Balanced: at Answers' near-greedy settings SmolLM2
+# repeated a line 6 to 15 times in each of 5 poems, in Balanced never (benchmarks/CHAT.md).
+CHAT_EXAMPLES = [("What is the capital of France?", CHAT_STYLE_NAME), ("Write a short poem about the sea.", "Balanced"),
+                 ("Explain in two sentences what a language model is.", CHAT_STYLE_NAME)]
 # The reply's token view: the look Write's #tokens gets from TOKEN_CSS, scoped to this component.
 CHAT_TOKENS_CSS = ("font-family: ui-monospace, SFMono-Regular, Menlo, monospace; white-space: pre-wrap; "
                    "line-height: 1.9; font-size: 0.95em; overflow-wrap: anywhere;")
@@ -201,7 +203,8 @@ def build(playground) -> list:
                     s.value = CHAT_STYLE.get(name, s.value)
                 seed = lenient(gr.Number(-1, precision=0, label=tr("common.seed"), elem_id="chat-seed",
                                          info=tr("chat.seed_info")))
-    gr.Examples([[e] for e in CHAT_EXAMPLES], inputs=[message], label=tr("common.examples"))
+    gr.Examples([list(e) for e in CHAT_EXAMPLES], inputs=[message, style], label=tr("common.examples"),
+                example_labels=[text for text, _ in CHAT_EXAMPLES])  # the messages, not a table of two columns
     gr.Markdown(tr("chat.examples_note"), elem_id="chat-examples-note")
     # What the reply answers, handed over by the page (the box is cleared at once): the message, and the conversation
     # as plain JSON, which API callers may send as {"role", "content": "text"} messages.
