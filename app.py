@@ -23,9 +23,9 @@ from textgen.service.training import TrainingLimits, TrainingRuns
 from ui import chat, compare, decode, perplexity, step, train, write
 from ui.language import I18N, EarlyScript, language, toast_css, tr
 from ui.polling import calm_queue
-from ui.render import TOKEN_CSS, model_choices
+from ui.render import TOKEN_CSS
 from ui.sessions import lazy_session_configs
-from ui.widgets import PHONE_CSS, session
+from ui.widgets import PHONE_CSS, picker_updates, session
 
 if TYPE_CHECKING:
     from textgen.service.playground import Playground
@@ -58,9 +58,7 @@ def build_demo(playground: Playground | LazyPlayground, training: TrainingLimits
 
         def mark_unavailable(request: gr.Request):
             """Every picker says which models cannot be used here, and why (checked when the page opens)."""
-            key, lang = session(request), language(request)
-            unavailable = playground.unavailable(key)
-            return [gr.update(choices=model_choices(playground.catalog, unavailable, key, lang)) for _ in pickers]
+            return picker_updates(playground, pickers, session(request), language(request))
 
         demo.load(mark_unavailable, None, pickers, queue=False, api_visibility="private")
     demo.queue(max_size=playground.limits.queue_size, default_concurrency_limit=playground.limits.concurrency)

@@ -262,7 +262,10 @@ def test_on_a_phone_the_text_and_the_pop_up_stay_on_screen(page_url, browser, tm
     page.close()
 
 
-def test_an_unavailable_model_is_marked_and_leaves_the_others_intact(page_url, browser):
+def test_an_unavailable_model_is_marked_in_a_list_and_named_beside_the_boxes(page_url, browser):
+    """Offline, GPT-2 is marked in Write's list and its note says so; Compare offers no box that could only fail,
+    and names it under the title instead (five such boxes pushed a phone's Compare button 320 px down). That a
+    failing model leaves the others intact in Compare is tested through the API (test_api_bars.py)."""
     url, cat = page_url
     if "gpt2" not in cat:
         pytest.skip("needs the catalog with GPT-2 (the shipped models are missing)")
@@ -275,16 +278,13 @@ def test_an_unavailable_model_is_marked_and_leaves_the_others_intact(page_url, b
     assert _wait_for(lambda: "Not available on this server" in page.locator("#model-note").inner_text(), 10)
 
     page.get_by_role("tab", name="Compare").click()
-    boxes = page.locator("#cmp-models label")
-    for i in range(boxes.count()):  # tick the LSTM and GPT-2 only
-        label = boxes.nth(i)
-        wanted = any(t in label.inner_text() for t in (cat.get("lstm").title, cat.get("gpt2").title + " ·"))
-        if label.locator("input").is_checked() != wanted:
-            label.click()
+    group = page.locator("#cmp-models")
+    line = f"Not available here (needs internet to download): {cat.get('gpt2').title}"
+    assert _wait_for(lambda: line in group.inner_text(), 10), group.inner_text()
+    labels = [group.locator("label").nth(i).inner_text() for i in range(group.locator("label").count())]
+    assert cat.get("lstm").title in labels and not any("GPT-2" in label for label in labels), labels
     page.locator("#cmp-run").click()
     assert _wait_for(lambda: "stopped" in page.locator("#cmp-stats-0").inner_text(), 60)
-    assert _wait_for(lambda: "Pick another model" in page.locator("#cmp-stats-1").inner_text(), 10)
-    assert len(_output(page, "cmp-out-0")) > 100
     assert _errors(page) == 0
     page.close()
 

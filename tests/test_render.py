@@ -25,6 +25,7 @@ from ui.render import (
     shown,
     stats_markdown,
     token_span,
+    unavailable_line,
 )
 
 
@@ -221,6 +222,15 @@ def test_model_choices_mark_the_unavailable_ones_in_catalog_order():
     assert [name for _, name in marked] == ["lstm", "gpt2", "gru"] and marked[0] == ("LSTM", "lstm")
     label = marked[1][0]  # "GPT-2 · unavailable: needs a download"
     assert label.startswith("GPT-2 · ") and "available" in label and "needs a download" in label
+
+
+def test_a_picker_of_boxes_leaves_the_unavailable_out_and_names_them_in_one_line():
+    catalog = Catalog([ModelEntry("lstm", "LSTM", "", "/x", "shipped"), ModelEntry("gpt2", "GPT-2", "", "gpt2", "hub"),
+                       ModelEntry("distil", "DistilGPT-2", "", "distil", "hub")])
+    unavailable = {"gpt2": "needs internet", "distil": "needs internet"}
+    assert model_choices(catalog, unavailable, leave_out=True) == [("LSTM", "lstm")]
+    assert unavailable_line(catalog, unavailable) == "Not available here (needs internet): GPT-2, DistilGPT-2."
+    assert unavailable_line(catalog, {}) == ""
 
 
 # -- scores -----------------------------------------------------------------------------------------------------

@@ -306,17 +306,31 @@ def model_note(title: str, description: str, info: dict | None = None, unavailab
 
 
 def model_choices(catalog: Catalog, unavailable: dict[str, str] | None = None,
-                  session: str | None = None, lang: str = ENGLISH) -> list[tuple[str, str]]:
+                  session: str | None = None, lang: str = ENGLISH, leave_out: bool = False) -> list[tuple[str, str]]:
     """(label, name) for every picker: everyone's models and those `session` trained (textgen.service.training); a
-    model that cannot be used here says so, briefly, in its label."""
+    model that cannot be used here says so, briefly, in its label, or with `leave_out` is not offered at all (a
+    picker of boxes names them in one line instead: `unavailable_line`)."""
     unavailable = unavailable or {}
     choices = []
     for e in catalog.visible(session) if session else catalog:
         title = model_words(e, lang)[0]
         if e.name in unavailable:
+            if leave_out:
+                continue
             title = say("choice.unavailable", lang, title=title, why=words_of(unavailable[e.name], lang))
         choices.append((title, e.name))
     return choices
+
+
+def unavailable_line(catalog: Catalog, unavailable: dict[str, str], lang: str = ENGLISH) -> str:
+    """One line naming the models that cannot be used here, with why ("" when there are none): for a picker of
+    boxes, where each of them took a box of its own (offline, five GPT-2 boxes pushed a phone's Compare button
+    320 px down, and ticked they could only fail)."""
+    by_why: dict[str, list[str]] = {}
+    for e in catalog:
+        if e.name in unavailable:
+            by_why.setdefault(words_of(unavailable[e.name], lang), []).append(model_words(e, lang)[0])
+    return " ".join(say("choice.left_out", lang, why=why, titles=", ".join(titles)) for why, titles in by_why.items())
 
 
 # -- scores -------------------------------------------------------------------------------------------------

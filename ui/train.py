@@ -17,8 +17,7 @@ from textgen.models import architectures
 from textgen.service import training
 from textgen.service.training import MIN_CHARS, SIZES, TrainingRuns, read_visitor_text
 from ui.language import language, tr
-from ui.render import model_choices
-from ui.widgets import SLIDER_WIDTH, fail, lenient, session
+from ui.widgets import SLIDER_WIDTH, fail, lenient, picker_updates, session
 
 # The keys of the tab's fixed texts (textgen/locales): its first lines, the loss explained, each size's choice.
 INTRO, LOSS_HELP = "train.intro", "train.loss_help"
@@ -133,9 +132,7 @@ def build(playground, runs: TrainingRuns, pickers: list) -> list:
 
     def refresh(request: gr.Request):
         """The finished model joins every picker of this browser session."""
-        key, lang = session(request), language(request)
-        unavailable = playground.unavailable(key)
-        return [gr.update(choices=model_choices(playground.catalog, unavailable, key, lang)) for _ in pickers]
+        return picker_updates(playground, pickers, session(request), language(request))
 
     event.then(refresh, None, pickers, api_visibility="private", queue=False)
     stop.click(tab.stop, None, None, queue=False, api_name="stop_training")

@@ -19,6 +19,7 @@ from textgen.core.settings import Control, RequestError
 from textgen.core.words import ENGLISH, words_of
 from textgen.service.catalog import ASSETS, Catalog
 from ui.language import tr
+from ui.render import model_choices, unavailable_line
 
 try:  # On a ZeroGPU Space the decorated functions run on a GPU; elsewhere spaces.GPU changes nothing.
     import spaces
@@ -171,3 +172,17 @@ def stop_button(playground, button: gr.Button, events: list, **api) -> None:
 def refused(err: RequestError, lang: str = ENGLISH) -> str:
     """The line under a text when a request was refused (no stale "Loading…" line stays under the error)."""
     return f"⚠️ {words_of(err, lang)}"
+
+
+def picker_updates(playground, pickers: list, session_key: str | None, lang: str) -> list[dict]:
+    """Every model picker's choices for one visitor: their own trained models, and what cannot be used here. A list
+    says so in its labels; a group of boxes (Compare, Perplexity) leaves those out and names them under its title."""
+    catalog, unavailable = playground.catalog, playground.unavailable(session_key)
+    updates = []
+    for picker in pickers:
+        if isinstance(picker, gr.CheckboxGroup):
+            updates.append(gr.update(choices=model_choices(catalog, unavailable, session_key, lang, leave_out=True),
+                                     info=unavailable_line(catalog, unavailable, lang)))
+        else:
+            updates.append(gr.update(choices=model_choices(catalog, unavailable, session_key, lang)))
+    return updates
