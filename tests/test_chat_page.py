@@ -437,6 +437,9 @@ def test_chat_on_a_phone_is_usable(served, browser, tmp_path):
     for elem_id in ("chat-send", "chat-stop", "chat-clear"):  # beside the message box, not below the fold
         box = page.locator(f"#{elem_id}").bounding_box()
         assert box["y"] + box["height"] <= 844, f"#{elem_id} is not on the first screen: {box}"
+    # The examples come right after the conversation, before the model and its settings (once 1,100 px down).
+    example = page.get_by_text("What is the capital of France?", exact=True).bounding_box()
+    assert example["y"] < page.locator("#chat-model").bounding_box()["y"], example
     page.locator("#chat-message textarea").fill("Hi")
     page.locator("#chat-send").tap()
     assert _wait_for(lambda: "stopped" in _stats(page), 30), _stats(page)

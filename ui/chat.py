@@ -165,7 +165,7 @@ def build(playground) -> list:
     controls = {name: CONTROLS[name].bounded(limits) for name in SLIDERS}
     first = next(iter(tab.offered.names()), None)
     with gr.Row():
-        with gr.Column(scale=3):
+        with gr.Column(scale=3) as talk:
             # 380 px: at 420 the Send button fell under the fold of a 1366x768 laptop.
             chatbot = gr.Chatbot(label=tr("chat.conversation"), elem_id="chat-history", height=380, buttons=["copy"],
                                  placeholder=tr("chat.conversation_placeholder"))
@@ -203,9 +203,12 @@ def build(playground) -> list:
                     s.value = CHAT_STYLE.get(name, s.value)
                 seed = lenient(gr.Number(-1, precision=0, label=tr("common.seed"), elem_id="chat-seed",
                                          info=tr("chat.seed_info")))
-    gr.Examples([list(e) for e in CHAT_EXAMPLES], inputs=[message, style], label=tr("common.examples"),
-                example_labels=[text for text, _ in CHAT_EXAMPLES])  # the messages, not a table of two columns
-    gr.Markdown(tr("chat.examples_note"), elem_id="chat-examples-note")
+    # Under the conversation's buttons (made once the style they set exists): below both columns, on a phone they
+    # came after the model and the settings, 1,100 px down, and a newcomer saw no question to start with.
+    with talk:
+        gr.Examples([list(e) for e in CHAT_EXAMPLES], inputs=[message, style], label=tr("common.examples"),
+                    example_labels=[text for text, _ in CHAT_EXAMPLES])  # the messages, not a table of two columns
+        gr.Markdown(tr("chat.examples_note"), elem_id="chat-examples-note")
     # What the reply answers, handed over by the page (the box is cleared at once): the message, and the conversation
     # as plain JSON, which API callers may send as {"role", "content": "text"} messages.
     asked = gr.Textbox(visible=False, elem_id="chat-asked")
