@@ -25,7 +25,16 @@ from textgen.core.settings import (
 from textgen.core.words import ENGLISH, Phrase, say, words_of
 from textgen.service.catalog import Catalog
 from ui.language import language, tr
-from ui.render import LEGEND_KEYS, TokenView, model_choices, model_note, model_words, stats_markdown, token_js
+from ui.render import (
+    LEGEND_KEYS,
+    TokenView,
+    listed,
+    model_choices,
+    model_note,
+    model_words,
+    stats_markdown,
+    token_js,
+)
 from ui.widgets import PACE, fail, gpu, lenient, named, refused, session, slider, stop_button, style_choices
 
 # Each example with the style it is asked in. The poem in Balanced: at Answers' near-greedy settings SmolLM2
@@ -189,7 +198,7 @@ def build(playground) -> list:
             note = gr.Markdown("", elem_id="chat-model-note")  # written when the page opens, in its language
             if tab.left_out:
                 def titles(lang: str) -> str:  # the models' names in each language the page speaks
-                    return ", ".join(model_words(e, lang)[0] for e in tab.left_out)
+                    return listed((model_words(e, lang)[0] for e in tab.left_out), lang)
 
                 gr.Markdown(tr("chat.left_out", models=titles), elem_id="chat-left-out")
             system = gr.Textbox(CHAT_SYSTEM_PROMPT, label=tr("chat.system"), lines=2, elem_id="chat-system",

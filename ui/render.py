@@ -322,6 +322,11 @@ def model_choices(catalog: Catalog, unavailable: dict[str, str] | None = None,
     return choices
 
 
+def listed(items, lang: str = ENGLISH) -> str:
+    """Names one after another as the visitor's language writes a list ("A, B, C"; in Chinese "A、B、C")."""
+    return say("list.separator", lang).join(items)
+
+
 def unavailable_line(catalog: Catalog, unavailable: dict[str, str], lang: str = ENGLISH) -> str:
     """One line naming the models that cannot be used here, with why ("" when there are none): for a picker of
     boxes, where each of them took a box of its own (offline, five GPT-2 boxes pushed a phone's Compare button
@@ -330,7 +335,8 @@ def unavailable_line(catalog: Catalog, unavailable: dict[str, str], lang: str = 
     for e in catalog:
         if e.name in unavailable:
             by_why.setdefault(words_of(unavailable[e.name], lang), []).append(model_words(e, lang)[0])
-    return " ".join(say("choice.left_out", lang, why=why, titles=", ".join(titles)) for why, titles in by_why.items())
+    lines = (say("choice.left_out", lang, why=why, titles=listed(titles, lang)) for why, titles in by_why.items())
+    return " ".join(lines)
 
 
 # -- scores -------------------------------------------------------------------------------------------------
