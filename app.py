@@ -58,7 +58,7 @@ def build_demo(playground: Playground | LazyPlayground, training: TrainingLimits
 
         def mark_unavailable(request: gr.Request):
             """Every picker says which models cannot be used here, and why (checked when the page opens)."""
-            return picker_updates(playground, pickers, session(request), language(request))
+            return picker_updates(playground, pickers, session(request), language(request), opening=True)
 
         demo.load(mark_unavailable, None, pickers, queue=False, api_visibility="private")
     demo.queue(max_size=playground.limits.queue_size, default_concurrency_limit=playground.limits.concurrency)

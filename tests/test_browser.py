@@ -223,7 +223,7 @@ def test_on_a_laptop_the_perplexity_table_lists_unknown_characters_and_breaks_no
 def test_on_a_laptop_each_tab_opens_with_its_main_button_in_the_window(page_url, browser):
     """At 1366x768 a newcomer sees what to press without scrolling: Write's Generate was once 60 px under the
     window's bottom, below the style and the settings, and Compare's, Chat's, Score's and Train's likewise."""
-    url, _ = page_url
+    url, cat = page_url
     page = browser.new_page(viewport={"width": 1366, "height": 768})
     page.goto(url)
     page.locator("#generate").wait_for(timeout=60_000)
@@ -231,6 +231,9 @@ def test_on_a_laptop_each_tab_opens_with_its_main_button_in_the_window(page_url,
                         ("Compare", "#cmp-run"), ("Perplexity", "#ppl-run"), ("Train", "#train-run")]:
         page.get_by_role("tab", name=tab).click()
         page.locator(button).wait_for(state="visible", timeout=10_000)
+        boxes = {"Compare": "#cmp-models", "Perplexity": "#ppl-models"}.get(tab)
+        if boxes and "gpt2" in cat:  # measured once the models that cannot be used here are put in one line
+            assert _wait_for(lambda: "Not available here" in page.locator(boxes).inner_text(), 30)  # noqa: B023
         page.evaluate("window.scrollTo(0, 0)")
         box = page.locator(button).bounding_box()
         assert box and box["y"] + box["height"] <= 768, (tab, box)

@@ -231,7 +231,7 @@ def test_a_picker_of_boxes_leaves_the_unavailable_out_and_names_them_in_one_line
     assert model_choices(catalog, unavailable, leave_out=True) == [("LSTM", "lstm")]
     assert unavailable_line(catalog, unavailable) == "Not available here (needs internet): GPT-2, DistilGPT-2."
     assert unavailable_line(catalog, {}) == ""
-    chinese = unavailable_line(catalog, unavailable, "zh-CN")  # a list as Chinese writes one
+    chinese = unavailable_line(catalog, unavailable, lang="zh-CN")  # a list as Chinese writes one
     assert chinese.startswith("这里用不了（needs internet）：GPT-2") and chinese.endswith("、DistilGPT-2。"), chinese
 
 

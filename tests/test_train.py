@@ -318,6 +318,29 @@ def api(tmp_path_factory, model_dirs):
     mp.undo()
 
 
+def test_the_loss_plot_is_hidden_until_the_first_record_then_drawn():
+    """A plot first handed an empty table drew its lines in no colour; and a second training showed the first's
+    curve until its own began. So the tab hides the plot until there is a record to draw."""
+    from ui.train import TrainTab
+
+    record = {"step": 10, "seconds": 3.0, "train_loss": 3.1, "val_loss": 3.2, "sample": "Speak"}
+
+    class Runs:  # a training that starts, then reports once
+        limits = LIMITS
+
+        def train(self, *args):
+            yield training.TrainUpdate("starting")
+            yield training.TrainUpdate("step 10", records=[record])
+
+    class Request:
+        headers, query_params, session_hash = {}, {}, "visitor"
+
+    first, second = list(TrainTab(Runs()).train(Request(), "some text " * 200))
+    assert first[1] == {"__type__": "update", "visible": False} and first[3] is None
+    assert second[1]["visible"] is True and list(second[1]["value"]["curve"]) == ["on the training text",
+                                                                                   "on the part held back"]
+
+
 def test_train_through_the_api_then_write_with_the_model_in_that_session_only(api):
     url, _ = api
     mine, other = Client(url, verbose=False), Client(url, verbose=False)

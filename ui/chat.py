@@ -162,8 +162,8 @@ class ChatTab:
         return matching_style(dict(zip(SLIDERS, values, strict=True)))
 
     def mark_unavailable(self, request: gr.Request = None):
-        """When the page opens, the models that cannot be used here say so (as the page does for the other
-        pickers, which list every model: this one lists only those that can chat, so it is not among them)."""
+        """When the page opens, the models that cannot be used here say so in their labels (as the page does for
+        its other pickers, app.py: this one lists only the models that can chat, so it is not among them)."""
         return gr.update(choices=self.choices(self.playground.unavailable(), language(request)))
 
 

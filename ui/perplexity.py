@@ -74,7 +74,8 @@ def build(playground) -> list:
     # Its axis titles come with the first scores (in the visitor's language); it is hidden until then.
     chart = gr.BarPlot(x=SCORE_COLUMNS["title"], y=NATS, title=tr("ppl.chart_title"), y_lim=[0, None], sort=None,
                        elem_id="ppl-plot", visible=False)
-    # Both appear with the first scores: empty, they showed a blank chart and a table headed "1 | 2 | 3".
+    # The table and the chart appear with the first scores: empty, they showed a blank chart and a table headed
+    # "1 | 2 | 3". The hint above the table comes with them.
     # On a phone the table is wider than the screen and scrolls sideways inside its box, with nothing to say so:
     # "Unknown characters" was off screen. The hint shows on narrow screens only (the CSS in render.py).
     swipe = gr.Markdown(tr("ppl.swipe"), elem_id="ppl-swipe", visible=False)

@@ -327,12 +327,13 @@ def listed(items, lang: str = ENGLISH) -> str:
     return say("list.separator", lang).join(items)
 
 
-def unavailable_line(catalog: Catalog, unavailable: dict[str, str], lang: str = ENGLISH) -> str:
+def unavailable_line(catalog: Catalog, unavailable: dict[str, str], session: str | None = None,
+                     lang: str = ENGLISH) -> str:
     """One line naming the models that cannot be used here, with why ("" when there are none): for a picker of
     boxes, where each of them took a box of its own (offline, five GPT-2 boxes pushed a phone's Compare button
     320 px down, and ticked they could only fail)."""
     by_why: dict[str, list[str]] = {}
-    for e in catalog:
+    for e in catalog.visible(session) if session else catalog:  # a visitor's own models too, as model_choices
         if e.name in unavailable:
             by_why.setdefault(words_of(unavailable[e.name], lang), []).append(model_words(e, lang)[0])
     lines = (say("choice.left_out", lang, why=why, titles=listed(titles, lang)) for why, titles in by_why.items())

@@ -40,16 +40,22 @@ class TrainTab:
         try:
             visitor_text = read_visitor_text(text, file, self.runs.limits)
             for update in self.runs.train(session(request), visitor_text, architecture, size, seconds, name, lang):
-                # No curve before the first record: a plot first handed an empty table kept an empty colour scale
-                # for good, and drew both lines in no colour at all (axes, no lines, no legend).
-                plotted = curve(update.records, lang) if update.records else gr.skip()
-                yield (update.status, plotted, sample_of(update.records, update.prompt, lang), update.record,
-                       update.download)
+                yield (update.status, plotted(update.records, lang), sample_of(update.records, update.prompt, lang),
+                       update.record, update.download)
         except RequestError as err:
             raise fail(err, lang) from None
 
     def stop(self, request: gr.Request = None) -> None:
         self.runs.stop(session(request))
+
+
+def plotted(records: list[dict], lang: str = ENGLISH) -> dict:
+    """The loss plot at one moment: hidden until the first record, then its curve. A plot first handed an empty
+    table kept an empty colour scale for good and drew both lines in no colour (axes, no lines, no legend); and a
+    second training showed the first one's curve until its own began."""
+    if not records:
+        return gr.update(visible=False)
+    return gr.update(value=curve(records, lang), visible=True)
 
 
 def curve(records: list[dict], lang: str = ENGLISH):
@@ -59,8 +65,8 @@ def curve(records: list[dict], lang: str = ENGLISH):
     names = {key: say(name, lang) for key, name in CURVE_NAMES.items()}
     rows = [{"seconds": r["seconds"], "loss": r[key], "curve": label}
             for r in records for key, label in names.items() if r.get(key) is not None]
-    # Numbers typed as numbers even with no row yet: a plot first handed an empty (untyped) table drew its axes
-    # as categories from then on (seen on a phone: one tick per loss value and no line).
+    # Numbers typed as numbers, whatever the rows: a plot handed an untyped table drew its axes as categories from
+    # then on (seen on a phone: one tick per loss value and no line).
     return pd.DataFrame(rows, columns=["seconds", "loss", "curve"]).astype({"seconds": float, "loss": float})
 
 

@@ -174,15 +174,20 @@ def refused(err: RequestError, lang: str = ENGLISH) -> str:
     return f"⚠️ {words_of(err, lang)}"
 
 
-def picker_updates(playground, pickers: list, session_key: str | None, lang: str) -> list[dict]:
+def picker_updates(playground, pickers: list, session_key: str | None, lang: str, opening: bool = False) -> list[dict]:
     """Every model picker's choices for one visitor: their own trained models, and what cannot be used here. A list
-    says so in its labels; a group of boxes (Compare, Perplexity) leaves those out and names them under its title."""
+    says so in its labels; a group of boxes (Compare, Perplexity) leaves those out and names them under its title,
+    and as the page opens also unticks them where they were ticked by default (out of sight, a ticked box would
+    still be sent, and fail). Later (a training ended) the visitor's own ticks are left as they are."""
     catalog, unavailable = playground.catalog, playground.unavailable(session_key)
     updates = []
     for picker in pickers:
         if isinstance(picker, gr.CheckboxGroup):
-            updates.append(gr.update(choices=model_choices(catalog, unavailable, session_key, lang, leave_out=True),
-                                     info=unavailable_line(catalog, unavailable, lang)))
+            boxes = {"choices": model_choices(catalog, unavailable, session_key, lang, leave_out=True),
+                     "info": unavailable_line(catalog, unavailable, session_key, lang)}
+            if opening:
+                boxes["value"] = [name for name in picker.value or [] if name not in unavailable]
+            updates.append(gr.update(**boxes))
         else:
             updates.append(gr.update(choices=model_choices(catalog, unavailable, session_key, lang)))
     return updates
