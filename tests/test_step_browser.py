@@ -231,6 +231,9 @@ def test_on_a_phone_the_bars_fit_the_screen(page_url, browser, tmp_path):
     assert width <= 390, f"the page scrolls sideways on a phone: {width} px"
     for box in (b.bounding_box() for b in bars.locator(".sg-bar").all()[:20]):
         assert box["x"] >= 0 and box["x"] + box["width"] <= 390, box
+    # Two steps side by side, so that the four take two screens, not four (the page was 2,900 px tall).
+    stages = [s.bounding_box() for s in bars.locator(".sg-stage").all()[:2]]
+    assert len(stages) == 2 and abs(stages[0]["y"] - stages[1]["y"]) < 2, stages
     page.screenshot(path=str(tmp_path / "phone.png"), full_page=True)
     # Tapping a bar writes its token on a phone too.
     _last_stage(page).locator(".sg-bar:not(.sg-cut)").first.tap()

@@ -47,6 +47,14 @@ BARS_CSS = """
 .sg-cut .sg-fill { background: #9ca3af; }
 .sg-foot { margin-top: 4px !important; }
 .sg-note { font-size: 0.85em; margin: 6px 0 0; }
+/* On a phone, two steps side by side with narrower columns: one a line made the page 2,900 px tall after Start. */
+@media (max-width: 700px) {
+  .sg-stages { grid-template-columns: repeat(2, minmax(0, 1fr)); gap: 6px; }
+  .sg-stage { padding: 4px 5px; }
+  .sg-bar, .sg-counted .sg-bar { grid-template-columns: 3.4em minmax(0, 1fr) 3.1em; gap: 3px; padding: 1px 2px;
+    font-size: 0.8em; }
+  .sg-counted .sg-bar { grid-template-columns: 3.4em minmax(0, 1fr) 3.1em 2.2em; }
+}
 """
 
 TEXT_CSS = """
