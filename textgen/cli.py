@@ -24,6 +24,8 @@ TRAIN_HELP = {
     "n_layer": "Transformer blocks stacked on each other",
     "n_embd": "width of the Transformer: numbers per token in every block",
     "n_head": "attention heads per Transformer block (must divide --n-embd)",
+    "position_embedding": "how a Transformer knows where each token stands: learned (one trained vector per "
+                          "place) or rotary (queries and keys turned by their place; no weights)",
     "hidden_size": "width of the recurrent network's memory (numbers per layer)",
     "embedding_size": "numbers per character entering the recurrent network",
     "num_layers": "recurrent layers stacked on each other",
@@ -52,6 +54,7 @@ DEFAULT_WORDS = {  # for options whose default is not a plain value
     "time_budget": "no time limit; give --max-steps or --time-budget, or both",
     "threads": "1, or $TEXTGEN_THREADS; see textgen/local/devices.py",
     "init_from": "a fresh model",
+    "position_embedding": "learned",
     "tensorboard": "on when the tensorboard package is installed",
 }
 
@@ -76,7 +79,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                        description=f"Train a language model ({titles}) on a text file. Options left out take "
                                    "the architecture's recipe, sized for a few CPU minutes.")
     defaults = TrainConfig()
-    choices = {"arch": architectures.names(), "tokenizer": ["char", "bpe"]}
+    choices = {"arch": architectures.names(), "tokenizer": ["char", "bpe"], "position_embedding": ["learned", "rotary"]}
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)

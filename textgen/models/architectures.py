@@ -27,7 +27,8 @@ from typing import Any
 
 # The size flags of `python -m textgen train` (TrainConfig fields). An architecture's config takes some of them;
 # a new kind of size would need a new TrainConfig field (and flag) too.
-SIZE_FIELDS = ("n_layer", "n_embd", "n_head", "hidden_size", "embedding_size", "num_layers", "dropout")
+SIZE_FIELDS = ("n_layer", "n_embd", "n_head", "position_embedding", "hidden_size", "embedding_size", "num_layers",
+               "dropout")
 # What every recipe must give, beside the sizes: training cannot start without them.
 RECIPE_FIELDS = ("block_size", "batch_size", "lr", "warmup_steps")
 
@@ -106,7 +107,7 @@ BUILTIN = (
         # (3,900 steps, about 240 s of an idle core: validation 1.53 against 1.59 nats/token; benchmarks/TRAINING.md).
         recipe={"n_layer": 4, "n_embd": 128, "n_head": 4, "dropout": 0.0, "block_size": 64,
                 "batch_size": 12, "lr": 2e-3, "warmup_steps": 100},
-        size_fields=("n_layer", "n_embd", "n_head", "dropout"),
+        size_fields=("n_layer", "n_embd", "n_head", "position_embedding", "dropout"),
         tiny_sizes={"n_layer": 2, "n_embd": 32, "n_head": 4, "n_positions": 64},
         config_class="textgen.models.transformer:TransformerConfig",
         model_class="textgen.models.transformer:TransformerForCausalLM",

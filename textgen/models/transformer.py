@@ -1,8 +1,13 @@
 """A small decoder-only Transformer language model (GPT-style), as a Hugging Face model.
 
-Pre-norm blocks of causal multi-head self-attention and an MLP, learned absolute positions, dropout,
-and the output head tied to the token embedding. Keys and values of earlier tokens live in transformers'
-`DynamicCache`, so `generate` (and our decoding loop) feed one new token per step.
+Pre-norm blocks of causal multi-head self-attention and an MLP, dropout, and the output head tied to the token
+embedding. Positions are either learned, one vector per place in the context (GPT-2's way, the default and every
+checkpoint before 2026-12-07), or rotary (`position_embedding="rotary"`, RoFormer's way, as Llama does it): queries
+and keys are turned by an angle that grows with their place, so attention sees how far apart two tokens are rather
+than where each one stands. Keys and values of earlier tokens live in transformers' `DynamicCache` (rotary keys are
+cached already turned), so `generate` (and our decoding loop) feed one new token per step.
+
+    python -c "from textgen.models.transformer import *; print(TransformerConfig(position_embedding='rotary'))"
 """
 
 from __future__ import annotations
@@ -40,11 +45,51 @@ class TransformerConfig(PretrainedConfig):
     bias: bool = False
     initializer_range: float = 0.02
     tie_word_embeddings: bool = True
+    position_embedding: str = "learned"  # learned | rotary
+    rope_theta: float = 10000.0  # rotary only: the slowest pair of a head turns once in about 2 pi * theta tokens
 
     def __post_init__(self, **kwargs):
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})")
+        if self.position_embedding not in POSITION_EMBEDDINGS:
+            raise ValueError(f"position_embedding must be one of {', '.join(POSITION_EMBEDDINGS)}, "
+                             f"not {self.position_embedding!r}")
+        if self.position_embedding == "rotary" and (self.n_embd // self.n_head) % 2:
+            raise ValueError(f"rotary positions need an even head size, not {self.n_embd // self.n_head}")
         super().__post_init__(**kwargs)
+
+
+POSITION_EMBEDDINGS = ("learned", "rotary")
+# (cos, sin), each (..., T, head size): the angles of rotary positions for the tokens at hand, or None when learned.
+Angles = tuple[torch.Tensor, torch.Tensor] | None
+
+
+class Rotary(nn.Module):
+    """Rotary position angles (RoFormer, arXiv:2104.09864): pair i of a head's numbers turns by pos * theta^(-2i/D).
+
+    Written out rather than taken from transformers' Llama code: that one is tied to Llama's config and cache
+    layout, and this is a few lines. The frequencies are computed at each call, not kept in a buffer: transformers
+    builds a model on the meta device before loading its weights, and a buffer that is not in the checkpoint would
+    come back uninitialised (it did, in a test); D/2 numbers cost nothing next to the attention.
+    """
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.head_size = config.n_embd // config.n_head
+        self.theta = config.rope_theta
+
+    def forward(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        steps = torch.arange(0, self.head_size, 2, dtype=torch.float32, device=positions.device) / self.head_size
+        angles = positions.float()[..., None] * self.theta ** -steps  # (..., D/2)
+        angles = torch.cat((angles, angles), dim=-1)  # (..., D): the two halves of a head form the pairs
+        return angles.cos(), angles.sin()
+
+
+def rotate(x: torch.Tensor, angles: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Queries or keys (B, H, T, D) turned by their positions' angles (cos, sin), each broadcast to (B, H, T, D)."""
+    cos, sin = angles
+    first, second = x.chunk(2, dim=-1)
+    return x * cos.to(x.dtype) + torch.cat((-second, first), dim=-1) * sin.to(x.dtype)
 
 
 class SelfAttention(nn.Module):
@@ -58,11 +103,13 @@ class SelfAttention(nn.Module):
         self.resid_drop = nn.Dropout(config.dropout)
 
     def forward(
-        self, x: torch.Tensor, cache: Cache | None, attentions: list[torch.Tensor] | None = None
+        self, x: torch.Tensor, cache: Cache | None, angles: Angles, attentions: list[torch.Tensor] | None = None
     ) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, H, T, D)
+        if angles is not None:
+            q, k = rotate(q, angles), rotate(k, angles)
         if cache is not None:
             k, v = cache.update(k, v, self.layer_idx)
         S = k.shape[2]
@@ -114,9 +161,9 @@ class Block(nn.Module):
         self.mlp = MLP(config)
 
     def forward(
-        self, x: torch.Tensor, cache: Cache | None, attentions: list[torch.Tensor] | None = None
+        self, x: torch.Tensor, cache: Cache | None, angles: Angles, attentions: list[torch.Tensor] | None = None
     ) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), cache, attentions)
+        x = x + self.attn(self.ln_1(x), cache, angles, attentions)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -132,7 +179,9 @@ class TransformerForCausalLM(TextgenModel):
     def __init__(self, config: TransformerConfig):
         super().__init__(config)
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
-        self.wpe = nn.Embedding(config.n_positions, config.n_embd)
+        rotary = config.position_embedding == "rotary"
+        self.wpe = None if rotary else nn.Embedding(config.n_positions, config.n_embd)
+        self.rotary = Rotary(config) if rotary else None
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
@@ -186,11 +235,15 @@ class TransformerForCausalLM(TextgenModel):
             raise ValueError(f"{max(lengths) + 1} tokens exceed this model's context of {self.config.n_positions}")
         pos = torch.tensor([p for length, size in zip(lengths, sizes) for p in [length] * size]
                            + [0] * (n - sum(sizes)), device=input_ids.device)
-        x = self.wte(input_ids) + self.wpe(pos)[:, None]  # (N, 1, C)
+        x, angles = self._embed(input_ids, pos[:, None])  # (N, 1, C)
+        if angles is not None:
+            angles = tuple(a[:, None] for a in angles)  # (N, 1, 1, D): each row at its own place
         for block in self.blocks:
             attn = block.attn
             q, k, v = attn.qkv(block.ln_1(x)).split(C, dim=2)
             q, k, v = (t.view(n, 1, H, C // H).transpose(1, 2) for t in (q, k, v))  # (N, H, 1, D)
+            if angles is not None:
+                q, k = rotate(q, angles), rotate(k, angles)
             y = torch.zeros_like(q)
             start = 0
             for memory, size in zip(memories, sizes):
@@ -201,6 +254,13 @@ class TransformerForCausalLM(TextgenModel):
             x = x + attn.proj(y.transpose(1, 2).reshape(n, 1, C))
             x = x + block.mlp(block.ln_2(x))
         return self.lm_head(self.ln_f(x))[:, -1].float(), memories
+
+    def _embed(self, input_ids: torch.LongTensor, pos: torch.Tensor) -> tuple[torch.Tensor, Angles]:
+        """The tokens' vectors, with learned positions added to them; or, for rotary positions, the angles that
+        attention turns queries and keys by. `pos` has the shape of `input_ids` or of its last dimension."""
+        if self.rotary is not None:
+            return self.wte(input_ids), self.rotary(pos)
+        return self.wte(input_ids) + self.wpe(pos), None
 
     def attention_weights(self, input_ids: torch.LongTensor) -> torch.Tensor:
         """(layers, heads, T): where each head looks from the last token of `input_ids` (1, T)."""
@@ -227,11 +287,12 @@ class TransformerForCausalLM(TextgenModel):
                 "cut the input from the left"
             )
         pos = torch.arange(past, past + T, device=input_ids.device)
-        x = self.drop(self.wte(input_ids) + self.wpe(pos))
+        x, angles = self._embed(input_ids, pos)  # (B, T, C); angles (T, D) broadcast over batch and heads
+        x = self.drop(x)
         # Attention weights are computed only when asked for (textgen.service.explain); None keeps the fused kernel.
         attentions: list[torch.Tensor] | None = [] if output_attentions else None
         for block in self.blocks:
-            x = block(x, past_key_values, attentions)
+            x = block(x, past_key_values, angles, attentions)
         x = self.ln_f(x)
         if logits_to_keep:
             x = x[:, -logits_to_keep:]
