@@ -93,8 +93,8 @@ def test_the_four_shipped_architectures_and_their_recipes_are_unchanged():
     recurrent = {"hidden_size": 256, "embedding_size": 64, "num_layers": 2, "dropout": 0.0, "block_size": 128,
                  "batch_size": 16, "warmup_steps": 50}
     assert {name: RECIPES[name] for name in shipped} == {
-        "transformer": {"n_layer": 4, "n_embd": 128, "n_head": 4, "dropout": 0.0, "block_size": 64,
-                        "batch_size": 12, "lr": 2e-3, "warmup_steps": 100},
+        "transformer": {"n_layer": 4, "n_embd": 128, "n_head": 4, "position_embedding": "rotary", "dropout": 0.0,
+                        "block_size": 64, "batch_size": 12, "lr": 2e-3, "warmup_steps": 100},
         "lstm": {**recurrent, "lr": 3e-3}, "gru": {**recurrent, "lr": 3e-3}, "rnn": {**recurrent, "lr": 2e-3}}
     assert TrainConfig(arch="gru").resolved().lr == 3e-3
 

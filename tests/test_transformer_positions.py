@@ -94,11 +94,20 @@ def test_a_rotary_checkpoint_reloads_as_rotary_with_the_same_predictions(tmp_pat
         assert torch.equal(model(input_ids=text).logits, reloaded(input_ids=text).logits)
 
 
-def test_training_builds_rotary_positions_on_request_and_learned_ones_by_default():
-    rotary = build_model(TrainConfig(arch="transformer", position_embedding="rotary").resolved(), VOCAB)
+def test_training_builds_rotary_positions_by_default_and_learned_ones_on_request():
     default = build_model(TrainConfig(arch="transformer").resolved(), VOCAB)
-    assert rotary.config.position_embedding == "rotary" and rotary.wpe is None
-    assert default.config.position_embedding == "learned" and default.wpe is not None
+    learned = build_model(TrainConfig(arch="transformer", position_embedding="learned").resolved(), VOCAB)
+    assert default.config.position_embedding == "rotary" and default.wpe is None
+    assert learned.config.position_embedding == "learned" and learned.wpe is not None
+
+
+def test_a_checkpoint_without_the_setting_reads_as_learned_positions(tmp_path):
+    """Every Transformer saved before rotary positions existed has no position_embedding in its config.json."""
+    tiny("learned").save_pretrained(tmp_path)
+    config = (tmp_path / "config.json").read_text().replace('"position_embedding": "learned",', "")
+    (tmp_path / "config.json").write_text(config)
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert reloaded.config.position_embedding == "learned" and reloaded.wpe is not None
 
 
 def test_the_rotary_setting_is_a_size_flag_only_transformers_take():

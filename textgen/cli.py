@@ -54,7 +54,6 @@ DEFAULT_WORDS = {  # for options whose default is not a plain value
     "time_budget": "no time limit; give --max-steps or --time-budget, or both",
     "threads": "1, or $TEXTGEN_THREADS; see textgen/local/devices.py",
     "init_from": "a fresh model",
-    "position_embedding": "learned",
     "tensorboard": "on when the tensorboard package is installed",
 }
 
@@ -67,7 +66,8 @@ def _train_default_words(name: str, default: object) -> str:
         by_value: dict[str, list[str]] = {}
         for arch in architectures.all_architectures():
             if name in arch.recipe:
-                by_value.setdefault(f"{arch.recipe[name]:g}", []).append(arch.name)
+                value = arch.recipe[name]
+                by_value.setdefault(value if isinstance(value, str) else f"{value:g}", []).append(arch.name)
         values = "; ".join(f"{value} for {', '.join(archs)}" for value, archs in by_value.items())
         return f"the architecture's recipe: {values}"
     return str(default).replace("%", "%%")

@@ -31,7 +31,7 @@ class TrainConfig:
     n_layer: int | None = None
     n_embd: int | None = None
     n_head: int | None = None
-    position_embedding: str | None = None  # learned | rotary (a Transformer's; None: its config's default)
+    position_embedding: str | None = None  # learned | rotary: a Transformer's
     hidden_size: int | None = None
     embedding_size: int | None = None
     num_layers: int | None = None
