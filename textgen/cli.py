@@ -79,7 +79,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                        description=f"Train a language model ({titles}) on a text file. Options left out take "
                                    "the architecture's recipe, sized for a few CPU minutes.")
     defaults = TrainConfig()
-    choices = {"arch": architectures.names(), "tokenizer": ["char", "bpe"], "position_embedding": ["learned", "rotary"]}
+    choices = {"arch": architectures.names(), "tokenizer": ["char", "bpe"],
+               "position_embedding": list(architectures.POSITION_EMBEDDINGS)}
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
         default = getattr(defaults, f.name)

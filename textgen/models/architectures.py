@@ -31,6 +31,9 @@ SIZE_FIELDS = ("n_layer", "n_embd", "n_head", "position_embedding", "hidden_size
                "dropout")
 # What every recipe must give, beside the sizes: training cannot start without them.
 RECIPE_FIELDS = ("block_size", "batch_size", "lr", "warmup_steps")
+# How a Transformer knows where a token stands (textgen/models/transformer.py); here so the CLI can offer them
+# without importing torch.
+POSITION_EMBEDDINGS = ("learned", "rotary")
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,11 @@
 """A small decoder-only Transformer language model (GPT-style), as a Hugging Face model.
 
 Pre-norm blocks of causal multi-head self-attention and an MLP, dropout, and the output head tied to the token
-embedding. Positions are either learned, one vector per place in the context (GPT-2's way, the default and every
-checkpoint before 2026-12-07), or rotary (`position_embedding="rotary"`, RoFormer's way, as Llama does it): queries
-and keys are turned by an angle that grows with their place, so attention sees how far apart two tokens are rather
-than where each one stands. Keys and values of earlier tokens live in transformers' `DynamicCache` (rotary keys are
-cached already turned), so `generate` (and our decoding loop) feed one new token per step.
+embedding. Positions are either learned, one vector per place in the context (GPT-2's way, the config's default and
+every checkpoint before 2026-12-07), or rotary (`position_embedding="rotary"`, RoFormer's way, as Llama does it):
+queries and keys are turned by an angle that grows with their place, so attention sees how far apart two tokens are
+rather than where each one stands. Keys and values of earlier tokens live in transformers' `DynamicCache` (rotary
+keys are cached already turned), so `generate` (and our decoding loop) feed one new token per step.
 
     python -c "from textgen.models.transformer import *; print(TransformerConfig(position_embedding='rotary'))"
 """
@@ -22,6 +22,7 @@ from transformers import initialization as init
 from transformers.cache_utils import Cache
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
+from textgen.models.architectures import POSITION_EMBEDDINGS
 from textgen.models.common import causal_lm_loss
 from textgen.models.contract import TextgenModel
 
@@ -59,7 +60,6 @@ class TransformerConfig(PretrainedConfig):
         super().__post_init__(**kwargs)
 
 
-POSITION_EMBEDDINGS = ("learned", "rotary")
 # (cos, sin), each (..., T, head size): the angles of rotary positions for the tokens at hand, or None when learned.
 Angles = tuple[torch.Tensor, torch.Tensor] | None
 
