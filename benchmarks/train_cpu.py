@@ -12,11 +12,12 @@ nanoGPT  its README's CPU command (4 layers of 128, 4 heads, context 64, batch 1
          (and its evaluations), and the real run gets `--max_iters` = `--lr_decay_iters` = what fits. Its README's
          fixed 2000 iterations stop after about two minutes here, which compares a shorter run.
 
-Both train on the same text: ours holds out its validation chunks (spread over the file, `textgen.training.data`), and
-nanoGPT is given the rest as its `input.txt` (its `prepare.py` then keeps its own last 10% for its validation).
-Both are then scored by `textgen.local.evaluate.score_text`, every character, on those chunks and on `--heldout` (text
-neither saw, e.g. the 10% of tiny Shakespeare after the training file). Side by side, one torch thread each
-(`--threads`), as the numbers in benchmarks/TRAINING.md were measured; `--sequential` runs one after the other.
+Both train on the same text: ours holds out `textgen train`'s default validation (three stretches of scenes, 10% of
+the file, `textgen.training.data`), and nanoGPT is given the rest as its `input.txt` (its `prepare.py` then keeps its
+own last 10% for its validation). Both are then scored by `textgen.local.evaluate.score_text`, every character, on
+those stretches and on `--heldout` (text neither saw, e.g. the 10% of tiny Shakespeare after the training file). Side
+by side, one torch thread each (`--threads`), as the numbers in benchmarks/TRAINING.md were measured; `--sequential`
+runs one after the other.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from types import SimpleNamespace
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from anywhere without installing
 
+from textgen.training.config import TrainConfig  # noqa: E402
 from textgen.training.data import read_text, split_text  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "tinyshakespeare_train.txt"
@@ -178,7 +180,13 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    split = split_text(read_text(args.data), 0.05, chunks=10)  # what `textgen train` holds out by default
+    # What `textgen train` holds out by default (three stretches of scenes, 10%), read from its config: when the
+    # default was ten short chunks this line said so by hand, and it went on scoring those after the default
+    # changed, some of them text our run had trained on.
+    held_out = TrainConfig()
+    split = split_text(read_text(args.data), held_out.val_fraction, chunks=held_out.val_chunks)
+    print(f"validation: {held_out.val_chunks} stretches, {held_out.val_fraction:.0%} of the file, held out from both",
+          file=sys.stderr)
 
     runs: dict[str, tuple[list[str], Path, dict]] = {"ours": (ours_command(args.out, args.budget, args.threads,
                                                                           args.data), ROOT, {})}
@@ -214,7 +222,7 @@ def main() -> None:
             model, tokenizer, best_iter = load_nanogpt(runs[name][1])
             facts = {**facts, "best_checkpoint_iteration": best_iter}
         results[name] = {**facts, "wall_seconds": round(seconds[name]),
-                         "val_chunks_nats_per_char": round(score(model, tokenizer, split.val), 4)}
+                         "val_nats_per_char": round(score(model, tokenizer, split.val), 4)}
         if args.heldout:
             results[name]["heldout_nats_per_char"] = round(score(model, tokenizer, [read_text(args.heldout)]), 4)
     if "nanogpt" in seconds and abs(seconds["nanogpt"] - args.budget) > 0.1 * args.budget:
@@ -229,7 +237,7 @@ def main() -> None:
         r = results[name]
         held = f", held-out text {r['heldout_nats_per_char']:.4f}" if args.heldout else ""
         counts = {k: v for k, v in r.items() if k in ("steps", "iterations", "best_checkpoint_iteration")}
-        print(f"{name:8} {r['wall_seconds']:5d} s wall: validation chunks {r['val_chunks_nats_per_char']:.4f} "
+        print(f"{name:8} {r['wall_seconds']:5d} s wall: held-out stretches {r['val_nats_per_char']:.4f} "
               f"nats/char{held}   {counts}")
     if "note" in results:
         print(results["note"])
