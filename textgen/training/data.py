@@ -38,14 +38,15 @@ class Split:
         return self.val[-1]
 
 
-def split_text(text: str, val_fraction: float, chunks: int = 10) -> Split:
+def split_text(text: str, val_fraction: float, chunks: int) -> Split:
     """Hold out `chunks` pieces spread evenly over the text, `val_fraction` of it in all, the last at its end.
 
     Why spread: a single tail is one scene of one play, and it turned out easier than unseen text (the
     shipped models scored 0.12-0.20 nats/char better on the training file's last 5% than on the plays
     after it). Chunks from everywhere predict unseen text better. Contiguous chunks rather than random lines,
     so no neighbouring line of a held-out passage is trained on; each chunk starts at a line start.
-    `chunks=1` is the old tail-only split.
+    `chunks=1` is the old tail-only split. No default here: `TrainConfig` holds the one default (three stretches),
+    and a second one here outlived a change of it once (a benchmark went on scoring ten chunks).
     """
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
