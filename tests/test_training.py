@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from transformers import AutoModelForCausalLM
 
 from textgen.cli import build_parser, main
 from textgen.training.config import TrainConfig, lr_at
@@ -168,18 +169,40 @@ def test_model_card_of_a_bpe_model_is_not_tagged_character_level(config):
 
 def test_init_from_continues_a_finished_checkpoint(config, tmp_path):
     first = train(replace(config, max_steps=40))
-    again = Trainer(replace(config, out=str(tmp_path / "more"), init_from=config.out, hidden_size=999))
-    assert again.model.config.hidden_size == 32  # the checkpoint's own size, not the flag
+    again = Trainer(replace(config, out=str(tmp_path / "more"), init_from=config.out))
+    assert again.model.config.hidden_size == 32
     assert again.validate() == pytest.approx(first["best_val_loss_per_token"], abs=1e-4)
     card_run = again.train()
     assert card_run["steps"] == 20
     card = (tmp_path / "more" / "README.md").read_text()
-    assert "--hidden-size 999" not in card
     # The card keeps the run it continued, so the model can be reproduced from the two commands.
     assert "Trained in 2 runs" in card and "| 40 + 20 |" in card
     first_command, second_command = re.findall(r"^ *(python -m textgen train .*)$", card, flags=re.M)
     assert "--hidden-size 32" in first_command and f"--out {config.out}" in first_command
     assert f"--init-from {config.out}" in second_command
+
+
+def test_init_from_refuses_a_size_flag_that_would_change_the_checkpoint(config, tmp_path):
+    train(config)
+    with pytest.raises(ValueError, match="--hidden-size 999 cannot change the shape of .*it has 32"):
+        Trainer(replace(config, out=str(tmp_path / "more"), init_from=config.out, hidden_size=999))
+
+
+@pytest.mark.parametrize("arch", ["gru", "transformer"])
+def test_init_from_takes_a_new_dropout_for_the_next_stage(config, tmp_path, arch):
+    train(replace(config, arch=arch, dropout=0.1))
+
+    train(replace(config, arch=arch, out=str(tmp_path / "more"), init_from=config.out, dropout=0.4))
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "more")
+    assert model.config.dropout == 0.4
+    assert {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)} == {0.4}
+    assert json.loads((tmp_path / "more" / "training_summary.json").read_text())["config"]["dropout"] == 0.4
+    second_command = re.findall(r"^ *(python -m textgen train .*)$", (tmp_path / "more" / "README.md").read_text(),
+                                flags=re.M)[-1]
+    assert "--dropout 0.4" in second_command
+
+    same = Trainer(replace(config, arch=arch, out=str(tmp_path / "same"), init_from=config.out))
+    assert same.model.config.dropout == 0.1  # no flag: the checkpoint's own
 
 
 def test_a_third_run_keeps_both_earlier_ones(config, tmp_path):

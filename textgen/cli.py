@@ -45,7 +45,8 @@ TRAIN_HELP = {
     "val_chunks": "held-out stretches of consecutive text spread over the file (1: only its tail)",
     "seed": "random seed of the first weights and of the batches",
     "threads": "CPU threads for torch",
-    "init_from": "start from this checkpoint's weights and tokenizer, with a fresh optimizer and schedule",
+    "init_from": ("start from this checkpoint's weights, sizes and tokenizer, with a fresh optimizer and schedule "
+                  "(--dropout, if given, applies from this run on)"),
     "resume": "continue the run saved in --out",
     "tensorboard": "log the losses to TensorBoard in OUT/tensorboard",
 }

@@ -106,7 +106,7 @@ class Trainer:
         self.sample_prompt, self.sample_tokens = sample_prompt, sample_tokens
         if cfg.max_steps is None and cfg.time_budget is None:
             raise ValueError("give --max-steps or --time-budget (or both)")
-        cfg = cfg.resolved()
+        asked, cfg = cfg, cfg.resolved()  # `asked`: only the flags given (--init-from tells them from the recipe's)
         self.cfg = cfg
         self.out = Path(cfg.out)
         self.tensorboard = _tensorboard_wanted(cfg.tensorboard)
@@ -130,7 +130,7 @@ class Trainer:
             self.tokenizer = self._shared_tokenizer(cfg, "".join(split.train))
         self.train_ids = torch.cat([self._ids(piece) for piece in split.train])
         self.val_windows = self._val_windows([self._ids(chunk) for chunk in split.val])
-        self.model = self._init_model(cfg)
+        self.model = self._init_model(cfg, asked)
         self.optimizer = torch.optim.AdamW(
             param_groups(self.model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.99), fused=False
         )
@@ -158,19 +158,28 @@ class Trainer:
         acc.wait_for_everyone()
         return AutoTokenizer.from_pretrained(self.out)
 
-    def _init_model(self, cfg: TrainConfig) -> PreTrainedModel:
+    def _init_model(self, cfg: TrainConfig, asked: TrainConfig) -> PreTrainedModel:
         if not cfg.init_from:
             return build_model(cfg, len(self.tokenizer))
         # Continue from a finished checkpoint (say, a shipped model in a later session): its weights and
-        # tokenizer, with a fresh optimizer and schedule. Its own sizes win over any size flags.
+        # tokenizer, with a fresh optimizer and schedule. Its shape is in its weights, so a size flag that differs
+        # is refused, not ignored. Dropout is no shape: given, it applies from this stage on (a later stage may
+        # want more of it; it was once ignored here, and a run meant to test 0.4 repeated 0.3).
         # In float32 whatever the checkpoint's stored dtype: transformers 5 loads a float16 file (a stage kept small
         # to commit) as float16, and the optimizer would then step in half precision.
-        model = AutoModelForCausalLM.from_pretrained(cfg.init_from, dtype=torch.float32)
+        new_dropout = {"dropout": asked.dropout} if asked.dropout is not None else {}
+        model = AutoModelForCausalLM.from_pretrained(cfg.init_from, dtype=torch.float32, **new_dropout)
         arch = architectures.get(cfg.arch)
         expected = arch.classes()[1]
         if type(model) is not expected:
             raise ValueError(f"{cfg.init_from} holds a {type(model).__name__}, not a {expected.__name__}")
-        sizes = {name: None for name in SIZE_FIELDS}  # the checkpoint's sizes, so the card does not list others
+        for name in arch.size_fields:
+            wanted, has = getattr(asked, name), getattr(model.config, name, None)
+            if name != "dropout" and wanted is not None and wanted != has:
+                raise ValueError(f"--{name.replace('_', '-')} {wanted} cannot change the shape of {cfg.init_from} "
+                                 f"(it has {has}); leave the flag out to continue from it")
+        # The checkpoint's sizes, so the card does not list them again; a new dropout stays on it.
+        sizes = {name: None for name in SIZE_FIELDS if name != "dropout"} | {"dropout": asked.dropout}
         context = getattr(model.config, arch.context_field, None) if arch.context_field else None
         if context is not None and cfg.block_size > context:
             sizes["block_size"] = context
