@@ -37,7 +37,7 @@ from accelerate.utils import broadcast, gather
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 import textgen.models.auto  # noqa: F401  (registers the registry's architectures with the Auto classes)
 from textgen.local.devices import configure_cpu_threads, pick_device, pick_mixed_precision
@@ -167,8 +167,12 @@ class Trainer:
         # want more of it; it was once ignored here, and a run meant to test 0.4 repeated 0.3).
         # In float32 whatever the checkpoint's stored dtype: transformers 5 loads a float16 file (a stage kept small
         # to commit) as float16, and the optimizer would then step in half precision.
-        new_dropout = {"dropout": asked.dropout} if asked.dropout is not None else {}
-        model = AutoModelForCausalLM.from_pretrained(cfg.init_from, dtype=torch.float32, **new_dropout)
+        # Set on the config rather than passed as a keyword: a checkpoint of another kind (a GPT-2 folder, say) would
+        # otherwise fail inside transformers before the clear refusal below.
+        config = AutoConfig.from_pretrained(cfg.init_from)
+        if asked.dropout is not None:
+            config.dropout = asked.dropout
+        model = AutoModelForCausalLM.from_pretrained(cfg.init_from, config=config, dtype=torch.float32)
         arch = architectures.get(cfg.arch)
         expected = arch.classes()[1]
         if type(model) is not expected:
