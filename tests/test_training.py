@@ -255,6 +255,15 @@ def test_card_reports_the_held_out_stretches_and_the_tail_apart(config):
     assert f"{summary['tail_nats_per_char']:.4f} nats/char" in card and "4 stretches spread" in card
 
 
+def test_card_of_a_run_validated_on_the_file_s_tail_alone_says_so_once(config):
+    # A last stage that trains on all but the file's end (a fold-in of held-out stretches) validates on one piece:
+    # the card names that share exactly and does not repeat the same number as a "tail" row.
+    summary = train(replace(config, val_fraction=0.015, val_chunks=1))
+    card = (Path(config.out) / "README.md").read_text()
+    assert "its last 1.5% held out for validation" in card and "stretches spread" not in card
+    assert "of which the file's tail" not in card and f"{summary['val_nats_per_char']:.4f} nats/char" in card
+
+
 def test_tensorboard_logs_losses_through_accelerate(config):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

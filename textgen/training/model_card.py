@@ -51,9 +51,12 @@ def write_model_card(out: Path, cfg: TrainConfig, summary: dict, n_params: int) 
     minutes = [s["train_seconds"] / 60 for s in stages] + [summary["train_seconds"] / 60]
     time_text = " + ".join(f"{m:.1f}" for m in minutes) + " min" + (f" ({sum(minutes):.1f} in all)" if stages else "")
     steps_text = " + ".join(f"{n:,}" for n in [*(s["steps"] for s in stages), summary["steps"]])
-    held_out = f"{cfg.val_fraction:.0%} held out for validation in {cfg.val_chunks} stretches spread over the file"
-    tail = (f"{summary.get('tail_nats_per_char', float('nan')):.4f} nats/char over {summary.get('tail_chars', 0):,} "
-            "chars (the last held-out piece alone, at the file's end)")
+    held_out = held_out_text(cfg)
+    tail_row = ""
+    if cfg.val_chunks > 1:  # with one piece, the tail is the whole validation: no second row for the same number
+        tail = summary.get("tail_nats_per_char", float("nan"))
+        tail_row = (f"| of which the file's tail | {tail:.4f} nats/char over {summary.get('tail_chars', 0):,} chars "
+                    "(the last held-out piece alone, at the file's end) |\n")
     heldback_row = heldback_line(summary)
     processes = summary.get("processes", 1)
     hardware = describe_hardware() + (f", {processes} processes" if processes > 1 else "")
@@ -79,13 +82,21 @@ A {n_params / 1e6:.2f}M-parameter {cfg.arch} trained by `textgen` on `{Path(cfg.
 | steps | {steps_text} |
 {batch_row}| training time | {time_text} on {hardware} |
 | validation loss | {nats:.4f} nats/char ({bits:.4f} bits/char) over {summary.get("val_chars", 0):,} held-out chars |
-| of which the file's tail | {tail} |
-{heldback_row}
+{tail_row}{heldback_row}
 {_commands_text(cfg, stages, processes)}
 
 The loss curve (of the last run) is `loss.csv` / `loss.png`.
 """
     (out / "README.md").write_text(text)
+
+
+def held_out_text(cfg: TrainConfig) -> str:
+    """What the run held out, in the card's words: '10% held out for validation in 3 stretches spread over the
+    file', or for a single piece 'its last 1.5% held out for validation'."""
+    share = f"{cfg.val_fraction * 100:.3g}%"  # 0.015 reads 1.5%, where :.0% would round it to 2%
+    if cfg.val_chunks == 1:
+        return f"its last {share} held out for validation"
+    return f"{share} held out for validation in {cfg.val_chunks} stretches spread over the file"
 
 
 def heldback_line(summary: dict) -> str:
