@@ -214,6 +214,34 @@ def test_a_third_run_keeps_both_earlier_ones(config, tmp_path):
     assert saved["earlier_stages"] == third["earlier_stages"]
 
 
+def test_the_card_lists_the_stages_the_weights_came_from_even_if_that_folder_changes(config, tmp_path):
+    train(config)
+    second = Trainer(replace(config, out=str(tmp_path / "second"), init_from=config.out))
+    train(replace(config, max_steps=30))  # while it trains, a newer run is saved where it started from
+    summary = second.train()
+    assert [s["steps"] for s in summary["earlier_stages"]] == [20]
+    assert "| 20 + 20 |" in (tmp_path / "second" / "README.md").read_text()
+
+
+def test_a_resumed_stage_keeps_the_stages_it_started_from(config, tmp_path):
+    train(config)
+    more = replace(config, out=str(tmp_path / "more"), init_from=config.out)
+    train(replace(more, max_steps=10))
+    train(replace(config, max_steps=30))  # replaced between the two sessions of the second stage
+    resumed = train(replace(more, resume=True))
+    assert resumed["steps"] == 20
+    assert [s["steps"] for s in resumed["earlier_stages"]] == [20]
+
+
+def test_a_continued_run_saves_the_tokenizer_as_it_found_it(config, tmp_path):
+    train(config)
+    train(replace(config, out=str(tmp_path / "more"), init_from=config.out))
+    found = json.loads((Path(config.out) / "tokenizer_config.json").read_text())
+    for saved in (tmp_path / "more", tmp_path / "more" / STATE_DIR):
+        # Not "is_local" or "local_files_only": facts of one loading, not settings of the tokenizer.
+        assert json.loads((saved / "tokenizer_config.json").read_text()) == found
+
+
 def test_init_from_trains_in_float32_from_a_half_precision_checkpoint(config, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -123,9 +123,9 @@ class Trainer:
         self.val_texts = split.val
         resuming = cfg.resume and (self.out / STATE_DIR).is_dir()
         if resuming:
-            self.tokenizer = AutoTokenizer.from_pretrained(self.out / STATE_DIR)
+            self.tokenizer = load_tokenizer(self.out / STATE_DIR)
         elif cfg.init_from:
-            self.tokenizer = AutoTokenizer.from_pretrained(cfg.init_from)
+            self.tokenizer = load_tokenizer(cfg.init_from)
         else:
             self.tokenizer = self._shared_tokenizer(cfg, "".join(split.train))
         self.train_ids = torch.cat([self._ids(piece) for piece in split.train])
@@ -135,6 +135,9 @@ class Trainer:
             param_groups(self.model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.99), fused=False
         )
         self.step, self.elapsed, self.best_val = 0, 0.0, float("inf")
+        # Read now, not when the run ends: --init-from's folder may be replaced while this run trains (a newer
+        # stage shipped in its place), and the card must list the stages these weights really came from.
+        self.earlier_stages = earlier_stages(cfg.init_from) if cfg.init_from else []
         # Each process draws its own windows: the data is split between them by the seed (process 0 keeps the
         # plain seed, so a one-process run draws what it always drew).
         self.generator = torch.Generator().manual_seed(cfg.seed + acc.process_index)
@@ -156,7 +159,7 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             build_tokenizer(cfg, text).save_pretrained(self.out)
         acc.wait_for_everyone()
-        return AutoTokenizer.from_pretrained(self.out)
+        return load_tokenizer(self.out)
 
     def _init_model(self, cfg: TrainConfig, asked: TrainConfig) -> PreTrainedModel:
         if not cfg.init_from:
@@ -284,8 +287,8 @@ class Trainer:
         summary = {"steps": self.step, "train_seconds": round(self.elapsed, 1),
                    "best_val_loss_per_token": round(self.best_val, 4), "processes": self.processes,
                    "effective_batch_size": self.effective_batch_size}
-        if cfg.init_from:
-            summary["earlier_stages"] = earlier_stages(cfg.init_from)
+        if cfg.init_from or self.earlier_stages:
+            summary["earlier_stages"] = self.earlier_stages
         if acc.is_main_process:
             summary.update(self.final_validation())
             (self.out / "training_summary.json").write_text(
@@ -430,7 +433,8 @@ class Trainer:
         save_file(tensors, state / "optimizer.safetensors", metadata={"param_groups": groups})
         self.tokenizer.save_pretrained(state)
         (state / "progress.json").write_text(json.dumps(
-            {"step": self.step, "elapsed": self.elapsed, "best_val": self.best_val}))
+            {"step": self.step, "elapsed": self.elapsed, "best_val": self.best_val,
+             "earlier_stages": self.earlier_stages}))
 
     def _load_state(self) -> None:
         state = self.out / STATE_DIR
@@ -452,8 +456,23 @@ class Trainer:
             # else: a run resumed with more processes than it had; this one keeps its fresh seed
         progress = json.loads((state / "progress.json").read_text())
         self.step, self.elapsed, self.best_val = progress["step"], progress["elapsed"], progress["best_val"]
+        # (A state saved before the stages were kept in it has only the --init-from folder to go by.)
+        self.earlier_stages = progress.get("earlier_stages", self.earlier_stages)
         self.accelerator.print(f"resuming {self.out} at step {self.step} ({self.elapsed:.0f} s in, "
                                f"best val {self.best_val:.4f})")
+
+
+# What transformers records while loading a tokenizer (where its files came from): save_pretrained would write
+# them into the new checkpoint's tokenizer_config.json as if they were settings of the tokenizer itself.
+LOADING_FACTS = ("is_local", "local_files_only")
+
+
+def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
+    """The tokenizer saved in `path`, to be saved again with a new checkpoint as it was."""
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    for key in LOADING_FACTS:
+        tokenizer.init_kwargs.pop(key, None)
+    return tokenizer
 
 
 def _optimizer_to_tensors(state_dict: dict) -> tuple[dict[str, torch.Tensor], str]:
