@@ -135,6 +135,9 @@ def test_eval_takes_the_catalog_flags_like_generate(model_dirs, tmp_path, capsys
     assert main(["eval", "--model", "mine", "--add-model", str(tmp_path / "mine"), "--data", str(tmp_path / "t.txt"),
                  "--json"]) == 0
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["chars"] == 21
+    assert main(["eval", "--model", "mine", "--add-model", str(tmp_path / "mine"),
+                 "--data", str(tmp_path / "t.txt")]) == 0
+    assert "unknown_chars: none" in capsys.readouterr().out  # every character is in the GRU's alphabet
 
 
 def test_a_reader_that_goes_away_ends_generate_quietly(model_dirs):

@@ -274,6 +274,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(json.dumps(score.as_dict()))
     else:
         for key, value in score.as_dict().items():  # 4 decimals for people; --json keeps every digit
+            if key == "unknown_chars":
+                value = value or "none"  # a blank after the colon reads as a missing answer
             print(f"{key:>14}: {value:.4f}" if isinstance(value, float) else f"{key:>14}: {value}")
     return 0
 
