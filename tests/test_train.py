@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 from gradio_client import Client, handle_file
-from helpers import live_app, rest_result
+from helpers import live_app, rest_result, wait_until
 
 import textgen.service.training as training
 from textgen.core.settings import RequestError
@@ -186,13 +186,14 @@ def test_a_trainer_that_cannot_start_is_said_in_words(tmp_path):
 
 
 def test_stop_ends_the_training_and_keeps_its_best_weights(runs):
-    started = time.monotonic()
     updates = []
     for update in runs.train("s1", read_visitor_text(shakespeare(), None, LIMITS), "gru", "small", 60):
         updates.append(update)
         if update.records:
             runs.stop("s1")
-    assert time.monotonic() - started < 45, "Stop should end a 60 s training long before its time"
+    # Read on the training's own clock (its last record), not the wall clock around the call: that one also counts
+    # the trainer's start, which took most of a minute on a busy machine and failed a bound of 45 s.
+    assert updates[-1].records[-1]["seconds"] < 30, "Stop should end a 60 s training long before its time"
     assert updates[-1].done and updates[-1].model == "my-gru"  # the name when none is given
     assert "Stopped" in updates[-1].status
     assert (Path(runs.catalog.get("my-gru").source) / "model.safetensors").is_file()
@@ -211,8 +212,8 @@ def test_one_training_at_a_time_and_the_next_is_told_its_place(runs):
 
     thread = threading.Thread(target=second)
     thread.start()
-    time.sleep(1.5)
-    assert waited and "Waiting for your turn (you are next)" in waited[0].status
+    wait_until(lambda: waited, 60, "the second visitor's first word")  # seconds on a busy machine
+    assert "Waiting for your turn (you are next)" in waited[0].status
     with pytest.raises(RequestError, match="training a model already"):
         next(runs.train("s1", read_visitor_text(shakespeare(), None, LIMITS), "lstm", "small", 3))
     list(first)
@@ -253,7 +254,7 @@ def test_models_past_their_time_go_even_when_nobody_trains(tmp_path, monkeypatch
     folder = Path(runs.catalog.get("mine").source).parent
     meta = json.loads((folder / training.RUN_FILE).read_text())
     (folder / training.RUN_FILE).write_text(json.dumps({**meta, "created": time.time() - 2 * 3600}))
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60  # a sweep every 0.5 s: generous, for a busy machine
     while folder.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not folder.exists() and "mine" not in runs.catalog
