@@ -19,8 +19,6 @@ from textgen.core.settings import (
     SLIDERS,
     STYLES,
     RequestError,
-    matching_style,
-    style_values,
 )
 from textgen.core.words import ENGLISH, Phrase, say, words_of
 from textgen.service.catalog import Catalog
@@ -35,7 +33,19 @@ from ui.render import (
     stats_markdown,
     token_js,
 )
-from ui.widgets import PACE, fail, gpu, lenient, named, refused, session, slider, stop_button, style_choices
+from ui.widgets import (
+    PACE,
+    fail,
+    gpu,
+    lenient,
+    link_style,
+    named,
+    refused,
+    session,
+    slider,
+    stop_button,
+    style_choices,
+)
 
 # Each example with the style it is asked in. The poem in Balanced: at Answers' near-greedy settings SmolLM2
 # repeated a line 6 to 15 times in each of 5 poems, in Balanced never (benchmarks/CHAT.md).
@@ -152,15 +162,6 @@ class ChatTab:
         conversation to what it was before it."""
         return gr.update(value=text, interactive=True), past or [], *ChatTab.unlock()[1:]
 
-    @staticmethod
-    def pick_style(style: str):
-        values = style_values(style)
-        return [values.get(name, gr.skip()) for name in SLIDERS]
-
-    @staticmethod
-    def moved(*values):
-        return matching_style(dict(zip(SLIDERS, values, strict=True)))
-
     def mark_unavailable(self, request: gr.Request = None):
         """When the page opens, the models that cannot be used here say so in their labels (as the page does for
         its other pickers, app.py: this one lists only the models that can chat, so it is not among them)."""
@@ -239,8 +240,6 @@ def build(playground) -> list:
     clear.click(lambda: ([], "", ""), None, [chatbot, stats, probs], **private)
     chatbot.clear(lambda: ("", ""), None, [stats, probs], **private)  # the Chatbot's own bin icon
     gr.on(None, tab.describe, model, note, **private)  # when the page opens, and when another model is picked
-    style.change(tab.pick_style, style, sliders, **private)
-    for s in sliders:
-        s.input(tab.moved, sliders, style, **private)
+    link_style(style, sliders, **private)
     gr.on(None, tab.mark_unavailable, None, model, **private)  # no trigger: when the page loads
     return []

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from textgen.core.settings import Control, RequestError
+from textgen.core.settings import SLIDERS, Control, RequestError, matching_style, style_values
 from textgen.core.words import ENGLISH, words_of
 from textgen.service.catalog import ASSETS, Catalog
 from ui.language import tr
@@ -91,6 +91,25 @@ def style_choices(styles) -> list:
     """A style picker's choices: each style's name in the visitor's language, its English name as its value (what
     the handlers and the API see)."""
     return [(tr(f"style.{name}"), name) for name in styles]
+
+
+def _style_to_sliders(style: str) -> list:
+    """A picked style's values for the sliders it sets; the others keep theirs."""
+    values = style_values(style)
+    return [values.get(name, gr.skip()) for name in SLIDERS]
+
+
+def _sliders_to_style(*values) -> str | None:
+    """The style the sliders now match, or none once one has been moved off every style."""
+    return matching_style(dict(zip(SLIDERS, values, strict=True)))
+
+
+def link_style(style: gr.Dropdown, sliders: list, **events) -> None:
+    """Wire a style picker to the SLIDERS it sets (Write and Chat): picking a style moves them, and moving one
+    by hand shows which style they now match (or none)."""
+    style.change(_style_to_sliders, style, sliders, **events)
+    for s in sliders:
+        s.input(_sliders_to_style, sliders, style, **events)
 
 
 def named(*names: str):

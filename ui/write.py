@@ -22,7 +22,6 @@ from textgen.core.settings import (
     STYLES,
     WRITE_STYLE,
     RequestError,
-    matching_style,
     style_values,
 )
 from textgen.core.words import say
@@ -38,6 +37,7 @@ from ui.widgets import (
     fail,
     gpu,
     lenient,
+    link_style,
     named,
     refused,
     session,
@@ -154,15 +154,6 @@ class WriteTab:
         """The style a page starting on `name` starts with."""
         return CHAT_STYLE_NAME if self.template_for(name) else WRITE_STYLE
 
-    @staticmethod
-    def pick_style(style: str):
-        values = style_values(style)
-        return [values.get(name, gr.skip()) for name in SLIDERS]
-
-    @staticmethod
-    def moved(*values):
-        return matching_style(dict(zip(SLIDERS, values, strict=True)))
-
 
 def build(playground) -> list:
     """Lay out the Write tab inside the open gr.Blocks and wire its events; returns its model picker."""
@@ -245,7 +236,5 @@ def build(playground) -> list:
     gr.on(None, tab.describe, model, note, **private)
     model.input(tab.template_for, model, templated, **private)
     model.input(tab.style_for, [model, style], style, **private)  # then style.change moves the sliders
-    style.change(tab.pick_style, style, sliders, **private)
-    for s in sliders:
-        s.input(tab.moved, sliders, style, **private)
+    link_style(style, sliders, **private)
     return [model]
