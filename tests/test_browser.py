@@ -48,7 +48,7 @@ def _pick_model(page, cat, name: str) -> None:
     """Pick a model from the dropdown as a person does: open it, click the option."""
     page.locator("#model input").click()
     page.get_by_role("option", name=cat.get(name).title, exact=True).click()
-    assert _wait_for(lambda: cat.get(name).description[:20] in page.locator("#model-note").inner_text(), 10)
+    assert _wait_for(lambda: cat.get(name).description[:20] in page.locator("#model-note").inner_text())
 
 
 def test_a_long_text_streams_with_the_page_responsive_and_stop_answers(page_url, browser, tmp_path):
@@ -130,19 +130,19 @@ def test_write_and_the_token_probabilities(page_url, browser, tmp_path):
     _pick_model(page, cat, target)
     page.get_by_text("Sampling controls").click()
     _set_slider(page, "temperature", 0.7)
-    assert _wait_for(lambda: page.locator("#preset input:checked").count() == 0, 5), \
+    assert _wait_for(lambda: page.locator("#preset input:checked").count() == 0), \
         "a slider moved by hand should clear the Style"
     page.get_by_text("Precise").click()
-    assert _wait_for(lambda: page.locator("#temperature input[type=number]").input_value() == "0.3", 5)
+    assert _wait_for(lambda: page.locator("#temperature input[type=number]").input_value() == "0.3")
     page.locator("#generate").click()  # the default length
     assert _wait_for(lambda: "stopped" in _stats(page), 60), _stats(page)
     # A text longer than the Transformer's context is how it works, not a problem: a note, never a warning.
     assert "⚠️" not in _stats(page)
     tokens = page.locator("#tokens .tg-tok")
-    assert _wait_for(lambda: tokens.count() > 5, 10)
+    assert _wait_for(lambda: tokens.count() > 5)
     tokens.nth(2).hover()
     pop = page.locator(".tg-pop-write")
-    assert _wait_for(lambda: pop.is_visible(), 5)
+    assert _wait_for(lambda: pop.is_visible())
     assert "%" in pop.inner_text() and "The model weighed" in pop.inner_text()
 
     shot = Path(os.environ.get("TEXTGEN_SCREENSHOT") or tmp_path / "screenshot.png")
@@ -159,23 +159,23 @@ def test_on_a_phone_every_tab_is_on_screen_without_a_hidden_menu(page_url, brows
     page.goto(url)
     page.locator("#generate").wait_for(timeout=60_000)
     tabs = page.locator('[role="tab"]')
-    assert _wait_for(lambda: tabs.count() == 7, 10), tabs.count()
+    assert _wait_for(lambda: tabs.count() == 7), tabs.count()
     for i in range(tabs.count()):
         tab = tabs.nth(i)
         box = tab.bounding_box()
         assert tab.is_visible() and box and box["x"] >= 0 and box["x"] + box["width"] <= 390, (tab.inner_text(), box)
     tabs.nth(5).tap()  # the sixth, Perplexity, is one tap away like the first
-    assert _wait_for(lambda: tabs.nth(5).get_attribute("aria-selected") == "true", 10)
+    assert _wait_for(lambda: tabs.nth(5).get_attribute("aria-selected") == "true")
     # Before Score: no empty chart, no table headed "1 | 2 | 3"; after it, both, with a row per model.
     assert page.locator("#ppl-run").is_visible() and not page.locator("#ppl-table").is_visible()
     assert not page.locator("#ppl-plot").is_visible()
     page.locator("#ppl-run").tap()
     assert _wait_for(lambda: page.locator("#ppl-table").is_visible(), 120)
-    assert _wait_for(lambda: "Surprise per character" in page.locator("#ppl-table").inner_text(), 10)
+    assert _wait_for(lambda: "Surprise per character" in page.locator("#ppl-table").inner_text())
     assert page.locator("#ppl-plot").is_visible()
     # The chart's axes are named in words, not by a raw translation key ("__i18n__{...", as they once were).
     plot = page.locator("#ppl-plot")
-    assert _wait_for(lambda: "surprise per character" in plot.inner_html(), 10)
+    assert _wait_for(lambda: "surprise per character" in plot.inner_html())
     assert "__i18n__" not in plot.inner_html()
     # The table is wider than a phone and scrolls sideways inside its box: a line above it says so.
     assert page.locator("#ppl-swipe").is_visible()
@@ -209,7 +209,7 @@ def test_on_a_laptop_the_perplexity_table_lists_unknown_characters_and_breaks_no
     assert _wait_for(lambda: box.input_value() != "", 30)
     page.wait_for_timeout(500)
     box.fill(text)
-    assert _wait_for(lambda: box.input_value() == text, 5)
+    assert _wait_for(lambda: box.input_value() == text)
     page.locator("#ppl-run").click()
     table = page.locator("#ppl-table")
     assert _wait_for(lambda: "“é” “9” “—”" in table.inner_text(), 120), table.inner_text()
@@ -258,7 +258,7 @@ def test_on_a_phone_the_text_and_the_pop_up_stay_on_screen(page_url, browser, tm
     last.scroll_into_view_if_needed()
     last.tap()
     pop = page.locator(".tg-pop-write")
-    assert _wait_for(lambda: pop.is_visible(), 5)
+    assert _wait_for(lambda: pop.is_visible())
     pbox = pop.bounding_box()
     assert pbox["x"] >= 0 and pbox["x"] + pbox["width"] <= 390, f"the pop-up is cut off: {pbox}"
     page.screenshot(path=str(tmp_path / "phone.png"))
@@ -276,14 +276,14 @@ def test_an_unavailable_model_is_marked_in_a_list_and_named_beside_the_boxes(pag
     page.goto(url)
     page.locator("#model input").click()
     option = page.get_by_role("option", name=cat.get("gpt2").title, exact=False).first
-    assert _wait_for(lambda: "unavailable: needs internet" in option.inner_text(), 10), option.inner_text()
+    assert _wait_for(lambda: "unavailable: needs internet" in option.inner_text()), option.inner_text()
     option.click()
-    assert _wait_for(lambda: "Not available on this server" in page.locator("#model-note").inner_text(), 10)
+    assert _wait_for(lambda: "Not available on this server" in page.locator("#model-note").inner_text())
 
     page.get_by_role("tab", name="Compare").click()
     group = page.locator("#cmp-models")
     line = f"Not available here (needs internet to download): {cat.get('gpt2').title}"
-    assert _wait_for(lambda: line in group.inner_text(), 10), group.inner_text()
+    assert _wait_for(lambda: line in group.inner_text()), group.inner_text()
     labels = [group.locator("label").nth(i).inner_text() for i in range(group.locator("label").count())]
     assert cat.get("lstm").title in labels and not any("GPT-2" in label for label in labels), labels
     page.locator("#cmp-run").click()
@@ -320,7 +320,7 @@ def test_a_bad_value_shows_a_message_not_a_traceback(page_url, browser):
     page.locator("#prompt textarea").fill("x" * 10_001)
     page.locator("#generate").click()
     toast = page.locator(".toast-body")
-    assert _wait_for(lambda: toast.count() > 0, 15)
+    assert _wait_for(lambda: toast.count() > 0)
     assert "limit" in toast.first.inner_text() and "Traceback" not in toast.first.inner_text()
     page.close()
 
@@ -334,7 +334,7 @@ def test_branch_from_a_token_writes_on_and_keeps_the_original(page_url, browser,
     page.locator("#generate").click()
     assert _wait_for(lambda: "stopped" in _stats(page), 60), _stats(page)
     original = _output(page, "output")
-    assert _wait_for(lambda: page.locator("#tokens .tg-tok").count() == 60, 10)
+    assert _wait_for(lambda: page.locator("#tokens .tg-tok").count() == 60)
     # A token the model had a real choice at (where top-k/top-p left one token, there is nothing to branch to).
     index = page.evaluate("[...document.querySelectorAll('#tokens .tg-tok')]"
                           ".findIndex((t, i) => i >= 5 && JSON.parse(t.dataset.a).length > 1)")
@@ -348,13 +348,13 @@ def test_branch_from_a_token_writes_on_and_keeps_the_original(page_url, browser,
                          ".findIndex(t => JSON.parse(t.dataset.a).length === 1)")
     if sure >= 0:  # a token with no other choice says why instead of offering nothing
         page.locator("#tokens .tg-tok").nth(sure).click()
-        assert _wait_for(lambda: page.locator(".tg-pop-write .tg-none").is_visible(), 5)
+        assert _wait_for(lambda: page.locator(".tg-pop-write .tg-none").is_visible())
         token.click()
-        assert _wait_for(choice.is_visible, 5)
+        assert _wait_for(choice.is_visible)
     choice.click()
     branch = page.locator("#branch-output textarea")
     assert _wait_for(lambda: "stopped" in page.locator("#branch-stats").inner_text(), 60)
-    assert _wait_for(lambda: f"[{picked.replace('␣', ' ').replace('↵', chr(10))}]" in branch.input_value(), 5), \
+    assert _wait_for(lambda: f"[{picked.replace('␣', ' ').replace('↵', chr(10))}]" in branch.input_value()), \
         (picked, branch.input_value())
     assert _output(page, "output") == original, "the original text must stay as it was"
     # The branch is where the person is looking: the page went to it.

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import free_port
 from gradio_client import Client
-from helpers import page_errors, wait_for
+from helpers import page_errors, wait_for, wait_until
 from test_gguf_chat import SPECIALS, chatml_tokenizer, tiny_llama
 
 import app
@@ -99,14 +99,6 @@ def texts(history: list[dict]) -> list[tuple[str, str]]:
     return out
 
 
-def wait_until(predicate, timeout: float = 30.0, what: str = "the condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.01)
-
-
 # -- the API ------------------------------------------------------------------------------------------------
 
 
@@ -183,7 +175,7 @@ def test_stop_ends_the_reply_within_a_token(served):
         client.predict(api_name="/stop")  # the page's Stop buttons all signal this session's runs
     finally:
         playground.stop = real_stop
-    history, stats, tokens = job.result(timeout=10)
+    history, stats, tokens = job.result(timeout=60)
     time.sleep(5 * STEP_SECONDS)
     assert steps.after(signalled["at"]) == 0, "no forward step may start after Stop"
     assert "stopped: you pressed Stop" in stats
@@ -355,19 +347,19 @@ def test_chat_in_the_browser_streams_stops_and_shows_the_tokens(served, browser)
     box.press("Tab")
 
     _ask(page, "Hello there")
-    assert _wait_for(lambda: page.locator("#chat-message textarea").input_value() == "", 5), "the box should clear"
-    assert _wait_for(lambda: page.locator("#chat-history .message.user").count() == 1, 5)
+    assert _wait_for(lambda: page.locator("#chat-message textarea").input_value() == ""), "the box should clear"
+    assert _wait_for(lambda: page.locator("#chat-history .message.user").count() == 1)
     lengths = []
 
     def growing() -> bool:
         lengths.append(len(_bot(page).first.inner_text()) if _bot(page).count() else 0)
         return lengths[-1] > 0 and "writing" in _stats(page)
 
-    assert _wait_for(growing, 20), _stats(page)
+    assert _wait_for(growing, 60), _stats(page)
     _wait_for(lambda: growing() and False, 2.0)  # watch it grow a little longer
     pressed = time.monotonic()
     page.locator("#chat-stop").click()
-    assert _wait_for(lambda: "you pressed Stop" in _stats(page), 5), _stats(page)
+    assert _wait_for(lambda: "you pressed Stop" in _stats(page)), _stats(page)
     answered = time.monotonic() - pressed
     # The numbers and the reply are two components: on a busy machine the browser may paint the reply's last
     # update a moment after the numbers. Once it holds still, it must stay as it is.
@@ -385,26 +377,26 @@ def test_chat_in_the_browser_streams_stops_and_shows_the_tokens(served, browser)
 
     page.get_by_text("Token probabilities of the latest reply").click()
     tokens = page.locator("#chat-tokens .tg-tok")
-    assert _wait_for(lambda: tokens.count() == written, 5), (tokens.count(), written)
+    assert _wait_for(lambda: tokens.count() == written), (tokens.count(), written)
     tokens.filter(visible=True).nth(1).hover()  # (a token that ends inside a character shows nothing)
     pop = page.locator(".tg-pop").filter(visible=True)
-    assert _wait_for(lambda: pop.count() == 1, 5)
+    assert _wait_for(lambda: pop.count() == 1)
     assert "The model weighed" in pop.first.inner_text() and "%" in pop.first.inner_text()
 
     # Sending is open again, and the conversation goes on from the stopped reply.
-    assert _wait_for(lambda: page.locator("#chat-send").is_enabled(), 5)
+    assert _wait_for(lambda: page.locator("#chat-send").is_enabled())
     page.locator("#chat-message textarea").fill("Go on")
     page.locator("#chat-message textarea").press("Shift+Enter")  # a new line, as the box says...
     page.locator("#chat-message textarea").type("please")
     assert page.locator("#chat-message textarea").input_value() == "Go on\nplease"
     page.locator("#chat-message textarea").press("Enter")  # ...and Enter sends
     assert _wait_for(lambda: "stopped" in _stats(page) and page.locator("#chat-send").is_enabled(), 30)
-    assert _wait_for(lambda: page.locator("#chat-history .message.user").count() == 2, 5)
+    assert _wait_for(lambda: page.locator("#chat-history .message.user").count() == 2)
     assert _wait_for(lambda: "stopped" in _stats(page) and page.locator("#chat-send").is_enabled(), 30)
     assert _bot(page).count() == 2
     assert "Go on\nplease" in page.locator("#chat-history .message.user").nth(1).inner_text()
     page.locator("#chat-clear").click()
-    assert _wait_for(lambda: _bot(page).count() == 0 and _stats(page).strip() == "", 5)
+    assert _wait_for(lambda: _bot(page).count() == 0 and _stats(page).strip() == "")
     assert _errors(page) == 0
     page.close()
 
@@ -420,9 +412,9 @@ def test_an_example_fills_the_message_and_picks_its_style(served, browser):
     for text, style, value in [("Write a short poem about the sea.", "Balanced", "0.8"),
                                ("What is the capital of France?", "Answers", "0.1")]:
         page.get_by_text(text, exact=True).click()
-        assert _wait_for(lambda: page.locator("#chat-message textarea").input_value() == text, 10)  # noqa: B023
-        assert _wait_for(lambda: page.locator(f"#chat-preset input[value={style}]").is_checked(), 10), style  # noqa: B023
-        assert _wait_for(lambda: temperature.input_value() == value, 10), temperature.input_value()  # noqa: B023
+        assert _wait_for(lambda: page.locator("#chat-message textarea").input_value() == text)  # noqa: B023
+        assert _wait_for(lambda: page.locator(f"#chat-preset input[value={style}]").is_checked()), style  # noqa: B023
+        assert _wait_for(lambda: temperature.input_value() == value), temperature.input_value()  # noqa: B023
     assert _errors(page) == 0
     page.close()
 
@@ -490,12 +482,12 @@ def test_a_reply_that_cannot_be_written_gives_the_message_back(served, browser):
     picker = page.locator("#chat-model input")
     picker.fill("lstm")  # not offered (no chat template), but a name can be typed, as the API can send it
     picker.press("Enter")
-    assert _wait_for(lambda: "cannot chat" in page.locator("#chat-model-note").inner_text(), 10)
+    assert _wait_for(lambda: "cannot chat" in page.locator("#chat-model-note").inner_text())
     _ask(page, "Hello there")
-    assert _wait_for(lambda: "no chat template" in _stats(page), 20), _stats(page)
-    assert _wait_for(lambda: page.locator("#chat-message textarea").input_value() == "Hello there", 5)
+    assert _wait_for(lambda: "no chat template" in _stats(page)), _stats(page)
+    assert _wait_for(lambda: page.locator("#chat-message textarea").input_value() == "Hello there")
     assert page.locator("#chat-history .message").count() == 0, "the unanswered question leaves the conversation"
-    assert _wait_for(lambda: page.locator("#chat-send").is_enabled(), 5), "sending should be open again"
+    assert _wait_for(lambda: page.locator("#chat-send").is_enabled()), "sending should be open again"
     assert page.locator("#chat-message textarea").is_enabled() and page.locator("#chat-clear").is_enabled()
     page.close()
 

@@ -60,7 +60,7 @@ def test_greedy_beams_and_samples_side_by_side_on_a_laptop(page_url, browser, tm
     branch = beam.locator(".dc-tree details").first
     assert branch.get_attribute("open") is not None
     branch.locator("summary").first.click()
-    assert wait_for(lambda: branch.get_attribute("open") is None, 5)
+    assert wait_for(lambda: branch.get_attribute("open") is None)
     assert beam.locator(".dc-best").count() > 0  # the best text's path is marked
     shot = os.environ.get("TEXTGEN_DECODE_SCREENSHOT") if model == "lstm" else None
     branch.locator("summary").first.click()  # open again for the picture

@@ -58,7 +58,7 @@ def _start(page, prompt: str = "ROMEO:\n") -> None:
     page.locator("#step-prompt textarea").fill(prompt)
     page.locator("#step-start").click()
     assert _wait_for(lambda: page.locator("#step-bars .sg-bar").count() > 0, 60), "no bars after Start"
-    assert _wait_for(lambda: "read your prompt" in page.locator("#step-status").inner_text(), 10)
+    assert _wait_for(lambda: "read your prompt" in page.locator("#step-status").inner_text())
 
 
 def _pick_model(page, cat, name: str) -> None:
@@ -80,7 +80,7 @@ def test_step_pick_back_sample_many_and_run(page_url, browser, tmp_path):
     status_before = page.locator("#step-status").inner_text()
     _set_slider(page, "step-top_k", 3)
     last = _last_stage(page)
-    assert _wait_for(lambda: "Top-k 3" in last.inner_text(), 10), last.inner_text()
+    assert _wait_for(lambda: "Top-k 3" in last.inner_text()), last.inner_text()
     rows = last.locator(".sg-bar")
     cut = last.locator(".sg-cut")
     assert rows.count() - cut.count() == 3 and cut.count() >= 5
@@ -126,15 +126,15 @@ def test_step_pick_back_sample_many_and_run(page_url, browser, tmp_path):
     # Hovering over a written token shows what else was possible then.
     page.locator("#step-text .tg-tok").first.hover()
     pop = page.locator(".tg-pop-step")
-    assert _wait_for(lambda: pop.is_visible(), 5) and "%" in pop.inner_text()
+    assert _wait_for(lambda: pop.is_visible()) and "%" in pop.inner_text()
     assert page.locator(".tg-pop-step").count() == 1  # one pop-up for this view, apart from the Write tab's
     page.mouse.move(0, 0)
-    assert _wait_for(lambda: not pop.is_visible(), 5)
+    assert _wait_for(lambda: not pop.is_visible())
     # So does a token that Run wrote: its pop-up lists the other tokens it was drawn among, not itself alone.
     page.locator("#step-text .tg-tok").last.hover()
-    assert _wait_for(lambda: pop.is_visible(), 5) and pop.inner_text().count("%") >= 2, pop.inner_text()
+    assert _wait_for(lambda: pop.is_visible()) and pop.inner_text().count("%") >= 2, pop.inner_text()
     page.mouse.move(0, 0)
-    assert _wait_for(lambda: not pop.is_visible(), 5)
+    assert _wait_for(lambda: not pop.is_visible())
 
     # The README's picture: a word about to start, three controls on, and 200 draws beside the bars.
     page.locator("#step-prompt textarea").fill("ROMEO:\nBut soft, what light through yonder window")
@@ -143,7 +143,7 @@ def test_step_pick_back_sample_many_and_run(page_url, browser, tmp_path):
     page.locator("#step-start").click()
     assert _wait_for(lambda: _written(page) == 0 and "yonder" in page.locator("#step-text").inner_text(), 30)
     model_stage = page.locator("#step-bars section").first
-    assert _wait_for(lambda: "Top-p 0.9" in _last_stage(page).inner_text(), 10)
+    assert _wait_for(lambda: "Top-p 0.9" in _last_stage(page).inner_text())
     space = model_stage.locator(".sg-bar", has_text="␣")
     (space if space.count() else model_stage.locator(".sg-bar")).first.click()
     assert _wait_for(lambda: _written(page) == 1, 15)
@@ -169,7 +169,7 @@ def test_inside_the_models(page_url, browser, tmp_path):
     page.get_by_text("Inside the model").click()
     # Before a look there is nothing to pick from: the pickers come with the look, those that fit the model.
     pickers = {name: page.locator(f"#step-{name}") for name in ("att-layer", "att-head", "att-query", "units")}
-    assert _wait_for(lambda: page.locator("#step-look").is_visible(), 10)
+    assert _wait_for(lambda: page.locator("#step-look").is_visible())
     assert not any(p.is_visible() for p in pickers.values())
     page.locator("#step-look").click()
     # The LSTM: units worth a look, one shown as a heat map; attention says in one line that it has none.
@@ -183,7 +183,7 @@ def test_inside_the_models(page_url, browser, tmp_path):
     assert options.count() >= 3 and "seems to" in options.first.inner_text()
     first_map = page.locator("#step-heat").inner_html()
     options.nth(1).click()
-    assert _wait_for(lambda: page.locator("#step-heat").inner_html() != first_map, 10)
+    assert _wait_for(lambda: page.locator("#step-heat").inner_html() != first_map)
     page.locator("#step-heat").screenshot(path=str(tmp_path / "units.png"))
 
     # The Transformer: where a token looks; click another token to look from it.
@@ -191,7 +191,7 @@ def test_inside_the_models(page_url, browser, tmp_path):
     title = cat.get("transformer").title
     assert _wait_for(lambda: f"{title} has read your prompt" in page.locator("#step-status").inner_text(), 30)
     # Another model: the LSTM's units go at once, and no attention picker is offered before the look.
-    assert _wait_for(lambda: not any(p.is_visible() for p in pickers.values()), 10)
+    assert _wait_for(lambda: not any(p.is_visible() for p in pickers.values()))
     assert all(intro.is_visible() for intro in intros.values())  # before a look, both say what it can show
     page.locator("#step-look").click()
     view = page.locator("#step-attention")
@@ -217,14 +217,14 @@ def test_on_a_phone_the_bars_fit_the_screen(page_url, browser, tmp_path):
     _pick_model(page, cat, "lstm")  # a model with units to show (whatever the page starts on)
     # The sliders are folded away on a phone, so that Start is on the first screen; a person opens them.
     controls = page.locator("#step-controls > .label-wrap")
-    assert _wait_for(lambda: "open" not in (controls.get_attribute("class") or "open"), 10)
+    assert _wait_for(lambda: "open" not in (controls.get_attribute("class") or "open"))
     assert page.locator("#step-start").bounding_box()["y"] < 844 * 1.5
     controls.click()
     _set_slider(page, "step-top_k", 5)
     _start(page)
     bars = page.locator("#step-bars")
     # Start brings the text and its bars up (on a phone they are laid out far below the button).
-    assert _wait_for(lambda: page.locator("#step-bars .sg-bar").first.bounding_box()["y"] < 844, 10), \
+    assert _wait_for(lambda: page.locator("#step-bars .sg-bar").first.bounding_box()["y"] < 844), \
         page.locator("#step-bars").bounding_box()
     bars.scroll_into_view_if_needed()
     width = page.evaluate("document.documentElement.scrollWidth")
