@@ -89,7 +89,9 @@ LOGITS_BUDGET_BYTES = 256 * 2**20
 
 def _nll_windows(model, ids, first_scored, ctx, batch_size, progress) -> float:
     # Windows of the full context, each half new: every token is predicted once, from at least half a
-    # context of history (the first window's tokens from what precedes them).
+    # context of history (the first window's tokens from what precedes them). More overlap buys little: windows
+    # an eighth new scored the shipped Transformer 0.0011-0.0033 nats/char better on the training file's last
+    # 15,058 and 5,020 characters, at four times the work.
     stride = max(ctx // 2, 1)
     # A window's fp32 logits are ctx x vocab floats: 200 MB for GPT-2, so fewer windows go at once for big
     # vocabularies (8 GPT-2 windows would need 1.6 GB for the logits alone).
