@@ -104,7 +104,7 @@ def _sliders_to_style(*values) -> str | None:
     return matching_style(dict(zip(SLIDERS, values, strict=True)))
 
 
-def link_style(style: gr.Dropdown, sliders: list, **events) -> None:
+def link_style(style: gr.Radio, sliders: list[gr.Slider], **events) -> None:
     """Wire a style picker to the SLIDERS it sets (Write and Chat): picking a style moves them, and moving one
     by hand shows which style they now match (or none)."""
     style.change(_style_to_sliders, style, sliders, **events)
