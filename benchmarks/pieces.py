@@ -43,7 +43,10 @@ def main() -> None:
     parser.add_argument("--pieces", type=int, default=15)
     args = parser.parse_args()
     configure_cpu_threads()
-    parts = cut(read_text(args.data), args.pieces)
+    text = read_text(args.data)
+    if not 1 <= args.pieces <= len(text):
+        parser.error(f"--pieces must be from 1 to the text's length ({len(text):,} characters)")
+    parts = cut(text, args.pieces)
     first, second = scores(args.first, parts), scores(args.second, parts)
     print("piece  chars  first   second  second-first")
     for i, (part, a, b) in enumerate(zip(parts, first, second)):
